@@ -1,0 +1,1 @@
+"""doctriage: the thin application layer (CLI and settings) over workers, pipelines, classifier, db."""

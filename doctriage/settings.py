@@ -1,0 +1,83 @@
+"""One settings object for the whole application.
+
+Defaults are the embedded setup: a SQLite file, a local artifact folder, an in-process queue and
+the default model bundle, all under ``DOCTRIAGE_HOME``. Every field can be set from the
+environment as ``DOCTRIAGE_<FIELD>`` (e.g. ``DOCTRIAGE_DATABASE_URL``, ``DOCTRIAGE_BROKER_URL``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCTRIAGE_", extra="ignore")
+
+    # Where the embedded setup keeps its store, artifacts and default model.
+    home: Path = Field(default_factory=lambda: Path.home() / ".doctriage")
+
+    # Store and queue. None means the embedded default under `home` / the in-process queue.
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend_url: str | None = None
+
+    # Artifacts (page words/boxes/raster): a local folder, or s3://bucket/prefix.
+    artifact_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # Model: a bundle directory; None means the default bundle (built on first use).
+    model_dir: Path | None = None
+    device: str = "cpu"
+
+    # Ingestion.
+    ocr_mode: Literal["auto", "ocr", "text"] = "auto"
+    dpi: int = 100
+    ocr_dpi: int = 200
+    ocr_timeout_s: float = 60.0
+    max_pages: int = 2000
+    max_page_pixels: int = 60_000_000
+    max_file_bytes: int = 200 * 1024 * 1024
+
+    # Classification and the stage batcher.
+    max_batch: int = 16
+    max_delay_ms: float = 20.0
+    reroute_below: float = 0.6
+    audit_fraction: float = 0.02
+    seed: int = 0
+
+    # Operations.
+    visibility_timeout_s: int = 3600
+    reconcile_every_s: float = 60.0
+    stuck_after_s: float = 900.0
+    backlog_hour: int = 2
+    backlog_source: str | None = None
+    metrics_port: int | None = None
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'doctriage.db'}"
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        return self.artifact_url or str(self.home / "artifacts")
+
+    @property
+    def default_model_dir(self) -> Path:
+        return self.home / "models" / "default"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.default_model_dir
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
