@@ -1,0 +1,359 @@
+"""Audit queries on confidence: summary, low-confidence pages, early-vs-full agreement, and
+calibration against human labels. SQLAlchemy Core with bound parameters only: every filter value
+travels as data, never as SQL text."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy.orm import Session
+
+from db.models import Document, HumanLabel, Page, Prediction, utcnow
+from db.repository import final_prediction_select
+from db.states import Pass
+
+P = Prediction.__table__
+PG = Page.__table__
+DOC = Document.__table__
+HL = HumanLabel.__table__
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Filters shared by every query: a prediction's time window [since, until), its class
+    (label) and its model version. None means no filter."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    label: str | None = None
+    model_version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "class": self.label,
+            "model_version": self.model_version,
+        }
+
+
+def _where(columns: Any, f: AuditFilter, *, label: bool = True) -> list[Any]:
+    """Filter clauses on a prediction-shaped column set (`.created_at`, `.label`, ...)."""
+    clauses = []
+    if f.since is not None:
+        clauses.append(columns.created_at >= f.since)
+    if f.until is not None:
+        clauses.append(columns.created_at < f.until)
+    if label and f.label is not None:
+        clauses.append(columns.label == f.label)
+    if f.model_version is not None:
+        clauses.append(columns.model_version == f.model_version)
+    return clauses
+
+
+def _day(value: Any) -> str:
+    # SQLite's date() gives 'YYYY-MM-DD' text, PostgreSQL's a date: one spelling for both.
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _early_with_full(f: AuditFilter) -> Any:
+    """Early-pass rows, each with its page's full-depth answer (same model version) if any,
+    and the page's final label. The class filter applies to the final label."""
+    early, full = P.alias("early"), P.alias("full")
+    joined = early.outerjoin(
+        full,
+        and_(
+            full.c.page_id == early.c.page_id,
+            full.c.model_version == early.c.model_version,
+            full.c.pass_name == Pass.FULL.value,
+        ),
+    )
+    final_label = func.coalesce(full.c.label, early.c.label)
+    query = select(
+        early.c.page_id,
+        early.c.model_version,
+        func.date(early.c.created_at).label("day"),
+        early.c.label.label("early_label"),
+        early.c.confidence,
+        early.c.exit_stage,
+        full.c.id.label("full_id"),
+        full.c.label.label("full_label"),
+        final_label.label("final_label"),
+    ).select_from(joined)
+    query = query.where(early.c.pass_name == Pass.EARLY.value, *_where(early.c, f, label=False))
+    if f.label is not None:
+        query = query.where(final_label == f.label)
+    return query.subquery("ewf")
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+def summary(s: Session, f: AuditFilter = AuditFilter()) -> dict[str, Any]:
+    """Pages, classes, exit-stage histogram, mean confidence and re-route rate, by model version
+    and day (of the early prediction), plus the totals."""
+    ewf = _early_with_full(f)
+    keys = (ewf.c.model_version, ewf.c.day)
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    base = select(
+        *keys,
+        func.count().label("pages"),
+        func.sum(case((ewf.c.full_id.is_not(None), 1), else_=0)).label("rerouted"),
+        func.avg(ewf.c.confidence).label("mean_confidence"),
+    ).group_by(*keys)
+    for row in s.execute(base):
+        groups[(row.model_version, _day(row.day))] = {
+            "model_version": row.model_version,
+            "day": _day(row.day),
+            "pages": int(row.pages),
+            "rerouted": int(row.rerouted or 0),
+            "reroute_rate": int(row.rerouted or 0) / int(row.pages),
+            "mean_confidence": float(row.mean_confidence),
+            "exit_stages": {},
+            "classes": {},
+        }
+    for column, field in ((ewf.c.exit_stage, "exit_stages"), (ewf.c.final_label, "classes")):
+        query = select(*keys, column, func.count()).group_by(*keys, column).order_by(column)
+        for version, day, value, n in s.execute(query):
+            groups[(version, _day(day))][field][str(value)] = int(n)
+    rows = [groups[k] for k in sorted(groups)]
+    return {"filters": f.as_dict(), "total": _total(rows), "groups": rows}
+
+
+def _total(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    pages = sum(r["pages"] for r in rows)
+    rerouted = sum(r["rerouted"] for r in rows)
+    stages: dict[str, int] = defaultdict(int)
+    classes: dict[str, int] = defaultdict(int)
+    for r in rows:
+        for k, v in r["exit_stages"].items():
+            stages[k] += v
+        for k, v in r["classes"].items():
+            classes[k] += v
+    return {
+        "pages": pages,
+        "rerouted": rerouted,
+        "reroute_rate": rerouted / pages if pages else 0.0,
+        "mean_confidence": (
+            sum(r["mean_confidence"] * r["pages"] for r in rows) / pages if pages else None
+        ),
+        "exit_stages": dict(sorted(stages.items(), key=lambda kv: int(kv[0]))),
+        "classes": dict(sorted(classes.items())),
+    }
+
+
+# --- low confidence ---------------------------------------------------------------------------
+
+
+def low_confidence_select(
+    below: float, f: AuditFilter = AuditFilter(), limit: int | None = None
+) -> Select[Any]:
+    final = final_prediction_select(f.model_version).subquery("final")
+    query = (
+        select(
+            final.c.page_id,
+            DOC.c.source_uri.label("document_uri"),
+            final.c.page_number,
+            final.c.label,
+            final.c.confidence,
+            final.c.exit_stage,
+            final.c.pass_name,
+            final.c.model_version,
+            final.c.created_at,
+        )
+        .join(DOC, DOC.c.id == final.c.document_id)
+        .where(final.c.confidence < below, *_where(final.c, f))
+        .order_by(final.c.confidence, final.c.page_id)
+        .limit(limit)
+    )
+    return query
+
+
+def low_confidence(
+    s: Session, below: float, f: AuditFilter = AuditFilter(), limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Pages whose final answer is below `below`, least confident first, with document uri and
+    page number: the pages a reviewer should look at."""
+    rows = s.execute(low_confidence_select(below, f, limit)).mappings()
+    return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
+
+
+# --- re-routes --------------------------------------------------------------------------------
+
+
+def reroutes(s: Session, f: AuditFilter = AuditFilter()) -> dict[str, Any]:
+    """Agreement between the early and full-depth answers of re-routed pages, by early exit
+    stage and early class. The class filter applies to the early class here."""
+    early_f = AuditFilter(f.since, f.until, None, f.model_version)
+    ewf = _early_with_full(early_f)
+    agree = func.sum(case((ewf.c.early_label == ewf.c.full_label, 1), else_=0))
+    query = (
+        select(
+            ewf.c.exit_stage, ewf.c.early_label, func.count().label("pages"), agree.label("agree")
+        )
+        .where(ewf.c.full_id.is_not(None))
+        .group_by(ewf.c.exit_stage, ewf.c.early_label)
+        .order_by(ewf.c.exit_stage, ewf.c.early_label)
+    )
+    if f.label is not None:
+        query = query.where(ewf.c.early_label == f.label)
+    rows = [
+        {
+            "exit_stage": int(r.exit_stage),
+            "class": r.early_label,
+            "pages": int(r.pages),
+            "agree": int(r.agree),
+            "agreement": int(r.agree) / int(r.pages),
+        }
+        for r in s.execute(query)
+    ]
+    pages = sum(r["pages"] for r in rows)
+    agreed = sum(r["agree"] for r in rows)
+    total = {"pages": pages, "agree": agreed, "agreement": agreed / pages if pages else None}
+    return {"filters": f.as_dict(), "total": total, "groups": rows}
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def _latest_human_labels() -> Any:
+    rank = func.row_number().over(
+        partition_by=HL.c.page_id, order_by=[HL.c.created_at.desc(), HL.c.id.desc()]
+    )
+    ranked = select(HL.c.page_id, HL.c.label, rank.label("rank")).subquery("hl_ranked")
+    return select(ranked.c.page_id, ranked.c.label).where(ranked.c.rank == 1).subquery("truth")
+
+
+def expected_calibration_error(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> float:
+    """ECE with equal-width confidence bins: sum_b (n_b / n) * |accuracy_b - confidence_b|."""
+    if not pairs:
+        return 0.0
+    buckets: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for conf, correct in pairs:
+        buckets[min(int(conf * bins), bins - 1)].append((conf, correct))
+    n = len(pairs)
+    return sum(
+        len(b) / n * abs(sum(c for _, c in b) / len(b) - sum(p for p, _ in b) / len(b))
+        for b in buckets
+        if b
+    )
+
+
+def calibration_pairs(
+    s: Session, f: AuditFilter = AuditFilter()
+) -> list[tuple[str, int, float, bool]]:
+    """(pass, exit stage, confidence, correct) for every prediction on a page with a human label
+    (the newest label per page counts). The class filter applies to the human label."""
+    truth = _latest_human_labels()
+    query = (
+        select(
+            P.c.pass_name,
+            P.c.exit_stage,
+            P.c.confidence,
+            case((P.c.label == truth.c.label, 1), else_=0).label("correct"),
+        )
+        .join(truth, truth.c.page_id == P.c.page_id)
+        .where(*_where(P.c, f, label=False))
+        .order_by(P.c.id)
+    )
+    if f.label is not None:
+        query = query.where(truth.c.label == f.label)
+    return [(p, int(st), float(c), bool(ok)) for p, st, c, ok in s.execute(query)]
+
+
+def calibration(s: Session, f: AuditFilter = AuditFilter(), bins: int = 10) -> dict[str, Any]:
+    """On pages with a human label: accuracy, mean confidence and ECE of each pass by exit
+    stage, and per pass overall."""
+    cells: dict[tuple[str, int], list[tuple[float, bool]]] = defaultdict(list)
+    for pass_name, stage, conf, correct in calibration_pairs(s, f):
+        cells[(pass_name, stage)].append((conf, correct))
+    by_pass: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    rows = []
+    for (pass_name, stage), pairs in sorted(cells.items()):
+        by_pass[pass_name].extend(pairs)
+        rows.append({"pass": pass_name, "exit_stage": stage, **_calib(pairs, bins)})
+    total = {name: _calib(pairs, bins) for name, pairs in sorted(by_pass.items())}
+    return {"filters": f.as_dict(), "bins": bins, "total": total, "groups": rows}
+
+
+def reliability_bins(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> list[dict[str, Any]]:
+    """Per equal-width confidence bin: count, mean confidence, accuracy (non-empty bins only)."""
+    buckets: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for conf, correct in pairs:
+        buckets[min(int(conf * bins), bins - 1)].append((conf, correct))
+    return [
+        {
+            "low": i / bins,
+            "high": (i + 1) / bins,
+            "pages": len(b),
+            "mean_confidence": sum(c for c, _ in b) / len(b),
+            "accuracy": sum(ok for _, ok in b) / len(b),
+        }
+        for i, b in enumerate(buckets)
+        if b
+    ]
+
+
+# --- report inputs ----------------------------------------------------------------------------
+
+
+def final_confidences_by_class(
+    s: Session, f: AuditFilter = AuditFilter()
+) -> dict[str, list[float]]:
+    """The final answer's confidence of every page, grouped by its final class."""
+    final = final_prediction_select(f.model_version).subquery("final")
+    query = (
+        select(final.c.label, final.c.confidence).where(*_where(final.c, f)).order_by(final.c.label)
+    )
+    out: dict[str, list[float]] = defaultdict(list)
+    for label_, conf in s.execute(query):
+        out[label_].append(float(conf))
+    return dict(out)
+
+
+def agreement_by_day(s: Session, f: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
+    """Early vs full-depth agreement on re-routed pages per UTC day (of the early answer)."""
+    ewf = _early_with_full(AuditFilter(f.since, f.until, None, f.model_version))
+    agree = func.sum(case((ewf.c.early_label == ewf.c.full_label, 1), else_=0))
+    query = (
+        select(ewf.c.day, func.count().label("pages"), agree.label("agree"))
+        .where(ewf.c.full_id.is_not(None))
+        .group_by(ewf.c.day)
+        .order_by(ewf.c.day)
+    )
+    if f.label is not None:
+        query = query.where(ewf.c.early_label == f.label)
+    return [
+        {"day": _day(d), "pages": int(n), "agree": int(a), "agreement": int(a) / int(n)}
+        for d, n, a in s.execute(query)
+    ]
+
+
+def _calib(pairs: Sequence[tuple[float, bool]], bins: int) -> dict[str, Any]:
+    n = len(pairs)
+    return {
+        "pages": n,
+        "accuracy": sum(c for _, c in pairs) / n,
+        "mean_confidence": sum(p for p, _ in pairs) / n,
+        "ece": expected_calibration_error(pairs, bins),
+    }
+
+
+# --- human labels -----------------------------------------------------------------------------
+
+
+def label(s: Session, page_id: int, label: str, who: str) -> int:
+    """Record a human label for a page; LookupError if the page does not exist."""
+    if s.get(Page, page_id) is None:
+        raise LookupError(f"no page with id {page_id}")
+    if not label.strip():
+        raise ValueError("label must not be empty")
+    row = HumanLabel(page_id=page_id, label=label.strip(), who=who, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row.id

@@ -1,0 +1,161 @@
+"""The schema (SQLAlchemy 2 typed ORM). Portable across SQLite and PostgreSQL: plain strings with
+CHECK constraints for states, naive-UTC timestamps behind a type that hands out aware UTC, JSON
+for the confidence trail. Migrations in db/migrations must match this file (a test compares)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from db.states import DocumentState, PageState, Pass
+
+# Deterministic constraint names, so migrations can refer to them on both backends.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (same bytes on SQLite and PostgreSQL, so `date(col)` is the UTC day on
+    both) and returns timezone-aware UTC datetimes."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: Any) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        # version_key = etag or sha256 or "": never NULL, because NULLs never collide in a
+        # UNIQUE index and the same object would otherwise be registered twice.
+        UniqueConstraint("source_uri", "version_key", name="uq_documents_source_version"),
+        CheckConstraint(_in("state", DocumentState), name="state"),
+        Index("ix_documents_state_updated", "state", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_uri: Mapped[str] = mapped_column(Text)
+    version_key: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=DocumentState.RECEIVED.value)
+    error: Mapped[str | None] = mapped_column(Text)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Page(Base):
+    __tablename__ = "pages"
+    __table_args__ = (
+        UniqueConstraint("document_id", "number", name="uq_pages_document_number"),
+        CheckConstraint(_in("state", PageState), name="state"),
+        CheckConstraint("number >= 1", name="number_positive"),
+        Index("ix_pages_state_updated", "state", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1-based
+    text_source: Mapped[str | None] = mapped_column(String(16))  # "text_layer" | "ocr"
+    word_count: Mapped[int | None] = mapped_column(Integer)
+    artifact_ref: Mapped[str | None] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=PageState.PENDING.value)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (
+        # A redelivered classify/full_depth message writes nothing twice.
+        UniqueConstraint(
+            "page_id", "model_version", "pass_name", name="uq_predictions_page_model_pass"
+        ),
+        CheckConstraint(_in("pass_name", Pass), name="pass_name"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        Index("ix_predictions_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(128))
+    pass_name: Mapped[str] = mapped_column(String(8))
+    label: Mapped[str] = mapped_column(String(128))
+    confidence: Mapped[float] = mapped_column(Float)
+    exit_stage: Mapped[int] = mapped_column(Integer)
+    exit_layer: Mapped[int] = mapped_column(Integer)
+    trail: Mapped[list[float]] = mapped_column(JSON)  # calibrated confidence at each exit tried
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class HumanLabel(Base):
+    __tablename__ = "human_labels"
+    __table_args__ = (Index("ix_human_labels_page", "page_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(128))
+    who: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Watermark(Base):
+    """Small named cursors: S3 polling high-water marks, backlog resume points."""
+
+    __tablename__ = "watermarks"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,441 @@
+"""Store operations used by the steps. Each function takes a Session, never commits (the caller's
+`session_scope` is the transaction) and is idempotent: unique keys plus ON CONFLICT make a
+repeated call (a redelivered message, a second drop of the same object) a no-op."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, Table, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import Document, HumanLabel, Page, Prediction, Watermark, utcnow
+from db.states import PAGE_FINAL, DocumentState, PageState, Pass
+
+# Rows per INSERT statement: far below SQLite's 32766 bound-parameter limit.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    number: int  # 1-based
+    text_source: str | None  # "text_layer" | "ocr"
+    word_count: int | None
+    artifact_ref: str | None
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    page_id: int
+    model_version: str
+    pass_name: str  # "early" | "full" (db.states.Pass)
+    label: str
+    confidence: float
+    exit_stage: int
+    exit_layer: int
+    trail: Sequence[float]  # calibrated confidence at each exit tried, in order
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class FinalPrediction:
+    page_id: int
+    document_id: int
+    page_number: int
+    model_version: str
+    pass_name: str
+    label: str
+    confidence: float
+    exit_stage: int
+    exit_layer: int
+    created_at: datetime
+
+
+def _insert(s: Session, table: Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (generic SQL has no portable upsert)."""
+    name = s.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect: {name}")
+
+
+def _chunks(rows: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def version_key(etag: str | None, sha256: str | None) -> str:
+    """The document's version in its idempotency key: etag, else sha256, else "" (never NULL,
+    because NULLs never collide in a UNIQUE index)."""
+    return etag or sha256 or ""
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+def register_document(
+    s: Session, source_uri: str, *, etag: str | None = None, sha256: str | None = None
+) -> tuple[int, bool]:
+    """Create the document row once per (source_uri, version); returns (id, created)."""
+    now = utcnow()
+    key = version_key(etag, sha256)
+    table = Document.__table__
+    stmt = (
+        _insert(s, table)
+        .values(
+            source_uri=source_uri,
+            version_key=key,
+            etag=etag,
+            sha256=sha256,
+            state=DocumentState.RECEIVED.value,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["source_uri", "version_key"])
+        .returning(table.c.id)
+    )
+    inserted = s.execute(stmt).scalar_one_or_none()
+    if inserted is not None:
+        return int(inserted), True
+    # The row exists (committed by someone else, or earlier in this transaction).
+    existing = s.execute(
+        select(table.c.id).where(table.c.source_uri == source_uri, table.c.version_key == key)
+    ).scalar_one()
+    return int(existing), False
+
+
+def get_document(s: Session, doc_id: int) -> Document | None:
+    return s.get(Document, doc_id)
+
+
+def mark_document(
+    s: Session,
+    doc_id: int,
+    state: DocumentState | str,
+    error: str | None = None,
+    page_count: int | None = None,
+    *,
+    only_from: Iterable[DocumentState | str] | None = None,
+) -> bool:
+    """Set the state (and error, cleared when None; page_count when given). With `only_from`,
+    only a document currently in one of those states moves, so a task can claim work with one
+    statement. Moving to INGESTING counts an attempt. Returns whether a row changed."""
+    state = DocumentState(state)
+    table = Document.__table__
+    values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utcnow()}
+    if page_count is not None:
+        values["page_count"] = page_count
+    if state is DocumentState.INGESTING:
+        values["attempts"] = table.c.attempts + 1
+    stmt = update(table).where(table.c.id == doc_id).values(**values)
+    if only_from is not None:
+        stmt = stmt.where(table.c.state.in_([DocumentState(x).value for x in only_from]))
+    return s.execute(stmt).rowcount > 0
+
+
+def finish_documents(s: Session, doc_ids: Iterable[int] | None = None) -> list[int]:
+    """Mark DONE every INGESTED document (of `doc_ids`, or all) whose pages are all final.
+    Returns the ids that moved."""
+    docs, pages = Document.__table__, Page.__table__
+    open_pages = (
+        select(pages.c.id)
+        .where(
+            pages.c.document_id == docs.c.id, pages.c.state.not_in([p.value for p in PAGE_FINAL])
+        )
+        .exists()
+    )
+    query = select(docs.c.id).where(docs.c.state == DocumentState.INGESTED.value, ~open_pages)
+    if doc_ids is not None:
+        query = query.where(docs.c.id.in_(list(doc_ids)))
+    ids = [int(i) for i in s.execute(query).scalars()]
+    for chunk in _chunks(ids):
+        s.execute(
+            update(docs)
+            .where(docs.c.id.in_(chunk), docs.c.state == DocumentState.INGESTED.value)
+            .values(state=DocumentState.DONE.value, error=None, updated_at=utcnow())
+        )
+    return ids
+
+
+def stuck_documents(
+    s: Session,
+    older_than: timedelta,
+    states: Iterable[DocumentState | str] = (DocumentState.RECEIVED, DocumentState.INGESTING),
+    *,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> list[Document]:
+    """Documents sitting in `states` with no update for longer than `older_than`, oldest first."""
+    cutoff = (now or utcnow()) - older_than
+    query = (
+        select(Document)
+        .where(
+            Document.state.in_([DocumentState(x).value for x in states]),
+            Document.updated_at < cutoff,
+        )
+        .order_by(Document.updated_at, Document.id)
+        .limit(limit)
+    )
+    return list(s.execute(query).scalars())
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+def upsert_pages(s: Session, doc_id: int, pages: Sequence[PageRecord]) -> list[int]:
+    """Write the document's pages, once per (document_id, number); returns page ids in the order
+    given. A re-ingest refreshes the descriptive columns but never the page's state."""
+    if not pages:
+        return []
+    now = utcnow()
+    table = Page.__table__
+    for chunk in _chunks(pages):
+        stmt = _insert(s, table).values(
+            [
+                {
+                    "document_id": doc_id,
+                    "number": p.number,
+                    "text_source": p.text_source,
+                    "word_count": p.word_count,
+                    "artifact_ref": p.artifact_ref,
+                    "width": p.width,
+                    "height": p.height,
+                    "state": PageState.PENDING.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for p in chunk
+            ]
+        )
+        refreshed = ("text_source", "word_count", "artifact_ref", "width", "height")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["document_id", "number"],
+            set_={name: stmt.excluded[name] for name in refreshed},
+        )
+        s.execute(stmt)
+    numbers = [p.number for p in pages]
+    by_number: dict[int, int] = {}
+    for chunk in _chunks(numbers):
+        rows = s.execute(
+            select(table.c.number, table.c.id).where(
+                table.c.document_id == doc_id, table.c.number.in_(chunk)
+            )
+        )
+        by_number.update({int(n): int(i) for n, i in rows})
+    return [by_number[n] for n in numbers]
+
+
+def mark_pages(
+    s: Session,
+    page_ids: Iterable[int],
+    state: PageState | str,
+    error: str | None = None,
+    *,
+    only_from: Iterable[PageState | str] | None = None,
+) -> int:
+    """Set the state (and error, cleared when None) of many pages in one statement per chunk.
+    `only_from` restricts the move as in mark_document. Moving to CLASSIFYING counts an
+    attempt. Returns the number of rows changed."""
+    state = PageState(state)
+    ids = list(page_ids)
+    table = Page.__table__
+    values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utcnow()}
+    if state is PageState.CLASSIFYING:
+        values["attempts"] = table.c.attempts + 1
+    changed = 0
+    for chunk in _chunks(ids):
+        stmt = update(table).where(table.c.id.in_(chunk)).values(**values)
+        if only_from is not None:
+            stmt = stmt.where(table.c.state.in_([PageState(x).value for x in only_from]))
+        changed += s.execute(stmt).rowcount
+    return changed
+
+
+def get_page(s: Session, page_id: int) -> Page | None:
+    return s.get(Page, page_id)
+
+
+def pages_for_document(s: Session, doc_id: int) -> list[Page]:
+    return list(
+        s.execute(select(Page).where(Page.document_id == doc_id).order_by(Page.number)).scalars()
+    )
+
+
+def stuck_pages(
+    s: Session,
+    older_than: timedelta,
+    states: Iterable[PageState | str] = (
+        PageState.PENDING,
+        PageState.CLASSIFYING,
+        PageState.REROUTED,
+    ),
+    *,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> list[Page]:
+    """Pages sitting in `states` with no update for longer than `older_than`, oldest first."""
+    cutoff = (now or utcnow()) - older_than
+    query = (
+        select(Page)
+        .where(Page.state.in_([PageState(x).value for x in states]), Page.updated_at < cutoff)
+        .order_by(Page.updated_at, Page.id)
+        .limit(limit)
+    )
+    return list(s.execute(query).scalars())
+
+
+# --- predictions ------------------------------------------------------------------------------
+
+
+def record_predictions(s: Session, rows: Sequence[PredictionRecord]) -> int:
+    """Write a classified batch: multi-row INSERT ... ON CONFLICT DO NOTHING on (page,
+    model_version, pass), so a redelivered batch writes nothing twice. Any bad row (unknown
+    page, bad pass or confidence) fails the statement, and the caller's transaction with it.
+    Returns the number of rows inserted."""
+    if not rows:
+        return 0
+    now = utcnow()
+    table = Prediction.__table__
+    inserted = 0
+    for chunk in _chunks(rows):
+        stmt = (
+            _insert(s, table)
+            .values(
+                [
+                    {
+                        "page_id": r.page_id,
+                        "model_version": r.model_version,
+                        "pass_name": str(r.pass_name),
+                        "label": r.label,
+                        "confidence": float(r.confidence),
+                        "exit_stage": int(r.exit_stage),
+                        "exit_layer": int(r.exit_layer),
+                        "trail": [float(c) for c in r.trail],
+                        "latency_ms": None if r.latency_ms is None else float(r.latency_ms),
+                        "created_at": now,
+                    }
+                    for r in chunk
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["page_id", "model_version", "pass_name"])
+            .returning(table.c.id)
+        )
+        inserted += len(s.execute(stmt).all())
+    return inserted
+
+
+def predictions_for_page(s: Session, page_id: int) -> list[Prediction]:
+    query = select(Prediction).where(Prediction.page_id == page_id).order_by(Prediction.id)
+    return list(s.execute(query).scalars())
+
+
+def final_prediction_select(model_version: str | None = None) -> Select[Any]:
+    """One row per page with its final answer: the newest model version's predictions, and
+    among them the full-depth pass when there is one, else the early one. Columns: page_id,
+    document_id, page_number, model_version, pass_name, label, confidence, exit_stage,
+    exit_layer, created_at. A Core select, reusable as a subquery by the audit queries."""
+    p, pg = Prediction.__table__, Page.__table__
+    base = select(
+        p,
+        func.max(p.c.created_at)
+        .over(partition_by=[p.c.page_id, p.c.model_version])
+        .label("version_seen"),
+    )
+    if model_version is not None:
+        base = base.where(p.c.model_version == model_version)
+    b = base.subquery("versioned")
+    full_first = case((b.c.pass_name == Pass.FULL.value, 0), else_=1)
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=b.c.page_id, order_by=[b.c.version_seen.desc(), full_first, b.c.id.desc()]
+        )
+        .label("rank")
+    )
+    ranked = select(b, rank).subquery("ranked")
+    return (
+        select(
+            ranked.c.page_id,
+            pg.c.document_id,
+            pg.c.number.label("page_number"),
+            ranked.c.model_version,
+            ranked.c.pass_name,
+            ranked.c.label,
+            ranked.c.confidence,
+            ranked.c.exit_stage,
+            ranked.c.exit_layer,
+            ranked.c.created_at,
+        )
+        .join(pg, pg.c.id == ranked.c.page_id)
+        .where(ranked.c.rank == 1)
+    )
+
+
+def final_predictions(
+    s: Session,
+    *,
+    model_version: str | None = None,
+    document_id: int | None = None,
+    page_ids: Iterable[int] | None = None,
+) -> list[FinalPrediction]:
+    """Each page's final label (full-depth if present, else early), ordered by page id."""
+    sub = final_prediction_select(model_version).subquery("final")
+    query = select(sub).order_by(sub.c.page_id)
+    if document_id is not None:
+        query = query.where(sub.c.document_id == document_id)
+    if page_ids is not None:
+        query = query.where(sub.c.page_id.in_(list(page_ids)))
+    return [FinalPrediction(**row) for row in s.execute(query).mappings()]
+
+
+# --- status, labels, watermarks ---------------------------------------------------------------
+
+
+def counts_by_state(s: Session) -> dict[str, dict[str, int]]:
+    """{"documents": {state: n}, "pages": {state: n}, "predictions": {pass: n}}, zero-filled."""
+    out: dict[str, dict[str, int]] = {
+        "documents": {st.value: 0 for st in DocumentState},
+        "pages": {st.value: 0 for st in PageState},
+        "predictions": {ps.value: 0 for ps in Pass},
+    }
+    for key, column in (
+        ("documents", Document.state),
+        ("pages", Page.state),
+        ("predictions", Prediction.pass_name),
+    ):
+        for value, n in s.execute(select(column, func.count()).group_by(column)):
+            out[key][value] = int(n)
+    return out
+
+
+def add_human_label(s: Session, page_id: int, label: str, who: str) -> int:
+    """Record a reviewer's label for a page (several may exist; the newest counts)."""
+    row = HumanLabel(page_id=page_id, label=label, who=who, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def get_watermark(s: Session, name: str, default: str | None = None) -> str | None:
+    value = s.execute(select(Watermark.value).where(Watermark.name == name)).scalar_one_or_none()
+    return default if value is None else value
+
+
+def set_watermark(s: Session, name: str, value: str) -> None:
+    table = Watermark.__table__
+    now = utcnow()
+    stmt = _insert(s, table).values(name=name, value=value, updated_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"], set_={"value": stmt.excluded.value, "updated_at": now}
+    )
+    s.execute(stmt)

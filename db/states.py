@@ -1,0 +1,35 @@
+"""Life-cycle states of documents and pages, and the two prediction passes.
+
+Stored as plain strings (with CHECK constraints) rather than native enums, so SQLite and
+PostgreSQL share one schema and adding a state is a one-line migration.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DocumentState(StrEnum):
+    RECEIVED = "RECEIVED"  # row exists, ingest not started (or waiting to be re-enqueued)
+    INGESTING = "INGESTING"  # an ingest worker has it
+    INGESTED = "INGESTED"  # pages written and enqueued for classification
+    DONE = "DONE"  # every page reached a final state
+    FAILED = "FAILED"  # permanent failure; `error` says why
+    SKIPPED = "SKIPPED"  # not a document (folder, unknown type, zero bytes); `error` says why
+
+
+class PageState(StrEnum):
+    PENDING = "PENDING"  # ingested, awaiting classification
+    CLASSIFYING = "CLASSIFYING"  # a classify worker has it
+    REROUTED = "REROUTED"  # early pass stored, awaiting the full-depth pass
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class Pass(StrEnum):
+    EARLY = "early"  # anytime early-exit pass
+    FULL = "full"  # all layers, no early exit (re-route / audit sample)
+
+
+DOCUMENT_FINAL = frozenset({DocumentState.DONE, DocumentState.FAILED, DocumentState.SKIPPED})
+PAGE_FINAL = frozenset({PageState.DONE, PageState.FAILED})
