@@ -4,8 +4,12 @@ exposes `register(app)`; this module only assembles them."""
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
+
+# typer vendors its own click; find its UsageError through a public class rather than a private path.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 app = typer.Typer(
     help="doctriage: classify document pages with an early-exit LayoutLMv3, in batch.",
@@ -17,8 +21,17 @@ app = typer.Typer(
 # One module per command group; the order is the order in `doctriage --help`.
 COMMAND_MODULES = [
     "pages",
+    "synth",
+    "audit",
+    "train",
+    "evaluate",
+    "run",
+    "submit",
+    "worker",
+    "status",
+    "watch",
+    "backlog",
 ]
-
 
 
 @app.callback()
@@ -31,4 +44,19 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    """Entry point: a usage error is one line on stderr and exit status 2, never a box or traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            print(exc.ctx.get_help(), file=sys.stderr)
+            sys.exit(2)
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        print(f"error: {where}{exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_pages: int = 2000
     max_page_pixels: int = 60_000_000
     max_file_bytes: int = 200 * 1024 * 1024
+    ocr_lang: str = "eng"
+    min_ocr_conf: float = 30.0
+    min_text_coverage: float = 0.4
 
     # Classification and the stage batcher.
     max_batch: int = 16

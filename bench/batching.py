@@ -1,0 +1,260 @@
+"""How should early-exit pages be batched? Four ways over the same encoded pages and model:
+
+- full:       every page through every layer, batches of B (the reference cost);
+- sync:       early exit, batch-synchronous without compaction: a batch of B runs until its last
+              page exits, so exited pages still cost compute (what naive batching gives);
+- compaction: early exit per batch of B, exited pages dropped (`StageState.select`), so the
+              batch shrinks as it deepens (classifier.predict.predict_encoded);
+- stage:      the stage batcher (workers/stage_batcher.py) in drain mode over the whole backlog:
+              batches of up to B formed per exit stage, so deep batches stay full.
+
+Reports pages/s, ratios to full depth, mean layers per page and the stage batcher's batch fill
+per stage; and, by replaying the measured exit stages through the batcher with a no-compute
+model, the fill each drain schedule would give.
+
+    python bench/batching.py MODEL DATA [--batches 8,32,64] [--max-pages 128] [--device cpu]
+
+DATA: a folder of documents (or a realdocs-style folder with manifest.csv). Pages come from the
+text layer only (no OCR: the bench times the model, not tesseract). Prints JSON and writes
+bench/results/batching.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from classifier.bundle import load_bundle
+from classifier.predict import model_policy, predict_encoded
+from classifier.state import StageState
+from pipelines.errors import DocumentError
+from pipelines.options import IngestOptions
+from pipelines.pages import iter_pages
+from pipelines.sources import LocalSource
+from workers.classify_runtime import make_decider, split_rows
+from workers.stage_batcher import SCHEDULES, StageBatcher, StageDecision
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def document_paths(data: Path) -> list[Path]:
+    manifest = data / "manifest.csv"
+    if manifest.exists():
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        # Interleave classes so a small --max-pages still sees every class.
+        by_label: dict[str, list[Path]] = {}
+        for r in rows:
+            by_label.setdefault(r.get("label", ""), []).append(data / r["path"])
+        out: list[Path] = []
+        while any(by_label.values()):
+            for paths in by_label.values():
+                if paths:
+                    out.append(paths.pop(0))
+        return out
+    return LocalSource([data]).files()
+
+
+def load_pages(data: Path, max_pages: int) -> list:
+    options = IngestOptions(ocr_mode="text", dpi=72)
+    pages = []
+    for path in document_paths(data):
+        try:
+            for page in iter_pages(path, options=options):
+                if page.words:  # scans without a text layer carry no words here
+                    pages.append(page)
+                if len(pages) >= max_pages:
+                    return pages
+        except DocumentError:
+            continue
+    return pages
+
+
+def timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+@torch.inference_mode()
+def run_full(model, rows, b: int) -> list[int]:
+    stages = []
+    for i in range(0, len(rows), b):
+        state = model.embed(_collate(rows[i : i + b]))
+        _, state = model.advance(state, stages=model.num_stages - 1)
+        stages += [state.stage] * len(state)
+    return stages
+
+
+@torch.inference_mode()
+def run_sync(model, rows, b: int, decide) -> list[int]:
+    """Batch-synchronous: no page leaves the batch; it stops when every page has exited."""
+    exits: list[int] = []
+    for i in range(0, len(rows), b):
+        state: StageState = model.embed(_collate(rows[i : i + b]))
+        logits = model.exit_logits(state)
+        exit_at = [-1] * len(state)
+        past = None
+        while True:
+            d: StageDecision = decide(state.stage, logits, past)
+            final = state.stage == model.num_stages - 1
+            for j, e in enumerate(d.exit.tolist()):
+                if exit_at[j] < 0 and (e or final):
+                    exit_at[j] = state.stage
+            step = d.probs.unsqueeze(1)
+            past = step if past is None else torch.cat([past, step], 1)
+            if min(exit_at) >= 0:
+                break
+            logits, state = model.advance(state)
+        exits += exit_at
+    return exits
+
+
+@torch.inference_mode()
+def run_compaction(model, rows, b: int, policy) -> list[int]:
+    exits = []
+    for i in range(0, len(rows), b):
+        preds = predict_encoded(model, _collate(rows[i : i + b]), policy=policy)
+        exits += [p.exit_stage for p in preds]
+    return exits
+
+
+def run_stage(model, rows, b: int, decide) -> tuple[list[int], StageBatcher]:
+    batcher = StageBatcher(model, decide, max_batch=b, schedule="deepest_full")
+    futures = batcher.submit(rows, list(range(len(rows))))
+    batcher.drain()
+    return [f.result().exit_stage for f in futures], batcher
+
+
+def _collate(rows):
+    return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+
+class _Replay:
+    """No-compute stand-in: replays measured exit stages, to compare drain schedules' fill."""
+
+    def __init__(self, num_stages: int) -> None:
+        self.num_stages = num_stages
+
+    def embed(self, inputs):
+        return _RState(inputs["exit"], 0)
+
+    def exit_logits(self, state):
+        return state.exit_at.float().unsqueeze(1) - state.stage
+
+    def advance(self, state, stages: int = 1):
+        new = _RState(state.exit_at, state.stage + stages)
+        return self.exit_logits(new), new
+
+
+class _RState:
+    def __init__(self, exit_at: torch.Tensor, stage: int) -> None:
+        self.exit_at, self.stage = exit_at, stage
+
+    def select(self, idx):
+        return _RState(self.exit_at[torch.as_tensor(idx)], self.stage)
+
+    @staticmethod
+    def cat(states):
+        return _RState(torch.cat([s.exit_at for s in states]), states[0].stage)
+
+
+def schedule_fill(exit_stages: list[int], num_stages: int, b: int) -> dict[str, dict]:
+    def decide(stage, logits, past):
+        rem = logits[:, 0]
+        return StageDecision(torch.ones_like(rem), torch.zeros_like(rem).long(), rem <= 0)
+
+    out = {}
+    for schedule in SCHEDULES:
+        batcher = StageBatcher(_Replay(num_stages), decide, max_batch=b, schedule=schedule)
+        batcher.submit([{"exit": torch.tensor([e])} for e in exit_stages], exit_stages)
+        batcher.drain()
+        st = batcher.stats
+        out[schedule] = {
+            "overall_fill": round(sum(s.pages_in for s in st) / sum(s.batches * b for s in st), 4),
+            "batches": sum(s.batches for s in st),
+            "peak_parked_pages": batcher.peak_parked,
+        }
+    return out
+
+
+def agreement(a: list[int], b: list[int]) -> float:
+    """Share of pages exiting at the same stage (batching must not change decisions)."""
+    return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--batches", default="8,32,64")
+    ap.add_argument("--max-pages", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_bundle(args.model, args.device)
+    t_ingest, pages = timed(lambda: load_pages(args.data, args.max_pages))
+    if not pages:
+        sys.exit(f"error: no pages with a text layer found in {args.data}")
+    rows = split_rows(model.encode(pages))
+    policy = model_policy(model)
+    decide = make_decider(model, policy)
+    layers = model.exit_layers
+    # Warm-up (allocator, kernels) on a few pages, not timed.
+    run_full(model, rows[:4], 4)
+    results = []
+    for b in [int(x) for x in args.batches.split(",")]:
+        t_full, _ = timed(lambda b=b: run_full(model, rows, b))
+        t_sync, ex_sync = timed(lambda b=b: run_sync(model, rows, b, decide))
+        t_comp, ex_comp = timed(lambda b=b: run_compaction(model, rows, b, policy))
+        t_stage, (ex_stage, batcher) = timed(lambda b=b: run_stage(model, rows, b, decide))
+        n = len(rows)
+        row = {
+            "batch": b,
+            "pages_per_s": {
+                "full": round(n / t_full, 2), "sync": round(n / t_sync, 2),
+                "compaction": round(n / t_comp, 2), "stage_batcher": round(n / t_stage, 2),
+            },
+            "speedup_vs_full": {
+                "sync": round(t_full / t_sync, 3), "compaction": round(t_full / t_comp, 3),
+                "stage_batcher": round(t_full / t_stage, 3),
+            },
+            "exit_agreement": {
+                "sync_vs_stage": agreement(ex_sync, ex_stage),
+                "compaction_vs_stage": agreement(ex_comp, ex_stage),
+            },
+            "stage_batcher_stages": batcher.stats_dict(),
+            "schedule_fill_replay": schedule_fill(ex_stage, model.num_stages, b),
+        }
+        results.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    hist = Counter(ex_stage)
+    report = {
+        "model": str(args.model), "model_version": model.version, "device": args.device,
+        "exit_layers": layers, "policy": policy.to_json(), "pages": len(rows),
+        "page_load_s": round(t_ingest, 2),
+        "exit_stage_histogram": {str(k): hist[k] for k in sorted(hist)},
+        "mean_layers_per_page": round(sum(layers[s] for s in ex_stage) / len(ex_stage), 3),
+        "full_layers": layers[-1],
+        "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batching.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Early exit vs full depth on labelled documents: accuracy of both, measured wall-clock
+speed-up with real stopping (same pages, same batch size, same run), FLOPs ratio, mean exit layer.
+
+    .venv/bin/python bench/early_exit.py MODEL_DIR DATA [--split val] [--device cuda]
+        [--batch-size 16] [--rounds 2]
+
+Prints JSON and writes bench/results/early_exit.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from classifier.bundle import BundleError
+from doctriage.modeling import evaluate_bundle
+from pipelines.dataset import DatasetError
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--split", default="all", choices=["all", "val", "train"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2, help="timing passes over all pages")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".doctriage/cache/pages")
+    ap.add_argument("--out", type=Path, default=RESULTS / "early_exit.json")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    try:
+        report = evaluate_bundle(
+            args.model,
+            args.data,
+            split=args.split,
+            batch_size=args.batch_size,
+            device=args.device,
+            cache_dir=args.cache_dir,
+            timing_rounds=args.rounds,
+            out_dir=args.out.parent / "early_exit_plots",
+        )
+    except (BundleError, DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ee = report["early_exit"]
+    result = {
+        "model": str(args.model),
+        "model_version": report["model_version"],
+        "data": str(args.data),
+        "split": args.split,
+        "pages": report["pages"],
+        "documents": report["documents"],
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "machine": platform.node(),
+        "accuracy_full_depth": report["full_depth"]["accuracy"],
+        "accuracy_early_exit": ee["accuracy"],
+        "accuracy_drop_points": ee["accuracy_drop_points"],
+        "speedup_wall": ee["speedup_wall"],
+        "flops_ratio": ee["flops_ratio"],
+        "ideal_speedup": ee["ideal_speedup"],
+        "mean_exit_layer": ee["mean_layers"],
+        "full_layers": report["full_depth"]["layers"],
+        "exit_counts": ee["exit_counts"],
+        "timing": ee["timing"],
+        "policy": ee["policy"],
+        "exits": report["exits"],
+        "seconds": round(time.time() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""After training: one temperature per exit (validation NLL), ECE before/after, and per-exit
+thresholds that keep early-exit accuracy within a budget of full depth at the lowest compute."""
+
+from __future__ import annotations
+
+import torch
+
+from classifier.calibration import ece, fit_temperature
+from classifier.model import EarlyExitModel
+from classifier.thresholds import search_thresholds
+
+
+def stage_cost_layers(model: EarlyExitModel) -> list[float]:
+    """Cost of leaving at each stage for the threshold search, in FLOPs relative to full depth."""
+    full = model.full_flops()
+    return [f / full for f in model.stage_flops()]
+
+
+def calibrate_model(
+    model: EarlyExitModel, logits: torch.Tensor, labels: torch.Tensor, budget: float = 0.005
+) -> dict:
+    """`logits` (N, S, C) of every exit on validation pages. Sets the model's temperatures,
+    thresholds and policy; returns what was found (for the training report and exits.json)."""
+    temps, rows = [], []
+    for k in range(model.num_stages):
+        t = fit_temperature(logits[:, k], labels)
+        temps.append(t)
+        raw = torch.softmax(logits[:, k].double(), -1)
+        cal = torch.softmax(logits[:, k].double() / t, -1)
+        correct = (raw.argmax(-1) == labels).numpy()
+        rows.append(
+            {
+                "stage": k,
+                "layer": model.exit_layers[k],
+                "temperature": round(t, 4),
+                "accuracy": float(correct.mean()) if len(labels) else 0.0,
+                "ece_raw": ece(raw.max(-1).values.numpy(), correct),
+                "ece_calibrated": ece(cal.max(-1).values.numpy(), correct),
+            }
+        )
+    model.temperatures.copy_(torch.tensor(temps, dtype=torch.float32))
+    probs = torch.stack(
+        [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1
+    )
+    thresholds, sim = search_thresholds(probs, labels, stage_cost_layers(model), budget=budget)
+    model.thresholds = thresholds
+    model.policy_spec = {"name": "max_softmax", "thresholds": thresholds}
+    return {
+        "validation_pages": len(labels),
+        "exits": rows,
+        "thresholds": thresholds,
+        "budget": budget,
+        "early_exit_val_accuracy": sim.accuracy,
+        "full_depth_val_accuracy": rows[-1]["accuracy"],
+        "val_flops_ratio": sim.mean_cost,
+    }

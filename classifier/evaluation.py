@@ -1,0 +1,151 @@
+"""Evaluate a bundle on labelled encoded pages: per-exit accuracy and calibration, the early-exit
+policy's accuracy and compute, threshold sweeps per policy, and measured wall-clock speed-up
+(full depth vs early exit with real stopping: same pages, same batch size, same run)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classifier.calibrate import stage_cost_layers
+from classifier.calibration import ece, reliability_bins
+from classifier.model import EarlyExitModel
+from classifier.plots import reliability_plot, tradeoff_plot
+from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, Patience
+from classifier.predict import model_policy, predict_encoded
+from classifier.thresholds import simulate
+from classifier.training import Inputs, all_logits, take
+
+
+def evaluate(
+    model: EarlyExitModel,
+    inputs: Inputs,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 16,
+    out_dir: Path | None = None,
+    timing_rounds: int = 2,
+    policy: ExitPolicy | None = None,
+) -> dict:
+    model.eval()
+    n = len(labels)
+    logits = all_logits(model, inputs, batch_size)  # (N, S, C)
+    probs = torch.stack(
+        [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1
+    )
+    costs = stage_cost_layers(model)
+    exits = []
+    for k in range(model.num_stages):
+        raw = torch.softmax(logits[:, k].double(), -1)
+        correct = (raw.argmax(-1) == labels).numpy()
+        raw_conf = raw.max(-1).values.numpy()
+        cal_conf = probs[:, k].max(-1).values.numpy()
+        exits.append(
+            {
+                "stage": k,
+                "layer": model.exit_layers[k],
+                "accuracy": float(correct.mean()) if n else 0.0,
+                "ece_raw": ece(raw_conf, correct),
+                "ece_calibrated": ece(cal_conf, correct),
+                "temperature": float(model.temperatures[k]),
+                "threshold": float(model.thresholds[k]),
+                "bins_raw": reliability_bins(raw_conf, correct),
+                "bins_calibrated": reliability_bins(cal_conf, correct),
+            }
+        )
+    full_acc = exits[-1]["accuracy"]
+    policy = policy or model_policy(model)
+    sim = simulate(policy, probs, labels, costs)
+    layers = np.array(model.exit_layers)[sim.exit_stage] if n else np.array([0])
+    timing = measure_speedup(model, inputs, policy, batch_size, timing_rounds)
+    counts = np.bincount(sim.exit_stage, minlength=model.num_stages).tolist() if n else []
+    report = {
+        "pages": n,
+        "model_version": model.version,
+        "batch_size": batch_size,
+        "full_depth": {"accuracy": full_acc, "layers": model.exit_layers[-1]},
+        "exits": [{k: v for k, v in e.items() if not k.startswith("bins")} for e in exits],
+        "early_exit": {
+            "policy": policy.to_json(),
+            "accuracy": sim.accuracy,
+            "accuracy_drop_points": 100 * (full_acc - sim.accuracy),
+            "mean_layers": float(layers.mean()),
+            "flops_ratio": sim.mean_cost,
+            "ideal_speedup": 1.0 / sim.mean_cost if sim.mean_cost else None,
+            "speedup_wall": timing["speedup_wall"],
+            "exit_counts": counts,
+            "timing": timing,
+        },
+        "sweeps": policy_sweeps(model, probs, labels, costs),
+    }
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report["plots"] = {
+            "tradeoff": str(
+                tradeoff_plot(
+                    report["sweeps"], report["early_exit"], full_acc, out_dir / "tradeoff.png"
+                )
+            ),
+            "reliability": str(reliability_plot(exits, out_dir / "reliability.png")),
+        }
+    return report
+
+
+def policy_sweeps(
+    model: EarlyExitModel, probs: torch.Tensor, labels: torch.Tensor, costs: list[float]
+) -> dict[str, list[dict]]:
+    s = model.num_stages
+    layers = np.array(model.exit_layers)
+
+    def point(policy: ExitPolicy, param: float) -> dict:
+        sim = simulate(policy, probs, labels, costs)
+        return {
+            "param": param,
+            "accuracy": sim.accuracy,
+            "flops_ratio": sim.mean_cost,
+            "mean_layers": float(layers[sim.exit_stage].mean()) if len(labels) else 0.0,
+        }
+
+    grid = [0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 1.01]
+    return {
+        "max_softmax (global)": [point(MaxSoftmax.global_threshold(s, t), t) for t in grid],
+        "entropy": [
+            point(Entropy(s, t), t) for t in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+        ],
+        "patience": [point(Patience(s, p), p) for p in range(1, s + 1)],
+    }
+
+
+def measure_speedup(
+    model: EarlyExitModel, inputs: Inputs, policy: ExitPolicy, batch_size: int, rounds: int = 2
+) -> dict:
+    """Wall time of full-depth vs early-exit prediction over the same encoded pages in batches of
+    `batch_size`, alternating the two so machine load hits both alike; one warm-up batch each."""
+    n = inputs["input_ids"].shape[0]
+    batches = [
+        take(inputs, torch.arange(s, min(n, s + batch_size))) for s in range(0, n, batch_size)
+    ]
+    if not batches:
+        return {"full_s": 0.0, "early_exit_s": 0.0, "speedup_wall": None, "rounds": 0}
+    predict_encoded(model, batches[0], early_exit=False)
+    predict_encoded(model, batches[0], policy=policy)
+    full = ee = 0.0
+    for _ in range(max(1, rounds)):
+        for batch in batches:
+            t0 = time.perf_counter()
+            predict_encoded(model, batch, early_exit=False)
+            t1 = time.perf_counter()
+            predict_encoded(model, batch, policy=policy)
+            t2 = time.perf_counter()
+            full += t1 - t0
+            ee += t2 - t1
+    return {
+        "full_s": full,
+        "early_exit_s": ee,
+        "speedup_wall": full / ee if ee else None,
+        "rounds": max(1, rounds),
+        "threads": torch.get_num_threads(),
+    }

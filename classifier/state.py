@@ -1,0 +1,62 @@
+"""The hidden state of a batch between two exits: everything the next encoder layers need.
+
+Tensors are batch-first and padded to the model's fixed sequence length, so states made from
+different batches can be concatenated and split freely (the stage batcher relies on this)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass
+class StageState:
+    hidden: torch.Tensor  # (B, L, H) hidden states after the layers run so far
+    attention_mask: torch.Tensor  # (B, 1, 1, L) additive mask, as the layers take it
+    text_mask: torch.Tensor  # (B, T) 1 for real text tokens (pooling)
+    rel_pos: torch.Tensor | None  # (B, heads, L, L) 1D relative-position bias, or None
+    rel_2d_pos: torch.Tensor | None  # (B, heads, L, L) 2D (layout) bias, or None
+    stage: int  # exit stage reached: 0 = embeddings, k = after the k-th encoder exit
+
+    _TENSORS = ("hidden", "attention_mask", "text_mask", "rel_pos", "rel_2d_pos")
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    @property
+    def text_len(self) -> int:
+        return self.text_mask.shape[1]
+
+    def select(self, indices: torch.Tensor | Sequence[int]) -> StageState:
+        """The sub-batch at `indices` (a LongTensor/list of positions or a BoolTensor mask)."""
+        idx = torch.as_tensor(indices, device=self.hidden.device)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero(as_tuple=True)[0]
+        return replace(self, **{n: _take(getattr(self, n), idx) for n in self._TENSORS})
+
+    @staticmethod
+    def cat(states: Sequence[StageState]) -> StageState:
+        """One batch from several states at the same stage (order kept)."""
+        if not states:
+            raise ValueError("StageState.cat needs at least one state")
+        stages = {s.stage for s in states}
+        if len(stages) != 1:
+            raise ValueError(f"cannot concatenate states at different stages: {sorted(stages)}")
+        first = states[0]
+        joined = {}
+        for n in StageState._TENSORS:
+            parts = [getattr(s, n) for s in states]
+            joined[n] = None if parts[0] is None else torch.cat(parts, dim=0)
+        return replace(first, **joined)
+
+    def to(self, device: torch.device | str) -> StageState:
+        return replace(
+            self,
+            **{n: None if (t := getattr(self, n)) is None else t.to(device) for n in self._TENSORS},
+        )
+
+
+def _take(t: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t.index_select(0, idx.to(t.device))

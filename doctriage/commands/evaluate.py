@@ -1,0 +1,98 @@
+"""`doctriage evaluate MODEL_DIR DATA [--json]`: accuracy, calibration and early-exit speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classifier.bundle import BundleError
+from doctriage.settings import get_settings
+from pipelines.dataset import DatasetError
+from pipelines.options import IngestOptions
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+    data: Annotated[
+        Path, typer.Argument(help="Labelled DATA folder (manifest.csv or class sub-folders).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for report.json and the PNG plots.")
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split", help="all, or val/train: the documents of the bundle's training split."
+        ),
+    ] = "all",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default from settings).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers")] = 1,
+) -> None:
+    """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
+    from doctriage.modeling import evaluate_bundle
+
+    if split not in ("all", "val", "train"):
+        raise _fail(f"--split must be all, val or train, not {split!r}")
+    if batch_size < 1:
+        raise _fail("--batch-size must be at least 1")
+    settings = get_settings()
+    ingest = IngestOptions(
+        ocr_mode=settings.ocr_mode,
+        dpi=settings.dpi,
+        ocr_dpi=settings.ocr_dpi,
+        ocr_timeout_s=settings.ocr_timeout_s,
+    )
+    try:
+        report = evaluate_bundle(
+            model_dir,
+            data,
+            split=split,
+            batch_size=batch_size,
+            out_dir=out,
+            cache_dir=cache_dir or settings.home / "cache" / "pages",
+            workers=workers,
+            device=device or settings.device,
+            ingest=ingest,
+        )
+    except (DatasetError, BundleError, ValueError, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    if out is not None:
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    ee = report["early_exit"]
+    typer.echo(
+        f"pages {report['pages']}  "
+        f"full-depth accuracy {100 * report['full_depth']['accuracy']:.2f}%"
+    )
+    for e in report["exits"]:
+        typer.echo(
+            f"  exit {e['stage']} (layer {e['layer']}): accuracy {100 * e['accuracy']:.2f}%  "
+            f"ECE {e['ece_raw']:.3f} -> {e['ece_calibrated']:.3f}"
+        )
+    typer.echo(
+        f"early exit ({ee['policy']['name']}): accuracy {100 * ee['accuracy']:.2f}%  "
+        f"mean layers {ee['mean_layers']:.2f}  FLOPs ratio {ee['flops_ratio']:.3f}  "
+        f"wall speed-up {ee['speedup_wall']:.2f}x"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)

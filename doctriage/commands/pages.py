@@ -1,0 +1,102 @@
+"""`doctriage pages PATH [--json] [--ocr auto|ocr|text] [--dpi N]`: read a document page by page."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+from tqdm import tqdm
+
+from doctriage.settings import Settings, get_settings
+from pipelines.pages import DocumentError, IngestOptions, count_pages, iter_pages
+
+
+class OcrChoice(StrEnum):
+    auto = "auto"
+    ocr = "ocr"
+    text = "text"
+
+
+def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
+    """IngestOptions from the settings (the one place where settings meet the pipeline)."""
+    values: dict[str, object] = {
+        "ocr_mode": settings.ocr_mode,
+        "dpi": settings.dpi,
+        "ocr_dpi": settings.ocr_dpi,
+        "ocr_timeout_s": settings.ocr_timeout_s,
+        "ocr_lang": settings.ocr_lang,
+        "min_ocr_conf": settings.min_ocr_conf,
+        "max_pages": settings.max_pages,
+        "max_page_pixels": settings.max_page_pixels,
+        "max_file_bytes": settings.max_file_bytes,
+        "min_text_coverage": settings.min_text_coverage,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return IngestOptions(**values)  # type: ignore[arg-type]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(2)
+
+
+def pages(
+    path: Annotated[str, typer.Argument(help="A PDF, TIFF, PNG or JPEG file; '-' reads stdin.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per page.")] = False,
+    ocr: Annotated[
+        OcrChoice | None, typer.Option("--ocr", help="auto: per page; ocr: always; text: never.")
+    ] = None,
+    dpi: Annotated[int | None, typer.Option("--dpi", help="Raster resolution (dpi).")] = None,
+) -> None:
+    """Print one line per page: size, where its words came from, word count, time."""
+    try:
+        options = ingest_options(get_settings(), ocr_mode=ocr.value if ocr else None, dpi=dpi)
+    except ValueError as exc:
+        raise _fail(f"error: {exc}") from None
+    source: str | BinaryIO = path
+    name = path
+    if path == "-":
+        source, name = sys.stdin.buffer, "<stdin>"
+    elif Path(path).is_file():
+        name = path
+    try:
+        total = count_pages(source, name, options) if isinstance(source, str) else None
+    except DocumentError as exc:
+        raise _fail(str(exc)) from None
+    bar = tqdm(total=total, unit="page", file=sys.stderr, disable=not sys.stderr.isatty())
+    try:
+        for page in iter_pages(source, name=name, options=options):
+            bar.update(1)
+            if as_json:
+                line = json.dumps(
+                    {
+                        "page": page.number,
+                        "width": page.width,
+                        "height": page.height,
+                        "text_source": page.text_source,
+                        "words": len(page.words),
+                        "ms": round(page.ms, 1),
+                        "coverage": None if page.coverage is None else round(page.coverage, 3),
+                        "reason": page.reason,
+                    }
+                )
+            else:
+                line = (
+                    f"page {page.number}\t{page.width}x{page.height}\t{page.text_source}\t"
+                    f"{len(page.words)} words\t{page.ms:.0f} ms"
+                )
+            bar.clear()
+            typer.echo(line)
+            sys.stdout.flush()
+    except DocumentError as exc:
+        bar.close()
+        raise _fail(str(exc)) from None
+    bar.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pages")(pages)

@@ -1,0 +1,58 @@
+"""`doctriage submit PATH...`: register documents in the store and enqueue their ingestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from doctriage import wiring
+from doctriage.settings import get_settings
+from pipelines.sources import LocalSource
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def submit(
+    paths: Annotated[list[Path], typer.Argument(help="PDF/TIFF/PNG/JPEG files or folders.")],
+) -> None:
+    """Register each document once (by path and sha256) and put it on the ingest queue."""
+    from db.models import Document
+    from db.repository import register_document
+    from db.session import session_scope
+    from db.states import DocumentState
+    from workers.tasks import ingest
+
+    settings = get_settings()
+    source = LocalSource(paths)
+    try:
+        files = source.files()
+        wiring.configure_celery(settings)
+        sessions = wiring.store(settings)
+    except (FileNotFoundError, wiring.WiringError) as exc:
+        raise _fail(str(exc)) from None
+    if not files:
+        raise _fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
+    created = queued = 0
+    for uri, sha in source:
+        with session_scope(sessions) as s:
+            doc_id, new = register_document(s, uri, sha256=sha)
+            doc = s.get(Document, doc_id)
+            state = doc.state if doc is not None else None
+        created += new
+        # A new document, or one never ingested, goes on the queue; done ones are not redone.
+        if new or state == DocumentState.RECEIVED:
+            try:
+                ingest.delay(doc_id)
+            except Exception as exc:  # the broker is down or misconfigured
+                raise _fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
+            queued += 1
+    typer.echo(f"submit: {len(files)} documents, {created} new, {queued} queued for ingest")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)

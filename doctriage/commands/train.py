@@ -1,0 +1,131 @@
+"""`doctriage train DATA --out MODEL_DIR`: train, calibrate and save an early-exit bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classifier.bundle import BundleError
+from doctriage.settings import get_settings
+from pipelines.dataset import DatasetError
+from pipelines.options import IngestOptions
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def train(
+    data: Annotated[
+        Path,
+        typer.Argument(help="Folder with manifest.csv (path,label) or one sub-folder per class."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    config: Annotated[
+        str, typer.Option("--config", help="Named backbone size: tiny, small, base.")
+    ] = "small",
+    backbone: Annotated[
+        Path | None,
+        typer.Option(
+            "--backbone",
+            help="A LayoutLMv3 checkpoint directory (save_pretrained layout) instead of --config.",
+        ),
+    ] = None,
+    placements: Annotated[
+        str,
+        typer.Option(
+            "--placements", help="Exit layers: every, every_other, quarter, final, or e.g. 1,3,6."
+        ),
+    ] = "every",
+    strategy: Annotated[str, typer.Option("--strategy", help="joint or two-stage.")] = "joint",
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    lr: Annotated[float, typer.Option("--lr")] = 5e-4,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--max-minutes", help="Stop training after this many minutes (calibration still runs)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction", help="Share of documents (per class) held out for validation."
+        ),
+    ] = 0.2,
+    budget: Annotated[
+        float,
+        typer.Option("--budget", help="Allowed early-exit accuracy loss vs full depth, in points."),
+    ] = 0.5,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue from MODEL_DIR/checkpoint (last finished epoch)."),
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes for ingesting uncached documents.")
+    ] = 1,
+) -> None:
+    """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
+    from doctriage.modeling import train_bundle  # torch import only when the command runs
+
+    if strategy not in ("joint", "two-stage"):
+        raise _fail(f"--strategy must be joint or two-stage, not {strategy!r}")
+    if epochs < 1 or batch_size < 1 or workers < 1:
+        raise _fail("--epochs, --batch-size and --workers must be at least 1")
+    if resume and not (out / "checkpoint" / "train_state.json").exists():
+        raise _fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
+    settings = get_settings()
+    ingest = IngestOptions(
+        ocr_mode=settings.ocr_mode,
+        dpi=settings.dpi,
+        ocr_dpi=settings.ocr_dpi,
+        ocr_timeout_s=settings.ocr_timeout_s,
+    )
+    try:
+        report = train_bundle(
+            data,
+            out,
+            config=config,
+            backbone=backbone,
+            placements=placements,
+            strategy=strategy,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_minutes=max_minutes,
+            seed=seed,
+            val_fraction=val_fraction,
+            resume=resume,
+            budget_points=budget,
+            cache_dir=cache_dir or settings.home / "cache" / "pages",
+            workers=workers,
+            ingest=ingest,
+        )
+    except (DatasetError, BundleError, ValueError, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    cal = report["calibration"]
+    summary = {
+        "bundle": report["bundle"],
+        "version": report["version"],
+        "train_pages": report["train_pages"],
+        "val_pages": report["val_pages"],
+        "epochs_done": report["training"]["epochs_done"],
+        "train_seconds": report["training"]["train_seconds"],
+        "val_full_depth_accuracy": cal.get("full_depth_val_accuracy"),
+        "val_early_exit_accuracy": cal.get("early_exit_val_accuracy"),
+        "val_flops_ratio": cal.get("val_flops_ratio"),
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

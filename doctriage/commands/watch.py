@@ -1,0 +1,239 @@
+"""`doctriage watch s3://BUCKET/PREFIX [--sqs QUEUE_URL] [--once] [--interval S]`: take new
+objects of an S3 prefix as documents, by polling the bucket (a stored high-water mark keeps an
+idle poll at one request) or from S3 event notifications delivered to SQS. Each object is
+registered once on (uri, etag); non-documents are recorded SKIPPED with the reason. New
+documents go to the ingest queue, or - with no broker configured - are classified here."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from doctriage import wiring
+from doctriage.s3_wiring import s3_options
+from doctriage.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+class _Submitter:
+    """New document ids -> the ingest queue, or the embedded runner (model loaded once)."""
+
+    def __init__(self, settings: Any, model: Path | None) -> None:
+        self.settings = settings
+        self.model = model
+        self.celery = settings.broker_url is not None
+        self._runtime: Any = None
+        self._ctx: Any = None
+        if self.celery:
+            wiring.configure_celery(settings)
+        else:
+            self._ctx = wiring.step_context(settings)
+
+    def __call__(self, sessions: Any, doc_ids: Sequence[int]) -> str:
+        if not doc_ids:
+            return ""
+        if self.celery:
+            from workers.tasks import ingest
+
+            for doc_id in doc_ids:
+                ingest.delay(int(doc_id))
+            return f"{len(doc_ids)} queued for ingest"
+        from db.models import Document
+        from db.session import session_scope
+        from workers.embedded import run_embedded
+
+        if self._runtime is None:
+            self._runtime = wiring.classify_runtime(self.settings, self.model)
+        with session_scope(sessions) as s:
+            docs = [s.get(Document, i) for i in doc_ids]
+            pairs = [(d.source_uri, d.version_key) for d in docs if d is not None]
+        with tqdm(total=len(pairs), unit="doc", desc="documents", leave=False) as bar:
+            summary = run_embedded(self._ctx, self._runtime, pairs,
+                                   progress=lambda e, n: bar.update(n) if e == "document" else None)
+        failed = len(summary.failed_documents)
+        return (f"{summary.documents} ingested ({failed} failed), {summary.pages} pages, "
+                f"classes: {', '.join(f'{k} {v}' for k, v in summary.pages_per_class.items())}")
+
+
+def _leftovers(sessions: Any, prefix: str) -> list[int]:
+    """Documents of this prefix registered but never ingested (a watcher stopped between
+    committing the row and running it). The embedded mode has no reconciler, so take them."""
+    from sqlalchemy import select
+
+    from db.models import Document
+    from db.session import session_scope
+    from db.states import DocumentState
+
+    with session_scope(sessions) as s:
+        return [int(i) for i in s.execute(
+            select(Document.id).where(
+                Document.state == DocumentState.RECEIVED.value,
+                Document.source_uri.startswith(prefix, autoescape=True),
+            ).order_by(Document.id)).scalars()]
+
+
+def watch(
+    target: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX to take documents from.")],
+    sqs: Annotated[str | None, typer.Option(
+        "--sqs", help="SQS queue URL receiving the bucket's event notifications.")] = None,
+    redis_events: Annotated[str | None, typer.Option(
+        "--redis-events", help="Redis URL of the list MinIO publishes the bucket's events to "
+        "(its Redis notification target, access format; key from --events-key).")] = None,
+    events_key: Annotated[str, typer.Option(help="Redis list key of --redis-events.")]
+    = "doctriage:minio-events",
+    once: Annotated[bool, typer.Option(help="One poll (or drain the queue once), then exit.")]
+    = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0,
+    sweep_every: Annotated[float, typer.Option(
+        help="Seconds between full listings (keys sorting before the newest one, replaced "
+             "objects); polls in between list only keys after the newest seen.")] = 600.0,
+    model: Annotated[Path | None, typer.Option("--model", help="Model bundle (embedded).")]
+    = None,
+) -> None:
+    """Watch an S3 prefix and process each new document once."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipelines.s3 import S3Source, S3UriError, make_client, parse_s3_uri, register_s3_opener
+
+    settings = get_settings()
+    if interval <= 0 or sweep_every < 0:
+        raise _fail("--interval must be positive and --sweep-every not negative")
+    try:
+        location = parse_s3_uri(target)
+    except S3UriError as exc:
+        raise _fail(str(exc)) from None
+    options = dataclasses.replace(s3_options(settings), sweep_every_s=sweep_every)
+    register_s3_opener(options)  # the ingest step opens s3:// URIs in this process
+    try:
+        sessions = wiring.store(settings)
+        submit = _Submitter(settings, model)
+    except wiring.WiringError as exc:
+        raise _fail(str(exc)) from None
+    source = S3Source(location, make_client(options), options)
+    stopping = {"now": False}
+
+    def _stop(*_: Any) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if not submit.celery:
+            from pipelines.s3 import object_uri
+
+            left = _leftovers(sessions, object_uri(location.bucket, location.prefix))
+            if left:
+                typer.echo(f"{target}: resuming {len(left)} registered, unprocessed documents")
+                typer.echo(submit(sessions, left))
+        step: Callable[[], None]
+        if sqs or redis_events:
+            step = _sqs_step(sessions, source, sqs, options, submit, once, target,
+                             redis_events=redis_events, events_key=events_key)
+        else:
+            step = _poll_step(sessions, source, submit, target)
+        while True:
+            step()
+            if once or stopping["now"]:
+                break
+            if not (sqs or redis_events):
+                _sleep(interval, stopping)
+            if stopping["now"]:
+                break
+    except (BotoCoreError, ClientError) as exc:
+        raise _fail(f"{target}: {_one_line(exc)}") from None
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+
+
+def _sleep(seconds: float, stopping: dict[str, bool]) -> None:
+    end = time.monotonic() + seconds
+    while not stopping["now"] and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> Callable[[], None]:
+    from db.repository import get_watermark, set_watermark
+    from db.session import session_scope
+    from pipelines.s3 import PollMark, poll, watermark_name
+    from pipelines.s3_intake import register_objects
+
+    name = watermark_name(source.location)
+
+    def step() -> None:
+        with session_scope(sessions) as s:
+            mark = PollMark.from_json(get_watermark(s, name))
+        result = poll(source, mark)
+        got = register_objects(sessions, source, result.objects)
+        # Only after the rows are committed: a crash before this re-lists, which is a no-op.
+        with session_scope(sessions) as s:
+            set_watermark(s, name, result.mark.to_json())
+        kind = "sweep" if result.swept else "tail"
+        line = (f"{target}: {kind} listed {result.listed} ({result.list_requests} requests), "
+                f"{len(got.new_ids)} new, {len(got.skipped)} skipped, {got.known} known")
+        done = submit(sessions, got.new_ids)
+        typer.echo(line + (f"; {done}" if done else ""))
+
+    return step
+
+
+def _sqs_step(sessions: Any, source: Any, queue_url: str | None, options: Any, submit: _Submitter,
+              once: bool, target: str, redis_events: str | None = None,
+              events_key: str = "doctriage:minio-events") -> Callable[[], None]:
+    from pipelines.s3 import make_client
+    from pipelines.s3_intake import register_objects
+    from pipelines.sqs import SqsConsumer
+
+    consumer: Any
+    if redis_events:  # MinIO: its Redis notification target (pipelines/minio_events.py)
+        from pipelines.minio_events import RedisEventConsumer
+
+        consumer = RedisEventConsumer.from_url(redis_events, events_key, source.location,
+                                               wait_s=1 if once else 20)
+        consumer.recover()
+    else:
+        consumer = SqsConsumer(make_client(options, "sqs"), queue_url, source.location,
+                               wait_s=1 if once else 20)
+
+    def step() -> None:
+        new: list[int] = []
+        skipped = known = messages = 0
+
+        def handle(objects: Sequence[Any]) -> None:
+            nonlocal skipped, known
+            got = register_objects(sessions, source, objects)  # commits before returning
+            new.extend(got.new_ids)
+            skipped += len(got.skipped)
+            known += got.known
+
+        while True:  # with --once: drain what is there now
+            stats = consumer.poll_once(handle)
+            messages += stats.received
+            if not once or stats.received == 0:
+                break
+        if messages:
+            done = submit(sessions, new)
+            typer.echo(f"{target}: {messages} messages, {len(new)} new, {skipped} skipped, "
+                       f"{known} known" + (f"; {done}" if done else ""))
+
+    return step
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch")(watch)

@@ -1,0 +1,70 @@
+"""`doctriage worker --queues ingest,classify [--concurrency N] [--beat]`: a Celery worker.
+
+Classify/full_depth workers use the threads pool by default: one model per process, and the
+concurrent tasks' pages share its stage batcher (that is what keeps batches full). Ingest
+workers use prefork: OCR is CPU-bound, one process per core.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from doctriage import wiring
+from doctriage.settings import get_settings
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def worker(
+    queues: Annotated[
+        str,
+        typer.Option("--queues", "-Q", help="Comma-separated queue names."),
+    ] = "ingest,classify,full_depth,maintenance",
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Processes/threads.")] = 1,
+    pool: Annotated[
+        str | None, typer.Option("--pool", help="prefork, threads or solo (default by queue).")
+    ] = None,
+    beat: Annotated[bool, typer.Option("--beat", help="Also run the reconcile schedule.")] = False,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="Celery log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker consuming the given queues."""
+    from workers.celery_app import CLASSIFY, FULL_DEPTH, QUEUES
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in chosen if q not in QUEUES]
+    if unknown or not chosen:
+        raise _fail(
+            f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}"
+        )
+    if concurrency < 1:
+        raise _fail("--concurrency must be at least 1")
+    if pool is not None and pool not in ("prefork", "threads", "solo"):
+        raise _fail("--pool must be prefork, threads or solo")
+    model_queues = {CLASSIFY, FULL_DEPTH} & set(chosen)
+    if pool is None:
+        pool = "threads" if model_queues else "prefork"
+    settings = get_settings()
+    try:
+        if model_queues:
+            wiring.model_dir(settings)  # fail now, not on the first task, if there is no model
+        wiring.store(settings)  # migrate once before the children start
+        app = wiring.configure_celery(settings, preload_model=bool(model_queues))
+    except wiring.WiringError as exc:
+        raise _fail(str(exc)) from None
+    argv = ["worker", "-Q", ",".join(chosen), "-c", str(concurrency), "--pool", pool,
+            "--loglevel", loglevel, "-n", f"doctriage-{'-'.join(chosen)}@%h"]
+    if beat:
+        argv.append("--beat")
+    from doctriage.observability import prepare_worker
+
+    prepare_worker(settings)  # logging (JSON if configured) and the metrics endpoint
+    app.worker_main(argv)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)

@@ -1,0 +1,135 @@
+"""Logging for every doctriage process: plain lines for a person at a terminal, or one JSON object
+per line (`DOCTRIAGE_LOG_JSON=true`) for a log shipper, each carrying the document/page/task ids
+of the work it is about (workers.log_context).
+
+Credentials never reach the output: a redaction step rewrites every formatted line (message,
+arguments and traceback alike), masking URL passwords (`scheme://user:***@host`), AWS access key
+ids, secret-looking `key=value` pairs, and the literal values of the secret environment
+variables this process was given (AWS_SECRET_ACCESS_KEY, passwords in DOCTRIAGE_*_URL, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from workers import log_context
+
+MASK = "***"
+# Environment variables whose values are secrets wherever they show up.
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD", "FLOWER_BASIC_AUTH",
+)
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?=@)")
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b")
+_SECRET_PAIR = re.compile(
+    r"(?P<key>(?:aws_)?(?:secret(?:_access)?_key|secretaccesskey|session_?token|password|passwd"
+    r"|api_?key|token)[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;}]+)",
+    re.IGNORECASE,
+)
+
+
+def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Literal secret values found in the environment: named secret variables, and the
+    password part of any URL-valued DOCTRIAGE_* variable."""
+    env = os.environ if environ is None else environ
+    found = [env[name] for name in SECRET_ENV if env.get(name)]
+    for name, value in env.items():
+        if name.startswith("DOCTRIAGE_") and "://" in value:
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                continue
+            if password:
+                found.append(password)
+    # Longest first, so a secret containing another is masked whole; tiny values would mask
+    # ordinary words.
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    text = _AWS_KEY_ID.sub(MASK, text)
+    return _SECRET_PAIR.sub(lambda m: m.group("key") + MASK, text)
+
+
+class _Redacting(logging.Formatter):
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets = list(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record), self.secrets)
+
+
+# LogRecord attributes that are not "extra" fields passed by the caller.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO), level, logger, message, the ids in the
+    log context, any `extra=` fields, and the traceback as a string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        out.update(log_context.current())
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_") and key not in out:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [ids] message` for people."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = log_context.current()
+        if not ids:
+            return line
+        tag = " ".join(f"{k}={v}" for k, v in ids.items() if k != "task")
+        head, _, rest = line.partition(f" {record.name} ")
+        return f"{head} {record.name} [{tag}] {rest}"
+
+
+def configure_logging(level: str = "INFO", *, json_lines: bool = False,
+                      stream: Any = None) -> logging.Handler:
+    """Install one handler on the root logger (replacing any earlier one of ours)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    inner = JsonFormatter() if json_lines else TextFormatter()
+    handler.setFormatter(_Redacting(inner, env_secrets()))
+    handler.set_name("doctriage")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "doctriage"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
+
+
+def configure_from_settings(settings: Any) -> logging.Handler:
+    return configure_logging(settings.log_level, json_lines=settings.log_json)

@@ -1,0 +1,36 @@
+"""What a long-running doctriage process sets up before it starts work: its logging (plain or
+JSON lines, credentials redacted) and, when `DOCTRIAGE_METRICS_PORT` is set, the Prometheus
+endpoint.
+
+Workers always use prometheus_client's multiprocess mode: a prefork worker's tasks run in
+forked children, whose figures only reach the one endpoint (served from the main process)
+through the files in PROMETHEUS_MULTIPROC_DIR. The folder is the one the environment names
+(compose sets a private one per container), else a fresh temporary one; it is emptied at start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from doctriage.logging_setup import configure_from_settings
+from workers import metrics
+
+
+def _leave_logging_to_us(**_: Any) -> None:
+    """Celery's setup_logging receiver: its presence tells Celery not to configure logging."""
+
+
+def prepare_worker(settings: Any) -> Any:
+    """Logging, then the metrics endpoint (if configured). Returns the HTTP server or None."""
+    from celery.signals import setup_logging
+
+    configure_from_settings(settings)
+    setup_logging.connect(_leave_logging_to_us, weak=False)
+    if settings.metrics_port is None:
+        return None
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="doctriage-metrics-")
+    metrics.enable_multiprocess(folder)
+    return metrics.start_metrics_server(int(settings.metrics_port))

@@ -1,0 +1,152 @@
+"""Builds the workflow's parts from Settings: option objects, the store, the artifact store,
+the model and its runtime, the Celery configuration. The one place that reads settings for
+workers/pipelines/classifier/db, so those packages stay free of doctriage.
+
+`celery -A doctriage.wiring:celery worker -Q classify` gets a configured app (module attribute
+`celery`, built on first access).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from doctriage.settings import Settings, get_settings
+from pipelines.artifacts import ArtifactStore, open_artifact_store
+from pipelines.options import IngestOptions
+from workers.classify_runtime import BatcherOptions, ClassifyRuntime
+from workers.steps import RerouteOptions, StepContext
+
+
+class WiringError(ValueError):
+    """A setting or argument that cannot be used; the message is one line for the user."""
+
+
+def ingest_options(settings: Settings) -> IngestOptions:
+    return IngestOptions(
+        ocr_mode=settings.ocr_mode,
+        dpi=settings.dpi,
+        ocr_dpi=settings.ocr_dpi,
+        ocr_timeout_s=settings.ocr_timeout_s,
+        max_pages=settings.max_pages,
+        max_page_pixels=settings.max_page_pixels,
+        max_file_bytes=settings.max_file_bytes,
+    )
+
+
+def batcher_options(settings: Settings) -> BatcherOptions:
+    return BatcherOptions(max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms)
+
+
+def reroute_options(settings: Settings) -> RerouteOptions:
+    return RerouteOptions(
+        reroute_below=settings.reroute_below,
+        audit_fraction=settings.audit_fraction,
+        seed=settings.seed,
+    )
+
+
+def store(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
+    """A session factory on the configured database, migrated to the current schema."""
+    from db.session import make_engine, session_factory
+    from db.session import migrate as run_migrations
+
+    engine = make_engine(settings.resolved_database_url)
+    if migrate:
+        run_migrations(engine)
+    return session_factory(engine)
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    url = settings.resolved_artifact_url
+    if url.startswith("s3://"):
+        from pipelines.s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_url(url, endpoint_url=settings.s3_endpoint_url,
+                                        region=settings.s3_region)
+    return open_artifact_store(url)
+
+
+def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
+    from doctriage.s3_wiring import s3_options
+    from pipelines.s3 import register_s3_opener
+
+    register_s3_opener(s3_options(settings))  # documents may live at s3:// URIs
+    return StepContext(
+        sessions=store(settings, migrate=migrate),
+        artifacts=artifact_store(settings),
+        ingest=ingest_options(settings),
+        reroute=reroute_options(settings),
+    )
+
+
+def model_dir(settings: Settings, override: Path | None = None) -> Path:
+    """--model, else DOCTRIAGE_MODEL_DIR, else the default bundle (built on first use)."""
+    chosen = override or settings.model_dir
+    if chosen is not None:
+        if not (Path(chosen) / "exits.json").exists():
+            raise WiringError(f"{chosen}: not a model bundle (no exits.json)")
+        return Path(chosen)
+    try:
+        from doctriage.default_model import ensure_default_bundle
+    except ImportError:
+        raise WiringError("no default model available: pass --model DIR") from None
+    return Path(ensure_default_bundle(settings))
+
+
+def load_model(settings: Settings, override: Path | None = None) -> Any:
+    from classifier.bundle import BundleError, load_bundle
+
+    path = model_dir(settings, override)
+    try:
+        return load_bundle(path, settings.device)
+    except BundleError as exc:
+        raise WiringError(str(exc)) from None
+
+
+def classify_runtime(settings: Settings, override: Path | None = None) -> ClassifyRuntime:
+    return ClassifyRuntime(load_model(settings, override), batcher_options(settings))
+
+
+def queue_config(settings: Settings, *, preload_model: bool = False) -> Any:
+    from workers.celery_app import QueueConfig
+
+    if not settings.broker_url:
+        raise WiringError("no broker: set DOCTRIAGE_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    return QueueConfig(
+        broker_url=settings.broker_url,
+        result_backend_url=settings.result_backend_url,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        reconcile_every_s=settings.reconcile_every_s,
+        stuck_after_s=settings.stuck_after_s,
+        classify_chunk=settings.max_batch,
+        preload_model=preload_model,
+        extra_beat=_backlog_beat(settings),
+    )
+
+
+def _backlog_beat(settings: Settings) -> dict[str, Any]:
+    from doctriage.s3_wiring import backlog_beat
+
+    entry = backlog_beat(settings)
+    return {"backlog": entry} if entry else {}
+
+
+def configure_celery(settings: Settings | None = None, *, preload_model: bool = False) -> Any:
+    """The Celery app configured from settings, with this process's resource factories
+    installed (built lazily in each worker process, after fork)."""
+    from workers import context
+    from workers.celery_app import app, configure
+
+    settings = settings or get_settings()
+    configure(queue_config(settings, preload_model=preload_model))
+    context.install(lambda: step_context(settings), lambda: classify_runtime(settings))
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "celery":
+        return configure_celery()
+    raise AttributeError(name)

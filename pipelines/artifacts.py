@@ -1,0 +1,145 @@
+"""Page artifacts: what the classify step needs of a page, written once by ingest.
+
+One JSON object per page (words, boxes, text source, page size, and a small PNG raster in
+base64), so a queue message carries only ids and a classifier worker never re-opens the PDF.
+JSON + PNG only: no pickle. Stores are tiny: ``put(key, bytes)`` / ``get(key) -> bytes``; a
+local folder now, an S3 prefix can implement the same two calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+ARTIFACT_VERSION = 1
+# Longest side of the stored raster. The model resizes to its own square input (224 for
+# LayoutLMv3), so twice that keeps enough detail for any later use while staying ~50-150 KB.
+DEFAULT_RASTER_MAX_SIDE = 448
+
+
+class ArtifactStore(Protocol):
+    def put(self, key: str, data: bytes) -> str: ...
+
+    def get(self, key: str) -> bytes: ...
+
+
+class ArtifactNotFound(KeyError):
+    """The key names no stored artifact (never written, or removed)."""
+
+
+class LocalArtifactStore:
+    """Artifacts as files under one folder; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"artifact key escapes the store: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return key
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFound(key) from exc
+
+
+@dataclass(frozen=True)
+class PageArtifact:
+    number: int
+    width: int  # the ingest raster's size (pixels at the ingest DPI)
+    height: int
+    text_source: str
+    words: list[str]
+    boxes: list[tuple[int, int, int, int]]
+    image: Image.Image  # the downsized RGB raster
+
+
+def page_key(document_id: int, page_number: int) -> str:
+    return f"documents/{document_id}/page-{page_number:05d}.json"
+
+
+def downsize(image: Image.Image, max_side: int = DEFAULT_RASTER_MAX_SIDE) -> Image.Image:
+    img = image.convert("RGB")
+    scale = max_side / max(img.size)
+    if scale < 1.0:
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    return img
+
+
+def encode_page(
+    *,
+    number: int,
+    width: int,
+    height: int,
+    text_source: str,
+    words: list[str],
+    boxes: list[tuple[int, int, int, int]] | list[list[int]],
+    image: Image.Image,
+    raster_max_side: int = DEFAULT_RASTER_MAX_SIDE,
+) -> bytes:
+    buf = io.BytesIO()
+    downsize(image, raster_max_side).save(buf, format="PNG", optimize=False)
+    doc = {
+        "version": ARTIFACT_VERSION,
+        "number": number,
+        "width": width,
+        "height": height,
+        "text_source": text_source,
+        "words": list(words),
+        "boxes": [list(map(int, b)) for b in boxes],
+        "raster_png": base64.b64encode(buf.getvalue()).decode("ascii"),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def decode_page(data: bytes) -> PageArtifact:
+    doc = json.loads(data)
+    if doc.get("version") != ARTIFACT_VERSION:
+        raise ValueError(f"unsupported page artifact version {doc.get('version')!r}")
+    image = Image.open(io.BytesIO(base64.b64decode(doc["raster_png"])))
+    image.load()
+    return PageArtifact(
+        number=int(doc["number"]),
+        width=int(doc["width"]),
+        height=int(doc["height"]),
+        text_source=str(doc["text_source"]),
+        words=[str(w) for w in doc["words"]],
+        boxes=[(int(a), int(b), int(c), int(d)) for a, b, c, d in doc["boxes"]],
+        image=image.convert("RGB"),
+    )
+
+
+def open_artifact_store(url: str) -> ArtifactStore:
+    """A store from a settings URL: a local folder (path or file://). S3 is added by its owner."""
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return LocalArtifactStore(unquote(urlparse(url).path))
+    if "://" in url:
+        raise ValueError(f"no artifact store for {url!r} (supported here: a local folder)")
+    return LocalArtifactStore(url)

@@ -1,0 +1,303 @@
+"""Documents in, pages out: `iter_pages` yields one `Page` at a time with its raster, its words and
+their boxes (0-1000, reading order), taken from the PDF text layer or from tesseract, per page.
+
+    for page in iter_pages("scan.pdf", options=IngestOptions(dpi=100)):
+        page.number, page.text_source, page.words[:5]
+
+A bad document raises `DocumentError` ("<name>: <reason>") where the problem is found; pages
+before it have already been yielded. Only one page's rasters are alive at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image
+
+from pipelines import images, pdf
+from pipelines.coverage import Decision, decide
+from pipelines.errors import DocumentError
+from pipelines.ocr import OcrFailed, OcrResult, OcrTimeout, ocr_image
+from pipelines.options import IngestOptions
+from pipelines.reading_order import sort_reading_order
+from pipelines.sniff import Source, detect_kind, open_source, source_name
+from pipelines.textlayer import extract_words
+
+__all__ = [
+    "DocumentError",
+    "IngestOptions",
+    "Page",
+    "count_pages",
+    "detect_kind",
+    "iter_pages",
+    "plan_pages",
+]
+
+Box = tuple[int, int, int, int]
+SourceLike = str | Path | BinaryIO
+
+
+@dataclass
+class Page:
+    number: int  # 1-based
+    width: int  # raster pixels of `image`
+    height: int
+    image: Image.Image  # RGB at options.dpi (images of unknown resolution: see vision_raster)
+    words: list[str]
+    boxes: list[Box]  # 0-1000, same length as words, reading order
+    text_source: str  # "text_layer" | "ocr"
+    ms: float  # time spent producing this page
+    size_pt: tuple[float, float] | None = None  # page size in points (None: unknown resolution)
+    coverage: float | None = None  # share of the page's ink inside text-layer word boxes
+    image_area: float | None = None  # share of the page covered by images (PDF pages)
+    ocr_conf: float | None = None  # mean tesseract confidence of the kept words
+    reason: str = ""  # why this text source was chosen
+
+
+def iter_pages(
+    source: SourceLike, *, name: str | None = None, options: IngestOptions | None = None
+) -> Iterator[Page]:
+    """Pages of a PDF, TIFF, PNG or JPEG (path or binary stream), one at a time."""
+    return _iter(source, name, options or IngestOptions(), run_ocr=True)
+
+
+def plan_pages(
+    source: SourceLike, *, name: str | None = None, options: IngestOptions | None = None
+) -> Iterator[Page]:
+    """Like `iter_pages` but never runs OCR: `text_source` is the decision that would be taken
+    (pages decided `ocr` come without words). Cheap: for measuring how many pages need OCR."""
+    return _iter(source, name, options or IngestOptions(), run_ocr=False)
+
+
+def count_pages(
+    source: SourceLike, name: str | None = None, options: IngestOptions | None = None
+) -> int:
+    """Number of pages, without rasterising anything."""
+    opts = options or IngestOptions()
+    nm = source_name(source, name)
+    src = open_source(source, nm, opts.max_file_bytes)
+    if src.kind == "pdf":
+        doc = _open_pdf(src)
+        try:
+            return len(doc)
+        finally:
+            doc.close()
+    im = images.open_image(src)
+    try:
+        n = images.count_frames(src, im)
+        if n is None:
+            raise DocumentError(nm, "corrupt or unreadable image (damaged page chain)")
+        return n
+    finally:
+        _close_image(src, im)
+
+
+def _iter(
+    source: SourceLike, name: str | None, opts: IngestOptions, run_ocr: bool
+) -> Iterator[Page]:
+    nm = source_name(source, name)
+    src = open_source(source, nm, opts.max_file_bytes)
+    if src.kind == "pdf":
+        yield from _pdf_pages(src, opts, run_ocr)
+    else:
+        yield from _image_pages(src, opts, run_ocr)
+
+
+def _check_count(src: Source, n: int, opts: IngestOptions) -> None:
+    if n == 0:
+        raise DocumentError(src.name, "document has no pages")
+    if n > opts.max_pages:
+        raise DocumentError(src.name, f"too many pages ({n}; the limit is {opts.max_pages})")
+
+
+def _open_pdf(src: Source):
+    try:
+        return pdf.open_pdf(src)
+    except DocumentError:
+        if pdf.is_truncated(src):
+            raise DocumentError(src.name, "truncated PDF (the file ends early)") from None
+        raise
+
+
+def _pdf_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
+    doc = _open_pdf(src)
+    try:
+        n = len(doc)
+        _check_count(src, n, opts)
+        truncated = pdf.is_truncated(src)
+        for number in range(1, n + 1):
+            t0 = time.perf_counter()
+            try:
+                page = _pdf_page(src, doc, number, opts, run_ocr)
+            except DocumentError:
+                raise
+            except Exception as exc:  # library boundary: a bad page is a bad document
+                raise _unexpected(src, number, exc) from None
+            page.ms = (time.perf_counter() - t0) * 1000
+            yield page
+        if truncated:
+            # pdfium rebuilds what it can from a cut file; say so after the pages it recovered.
+            raise DocumentError(
+                src.name, f"truncated PDF (the file ends early; {n} page(s) recovered)"
+            )
+    finally:
+        doc.close()
+
+
+def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool) -> Page:
+    try:
+        page = doc[number - 1]
+    except Exception as exc:
+        raise DocumentError(src.name, f"page {number}: cannot be loaded ({exc})", number) from None
+    try:
+        size = pdf.page_size_pt(page)
+        _check_pixels(src, number, pdf.raster_size(size, opts.dpi), opts)
+        image = pdf.render(page, opts.dpi)
+        words: list[str] = []
+        boxes: list[Box] = []
+        area: float | None = None  # only measured when the decision depends on it
+        if opts.ocr_mode != "ocr":
+            words, boxes = extract_words(page)
+            area = pdf.image_area(page) if opts.ocr_mode == "auto" and words else None
+        decision = decide(
+            opts.ocr_mode, boxes, image, area or 0.0, opts.min_text_coverage, opts.scan_image_area
+        )
+        ocr: OcrResult | None = None
+        if decision.text_source == "ocr":
+            words, boxes = [], []
+            if run_ocr:
+                dpi = _fit_dpi(size, opts.ocr_dpi, opts.max_page_pixels)
+                grey = image.convert("L") if dpi == opts.dpi else pdf.render(page, dpi, grey=True)
+                ocr = _ocr(src, number, grey, opts, dpi)
+                words, boxes = ocr.words, ocr.boxes
+        else:
+            words, boxes = sort_reading_order(words, boxes)
+    finally:
+        page.close()
+    return _page(number, image, words, boxes, decision, size, ocr, area)
+
+
+def _image_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
+    im = images.open_image(src)
+    try:
+        n = images.count_frames(src, im)
+        if n is None:  # damaged page chain: reopen (counting moved the decoder) and go lazily
+            _close_image(src, im)
+            im = images.open_image(src)
+        else:
+            _check_count(src, n, opts)
+        frames = images.iter_frames(src, im, n, opts.max_pages, opts.max_page_pixels)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                number, frame, src_dpi = next(frames)
+            except StopIteration:
+                return
+            try:
+                page = _image_page(src, number, frame, src_dpi, opts, run_ocr)
+            except DocumentError:
+                raise
+            except Exception as exc:  # library boundary
+                raise _unexpected(src, number, exc) from None
+            del frame
+            page.ms = (time.perf_counter() - t0) * 1000
+            yield page
+    finally:
+        _close_image(src, im)
+
+
+def _close_image(src: Source, im: Image.Image) -> None:
+    if isinstance(src.data, Path):  # a caller's stream stays the caller's to close
+        im.close()
+
+
+def _image_page(
+    src: Source,
+    number: int,
+    frame: Image.Image,
+    src_dpi: tuple[float, float] | None,
+    opts: IngestOptions,
+    run_ocr: bool,
+) -> Page:
+    image = images.vision_raster(frame, opts.dpi, src_dpi)
+    decision = decide(opts.ocr_mode, [], image, 1.0, opts.min_text_coverage, opts.scan_image_area)
+    words: list[str] = []
+    boxes: list[Box] = []
+    ocr: OcrResult | None = None
+    if decision.text_source == "ocr" and run_ocr:
+        grey, told = images.ocr_raster(frame, opts.ocr_dpi, src_dpi, opts.max_page_pixels)
+        ocr = _ocr(src, number, grey, opts, told)
+        words, boxes = ocr.words, ocr.boxes
+    size = None
+    if src_dpi is not None:
+        size = (frame.width * 72 / src_dpi[0], frame.height * 72 / src_dpi[1])
+    return _page(number, image, words, boxes, decision, size, ocr, 1.0)
+
+
+def _page(
+    number: int,
+    image: Image.Image,
+    words: list[str],
+    boxes: list[Box],
+    decision: Decision,
+    size: tuple[float, float] | None,
+    ocr: OcrResult | None,
+    image_area: float | None,
+) -> Page:
+    return Page(
+        number=number,
+        width=image.width,
+        height=image.height,
+        image=image,
+        words=words,
+        boxes=boxes,
+        text_source=decision.text_source,
+        ms=0.0,
+        size_pt=size,
+        coverage=decision.coverage,
+        image_area=image_area,
+        ocr_conf=ocr.mean_conf if ocr else None,
+        reason=decision.reason,
+    )
+
+
+def _ocr(src: Source, number: int, grey: Image.Image, opts: IngestOptions, dpi: int | None):
+    try:
+        return ocr_image(
+            grey,
+            lang=opts.ocr_lang,
+            timeout_s=opts.ocr_timeout_s,
+            min_conf=opts.min_ocr_conf,
+            dpi=dpi,
+        )
+    except (OcrTimeout, OcrFailed) as exc:
+        raise DocumentError(src.name, f"page {number}: {exc}", number) from None
+
+
+def _check_pixels(src: Source, number: int, size: tuple[int, int], opts: IngestOptions) -> None:
+    w, h = size
+    if w * h > opts.max_page_pixels:
+        raise DocumentError(
+            src.name,
+            f"page {number} has too many pixels at {opts.dpi} dpi ({w}x{h} = {w * h}; "
+            f"the limit is {opts.max_page_pixels})",
+            number,
+        )
+
+
+def _fit_dpi(size_pt: tuple[float, float], dpi: int, max_pixels: int) -> int:
+    """The OCR dpi, lowered for huge pages so the OCR raster stays within the pixel limit."""
+    w_in, h_in = size_pt[0] / 72, size_pt[1] / 72
+    if w_in * h_in * dpi * dpi <= max_pixels:
+        return dpi
+    return max(1, math.floor(math.sqrt(max_pixels / (w_in * h_in))))
+
+
+def _unexpected(src: Source, number: int, exc: Exception) -> DocumentError:
+    detail = str(exc).strip() or type(exc).__name__
+    return DocumentError(src.name, f"page {number}: cannot be read ({detail})", number)

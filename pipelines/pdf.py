@@ -1,0 +1,84 @@
+"""PDF documents through pdfium (pypdfium2): open with clear errors, then one page at a time.
+
+pdfium over poppler: rendering a realdocs page at 100 dpi took a median 12 ms with pypdfium2 and
+57 ms with pdf2image (a pdftoppm process per page), and pdfium also gives the text layer in-process.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as raw
+from PIL import Image
+
+from pipelines.errors import DocumentError
+from pipelines.sniff import Source
+
+_LOAD_ERRORS = {
+    raw.FPDF_ERR_FILE: "cannot open the file",
+    raw.FPDF_ERR_FORMAT: "not a valid PDF or damaged beyond repair (corrupt structure)",
+    raw.FPDF_ERR_PASSWORD: "encrypted PDF (password required)",
+    raw.FPDF_ERR_SECURITY: "encrypted PDF (unsupported security handler)",
+    raw.FPDF_ERR_PAGE: "damaged page tree",
+}
+_IMAGE_GRID = 64  # resolution of the grid on which image coverage is measured
+
+
+def open_pdf(source: Source) -> pdfium.PdfDocument:
+    data = str(source.data) if not hasattr(source.data, "read") else source.data
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        reason = _LOAD_ERRORS.get(getattr(exc, "err_code", None) or -1, f"unreadable PDF ({exc})")
+        raise DocumentError(source.name, reason) from None
+    except Exception as exc:  # library boundary
+        raise DocumentError(source.name, f"unreadable PDF ({exc})") from None
+
+
+def is_truncated(source: Source) -> bool:
+    """A complete PDF ends with %%EOF (some writers add a little junk after it)."""
+    return b"%%EOF" not in source.tail(2048)
+
+
+def page_size_pt(page: pdfium.PdfPage) -> tuple[float, float]:
+    """Width and height in points as displayed (page rotation applied)."""
+    w, h = page.get_size()
+    return float(w), float(h)
+
+
+def raster_size(size_pt: tuple[float, float], dpi: float) -> tuple[int, int]:
+    return max(1, math.ceil(size_pt[0] * dpi / 72)), max(1, math.ceil(size_pt[1] * dpi / 72))
+
+
+def render(page: pdfium.PdfPage, dpi: float, grey: bool = False) -> Image.Image:
+    bitmap = page.render(scale=dpi / 72, grayscale=grey, rev_byteorder=not grey)
+    try:
+        im = bitmap.to_pil()
+        return im.convert("L" if grey else "RGB") if im.mode != ("L" if grey else "RGB") else im
+    finally:
+        bitmap.close()
+
+
+def image_area(page: pdfium.PdfPage) -> float:
+    """Share of the page (crop box) covered by image objects, nested forms included."""
+    left, bottom, right, top = page.get_cropbox()
+    w, h = right - left, top - bottom
+    if w <= 0 or h <= 0:
+        return 0.0
+    covered = [[False] * _IMAGE_GRID for _ in range(_IMAGE_GRID)]
+    n = _IMAGE_GRID
+    for obj in page.get_objects(filter=[raw.FPDF_PAGEOBJ_IMAGE], max_depth=8):
+        try:
+            x0, y0, x1, y1 = obj.get_bounds()
+        except pdfium.PdfiumError:
+            continue
+        c0 = max(0, math.floor((x0 - left) / w * n))
+        c1 = min(n, math.ceil((x1 - left) / w * n))
+        r0 = max(0, math.floor((y0 - bottom) / h * n))
+        r1 = min(n, math.ceil((y1 - bottom) / h * n))
+        for r in range(r0, r1):
+            row = covered[r]
+            for c in range(c0, c1):
+                row[c] = True
+    return sum(map(sum, covered)) / (n * n)

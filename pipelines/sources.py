@@ -1,0 +1,102 @@
+"""Where documents come from. A source yields ``(uri, etag_or_sha256)`` and opens a uri as a
+binary stream; the store keys documents on that pair, so a second drop of the same file is a
+no-op. Here: local files and folders (``file://`` URIs). Other sources (S3, ...) implement the
+same two calls and register an opener for their scheme."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import unquote, urlparse
+
+# What the page pipeline can read; everything else in a folder is ignored.
+DOCUMENT_SUFFIXES = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+
+
+class Source(Protocol):
+    def __iter__(self) -> Iterator[tuple[str, str]]: ...
+
+    def open(self, uri: str) -> BinaryIO: ...
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def path_to_uri(path: Path) -> str:
+    return path.resolve().as_uri()
+
+
+def uri_to_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"not a local file uri: {uri!r}")
+    return Path(unquote(parsed.path))
+
+
+class LocalSource:
+    """Files and folders (searched recursively, sorted) as ``file://`` URIs with their sha256.
+
+    Explicitly named files are kept whatever their suffix, so a bad input is recorded as a
+    failed document rather than skipped silently; folder members are filtered by suffix.
+    """
+
+    def __init__(self, paths: Iterable[str | Path], suffixes: frozenset[str] = DOCUMENT_SUFFIXES):
+        self.paths = [Path(p) for p in paths]
+        self.suffixes = suffixes
+
+    def files(self) -> list[Path]:
+        found: list[Path] = []
+        for p in self.paths:
+            if p.is_dir():
+                found.extend(
+                    f for f in sorted(p.rglob("*"))
+                    if f.is_file() and f.suffix.lower() in self.suffixes
+                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                )
+            elif p.is_file():
+                found.append(p)
+            else:
+                raise FileNotFoundError(f"no such file or folder: {p}")
+        seen: set[Path] = set()
+        unique = []
+        for f in found:
+            r = f.resolve()
+            if r not in seen:
+                seen.add(r)
+                unique.append(f)
+        return unique
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for f in self.files():
+            yield path_to_uri(f), sha256_file(f)
+
+    def open(self, uri: str) -> BinaryIO:
+        return open(uri_to_path(uri), "rb")
+
+
+# scheme -> opener; sources for other schemes add themselves with `register_opener`.
+_OPENERS: dict[str, Callable[[str], BinaryIO]] = {"file": LocalSource([]).open}
+
+
+def register_opener(scheme: str, opener: Callable[[str], BinaryIO]) -> None:
+    _OPENERS[scheme] = opener
+
+
+def open_uri(uri: str) -> BinaryIO:
+    scheme = urlparse(uri).scheme
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        raise ValueError(f"no source can open {uri!r} (scheme {scheme!r})")
+    return opener(uri)
+
+
+def name_of(uri: str) -> str:
+    """A short display name for messages: the file name of the uri."""
+    return unquote(urlparse(uri).path.rsplit("/", 1)[-1]) or uri

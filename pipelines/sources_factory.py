@@ -1,0 +1,55 @@
+"""One call from a command line argument to a source: local files/folders, or an S3 prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+from pipelines.s3 import (
+    S3Options,
+    S3Source,
+    S3SourceError,
+    S3UriError,
+    make_client,
+    register_s3_opener,
+)
+from pipelines.sources import LocalSource, Source, open_uri
+
+
+class ChainSource:
+    """Several sources as one: iterate each in turn; open by the uri's scheme."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.sources = list(sources)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for source in self.sources:
+            yield from source
+
+    def open(self, uri: str) -> BinaryIO:
+        return open_uri(uri)
+
+    def files(self) -> list[Any]:
+        return [f for source in self.sources for f in source.files()]  # type: ignore[attr-defined]
+
+
+def source_for(targets: str | Sequence[str], s3: S3Options | None = None) -> Source:
+    """``s3://bucket/prefix`` targets become S3 sources (and s3:// URIs become openable in
+    this process), everything else local files or folders. Every source has ``files()``;
+    a bad s3 uri raises S3SourceError (a FileNotFoundError) here, an unlistable bucket or a
+    missing path raises it from ``files()``/iteration, like LocalSource."""
+    items = [targets] if isinstance(targets, str) else list(targets)
+    s3_targets = [t for t in items if t.startswith("s3://")]
+    local = [t for t in items if not t.startswith("s3://")]
+    sources: list[Source] = []
+    if s3_targets:
+        options = s3 or S3Options()
+        register_s3_opener(options)
+        client = make_client(options)
+        try:
+            sources += [S3Source(t, client, options) for t in s3_targets]
+        except S3UriError as exc:
+            raise S3SourceError(str(exc)) from None
+    if local:
+        sources.append(LocalSource(local))
+    return sources[0] if len(sources) == 1 else ChainSource(sources)

@@ -1,0 +1,48 @@
+"""The default bundle: built once from the synthetic corpus, then reused."""
+
+from __future__ import annotations
+
+import pytest
+
+from classifier.bundle import load_bundle
+from classifier.predict import predict_pages
+from doctriage import default_model
+from doctriage.settings import Settings
+
+
+def test_existing_default_bundle_is_reused_without_training(tmp_path, monkeypatch, model):
+    from classifier.bundle import save_bundle
+
+    settings = Settings(home=tmp_path)
+    save_bundle(model, settings.default_model_dir)
+
+    def fail(*_a, **_k):
+        raise AssertionError("rebuilt an existing bundle")
+
+    monkeypatch.setattr(default_model, "build_default_bundle", fail)
+    assert default_model.ensure_default_bundle(settings) == settings.default_model_dir
+
+
+@pytest.mark.slow
+def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
+    """The real recipe at a reduced size (2 documents per class, 2 epochs of the tiny config)."""
+    from pipelines.dataset import load_pages, read_documents
+
+    settings = Settings(home=tmp_path)
+
+    def small_build(settings, target, **kw):
+        return default_model.__dict__["_real_build"](
+            settings, target, per_class=2, epochs=2, config="tiny", **kw
+        )
+
+    monkeypatch.setitem(default_model.__dict__, "_real_build", default_model.build_default_bundle)
+    monkeypatch.setattr(default_model, "build_default_bundle", small_build)
+    path = default_model.ensure_default_bundle(settings, progress=False)
+    model = load_bundle(path)
+    assert len(model.label_names) == 16
+    assert not (path / "checkpoint").exists()
+    corpus = next((tmp_path / "cache").glob("default-corpus-*"))
+    pages, _ = load_pages(read_documents(corpus)[:3], tmp_path / "cache" / "pages",
+                          model.preprocessing.image_size)
+    preds = predict_pages(model, pages)
+    assert len(preds) == len(pages) and all(p.label in model.label_names for p in preds)

@@ -1,0 +1,151 @@
+"""`doctriage train` / `doctriage evaluate` end to end on a tiny generated PDF corpus."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from reportlab.lib.pagesizes import letter
+from reportlab.pdfgen import canvas
+from typer.testing import CliRunner
+
+from doctriage.cli import app
+
+WORDS = {
+    "invoice": [
+        "invoice",
+        "total",
+        "amount",
+        "due",
+        "net",
+        "tax",
+        "vat",
+        "item",
+        "qty",
+        "price",
+        "balance",
+        "remit",
+    ],
+    "letter": [
+        "dear",
+        "sincerely",
+        "regards",
+        "yours",
+        "madam",
+        "sir",
+        "truly",
+        "writing",
+        "thank",
+        "hope",
+        "kind",
+    ],
+    "memo": [
+        "memo",
+        "to",
+        "from",
+        "subject",
+        "cc",
+        "date",
+        "re",
+        "attached",
+        "meeting",
+        "staff",
+        "please",
+        "note",
+    ],
+}
+
+
+def write_pdf(path: Path, label: str, rng: random.Random, pages: int) -> None:
+    c = canvas.Canvas(str(path), pagesize=letter)
+    for _ in range(pages):
+        y = 740
+        for _line in range(rng.randint(5, 14)):
+            words = [rng.choice(WORDS[label]) for _ in range(rng.randint(3, 8))]
+            c.drawString(rng.randint(50, 150), y, " ".join(words))
+            y -= rng.randint(16, 30)
+        if label == "invoice":
+            c.rect(60, 100, 480, 200)
+        c.showPage()
+    c.save()
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    rng = random.Random(0)
+    root = tmp_path / "data"
+    for label in WORDS:
+        (root / label).mkdir(parents=True)
+        for i in range(5):
+            write_pdf(root / label / f"{label} {i}.pdf", label, rng, pages=1 + i % 2)
+    return root
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_train_evaluate_resume(tiny_corpus, tmp_path):
+    out = tmp_path / "model"
+    common = [
+        "--config",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.003",
+        "--val-fraction",
+        "0.4",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--placements",
+        "every_other",
+    ]
+    res = run("train", tiny_corpus, "--out", out, "--epochs", "2", *common)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{") :])
+    assert summary["epochs_done"] == 2 and summary["val_pages"] > 0
+    exits = json.loads((out / "exits.json").read_text())
+    val_docs = exits["metadata"]["data_split"]["val_documents"]
+    assert len(val_docs) == 6 and {d.split("/")[0] for d in val_docs} == set(WORDS)
+    assert exits["exit_layers"] == [0, 2, 4]
+
+    res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common)
+    assert res.exit_code == 0, res.output
+    state = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert state["epochs_done"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+
+    res = run(
+        "evaluate",
+        out,
+        tiny_corpus,
+        "--json",
+        "--split",
+        "val",
+        "--batch-size",
+        "4",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        tmp_path / "eval",
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout[res.stdout.index("{") :])
+    assert report["documents"] == 6 and report["pages"] >= 6
+    assert report["full_depth"]["accuracy"] >= 0.5
+    assert [e["layer"] for e in report["exits"]] == [0, 2, 4]
+    assert report["early_exit"]["speedup_wall"] > 0
+    assert (tmp_path / "eval" / "tradeoff.png").exists()
+    assert (tmp_path / "eval" / "report.json").exists()
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    res = run("train", tmp_path / "nope", "--out", tmp_path / "m", "--config", "tiny")
+    assert res.exit_code == 2
+    assert "no such folder" in res.output and "Traceback" not in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--strategy", "magic")
+    assert res.exit_code == 2 and "--strategy" in res.output
+    res = run("evaluate", tmp_path / "nothing", tmp_path)
+    assert res.exit_code == 2 and "no such model directory" in res.output

@@ -1,0 +1,128 @@
+"""Fixtures for the S3, SQS and backlog tests: moto's real HTTP server on loopback (boto3
+talks HTTP to it; no boto3 call is mocked), dummy credentials, a fresh bucket per test, and a
+migrated SQLite store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.session import make_engine, migrate, session_factory
+from pipelines.s3 import S3Options, make_client
+
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in _ENV}
+    os.environ.update(_ENV)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for k, v in _ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("DOCTRIAGE_S3_ENDPOINT_URL", moto_endpoint)
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3_options(aws_env: str) -> S3Options:
+    return S3Options(endpoint_url=aws_env, region="us-east-1")
+
+
+@pytest.fixture
+def s3(s3_options: S3Options) -> Any:
+    return make_client(s3_options)
+
+
+@pytest.fixture
+def sqs(s3_options: S3Options) -> Any:
+    return make_client(s3_options, "sqs")
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"drops-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> sessionmaker[Session]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    return session_factory(engine)
+
+
+PG_ADMIN_URL = os.environ.get(
+    "DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of its own for this session (migrated; dropped at the end)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"doctriage_drops_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """The same test on a SQLite file and on PostgreSQL (tables emptied before each test)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("store")
+        return
+    from sqlalchemy import text
+
+    engine = make_engine(request.getfixturevalue("pg_url"))
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE documents, pages, predictions, human_labels, watermarks "
+                          "RESTART IDENTITY CASCADE"))
+    yield session_factory(engine)
+    engine.dispose()

@@ -1,0 +1,159 @@
+"""End to end: small PDFs uploaded to moto's S3, `doctriage watch --once` in embedded mode with a
+tiny model built here -> documents registered once, ingested, classified; then the same through
+SQS notifications, where a duplicate event creates nothing new; then `doctriage backlog`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from drops_helpers import make_pdf
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from db.models import Document, Page, Prediction
+from db.session import make_engine, session_factory, session_scope
+from db.states import DocumentState
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The workflow tests' tiny bundle builder (random weights, built locally, nothing fetched).
+    spec = importlib.util.spec_from_file_location(
+        "workers_test_fixtures", REPO / "tests" / "workers" / "conftest.py")
+    assert spec and spec.loader, "tests/workers/conftest.py (build_tiny_bundle) is missing"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture
+def cli(aws_env: str, tiny_model_dir: Path, isolated_home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Any:
+    from doctriage.settings import get_settings
+
+    monkeypatch.setenv("DOCTRIAGE_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.delenv("DOCTRIAGE_BROKER_URL", raising=False)
+    monkeypatch.delenv("DOCTRIAGE_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    from doctriage.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        result = runner.invoke(app, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    return invoke
+
+
+def _store(home: Path) -> Any:
+    return session_factory(make_engine(f"sqlite:///{home / 'doctriage.db'}"))
+
+
+def _docs(home: Path) -> dict[str, tuple[str, str | None]]:
+    with session_scope(_store(home)) as s:
+        return {u: (st, e) for u, st, e in s.execute(
+            select(Document.source_uri, Document.state, Document.error))}
+
+
+def _predictions(home: Path) -> int:
+    with session_scope(_store(home)) as s:
+        return int(s.execute(select(func.count()).select_from(Prediction)).scalar_one())
+
+
+def test_watch_once_polls_ingests_and_classifies(cli: Any, s3: Any, bucket: str,
+                                                 isolated_home: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="in/2026/a.pdf", Body=make_pdf("alpha", pages=2))
+    s3.put_object(Bucket=bucket, Key="in/2026/b c.pdf", Body=make_pdf("beta"))
+    s3.put_object(Bucket=bucket, Key="in/2026/", Body=b"")
+    s3.put_object(Bucket=bucket, Key="in/readme.txt", Body=b"not a document")
+
+    out = cli("watch", f"s3://{bucket}/in/", "--once").output
+    assert "2 new, 2 skipped" in out
+    docs = _docs(isolated_home)
+    states = sorted(st for st, _ in docs.values())
+    assert states == ["DONE", "DONE", "SKIPPED", "SKIPPED"]
+    with session_scope(_store(isolated_home)) as s:
+        assert s.execute(select(func.count()).select_from(Page)).scalar_one() == 3
+    assert _predictions(isolated_home) >= 3  # an early answer per page (+ full-depth re-routes)
+
+    # A second poll right after: one cheap tail listing, nothing registered, nothing run.
+    out = cli("watch", f"s3://{bucket}/in/", "--once").output
+    assert "tail listed 0 (1 requests), 0 new" in out
+    assert len(_docs(isolated_home)) == 4
+
+    # A new key sorting after the newest one is found by the next (tail) poll; one sorting
+    # before it ("in/2026/..." < "in/readme.txt") only by a sweep.
+    s3.put_object(Bucket=bucket, Key="in/zz.pdf", Body=make_pdf("omega"))
+    s3.put_object(Bucket=bucket, Key="in/2026/z.pdf", Body=make_pdf("zeta"))
+    assert "tail listed 1 (1 requests), 1 new" in cli(
+        "watch", f"s3://{bucket}/in/", "--once").output
+    out = cli("watch", f"s3://{bucket}/in/", "--once", "--sweep-every", "0").output
+    assert "sweep listed 6" in out and ", 1 new" in out
+    assert sorted(st for st, _ in _docs(isolated_home).values()).count("DONE") == 4
+
+    # The nightly backlog right after finds nothing left to do under the prefix.
+    report = json.loads(cli("backlog", f"s3://{bucket}/in/", "--json").stdout)
+    assert report["registered"] == 0 and report["messages"] == 0
+
+
+def test_watch_sqs_once_and_duplicate_event(cli: Any, s3: Any, sqs: Any, bucket: str,
+                                            isolated_home: Path) -> None:
+    url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    s3.put_object(Bucket=bucket, Key="drop/one.pdf", Body=make_pdf("one"))
+    s3.put_object(Bucket=bucket, Key="drop/empty.pdf", Body=b"")
+
+    out = cli("watch", f"s3://{bucket}/drop/", "--sqs", url, "--once").output
+    assert "1 new, 1 skipped" in out
+    docs = _docs(isolated_home)
+    assert sorted(st for st, _ in docs.values()) == [DocumentState.DONE, DocumentState.SKIPPED]
+    before = _predictions(isolated_home)
+
+    # The same event again (S3 delivers at least once) plus a malformed message.
+    etag = s3.head_object(Bucket=bucket, Key="drop/one.pdf")["ETag"].strip('"')
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Records": [{
+        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": "drop/one.pdf", "size": 9,
+                                                      "eTag": etag}}}]}))
+    sqs.send_message(QueueUrl=url, MessageBody="garbage")
+    out = cli("watch", f"s3://{bucket}/drop/", "--sqs", url, "--once").output
+    assert "2 messages, 0 new" in out
+    assert len(_docs(isolated_home)) == 2 and _predictions(isolated_home) == before
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0"
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_run_accepts_an_s3_prefix(cli: Any, s3: Any, bucket: str, isolated_home: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="batch/x.pdf", Body=make_pdf("x"))
+    s3.put_object(Bucket=bucket, Key="batch/notes.txt", Body=b"text")
+    summary = json.loads(cli("run", f"s3://{bucket}/batch/", "--json").stdout)
+    assert summary["documents"] == 1 and summary["pages"] == 1
+    assert summary["documents_by_state"] == {"DONE": 1}
+    # Registered on the same (uri, etag) key `watch` uses: a later watch finds it known.
+    out = cli("watch", f"s3://{bucket}/batch/", "--once").output
+    assert "0 new, 1 skipped, 1 known" in out  # notes.txt is recorded SKIPPED only now
+
+
+def test_bad_targets_fail_with_one_line(cli: Any, bucket: str) -> None:
+    from doctriage.cli import app
+
+    runner = CliRunner()
+    for args in (["run", "s3://no-such-bucket-here/x/"], ["watch", "s3:/bad"],
+                 ["watch", "s3://no-such-bucket-here/", "--once"],
+                 ["backlog", "s3://no-such-bucket-here/"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.output

@@ -1,0 +1,69 @@
+"""Fixtures for the workflow tests: a tiny model bundle built here (nothing is downloaded) and a
+handful of short real documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
+# A few short realdocs, born-digital mostly (fast: text layer, no OCR), one image (OCR).
+SHORT_DOCS = [
+    "contract/kleister-nda-83087d7615931fce886400dab46a067a.pdf",
+    "contract/kleister-nda-8a7c202263381bfbeb524450b7008425.pdf",
+    "contract/kleister-nda-a87c00460edbc6ccd0451589ae609b9b.pdf",
+    "contract/kleister-nda-503bf3d3c382b93016b28a53eba95a17.pdf",
+    "invoice/vrdu-adbuy-42adf390-6e50-6fbc-fbbe-65117a1ffcb2.pdf",
+    "form/funsd-0000990274.png",
+]
+
+
+def build_tiny_bundle(path: Path, *, seed: int = 0) -> Path:
+    """A random tiny early-exit LayoutLMv3 with exits after every layer, saved as a bundle.
+    Temperature and thresholds are set so that pages exit at every stage."""
+    from classifier.bundle import save_bundle
+    from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
+    from classifier.model import EarlyExitModel, Preprocessing
+    from classifier.tokenizer import train_tokenizer
+
+    size = NAMED_SIZES["tiny"]
+    texts = ["non disclosure agreement between the parties invoice total amount due receipt",
+             "resume experience education skills form date signature abstract introduction"] * 50
+    tok = train_tokenizer(texts, vocab_size=size.vocab_size)
+    torch.manual_seed(seed)
+    config = backbone_config(size, vocab_size=len(tok))
+    model = EarlyExitModel(
+        config, exit_layers_for("every", size.layers), LABELS, tok,
+        Preprocessing(size.max_text_len, size.image_size),
+    )
+    # Chosen from this seed's confidence spread so pages leave at every stage.
+    model.temperatures.fill_(0.1)
+    model.thresholds = [0.86, 0.9, 0.6, 0.6, 0.0]
+    model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
+    save_bundle(model.eval(), path, name="tiny-test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def short_docs(realdocs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of links to a few short realdocs (the documents stay where they are)."""
+    folder = tmp_path_factory.mktemp("docs")
+    for rel in SHORT_DOCS:
+        target = folder / Path(rel).name
+        target.symlink_to(realdocs_dir / rel)
+    return folder
+
+
+@pytest.fixture
+def bad_doc(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.pdf"
+    path.write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
+    return path
+

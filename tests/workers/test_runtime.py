@@ -1,0 +1,81 @@
+"""The stage batcher with a real (tiny) model gives the classifier's own answers."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from classifier.bundle import load_bundle
+from classifier.inputs import PageInput
+from classifier.predict import predict_pages
+from workers.classify_runtime import BatcherOptions, ClassifyRuntime
+
+
+def _pages(n: int, seed: int = 0) -> list[PageInput]:
+    rng = random.Random(seed)
+    vocab = ["agreement", "invoice", "total", "receipt", "resume", "skills", "form", "date",
+             "abstract", "party"]
+    pages = []
+    for _ in range(n):
+        k = rng.randrange(1, 40)
+        words = [rng.choice(vocab) for _ in range(k)]
+        boxes = []
+        for _ in range(k):
+            x, y = rng.randrange(0, 900), rng.randrange(0, 950)
+            boxes.append((x, y, x + rng.randrange(10, 100), y + 20))
+        img = Image.new("RGB", (170, 220), "white")
+        draw = ImageDraw.Draw(img)
+        for x0, y0, x1, y1 in boxes:
+            draw.rectangle((x0 * 0.17, y0 * 0.22, x1 * 0.17, y1 * 0.22), fill="black")
+        pages.append(PageInput(words, boxes, img))
+    return pages
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bundle: Path):
+    return load_bundle(tiny_bundle)
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+def test_batcher_matches_predict_pages(model, early_exit: bool) -> None:
+    pages = _pages(40)
+    want = predict_pages(model, pages, early_exit=early_exit, batch_size=8)
+    runtime = ClassifyRuntime(model, BatcherOptions(max_batch=8))
+    got = runtime.classify(pages, early_exit=early_exit)
+    assert [g.label for g in got] == [w.label for w in want]
+    assert [g.exit_stage for g in got] == [w.exit_stage for w in want]
+    assert [g.exit_layer for g in got] == [w.exit_layer for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.confidence == pytest.approx(w.confidence, abs=1e-4)
+        assert list(g.trail) == pytest.approx(w.trail, abs=1e-4)
+    stages = {g.exit_stage for g in got}
+    if early_exit:
+        assert len(stages) > 1, "the tiny model should spread exits over several stages"
+    else:
+        assert stages == {model.num_stages - 1}
+    stats = runtime.stats()["early" if early_exit else "full"]
+    assert sum(s["pages_exited"] for s in stats) == len(pages)
+
+
+def test_threaded_runtime_serves_concurrent_callers(model) -> None:
+    pages = _pages(48, seed=3)
+    want = [p.label for p in predict_pages(model, pages, batch_size=16)]
+    runtime = ClassifyRuntime(model, BatcherOptions(max_batch=16, max_delay_ms=30)).start()
+    results: dict[int, list[str]] = {}
+
+    def call(part: int) -> None:
+        results[part] = [a.label for a in runtime.classify(pages[part * 12 : part * 12 + 12])]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    runtime.stop()
+    assert [lab for i in range(4) for lab in results[i]] == want
+    # the four callers' pages were batched together at stage 0
+    assert max(size for stage, size in runtime.early.batch_log if stage == 0) > 12

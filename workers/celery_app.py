@@ -1,0 +1,86 @@
+"""The Celery app: broker settings, queues and routes (all in this one place) and the beat
+schedule. Tasks live in workers/tasks.py; they are thin wrappers around workers/steps.py.
+
+The app is configured by `configure(QueueConfig(...))`, which doctriage.wiring calls from the
+settings (workers never read doctriage settings themselves). Start workers with
+`doctriage worker --queues ...` or `celery -A doctriage.wiring:celery worker -Q ...`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE = "ingest", "classify", "full_depth", "maintenance"
+QUEUES: tuple[str, ...] = (INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE)
+
+# Task name -> queue. The only routing table: producers never name a queue themselves.
+ROUTES: dict[str, dict[str, str]] = {
+    "doctriage.ingest": {"queue": INGEST},
+    "doctriage.classify": {"queue": CLASSIFY},
+    "doctriage.full_depth": {"queue": FULL_DEPTH},
+    "doctriage.reconcile": {"queue": MAINTENANCE},
+    "doctriage.backlog": {"queue": MAINTENANCE},
+}
+
+app = Celery(
+    "doctriage", include=["workers.tasks", "workers.backlog_runner", "workers.task_signals"]
+)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    broker_url: str
+    result_backend_url: str | None = None
+    # Redis re-delivers an unacknowledged message after this long. It must exceed the longest
+    # task (a 2000-page OCR ingest), or a still-running task is handed to a second worker.
+    visibility_timeout_s: int = 3600
+    reconcile_every_s: float = 60.0
+    stuck_after_s: float = 900.0
+    # Page ids per classify message: one batcher batch, so a task writes one transaction.
+    classify_chunk: int = 16
+    # Load the model when a prefork child starts (classify workers), not on the first task.
+    preload_model: bool = False
+    # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
+    extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def configure(config: QueueConfig, target: Celery = app) -> Celery:
+    target.conf.update(
+        broker_url=config.broker_url,
+        result_backend=config.result_backend_url,
+        task_ignore_result=config.result_backend_url is None,
+        # JSON only: a message never carries pickle (nor pixels: ids only).
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Ack after the step ran, one message at a time per process: a crash re-delivers it,
+        # and a long OCR task never sits on a prefetched backlog another worker could take.
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": config.visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": config.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue=MAINTENANCE,
+        task_routes=ROUTES,
+        task_create_missing_queues=False,
+        worker_hijack_root_logger=False,
+        # Task events for Flower (and `celery events`): received/started/succeeded/failed.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "reconcile": {
+                "task": "doctriage.reconcile",
+                "schedule": config.reconcile_every_s,
+                "kwargs": {"stuck_after_s": config.stuck_after_s},
+            },
+            **config.extra_beat,
+        },
+        doctriage_classify_chunk=config.classify_chunk,
+        doctriage_preload_model=config.preload_model,
+    )
+    return target

@@ -1,0 +1,67 @@
+"""Per-process resources of a worker: the step context (engine, artifact store) and the
+classify runtime (the model and its batchers).
+
+Both are built lazily, once per process, by factories that `doctriage.wiring` installs. Lazy
+and keyed on the pid, so a prefork parent never loads the model (children build their own
+after fork: a CUDA context or a DB connection pool must never cross a fork), and a thread-pool
+worker shares one model and one batcher between all its concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from workers.classify_runtime import ClassifyRuntime
+from workers.steps import StepContext
+
+_lock = threading.Lock()
+_context_factory: Callable[[], StepContext] | None = None
+_runtime_factory: Callable[[], ClassifyRuntime] | None = None
+_context: tuple[int, StepContext] | None = None
+_runtime: tuple[int, ClassifyRuntime] | None = None
+
+
+class NotConfigured(RuntimeError):
+    """No factories installed: start workers through `doctriage worker` (or -A doctriage.wiring)."""
+
+
+def install(context_factory: Callable[[], StepContext],
+            runtime_factory: Callable[[], ClassifyRuntime]) -> None:
+    global _context_factory, _runtime_factory
+    with _lock:
+        _context_factory, _runtime_factory = context_factory, runtime_factory
+
+
+def reset() -> None:
+    """Forget this process's resources (called in a freshly forked child)."""
+    global _context, _runtime
+    with _lock:
+        _context = _runtime = None
+
+
+def step_context() -> StepContext:
+    global _context
+    with _lock:
+        if _context is None or _context[0] != os.getpid():
+            if _context_factory is None:
+                raise NotConfigured("worker resources are not configured")
+            _context = (os.getpid(), _context_factory())
+        return _context[1]
+
+
+def classify_runtime() -> ClassifyRuntime:
+    """The process's model, loaded on first use, with its batcher threads running."""
+    global _runtime
+    with _lock:
+        if _runtime is None or _runtime[0] != os.getpid():
+            if _runtime_factory is None:
+                raise NotConfigured("worker resources are not configured")
+            _runtime = (os.getpid(), _runtime_factory().start())
+        return _runtime[1]
+
+
+def loaded_runtime() -> ClassifyRuntime | None:
+    with _lock:
+        return _runtime[1] if _runtime is not None and _runtime[0] == os.getpid() else None

@@ -1,0 +1,153 @@
+"""The embedded runner: the distributed workflow's steps, in-process, with no broker.
+
+Documents are registered, ingested one at a time (pages stream into artifacts), and their pages
+are classified in chunks through the stage batcher in drain mode, so batches stay full across
+document boundaries; re-routed pages get the full-depth pass at the end. A bad document is
+recorded FAILED with its reason and the run goes on. The summary is read back from the store,
+so it describes what was stored, not what was intended.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from db.models import Document, Page, Prediction
+from db.repository import register_document
+from db.session import session_scope
+from db.states import DocumentState, PageState, Pass
+from workers import steps
+from workers.classify_runtime import ClassifyRuntime
+from workers.steps import StepContext
+
+log = logging.getLogger(__name__)
+
+# Pages per classify step call: several batcher batches, one store transaction.
+CLASSIFY_CHUNK_BATCHES = 4
+
+
+@dataclass
+class RunSummary:
+    documents: int = 0
+    documents_by_state: dict[str, int] = field(default_factory=dict)
+    failed_documents: list[dict[str, str]] = field(default_factory=list)
+    pages: int = 0
+    pages_failed: int = 0
+    pages_per_class: dict[str, int] = field(default_factory=dict)
+    exit_stage_histogram: dict[str, int] = field(default_factory=dict)
+    mean_confidence: float | None = None
+    pages_rerouted: int = 0
+    pages_classified_this_run: int = 0
+    seconds: float = 0.0
+    pages_per_s: float = 0.0
+    model_version: str = ""
+    completed: bool = True
+    batcher: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Progress = Callable[[str, int], None]  # (event, amount): "document" done, "pages" classified
+
+
+def run_embedded(
+    ctx: StepContext,
+    runtime: ClassifyRuntime,
+    documents: Iterable[tuple[str, str]],
+    *,
+    progress: Progress | None = None,
+) -> RunSummary:
+    started = time.perf_counter()
+    tick = progress or (lambda _e, _n: None)
+    doc_ids: list[int] = []
+    with session_scope(ctx.sessions) as s:
+        for uri, sha in documents:
+            doc_id, _ = register_document(s, uri, sha256=sha)
+            doc_ids.append(doc_id)
+    chunk = runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
+    pending: list[int] = []
+    rerouted: list[int] = []
+    classified = 0
+
+    def classify(ids: Sequence[int]) -> None:
+        nonlocal classified
+        result = steps.classify_pages(ctx, runtime, ids)
+        rerouted.extend(result.rerouted)
+        classified += len(result.done) + len(result.rerouted)
+        tick("pages", len(ids))
+
+    for doc_id in doc_ids:
+        try:
+            result = steps.ingest_document(ctx, doc_id)
+            pending.extend(result.page_ids)
+        except Exception as exc:  # one bad document never stops the run
+            log.warning("document %s failed: %s", doc_id, exc)
+            steps.fail_document(ctx, doc_id, f"{type(exc).__name__}: {exc}")
+        tick("document", 1)
+        while len(pending) >= chunk:
+            classify(pending[:chunk])
+            del pending[:chunk]
+    if pending:
+        classify(pending)
+    for start in range(0, len(rerouted), chunk):
+        steps.full_depth_pages(ctx, runtime, rerouted[start : start + chunk])
+    # Pages left REROUTED by an earlier, interrupted run of the same documents.
+    leftover = _pages_in(ctx, doc_ids, PageState.REROUTED)
+    for start in range(0, len(leftover), chunk):
+        steps.full_depth_pages(ctx, runtime, leftover[start : start + chunk])
+    seconds = time.perf_counter() - started
+    summary = summarize(ctx, doc_ids, runtime.version)
+    summary.seconds = round(seconds, 3)
+    summary.pages_classified_this_run = classified
+    summary.pages_per_s = round(classified / seconds, 3) if seconds > 0 else 0.0
+    summary.batcher = runtime.stats()
+    return summary
+
+
+def _pages_in(ctx: StepContext, doc_ids: Sequence[int], state: PageState) -> list[int]:
+    with session_scope(ctx.sessions) as s:
+        q = select(Page.id).where(Page.document_id.in_(list(doc_ids)), Page.state == state.value)
+        return [int(i) for i in s.execute(q.order_by(Page.id)).scalars()]
+
+
+def summarize(ctx: StepContext, doc_ids: Sequence[int], model_version: str) -> RunSummary:
+    """What the store holds for these documents under this model version."""
+    out = RunSummary(model_version=model_version)
+    ids = list(doc_ids)
+    with session_scope(ctx.sessions) as s:
+        docs = list(s.execute(select(Document).where(Document.id.in_(ids))).scalars())
+        out.documents = len(docs)
+        out.documents_by_state = dict(Counter(d.state for d in docs))
+        out.failed_documents = [
+            {"uri": d.source_uri, "error": d.error or ""}
+            for d in docs if d.state == DocumentState.FAILED
+        ]
+        pages = list(s.execute(select(Page).where(Page.document_id.in_(ids))).scalars())
+        out.pages = len(pages)
+        out.pages_failed = sum(p.state == PageState.FAILED for p in pages)
+        preds = list(
+            s.execute(
+                select(Prediction)
+                .join(Page, Page.id == Prediction.page_id)
+                .where(Page.document_id.in_(ids), Prediction.model_version == model_version)
+            ).scalars()
+        )
+    early = {p.page_id: p for p in preds if p.pass_name == Pass.EARLY}
+    full = {p.page_id: p for p in preds if p.pass_name == Pass.FULL}
+    final = {**early, **full}  # the full-depth answer wins where there is one
+    out.pages_per_class = dict(sorted(Counter(p.label for p in final.values()).items()))
+    out.exit_stage_histogram = {
+        str(k): v for k, v in sorted(Counter(p.exit_stage for p in early.values()).items())
+    }
+    if early:
+        out.mean_confidence = round(sum(p.confidence for p in early.values()) / len(early), 4)
+    out.pages_rerouted = len(full)
+    out.completed = all(d.state in ("DONE", "FAILED", "SKIPPED") for d in docs)
+    return out

@@ -1,0 +1,368 @@
+"""The stage batcher: batches pages *by exit stage* so batches stay full while easy pages leave.
+
+One queue per exit stage: queue 0 holds encoded pages (embeddings + the pre-encoder exit run
+there); queue k > 0 holds pages whose hidden state sits at exit k-1, waiting for the layers up
+to exit k. A batch is taken from ONE stage's queue (never mixing depths), up to
+``max_batch`` pages, waiting at most ``max_delay_ms`` after the oldest waiting page arrived
+(Triton dynamic-batcher semantics). After the layers up to that stage's exit, each page either
+exits (the decider says its confidence is enough; the final stage always exits) or joins the
+next stage's queue carrying its hidden state (``StageState.select`` / ``StageState.cat``).
+
+Two ways to drive it:
+- threaded: ``start()`` runs a loop thread; callers from any thread ``submit()`` and wait on the
+  returned futures (a classify worker process feeds one batcher from concurrent tasks);
+- synchronous drain: ``submit()`` a backlog, then ``drain()`` in the caller's thread runs batches
+  until every queue is empty (the embedded runner and the benchmarks).
+
+Knows nothing of Celery or SQL: it takes a staged model and an exit decider.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+from workers import metrics
+
+# Which stage the drain loop runs next; see `_pick_drain_stage`.
+Schedule = Literal["deepest_full", "fullest", "deepest", "shallowest"]
+SCHEDULES: tuple[str, ...] = ("deepest_full", "fullest", "deepest", "shallowest")
+
+
+class StagedModel(Protocol):
+    """What the batcher needs of the classifier (see classifier/ for the real one)."""
+
+    num_stages: int
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> Any:
+        """Stage 0: embeddings of a batch of encoded pages."""
+
+    def exit_logits(self, state: Any) -> torch.Tensor:
+        """Logits of the exit at the state's stage (used for the pre-encoder exit)."""
+
+    def advance(self, state: Any, stages: int = 1) -> tuple[torch.Tensor, Any]:
+        """Layers from the state's exit to `stages` exits on: (logits there, new state)."""
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    """Per-sample outcome of one exit: calibrated confidence, label index, whether it exits,
+    and the probabilities to remember for later exits (policies such as patience read them)."""
+
+    confidence: torch.Tensor  # float [B]
+    label: torch.Tensor  # long [B]
+    exit: torch.Tensor  # bool [B]
+    probs: torch.Tensor | None = None  # float [B, C], kept per page for the next decisions
+
+
+# decide(stage, logits, past) -> StageDecision, where `past` is (B, stage, C): the probs each
+# page had at the exits it passed (None at stage 0). The batcher forces exit at the final stage.
+Decider = Callable[[int, torch.Tensor, torch.Tensor | None], StageDecision]
+# Concatenates per-page encoded inputs into one batch (pads if the model needs it).
+InputCollator = Callable[[Sequence[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    """One page's answer: where it left the network and what it said on the way."""
+
+    label: int
+    confidence: float
+    exit_stage: int
+    trail: tuple[float, ...]  # confidence at each exit visited, stage 0 first
+    latency_ms: float  # submit -> exit, including queueing
+
+
+class BatcherStopped(RuntimeError):
+    """Set on the futures of pages handed back by a non-finishing `stop()`."""
+
+
+@dataclass
+class StageStats:
+    batches: int = 0
+    pages_in: int = 0
+    pages_exited: int = 0
+    compute_s: float = 0.0
+
+    def mean_fill(self, max_batch: int) -> float:
+        return self.pages_in / (self.batches * max_batch) if self.batches else 0.0
+
+
+@dataclass
+class _Item:
+    key: Any
+    future: Future
+    submitted: float
+    payload: Any  # stage 0: encoded inputs of one page; later: a one-row StageState
+    enqueued: float = 0.0
+    trail: list[float] = field(default_factory=list)
+    past: list[torch.Tensor] = field(default_factory=list)  # probs at each exit passed
+
+
+def default_collate(rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate one-row input dicts along the batch axis (inputs share a fixed length)."""
+    return {k: torch.cat([r[k] for r in rows], dim=0) for k in rows[0]}
+
+
+class StageBatcher:
+    def __init__(
+        self,
+        model: StagedModel,
+        decide: Decider,
+        *,
+        max_batch: int = 16,
+        max_delay_ms: float = 20.0,
+        early_exit: bool = True,
+        schedule: Schedule = "deepest_full",
+        collate: InputCollator = default_collate,
+        state_cat: Callable[[Sequence[Any]], Any] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+        self.model = model
+        self.decide = decide
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_ms / 1000.0
+        # early_exit=False is the full-depth pass: embeddings, then every layer in one go, with
+        # no intermediate exit heads computed (only the final one).
+        self.early_exit = early_exit
+        self.schedule = schedule
+        self.num_stages = int(model.num_stages)
+        self._collate = collate
+        self._state_cat = state_cat
+        self._queues: list[deque[_Item]] = [deque() for _ in range(self.num_stages)]
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.stats = [StageStats() for _ in range(self.num_stages)]
+        # Every batch run, in order, as (stage, size): tests check no batch mixes stages.
+        self.batch_log: list[tuple[int, int]] = []
+        # Most pages ever parked with a hidden state (stages > 0): the batcher's memory high-water.
+        self.peak_parked = 0
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def submit(
+        self, inputs: Sequence[dict[str, torch.Tensor]], keys: Sequence[Any]
+    ) -> list[Future]:
+        """Queue pages (one encoded-input dict of batch size 1 each) at stage 0."""
+        if len(inputs) != len(keys):
+            raise ValueError("inputs and keys differ in length")
+        now = time.perf_counter()
+        items = [_Item(k, Future(), now, x, now) for k, x in zip(keys, inputs, strict=True)]
+        with self._cond:
+            if self._stopping:
+                raise BatcherStopped("the batcher is stopping; not accepting pages")
+            self._queues[0].extend(items)
+            self._cond.notify_all()
+            depths = [len(q) for q in self._queues]
+        metrics.set_queue_depths("early" if self.early_exit else "full", depths)
+        return [it.future for it in items]
+
+    def pending(self) -> list[int]:
+        with self._cond:
+            return [len(q) for q in self._queues]
+
+    # -- synchronous drain -----------------------------------------------------------------
+
+    def drain(self, on_batch: Callable[[int, int], None] | None = None) -> None:
+        """Run batches in this thread until every stage queue is empty (no waiting)."""
+        if self._thread is not None:
+            raise RuntimeError("drain() is for a batcher without a running loop thread")
+        while True:
+            with self._cond:
+                stage = self._pick_drain_stage()
+                if stage is None:
+                    return
+                batch = self._take(stage)
+            self._run_batch(stage, batch)
+            if on_batch is not None:
+                on_batch(stage, len(batch))
+
+    def _pick_drain_stage(self) -> int | None:
+        sizes = [len(q) for q in self._queues]
+        nonempty = [s for s, n in enumerate(sizes) if n]
+        if not nonempty:
+            return None
+        if self.schedule == "deepest":
+            return nonempty[-1]
+        if self.schedule == "shallowest":
+            return nonempty[0]
+        if self.schedule == "fullest":
+            return max(nonempty, key=lambda s: (sizes[s], s))
+        # deepest_full: run full batches, deepest first (frees hidden states early, so a large
+        # backlog never holds every page's state at once); only when no queue can fill a batch
+        # (the tail of the backlog) run the shallowest partial one, whose survivors then join
+        # the next queue: at most one partial batch per stage.
+        full = [s for s in nonempty if sizes[s] >= self.max_batch]
+        if full:
+            return full[-1]
+        return nonempty[0]
+
+    # -- threaded loop ---------------------------------------------------------------------
+
+    def start(self) -> StageBatcher:
+        with self._cond:
+            if self._thread is not None:
+                return self
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="stage-batcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, finish: bool = True, timeout: float | None = None) -> list[Any]:
+        """Stop the loop. finish=True runs every pending page to its exit first; finish=False
+        hands pending pages back: their futures fail with BatcherStopped and their keys are
+        returned, so the caller can re-queue them. Nothing is dropped silently."""
+        returned: list[Any] = []
+        with self._cond:
+            self._stopping = True
+            if not finish:
+                for q in self._queues:
+                    while q:
+                        it = q.popleft()
+                        returned.append(it.key)
+                        it.future.set_exception(BatcherStopped(f"page {it.key!r} handed back"))
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            self._thread = None
+        elif finish:
+            self.drain()
+        return returned
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    stage, wait = self._ready_stage(time.perf_counter())
+                    if stage is not None:
+                        batch = self._take(stage)
+                        break
+                    if self._stopping and not any(self._queues):
+                        return
+                    self._cond.wait(wait)
+            self._run_batch(stage, batch)
+
+    def _ready_stage(self, now: float) -> tuple[int | None, float | None]:
+        """The deepest stage whose batch is ready: full, or its oldest page waited max_delay
+        (or we are stopping). Otherwise None and how long until the next deadline."""
+        next_deadline: float | None = None
+        for s in range(self.num_stages - 1, -1, -1):
+            q = self._queues[s]
+            if not q:
+                continue
+            if len(q) >= self.max_batch or self._stopping:
+                return s, None
+            deadline = q[0].enqueued + self.max_delay_s
+            if deadline <= now:
+                return s, None
+            next_deadline = deadline if next_deadline is None else min(next_deadline, deadline)
+        return None, (None if next_deadline is None else max(0.0, next_deadline - now))
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _take(self, stage: int) -> list[_Item]:
+        q = self._queues[stage]
+        return [q.popleft() for _ in range(min(self.max_batch, len(q)))]
+
+    def _cat_states(self, states: Sequence[Any]) -> Any:
+        if self._state_cat is not None:
+            return self._state_cat(states)
+        return type(states[0]).cat(list(states))
+
+    def _run_batch(self, stage: int, batch: list[_Item]) -> None:
+        t0 = time.perf_counter()
+        final = stage == self.num_stages - 1
+        try:
+            with torch.inference_mode():
+                if stage == 0 and not self.early_exit:  # full depth: no exit heads on the way
+                    state = self.model.embed(self._collate([it.payload for it in batch]))
+                    logits, next_state = self.model.advance(state, stages=self.num_stages - 1)
+                    final = True
+                elif stage == 0:  # embeddings, then the pre-encoder exit
+                    next_state = self.model.embed(self._collate([it.payload for it in batch]))
+                    logits = self.model.exit_logits(next_state)
+                else:  # the layers from the previous exit up to this one
+                    state = self._cat_states([it.payload for it in batch])
+                    logits, next_state = self.model.advance(state)
+                past = None
+                if stage > 0 and batch[0].past:
+                    past = torch.stack([torch.stack(it.past) for it in batch])
+                decision = self.decide(stage, logits, past)
+        except BaseException as exc:  # a failed batch fails its pages, never the loop
+            for it in batch:
+                it.future.set_exception(exc)
+            self._record(stage, len(batch), 0, time.perf_counter() - t0)
+            return
+        exits = decision.exit.tolist() if (self.early_exit and not final) else [final] * len(batch)
+        exit_stage = self.num_stages - 1 if final else stage
+        confs = decision.confidence.tolist()
+        labels = decision.label.tolist()
+        probs = decision.probs
+        now = time.perf_counter()
+        stay: list[int] = []
+        exited = 0
+        for i, it in enumerate(batch):
+            it.trail.append(float(confs[i]))
+            if probs is not None and not final:
+                it.past.append(probs[i])
+            if exits[i]:
+                exited += 1
+                it.future.set_result(
+                    ExitResult(
+                        label=int(labels[i]),
+                        confidence=float(confs[i]),
+                        exit_stage=exit_stage,
+                        trail=tuple(it.trail),
+                        latency_ms=(now - it.submitted) * 1000.0,
+                    )
+                )
+            else:
+                stay.append(i)
+        if stay:
+            for i in stay:
+                batch[i].payload = next_state.select([i])
+                batch[i].enqueued = now
+            with self._cond:
+                self._queues[stage + 1].extend(batch[i] for i in stay)
+                parked = sum(len(q) for q in self._queues[1:])
+                self.peak_parked = max(self.peak_parked, parked)
+                self._cond.notify_all()
+        self._record(stage, len(batch), exited, now - t0)
+
+    def _record(self, stage: int, size: int, exited: int, seconds: float) -> None:
+        with self._cond:
+            st = self.stats[stage]
+            st.batches += 1
+            st.pages_in += size
+            st.pages_exited += exited
+            st.compute_s += seconds
+            self.batch_log.append((stage, size))
+            depths = [len(q) for q in self._queues]
+        metrics.record_batch("early" if self.early_exit else "full", stage, size,
+                             self.max_batch, seconds, depths)
+
+    def stats_dict(self) -> list[dict[str, float]]:
+        with self._cond:
+            return [
+                {
+                    "stage": s,
+                    "batches": st.batches,
+                    "pages_in": st.pages_in,
+                    "pages_exited": st.pages_exited,
+                    "mean_fill": round(st.mean_fill(self.max_batch), 4),
+                    "compute_s": round(st.compute_s, 4),
+                }
+                for s, st in enumerate(self.stats)
+            ]

@@ -1,0 +1,323 @@
+"""The workflow's steps as plain functions: ingest a document, classify pages, run the full-depth
+pass, reconcile. Celery tasks and the embedded runner call exactly these.
+
+Every step is idempotent: it claims work with a conditional state change, writes with the
+store's ON CONFLICT upserts, and decides re-routing deterministically (seeded per page), so a
+redelivered message or a re-run changes nothing that was already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from classifier.inputs import PageInput
+from db.models import Document, Page
+from db.repository import (
+    PageRecord,
+    PredictionRecord,
+    finish_documents,
+    mark_document,
+    mark_pages,
+    record_predictions,
+    stuck_documents,
+    stuck_pages,
+    upsert_pages,
+)
+from db.session import session_scope
+from db.states import DocumentState, PageState, Pass
+from pipelines.artifacts import ArtifactNotFound, ArtifactStore, decode_page, encode_page, page_key
+from pipelines.errors import DocumentError
+from pipelines.options import IngestOptions
+from pipelines.sources import name_of, open_uri
+from workers import metrics
+from workers.classify_runtime import ClassifyRuntime
+
+log = logging.getLogger(__name__)
+
+# Pages written per store transaction while ingesting (a 2000-page PDF is never one transaction).
+INGEST_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class RerouteOptions:
+    reroute_below: float = 0.6
+    audit_fraction: float = 0.02
+    seed: int = 0
+
+
+@dataclass
+class StepContext:
+    """What the steps need, built once per process by doctriage.wiring."""
+
+    sessions: sessionmaker[Session]
+    artifacts: ArtifactStore
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    reroute: RerouteOptions = field(default_factory=RerouteOptions)
+    open_uri: Callable[[str], BinaryIO] = open_uri
+    # Imported lazily so an ingest-only worker never imports the page pipeline's heavy parts twice.
+    iter_pages: Callable[..., Iterable[Any]] | None = None
+
+    def pages_of(self, stream: BinaryIO, name: str) -> Iterable[Any]:
+        fn = self.iter_pages
+        if fn is None:
+            from pipelines.pages import iter_pages
+
+            fn = iter_pages
+        return fn(stream, name=name, options=self.ingest)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    document_id: int
+    page_ids: list[int]  # pages to classify (PENDING)
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    done: list[int]
+    rerouted: list[int]  # for the full_depth queue
+    failed: list[int]
+    skipped: list[int]  # not in a claimable state (already done, or someone else's)
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
+    """Stream the document's pages into artifacts and page rows; returns pages to classify.
+
+    A bad document (DocumentError) is marked FAILED with its one-line reason; pages read before
+    the error are kept and classified. Any other error propagates (transient: retried), leaving
+    the document INGESTING for a retry or the reconciler."""
+    with session_scope(ctx.sessions) as s:
+        doc = s.get(Document, doc_id)
+        if doc is None:
+            raise LookupError(f"document {doc_id} does not exist")
+        uri = doc.source_uri
+        claimed = mark_document(
+            s, doc_id, DocumentState.INGESTING,
+            only_from=(DocumentState.RECEIVED, DocumentState.INGESTING),
+        )
+        if not claimed:
+            # Already ingested (a redelivered message): hand back what still needs classifying.
+            state = doc.state
+            pending = _pending_page_ids(s, doc_id) if state == DocumentState.INGESTED else []
+            return IngestResult(doc_id, pending, state, doc.error)
+
+    name = name_of(uri)
+    page_ids: list[int] = []
+    buffered: list[PageRecord] = []
+    count = 0
+    error: str | None = None
+
+    def flush() -> None:
+        if buffered:
+            with session_scope(ctx.sessions) as s:
+                page_ids.extend(upsert_pages(s, doc_id, buffered))
+            buffered.clear()
+
+    try:
+        with ctx.open_uri(uri) as stream:
+            for page in ctx.pages_of(stream, name):
+                key = page_key(doc_id, page.number)
+                ctx.artifacts.put(
+                    key,
+                    encode_page(
+                        number=page.number, width=page.width, height=page.height,
+                        text_source=page.text_source, words=page.words, boxes=page.boxes,
+                        image=page.image,
+                    ),
+                )
+                buffered.append(
+                    PageRecord(
+                        number=page.number, text_source=page.text_source,
+                        word_count=len(page.words), artifact_ref=key,
+                        width=page.width, height=page.height,
+                    )
+                )
+                count += 1
+                metrics.record_ingested_page(page.text_source, page.ms / 1000.0)
+                if len(buffered) >= INGEST_CHUNK:
+                    flush()
+    except DocumentError as exc:
+        error = str(exc)
+        metrics.record_failure("ingest", exc)
+    flush()
+    with session_scope(ctx.sessions) as s:
+        if error is not None:
+            mark_document(s, doc_id, DocumentState.FAILED, error=error, page_count=count)
+            state = DocumentState.FAILED
+        else:
+            mark_document(s, doc_id, DocumentState.INGESTED, page_count=count)
+            finish_documents(s, [doc_id])  # a document with no pages is done now
+            state = DocumentState.INGESTED
+        pending = _pending_page_ids(s, doc_id)
+    return IngestResult(doc_id, pending, state.value, error)
+
+
+def _pending_page_ids(s: Session, doc_id: int) -> list[int]:
+    q = select(Page.id).where(
+        Page.document_id == doc_id,
+        Page.state.in_([PageState.PENDING.value, PageState.CLASSIFYING.value]),
+    ).order_by(Page.number)
+    return [int(i) for i in s.execute(q).scalars()]
+
+
+def fail_document(ctx: StepContext, doc_id: int, reason: str) -> None:
+    """Permanent failure outside the page pipeline (e.g. retries exhausted)."""
+    with session_scope(ctx.sessions) as s:
+        mark_document(s, doc_id, DocumentState.FAILED, error=reason[:2000])
+
+
+# -- classify ----------------------------------------------------------------------------------
+
+
+def audit_pick(page_id: int, seed: int, fraction: float) -> bool:
+    """A seeded, per-page coin: the same page gets the same answer in every run and process."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{page_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def needs_full_depth(page_id: int, confidence: float, opts: RerouteOptions) -> bool:
+    return confidence < opts.reroute_below or audit_pick(page_id, opts.seed, opts.audit_fraction)
+
+
+def _load_inputs(
+    ctx: StepContext, pages: Sequence[Page]
+) -> tuple[list[tuple[int, PageInput]], list[tuple[int, str]]]:
+    ok: list[tuple[int, PageInput]] = []
+    bad: list[tuple[int, str]] = []
+    for p in pages:
+        try:
+            if not p.artifact_ref:
+                raise ArtifactNotFound("no artifact reference")
+            art = decode_page(ctx.artifacts.get(p.artifact_ref))
+        except (ArtifactNotFound, ValueError, KeyError) as exc:
+            bad.append((p.id, f"page artifact unreadable: {exc}"))
+            continue
+        ok.append((p.id, PageInput(words=art.words, boxes=art.boxes, image=art.image)))
+    return ok, bad
+
+
+def _claim(s: Session, page_ids: Sequence[int], states: Sequence[PageState],
+           to: PageState | None) -> list[Page]:
+    if to is not None:
+        mark_pages(s, page_ids, to, only_from=states)
+        states = (to,)
+    q = select(Page).where(Page.id.in_(list(page_ids)), Page.state.in_([x.value for x in states]))
+    return list(s.execute(q.order_by(Page.id)).scalars())
+
+
+def classify_pages(
+    ctx: StepContext, runtime: ClassifyRuntime, page_ids: Sequence[int]
+) -> ClassifyResult:
+    """Early-exit pass over the pages; one transaction writes the whole batch's predictions and
+    states. Low-confidence pages (and the seeded audit sample) come back as `rerouted`."""
+    ids = sorted(set(page_ids))
+    with session_scope(ctx.sessions) as s:
+        pages = _claim(s, ids, (PageState.PENDING, PageState.CLASSIFYING), PageState.CLASSIFYING)
+    claimed = {p.id for p in pages}
+    skipped = [i for i in ids if i not in claimed]
+    ok, bad = _load_inputs(ctx, pages)
+    answers = runtime.classify([inp for _, inp in ok], early_exit=True)
+    rerouted, done = [], []
+    records = []
+    for (page_id, _), a in zip(ok, answers, strict=True):
+        records.append(_record(page_id, runtime.version, Pass.EARLY, a))
+        (rerouted if needs_full_depth(page_id, a.confidence, ctx.reroute) else done).append(page_id)
+    with session_scope(ctx.sessions) as s:
+        record_predictions(s, records)
+        mark_pages(s, done, PageState.DONE, only_from=(PageState.CLASSIFYING,))
+        mark_pages(s, rerouted, PageState.REROUTED, only_from=(PageState.CLASSIFYING,))
+        for page_id, reason in bad:
+            mark_pages(s, [page_id], PageState.FAILED, error=reason)
+        finish_documents(s, {p.document_id for p in pages})
+    metrics.record_answers(answers, Pass.EARLY.value)
+    metrics.record_rerouted(len(rerouted))
+    metrics.record_failure("classify", "ArtifactUnreadable", len(bad))
+    return ClassifyResult(done, rerouted, [i for i, _ in bad], skipped)
+
+
+def full_depth_pages(
+    ctx: StepContext, runtime: ClassifyRuntime, page_ids: Sequence[int]
+) -> ClassifyResult:
+    """All layers, no early exit, batched; stored as pass "full" beside the early one, and the
+    page is DONE (its final label is the full-depth one)."""
+    ids = sorted(set(page_ids))
+    with session_scope(ctx.sessions) as s:
+        pages = _claim(s, ids, (PageState.REROUTED,), None)
+    claimed = {p.id for p in pages}
+    ok, bad = _load_inputs(ctx, pages)
+    answers = runtime.classify([inp for _, inp in ok], early_exit=False)
+    records = [
+        _record(pid, runtime.version, Pass.FULL, a) for (pid, _), a in zip(ok, answers, strict=True)
+    ]
+    done = [pid for pid, _ in ok]
+    with session_scope(ctx.sessions) as s:
+        record_predictions(s, records)
+        mark_pages(s, done, PageState.DONE, only_from=(PageState.REROUTED,))
+        for page_id, reason in bad:
+            mark_pages(s, [page_id], PageState.FAILED, error=reason)
+        finish_documents(s, {p.document_id for p in pages})
+    metrics.record_answers(answers, Pass.FULL.value)
+    metrics.record_failure("full_depth", "ArtifactUnreadable", len(bad))
+    return ClassifyResult(done, [], [i for i, _ in bad], [i for i in ids if i not in claimed])
+
+
+def fail_pages(ctx: StepContext, page_ids: Sequence[int], reason: str) -> None:
+    with session_scope(ctx.sessions) as s:
+        mark_pages(s, page_ids, PageState.FAILED, error=reason[:2000])
+        docs = s.execute(select(Page.document_id).where(Page.id.in_(list(page_ids)))).scalars()
+        finish_documents(s, set(docs))
+
+
+def _record(page_id: int, version: str, pass_name: Pass, a: Any) -> PredictionRecord:
+    return PredictionRecord(
+        page_id=page_id, model_version=version, pass_name=pass_name.value, label=a.label,
+        confidence=a.confidence, exit_stage=a.exit_stage, exit_layer=a.exit_layer,
+        trail=list(a.trail), latency_ms=a.latency_ms,
+    )
+
+
+# -- reconcile ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcilePlan:
+    documents: list[int]  # -> ingest
+    classify: list[int]  # page ids -> classify
+    full_depth: list[int]  # page ids -> full_depth
+    finished: list[int]  # documents found complete and marked DONE
+
+
+def reconcile(ctx: StepContext, stuck_after_s: float, limit: int = 1000) -> ReconcilePlan:
+    """The database is the truth: find documents and pages stuck in a non-final state for longer
+    than `stuck_after_s` and return them for re-enqueueing. Touching their `updated_at` here
+    keeps the next sweep from re-enqueueing them again while they wait in the queue."""
+    older = timedelta(seconds=stuck_after_s)
+    with session_scope(ctx.sessions) as s:
+        docs = [d.id for d in stuck_documents(s, older, limit=limit)]
+        for doc_id in docs:  # back to RECEIVED: nobody is ingesting it any more
+            mark_document(s, doc_id, DocumentState.RECEIVED,
+                          only_from=(DocumentState.RECEIVED, DocumentState.INGESTING))
+        pages = stuck_pages(s, older, limit=limit)
+        classify = [p.id for p in pages if p.state in (PageState.PENDING, PageState.CLASSIFYING)]
+        full = [p.id for p in pages if p.state == PageState.REROUTED]
+        # Same state, fresh updated_at (CLASSIFYING pages go back to PENDING: nobody has them).
+        mark_pages(s, classify, PageState.PENDING,
+                   only_from=(PageState.PENDING, PageState.CLASSIFYING))
+        mark_pages(s, full, PageState.REROUTED, only_from=(PageState.REROUTED,))
+        finished = finish_documents(s)
+    return ReconcilePlan(docs, classify, full, finished)

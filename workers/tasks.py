@@ -1,0 +1,97 @@
+"""Celery tasks: decode the message (ids only), call the step, enqueue the next step, and
+re-raise transient errors for a retry with backoff. A permanent failure (a bug, or retries
+exhausted) marks the document or pages FAILED with the reason."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from workers import context, steps
+from workers.celery_app import app
+from workers.stage_batcher import BatcherStopped
+
+log = logging.getLogger(__name__)
+
+# Worth another try: the store, broker, artifact store or a worker shutting down, not the input.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OperationalError, DBAPIError, ConnectionError, TimeoutError, OSError, BatcherStopped,
+)
+RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=300, retry_jitter=True,
+             max_retries=6)
+
+
+@worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    """A forked child starts without its parent's resources and loads its own model."""
+    context.reset()
+    if app.conf.get("doctriage_preload_model"):
+        context.classify_runtime()
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
+
+
+class DocumentTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        try:
+            steps.fail_document(context.step_context(), int(args[0]), _reason(exc))
+        except Exception:
+            log.exception("could not mark document %s FAILED", args[0] if args else "?")
+
+
+class PagesTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        try:
+            steps.fail_pages(context.step_context(), [int(i) for i in args[0]], _reason(exc))
+        except Exception:
+            log.exception("could not mark pages FAILED")
+
+
+def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+@app.task(name="doctriage.ingest", base=DocumentTask, **RETRY)
+def ingest(doc_id: int) -> dict[str, Any]:
+    result = steps.ingest_document(context.step_context(), int(doc_id))
+    chunk = int(app.conf.get("doctriage_classify_chunk") or 16)
+    for ids in _chunks(result.page_ids, chunk):
+        classify.delay(ids)
+    return {"document": result.document_id, "pages": len(result.page_ids), "state": result.state}
+
+
+@app.task(name="doctriage.classify", base=PagesTask, **RETRY)
+def classify(page_ids: list[int]) -> dict[str, int]:
+    result = steps.classify_pages(context.step_context(), context.classify_runtime(), page_ids)
+    if result.rerouted:
+        full_depth.delay(result.rerouted)
+    return {
+        "done": len(result.done), "rerouted": len(result.rerouted), "failed": len(result.failed)
+    }
+
+
+@app.task(name="doctriage.full_depth", base=PagesTask, **RETRY)
+def full_depth(page_ids: list[int]) -> dict[str, int]:
+    result = steps.full_depth_pages(context.step_context(), context.classify_runtime(), page_ids)
+    return {"done": len(result.done), "failed": len(result.failed)}
+
+
+@app.task(name="doctriage.reconcile", **RETRY)
+def reconcile(stuck_after_s: float = 900.0) -> dict[str, int]:
+    plan = steps.reconcile(context.step_context(), stuck_after_s)
+    for doc_id in plan.documents:
+        ingest.delay(doc_id)
+    chunk = int(app.conf.get("doctriage_classify_chunk") or 16)
+    for ids in _chunks(plan.classify, chunk):
+        classify.delay(ids)
+    for ids in _chunks(plan.full_depth, chunk):
+        full_depth.delay(ids)
+    return {"documents": len(plan.documents), "classify": len(plan.classify),
+            "full_depth": len(plan.full_depth), "finished": len(plan.finished)}
