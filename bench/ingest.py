@@ -37,6 +37,10 @@ def median(xs: list[float]) -> float | None:
     return round(statistics.median(xs), 1) if xs else None
 
 
+def p90(xs: list[float]) -> float | None:
+    return round(statistics.quantiles(xs, n=10)[-1], 1) if len(xs) > 1 else None
+
+
 def pps(ms: float | None) -> float | None:
     return round(1000 / ms, 2) if ms else None
 
@@ -135,14 +139,17 @@ def main() -> None:
     ocr_ms = [s["ms"] for s in sample]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs (loaded)",
-        "options": {"dpi": opts.dpi, "ocr_dpi": opts.ocr_dpi,
-                    "min_text_coverage": opts.min_text_coverage},
+        "options": {
+            "dpi": opts.dpi,
+            "ocr_dpi": opts.ocr_dpi,
+            "min_text_coverage": opts.min_text_coverage,
+        },
         "documents": len(rows),
         "pages": len(planned),
         "text_layer": {
             "pages": len(text_ms),
             "median_ms": median(text_ms),
-            "p90_ms": round(statistics.quantiles(text_ms, n=10)[-1], 1) if len(text_ms) > 1 else None,
+            "p90_ms": p90(text_ms),
             "pages_per_s": pps(median(text_ms)),
         },
         "ocr": {

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import LayoutLMv3Config, LayoutLMv3Model
 
@@ -121,7 +122,11 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyEx
         ramp_pooling=doc["heads"]["ramp_pooling"],
         version=doc["version"],
     )
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:  # damaged, or not safetensors at all
+        raise BundleError(f"{weights}: not a readable safetensors file ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BundleError(
             f"{path}: weights do not match the config "

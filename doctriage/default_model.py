@@ -21,8 +21,8 @@ from pipelines.options import IngestOptions
 CORPUS_PER_CLASS = 8
 CORPUS_SEED = 0
 CORPUS_SCANNED_FRACTION = 0.1
-TRAIN_EPOCHS = 12
-TRAIN_MAX_MINUTES = 4.0
+TRAIN_EPOCHS = 6
+TRAIN_MAX_MINUTES = 5.0
 
 
 def bundle_ready(path: Path) -> bool:

@@ -4,8 +4,9 @@ endpoint.
 
 Workers always use prometheus_client's multiprocess mode: a prefork worker's tasks run in
 forked children, whose figures only reach the one endpoint (served from the main process)
-through the files in PROMETHEUS_MULTIPROC_DIR. The folder is the one the environment names
-(compose sets a private one per container), else a fresh temporary one; it is emptied at start.
+through the files in PROMETHEUS_MULTIPROC_DIR. The folder is the one the environment names,
+else a fresh temporary one (what compose uses); it is emptied at start. Other commands keep
+their metrics in memory.
 """
 
 from __future__ import annotations

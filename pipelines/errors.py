@@ -11,4 +11,3 @@ class DocumentError(Exception):
         self.reason = " ".join(str(reason).split())  # one line, whatever the library said
         self.page = page
         super().__init__(f"{name}: {self.reason}")
-

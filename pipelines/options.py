@@ -22,6 +22,8 @@ class IngestOptions:
     ocr_timeout_s: float = 60.0
     ocr_lang: str = "eng"
     # Words below this tesseract confidence (0-100) are dropped as noise (speckle, rules, logos).
+    # On renders of born-digital pages the cross-check F1 is flat (0.955-0.958) from 0 to 70, so
+    # this only trims junk on real scans; 30 is a conventional cut, not tuned on labelled scans.
     min_ocr_conf: float = 30.0
     max_pages: int = 2000
     max_page_pixels: int = 60_000_000

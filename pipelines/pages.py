@@ -82,11 +82,12 @@ def count_pages(
     nm = source_name(source, name)
     src = open_source(source, nm, opts.max_file_bytes)
     if src.kind == "pdf":
-        doc = _open_pdf(src)
-        try:
-            return len(doc)
-        finally:
-            doc.close()
+        with pdf.PDFIUM_LOCK:
+            doc = _open_pdf(src)
+            try:
+                return len(doc)
+            finally:
+                doc.close()
     im = images.open_image(src)
     try:
         n = images.count_frames(src, im)
@@ -125,9 +126,11 @@ def _open_pdf(src: Source):
 
 
 def _pdf_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
-    doc = _open_pdf(src)
+    with pdf.PDFIUM_LOCK:
+        doc = _open_pdf(src)
     try:
-        n = len(doc)
+        with pdf.PDFIUM_LOCK:
+            n = len(doc)
         _check_count(src, n, opts)
         truncated = pdf.is_truncated(src)
         for number in range(1, n + 1):
@@ -146,39 +149,52 @@ def _pdf_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page
                 src.name, f"truncated PDF (the file ends early; {n} page(s) recovered)"
             )
     finally:
-        doc.close()
+        with pdf.PDFIUM_LOCK:
+            doc.close()
 
 
 def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool) -> Page:
-    try:
-        page = doc[number - 1]
-    except Exception as exc:
-        raise DocumentError(src.name, f"page {number}: cannot be loaded ({exc})", number) from None
-    try:
-        size = pdf.page_size_pt(page)
-        _check_pixels(src, number, pdf.raster_size(size, opts.dpi), opts)
-        image = pdf.render(page, opts.dpi)
-        words: list[str] = []
-        boxes: list[Box] = []
-        area: float | None = None  # only measured when the decision depends on it
-        if opts.ocr_mode != "ocr":
-            words, boxes = extract_words(page)
-            area = pdf.image_area(page) if opts.ocr_mode == "auto" and words else None
-        decision = decide(
-            opts.ocr_mode, boxes, image, area or 0.0, opts.min_text_coverage, opts.scan_image_area
-        )
-        ocr: OcrResult | None = None
-        if decision.text_source == "ocr":
-            words, boxes = [], []
-            if run_ocr:
-                dpi = _fit_dpi(size, opts.ocr_dpi, opts.max_page_pixels)
+    # pdfium work under the process-wide lock; tesseract (a subprocess) outside it, so threads
+    # ingesting different documents overlap their OCR.
+    with pdf.PDFIUM_LOCK:
+        try:
+            page = doc[number - 1]
+        except Exception as exc:
+            raise DocumentError(
+                src.name, f"page {number}: cannot be loaded ({exc})", number
+            ) from None
+        try:
+            size = pdf.page_size_pt(page)
+            _check_pixels(src, number, pdf.raster_size(size, opts.dpi), opts)
+            image = pdf.render(page, opts.dpi)
+            words: list[str] = []
+            boxes: list[Box] = []
+            area: float | None = None  # only measured when the decision depends on it
+            if opts.ocr_mode != "ocr":
+                words, boxes = extract_words(page)
+                area = pdf.image_area(page) if opts.ocr_mode == "auto" and words else None
+            decision = decide(
+                opts.ocr_mode,
+                boxes,
+                image,
+                area or 0.0,
+                opts.min_text_coverage,
+                opts.scan_image_area,
+            )
+            grey: Image.Image | None = None
+            dpi = _fit_dpi(size, opts.ocr_dpi, opts.max_page_pixels)
+            if decision.text_source == "ocr" and run_ocr:
                 grey = image.convert("L") if dpi == opts.dpi else pdf.render(page, dpi, grey=True)
-                ocr = _ocr(src, number, grey, opts, dpi)
-                words, boxes = ocr.words, ocr.boxes
-        else:
-            words, boxes = sort_reading_order(words, boxes)
-    finally:
-        page.close()
+        finally:
+            page.close()
+    ocr: OcrResult | None = None
+    if decision.text_source == "ocr":
+        words, boxes = [], []
+        if grey is not None:
+            ocr = _ocr(src, number, grey, opts, dpi)
+            words, boxes = ocr.words, ocr.boxes
+    else:
+        words, boxes = sort_reading_order(words, boxes)
     return _page(number, image, words, boxes, decision, size, ocr, area)
 
 

@@ -7,6 +7,7 @@ pdfium over poppler: rendering a realdocs page at 100 dpi took a median 12 ms wi
 from __future__ import annotations
 
 import math
+import threading
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as raw
@@ -22,6 +23,9 @@ _LOAD_ERRORS = {
     raw.FPDF_ERR_SECURITY: "encrypted PDF (unsupported security handler)",
     raw.FPDF_ERR_PAGE: "damaged page tree",
 }
+# pdfium is not thread-safe: every call into it, from any thread of the process, holds this
+# lock (re-entrant: stream-backed documents call back into Python while pdfium runs).
+PDFIUM_LOCK = threading.RLock()
 _IMAGE_GRID = 64  # resolution of the grid on which image coverage is measured
 
 

@@ -73,14 +73,17 @@ def run_embedded(
             doc_ids.append(doc_id)
     chunk = runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
     pending: list[int] = []
-    rerouted: list[int] = []
     classified = 0
 
     def classify(ids: Sequence[int]) -> None:
         nonlocal classified
-        result = steps.classify_pages(ctx, runtime, ids)
-        rerouted.extend(result.rerouted)
-        classified += len(result.done) + len(result.rerouted)
+        try:
+            result = steps.classify_pages(ctx, runtime, ids)
+        except Exception as exc:  # as a task would: the pages fail with the reason, the run goes on
+            log.warning("classifying %d pages failed: %s", len(ids), exc)
+            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
+        else:
+            classified += len(result.done) + len(result.rerouted)
         tick("pages", len(ids))
 
     for doc_id in doc_ids:
@@ -96,12 +99,15 @@ def run_embedded(
             del pending[:chunk]
     if pending:
         classify(pending)
+    # Re-routed pages, including any an earlier, interrupted run of these documents left behind.
+    rerouted = _pages_in(ctx, doc_ids, PageState.REROUTED)
     for start in range(0, len(rerouted), chunk):
-        steps.full_depth_pages(ctx, runtime, rerouted[start : start + chunk])
-    # Pages left REROUTED by an earlier, interrupted run of the same documents.
-    leftover = _pages_in(ctx, doc_ids, PageState.REROUTED)
-    for start in range(0, len(leftover), chunk):
-        steps.full_depth_pages(ctx, runtime, leftover[start : start + chunk])
+        ids = rerouted[start : start + chunk]
+        try:
+            steps.full_depth_pages(ctx, runtime, ids)
+        except Exception as exc:
+            log.warning("full-depth pass over %d pages failed: %s", len(ids), exc)
+            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - started
     summary = summarize(ctx, doc_ids, runtime.version)
     summary.seconds = round(seconds, 3)

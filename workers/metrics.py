@@ -114,10 +114,14 @@ def multiprocess_dir() -> str | None:
 def enable_multiprocess(path: str | Path) -> Path:
     """Switch this process (and the children it forks) to file-backed metrics in `path`,
     emptied first: files left by an earlier run would be summed into this one's figures.
-    Must run before any metric is created."""
+    Metrics this process already recorded in memory (say, while building the default model
+    before the worker started) are dropped: they would never reach the endpoint."""
+    global _metrics
     with _lock:
         if _metrics is not None:
-            raise RuntimeError("metrics already created; enable multiprocess mode before use")
+            for collector in vars(_metrics).values():
+                prometheus_client.REGISTRY.unregister(collector)
+            _metrics = None
         folder = Path(path)
         if folder.exists():
             for child in folder.iterdir():

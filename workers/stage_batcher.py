@@ -148,6 +148,7 @@ class StageBatcher:
         self.batch_log: list[tuple[int, int]] = []
         # Most pages ever parked with a hidden state (stages > 0): the batcher's memory high-water.
         self.peak_parked = 0
+        self._name = "early" if early_exit else "full"  # metrics label (workers/metrics.py)
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -164,8 +165,8 @@ class StageBatcher:
                 raise BatcherStopped("the batcher is stopping; not accepting pages")
             self._queues[0].extend(items)
             self._cond.notify_all()
-            depths = [len(q) for q in self._queues]
-        metrics.set_queue_depths("early" if self.early_exit else "full", depths)
+            # Under the lock, so the last depth written is the latest one.
+            metrics.set_queue_depths(self._name, [len(q) for q in self._queues])
         return [it.future for it in items]
 
     def pending(self) -> list[int]:
@@ -349,9 +350,8 @@ class StageBatcher:
             st.pages_exited += exited
             st.compute_s += seconds
             self.batch_log.append((stage, size))
-            depths = [len(q) for q in self._queues]
-        metrics.record_batch("early" if self.early_exit else "full", stage, size,
-                             self.max_batch, seconds, depths)
+            metrics.record_batch(self._name, stage, size, self.max_batch, seconds,
+                                 [len(q) for q in self._queues])
 
     def stats_dict(self) -> list[dict[str, float]]:
         with self._cond:

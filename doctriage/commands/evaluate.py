@@ -43,9 +43,20 @@ def evaluate(
         typer.Option("--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."),
     ] = None,
     workers: Annotated[int, typer.Option("--workers")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="torch CPU threads (1 is fastest on a busy machine)."),
+    ] = None,
 ) -> None:
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
     from doctriage.modeling import evaluate_bundle
+
+    if threads is not None:
+        if threads < 1:
+            raise _fail("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(threads)
 
     if split not in ("all", "val", "train"):
         raise _fail(f"--split must be all, val or train, not {split!r}")

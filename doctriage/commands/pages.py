@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, TextIO
 
 import typer
 from tqdm import tqdm
@@ -39,9 +41,35 @@ def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
     return IngestOptions(**values)  # type: ignore[arg-type]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(message, err=True)
+def _fail(message: str, err: TextIO | None = None) -> typer.Exit:
+    print(message, file=err or sys.stderr, flush=True)
     return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _quiet_c_libraries() -> Iterator[TextIO]:
+    """libtiff (inside Pillow) prints its own complaints about damaged files straight to file
+    descriptor 2, which would break the one-line error promise. While pages are read, fd 2 goes to
+    /dev/null; the progress bar and our error line use a stream on the real stderr."""
+    try:
+        sys.stderr.flush()
+        if sys.stderr.fileno() != 2:
+            raise ValueError("stderr is not fd 2")
+        saved = os.dup(2)
+    except (OSError, ValueError):  # stderr captured in-process (test runners): leave it alone
+        yield sys.stderr
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    real = os.fdopen(os.dup(saved), "w")
+    try:
+        os.dup2(devnull, 2)
+        yield real
+    finally:
+        real.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        real.close()
 
 
 def pages(
@@ -61,13 +89,18 @@ def pages(
     name = path
     if path == "-":
         source, name = sys.stdin.buffer, "<stdin>"
-    elif Path(path).is_file():
-        name = path
-    try:
-        total = count_pages(source, name, options) if isinstance(source, str) else None
-    except DocumentError as exc:
-        raise _fail(str(exc)) from None
-    bar = tqdm(total=total, unit="page", file=sys.stderr, disable=not sys.stderr.isatty())
+    with _quiet_c_libraries() as err:
+        _print_pages(source, name, options, as_json, err)
+
+
+def _print_pages(
+    source: str | BinaryIO, name: str, options: IngestOptions, as_json: bool, err: TextIO
+) -> None:
+    total = None  # only for the progress bar; a document that cannot be counted fails below
+    if isinstance(source, str):
+        with contextlib.suppress(DocumentError):
+            total = count_pages(source, name, options)
+    bar = tqdm(total=total, unit="page", file=err, disable=not err.isatty())
     try:
         for page in iter_pages(source, name=name, options=options):
             bar.update(1)
@@ -94,7 +127,7 @@ def pages(
             sys.stdout.flush()
     except DocumentError as exc:
         bar.close()
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), err) from None
     bar.close()
 
 

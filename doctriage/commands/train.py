@@ -73,9 +73,20 @@ def train(
     workers: Annotated[
         int, typer.Option("--workers", help="Processes for ingesting uncached documents.")
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="torch CPU threads (1 is fastest on a busy machine)."),
+    ] = None,
 ) -> None:
     """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
     from doctriage.modeling import train_bundle  # torch import only when the command runs
+
+    if threads is not None:
+        if threads < 1:
+            raise _fail("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(threads)
 
     if strategy not in ("joint", "two-stage"):
         raise _fail(f"--strategy must be joint or two-stage, not {strategy!r}")

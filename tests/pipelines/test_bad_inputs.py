@@ -10,6 +10,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pagedocs import text_image, write_text_pdf
 from reportlab.pdfgen import canvas
 
@@ -235,3 +237,51 @@ def test_good_pages_before_an_ocr_timeout_are_yielded(tmp_path):
     pages, err = read_all(path, IngestOptions(ocr_timeout_s=0.05))
     assert pages == [1]
     assert err is not None and err.page == 2 and "OCR timed out" in err.reason
+
+
+def _seed_documents() -> dict[str, bytes]:
+    tmp = io.BytesIO()
+    c = canvas.Canvas(tmp)
+    for n in (1, 2):
+        c.drawString(72, 720, f"page {n} of a small document")
+        c.showPage()
+    c.save()
+    docs = {"pdf": tmp.getvalue()}
+    for fmt, mode in (("PNG", "RGB"), ("JPEG", "RGB"), ("TIFF", "L")):
+        buf = io.BytesIO()
+        text_image(["hi"], (160, 90)).convert(mode).save(buf, format=fmt)
+        docs[fmt.lower()] = buf.getvalue()
+    return docs
+
+
+SEEDS = _seed_documents()
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(
+    kind=st.sampled_from(sorted(SEEDS)),
+    edits=st.lists(
+        st.tuples(
+            st.floats(0, 1),
+            st.sampled_from(["set", "cut", "insert"]),
+            st.binary(min_size=1, max_size=24),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_damaged_bytes_never_raise_anything_but_document_error(kind, edits):
+    data = bytearray(SEEDS[kind])
+    for where, op, blob in edits:
+        i = int(where * (len(data) - 1))
+        if op == "set":
+            data[i : i + len(blob)] = blob
+        elif op == "cut":
+            del data[i : i + 8 * len(blob)]
+        else:
+            data[i:i] = blob
+    try:
+        for page in iter_pages(io.BytesIO(bytes(data)), name="fuzzed", options=TEXT):
+            assert len(page.words) == len(page.boxes)
+    except DocumentError as exc:
+        assert str(exc).startswith("fuzzed: ") and "\n" not in str(exc)

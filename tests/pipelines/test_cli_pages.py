@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from pagedocs import write_text_pdf
+from pagedocs import text_image, write_text_pdf
 from typer.testing import CliRunner
 
 from doctriage.commands import pages as pages_command
@@ -113,3 +113,37 @@ def test_console_script_end_to_end(tmp_path):
     fail = subprocess.run([exe, "pages", str(bad)], capture_output=True, timeout=300, text=True)
     assert fail.returncode == 2
     assert fail.stderr == f"{bad}: empty file (0 bytes)\n"
+
+
+# The command alone in a small app: a real process (real fd 2) without the full CLI's start cost.
+SMALL_APP = """
+import sys, typer
+from doctriage.commands import pages
+app = typer.Typer()
+@app.callback()
+def _root() -> None: pass
+pages.register(app)
+app(sys.argv[1:])
+"""
+
+
+def test_damaged_tiff_gives_one_stderr_line_even_though_libtiff_complains(tmp_path):
+    frames = [text_image([f"page {n}"], (400, 300)).convert("L") for n in (1, 2)]
+    path = tmp_path / "two.tif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], compression="tiff_lzw")
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2 + len(data) // 4  # inside page 2's LZW strip
+    data[start : start + 200] = b"\xff" * 200  # libtiff prints "Using code not yet in table."
+    path.write_bytes(bytes(data))
+    out = subprocess.run(
+        [sys.executable, "-c", SMALL_APP, "pages", str(path), "--ocr", "text"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert out.returncode == 2
+    assert out.stdout.startswith("page 1\t") and out.stdout.count("\n") == 1
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"{path}: page 2: corrupt or unreadable image")
+    assert "Using code" not in out.stderr

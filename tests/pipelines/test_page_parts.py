@@ -62,8 +62,13 @@ def test_boxes_sit_on_the_ink_of_rotated_and_cropped_pages(tmp_path, rotation):
 
 def test_reading_order_lines_then_left_to_right():
     words = ["world", "Hello", "line", "second", "sup"]
-    boxes = [(300, 100, 400, 130), (100, 102, 250, 132), (260, 200, 330, 230),
-             (100, 201, 240, 229), (410, 95, 430, 110)]
+    boxes = [
+        (300, 100, 400, 130),
+        (100, 102, 250, 132),
+        (260, 200, 330, 230),
+        (100, 201, 240, 229),
+        (410, 95, 430, 110),
+    ]
     got, got_boxes = sort_reading_order(words, boxes)
     assert got == ["Hello", "world", "sup", "second", "line"]
     assert got_boxes[0] == (100, 102, 250, 132)

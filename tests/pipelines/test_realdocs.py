@@ -62,9 +62,12 @@ def test_text_layer_reading_order_and_boxes_match_the_page(by_source):
         assert (t1 + b1) / 2 >= (t0 + b0) / 2 - max(b0 - t0, b1 - t1)
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("funsd-0000989556.png", {"RESTRICTED", "TOBACCO", "PRODUCT"}),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("funsd-0000989556.png", {"RESTRICTED", "TOBACCO", "PRODUCT"}),
+    ],
+)
 def test_funsd_scan_is_ocred_with_words(realdocs_dir, name, expected):
     (page,) = list(iter_pages(realdocs_dir / "form" / name))
     assert page.text_source == "ocr"

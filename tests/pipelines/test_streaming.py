@@ -31,7 +31,11 @@ def test_peak_memory_stays_bounded_over_300_pages(tmp_path):
     path = write_text_pdf(tmp_path / "long.pdf", pages=300, lines=lines)
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(path)],
-        capture_output=True, text=True, check=True, cwd=REPO, timeout=600,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        timeout=600,
     )
     stats = json.loads(out.stdout)
     assert stats["pages"] == 300
@@ -41,3 +45,26 @@ def test_peak_memory_stays_bounded_over_300_pages(tmp_path):
     # is ten times that and still under 4% of what holding the rasters would take.
     assert growth < 30 * 1024 * 1024, stats
     assert all_rasters > 25 * 30 * 1024 * 1024
+
+
+def test_threads_reading_pdfs_at_once_get_the_same_pages(tmp_path):
+    # pdfium is not thread-safe; pipelines.pdf serialises calls into it with one lock (without
+    # it this test crashed the interpreter with a segfault in 1 of 3 runs).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.pages import IngestOptions, iter_pages
+
+    paths = [
+        write_text_pdf(
+            tmp_path / f"d{i}.pdf", pages=6, lines=[f"document {i} line {j}" for j in range(30)]
+        )
+        for i in range(6)
+    ]
+    opts = IngestOptions(ocr_mode="text")
+
+    def read(path: Path) -> list[list[str]]:
+        return [page.words for page in iter_pages(path, options=opts)]
+
+    expected = [read(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(read, paths * 2)) == expected * 2

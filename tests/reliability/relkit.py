@@ -1,0 +1,274 @@
+"""Helpers for the reliability and security tests (imported as `relkit`: a unique module name,
+since tests/ folders are not packages): a tiny model bundle, generated documents, and the
+real-services harness the fault tests share (a fresh PostgreSQL database, a spare Redis DB
+number, worker subprocesses)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+REALDOCS = Path(os.environ.get("DOCTRIAGE_REALDOCS", REPO.parent / "shared" / "datasets" / "realdocs"))
+PG_ADMIN = os.environ.get("DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = "redis://127.0.0.1:6379"
+LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
+DOCTRIAGE_BIN = str(Path(sys.executable).parent / "doctriage")
+
+
+# -- model -------------------------------------------------------------------------------------
+
+
+def build_tiny_bundle(path: Path, *, seed: int = 0) -> Path:
+    """A random `tiny` early-exit LayoutLMv3 (exits after every layer) saved as a bundle; the
+    temperatures/thresholds make pages leave at several stages. Nothing is downloaded."""
+    import torch
+
+    from classifier.bundle import save_bundle
+    from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
+    from classifier.model import EarlyExitModel, Preprocessing
+    from classifier.tokenizer import train_tokenizer
+
+    size = NAMED_SIZES["tiny"]
+    texts = ["statement invoice total amount due page heading account receipt contract",
+             "resume experience education form signature abstract introduction quarterly"] * 50
+    tok = train_tokenizer(texts, vocab_size=size.vocab_size)
+    torch.manual_seed(seed)
+    model = EarlyExitModel(
+        backbone_config(size, vocab_size=len(tok)), exit_layers_for("every", size.layers),
+        LABELS, tok, Preprocessing(size.max_text_len, size.image_size),
+    )
+    model.temperatures.fill_(0.1)
+    model.thresholds = [0.86, 0.9, 0.6, 0.6, 0.0]
+    model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
+    save_bundle(model.eval(), path, name="tiny-reliability")
+    return path
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+
+def text_pdf_bytes(pages: int, tag: str = "doc", encrypt: str | None = None,
+                   pagesize: tuple[float, float] = (612, 792)) -> bytes:
+    """A born-digital PDF (text layer: no OCR cost): each page names its document and number."""
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=pagesize, encrypt=encrypt)
+    for n in range(1, pages + 1):
+        c.setFont("Helvetica", 14)
+        c.drawString(72, pagesize[1] - 72, f"{tag} page {n} heading")
+        c.drawString(72, pagesize[1] - 100, "Invoice number 4711 total amount due in thirty days")
+        c.drawString(72, pagesize[1] - 122, "Quarterly statement of account for the customer")
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def write_corpus(folder: Path, sizes: list[int], prefix: str = "doc") -> list[Path]:
+    """One text PDF per entry of `sizes` (its page count)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, n in enumerate(sizes):
+        path = folder / f"{prefix}-{i:03d}-{n}p.pdf"
+        path.write_bytes(text_pdf_bytes(n, tag=f"{prefix}{i}"))
+        out.append(path)
+    return out
+
+
+def realdoc_pdfs(limit: int = 20, max_bytes: int = 400_000) -> list[Path]:
+    """Small real PDFs from the shared realdocs folder (read in place, never copied)."""
+    import csv
+
+    manifest = REALDOCS / "manifest.csv"
+    if not manifest.exists():
+        return []
+    with open(manifest, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["path"].lower().endswith(".pdf")]
+    rows = [r for r in rows if int(r["bytes"]) <= max_bytes]
+    rows.sort(key=lambda r: (int(r["bytes"]), r["path"]))
+    step = max(1, len(rows) // limit)
+    return [REALDOCS / r["path"] for r in rows[::step][:limit]]
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+def pg_available() -> str | None:
+    import psycopg2
+
+    try:
+        psycopg2.connect(PG_ADMIN, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        return f"PostgreSQL not reachable: {' '.join(str(exc).split())}"
+    return None
+
+
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "doctriage_rel") -> Iterator[str]:
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(PG_ADMIN, connect_timeout=5)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def terminate_backends(db_url: str) -> int:
+    """pg_terminate_backend on every other connection to this database; returns how many."""
+    import psycopg2
+
+    name = db_url.rsplit("/", 1)[-1]
+    conn = psycopg2.connect(PG_ADMIN, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,),
+        )
+        return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def spare_redis_db() -> Iterator[str]:
+    """A Redis DB number nobody uses right now (highest empty one, claimed with a marker key so
+    a concurrent test run picks another); flushed after. The shared server is
+    never restarted and FLUSHALL is never used: it would wipe other runs' databases."""
+    import redis
+
+    claimed = None
+    for db in range(15, 1, -1):
+        client = redis.Redis.from_url(f"{REDIS}/{db}")
+        if client.dbsize() == 0 and client.set("doctriage:reliability:claim", "1", nx=True):
+            claimed = db
+            break
+    if claimed is None:
+        raise RuntimeError("no empty Redis database number to use")
+    try:
+        yield f"{REDIS}/{claimed}"
+    finally:
+        client.flushdb()
+
+
+def redis_clients_of(url: str) -> list[str]:
+    """Client ids connected to this URL's DB number (our workers only; CLIENT LIST says db=N)."""
+    import redis
+
+    db = int(url.rsplit("/", 1)[-1])
+    admin = redis.Redis.from_url(url)
+    me = admin.client_id()
+    return [str(c["id"]) for c in admin.client_list()
+            if int(c.get("db", -1)) == db and int(c["id"]) != me]
+
+
+def kill_redis_clients(url: str) -> int:
+    """CLIENT KILL of every connection on our DB number: what a Redis restart does to them."""
+    import redis
+
+    admin = redis.Redis.from_url(url)
+    killed = 0
+    for cid in redis_clients_of(url):
+        with contextlib.suppress(redis.ResponseError):
+            killed += int(admin.execute_command("CLIENT", "KILL", "ID", cid))
+    return killed
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+@dataclass
+class Cluster:
+    """Worker subprocesses sharing one environment; every one is stopped by `close()`."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, *args: str) -> Proc:
+        log = self.logs / f"{name}-{len(self.procs)}.log"
+        popen = subprocess.Popen(
+            [DOCTRIAGE_BIN, *args], env=self.env, cwd=REPO, stdout=log.open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,  # own group: killpg reaches children
+        )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name: str, queues: str, concurrency: int = 1, *extra: str) -> Proc:
+        return self.start(name, "worker", "--queues", queues, "-c", str(concurrency), *extra)
+
+    def wait_ready(self, proc: Proc, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+            if " ready." in proc.tail(20_000):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{proc.name} not ready in {timeout}s:\n{proc.tail()}")
+
+    @staticmethod
+    def kill(proc: Proc, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, sig)
+        if sig == signal.SIGKILL:
+            proc.popen.wait(10)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(10)
+            # A killed group may leave children of its own: make sure none survive.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def record_result(row: dict[str, Any]) -> None:
+    """Append a fault/bad-input row to $DOCTRIAGE_FAULTS_RESULTS (bench/faults.py sets it)."""
+    out = os.environ.get("DOCTRIAGE_FAULTS_RESULTS")
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
