@@ -39,7 +39,14 @@ def _root() -> None:
     """Keep `doctriage` a command group even while only one sub-command is registered."""
 
 
-for _name in COMMAND_MODULES:
+def _modules_to_load(argv: list[str]) -> list[str]:
+    """Each module is named after the command it registers; loading only the one asked for keeps
+    `doctriage pages` from paying for torch and Celery imports. `--help` and typos load them all."""
+    first = next((a for a in argv[1:] if not a.startswith("-")), None)
+    return [first] if first in COMMAND_MODULES else COMMAND_MODULES
+
+
+for _name in _modules_to_load(sys.argv):
     importlib.import_module(f"doctriage.commands.{_name}").register(app)
 
 

@@ -20,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-REALDOCS = Path(os.environ.get("DOCTRIAGE_REALDOCS", REPO.parent / "shared" / "datasets" / "realdocs"))
-PG_ADMIN = os.environ.get("DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REALDOCS = Path(
+    os.environ.get("DOCTRIAGE_REALDOCS", REPO.parent / "shared" / "datasets" / "realdocs")
+)
+PG_ADMIN = os.environ.get(
+    "DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS = "redis://127.0.0.1:6379"
 LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
 DOCTRIAGE_BIN = str(Path(sys.executable).parent / "doctriage")
@@ -54,6 +58,13 @@ def build_tiny_bundle(path: Path, *, seed: int = 0) -> Path:
     model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
     save_bundle(model.eval(), path, name="tiny-reliability")
     return path
+
+
+def hostile_pickle(marker: Path) -> bytes:
+    """Protocol-0 pickle bytes that create `marker` when unpickled (open(marker, "w")). Written
+    out by hand: nothing here imports pickle, and a loader that refuses it never runs it."""
+    path = str(marker).replace("\\", "\\\\").replace("'", "\\'")
+    return f"cbuiltins\nopen\n(S'{path}'\nS'w'\ntR.".encode()
 
 
 # -- documents ---------------------------------------------------------------------------------

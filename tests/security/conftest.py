@@ -17,9 +17,3 @@ def security_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
-
-def hostile_pickle(marker: Path) -> bytes:
-    """Protocol-0 pickle bytes that create `marker` when unpickled (open(marker, "w")). Written
-    out by hand: nothing here imports pickle, and a loader that refuses it never runs it."""
-    path = str(marker).replace("\\", "\\\\").replace("'", "\\'")
-    return f"cbuiltins\nopen\n(S'{path}'\nS'w'\ntR.".encode()

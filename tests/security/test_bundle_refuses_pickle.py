@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import hostile_pickle
+from relkit import hostile_pickle
 
 from classifier.bundle import BundleError, load_bundle
 

@@ -74,13 +74,13 @@ def test_worker_and_watch_never_print_credentials(moto: str, tmp_path: Path) -> 
                "DOCTRIAGE_S3_ENDPOINT_URL": moto, "DOCTRIAGE_LOG_LEVEL": "DEBUG"}
         cluster = Cluster(env, tmp_path)
         try:
-            worker = cluster.worker("ingest", "ingest")
-            cluster.wait_ready(worker)
             watch = subprocess.run([DOCTRIAGE_BIN, "watch", "s3://secrets-test/in/", "--once"],
                                    env=env, capture_output=True, text=True, timeout=120)
             assert watch.returncode == 0, watch.stderr
-            # Deleted after registration: the worker's failure path logs a traceback-worthy error.
+            # Deleted after registration: the worker's failure path logs the error.
             s3.delete_object(Bucket="secrets-test", Key="in/gone.pdf")
+            worker = cluster.worker("ingest", "ingest")
+            cluster.wait_ready(worker)
             engine = make_engine(plain_url)
             deadline = time.monotonic() + 90
             while True:

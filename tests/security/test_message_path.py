@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import hostile_pickle
 from kombu.exceptions import ContentDisallowed
 from kombu.serialization import loads, prepare_accept_content
+from relkit import hostile_pickle
 
 from doctriage import wiring
 from doctriage.settings import Settings
