@@ -1,1 +1,2 @@
-"""doctriage: the thin application layer (CLI and settings) over workers, pipelines, classifier, db."""
+"""doctriage: the thin application layer (CLI and settings) over workers, pipelines, classifier
+and db."""

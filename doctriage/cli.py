@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-# typer vendors its own click; find its UsageError through a public class rather than a private path.
+# typer vendors its own click: find its UsageError through a public class, not a private path.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 app = typer.Typer(
@@ -36,7 +36,14 @@ COMMAND_MODULES = [
 
 @app.callback()
 def _root() -> None:
-    """Keep `doctriage` a command group even while only one sub-command is registered."""
+    """Keep `doctriage` a command group; configure logging (JSON lines when DOCTRIAGE_LOG_JSON)."""
+    from doctriage.settings import get_settings
+
+    settings = get_settings()
+    if settings.log_json:
+        from doctriage.logging_setup import configure_from_settings
+
+        configure_from_settings(settings)
 
 
 def _modules_to_load(argv: list[str]) -> list[str]:
@@ -51,7 +58,7 @@ for _name in _modules_to_load(sys.argv):
 
 
 def main() -> None:
-    """Entry point: a usage error is one line on stderr and exit status 2, never a box or traceback."""
+    """Entry point: a usage error is one line on stderr and exit status 2, never a traceback."""
     try:
         code = app(standalone_mode=False)
     except _UsageError as exc:

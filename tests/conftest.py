@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REALDOCS = Path(os.environ.get("DOCTRIAGE_REALDOCS", REPO_ROOT.parent / "shared" / "datasets" / "realdocs"))
+REALDOCS = Path(
+    os.environ.get("DOCTRIAGE_REALDOCS", REPO_ROOT.parent / "shared" / "datasets" / "realdocs")
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +28,9 @@ def realdocs_manifest(realdocs_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own DOCTRIAGE_HOME so no test reads or writes the user's store."""
     home = tmp_path_factory.mktemp("doctriage-home")
     monkeypatch.setenv("DOCTRIAGE_HOME", str(home))

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import InvalidTaskError
+from celery.worker.request import Request
 from kombu import Queue
 
 INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE = "ingest", "classify", "full_depth", "maintenance"
@@ -26,8 +28,27 @@ ROUTES: dict[str, dict[str, str]] = {
     "doctriage.backlog": {"queue": MAINTENANCE},
 }
 
+
+class CheckedRequest(Request):
+    """Celery unpacks a message body into (args, kwargs, embed) in the worker's consumer itself:
+    one malformed body (a JSON object, a short list) stopped the whole worker, and the restored,
+    never-acked message then stopped the next one. As InvalidTaskError the consumer logs it and
+    discards that message instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(f"malformed task message body ({exc})") from None
+
+
+class CheckedTask(Task):
+    Request = CheckedRequest
+
+
 app = Celery(
-    "doctriage", include=["workers.tasks", "workers.backlog_runner", "workers.task_signals"]
+    "doctriage", task_cls=CheckedTask,
+    include=["workers.tasks", "workers.backlog_runner", "workers.task_signals"],
 )
 
 

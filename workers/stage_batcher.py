@@ -100,10 +100,21 @@ class _Item:
     key: Any
     future: Future
     submitted: float
-    payload: Any  # stage 0: encoded inputs of one page; later: a one-row StageState
-    enqueued: float = 0.0
+    payload: Any  # encoded inputs of the page (stage 0 only)
     trail: list[float] = field(default_factory=list)
     past: list[torch.Tensor] = field(default_factory=list)  # probs at each exit passed
+
+
+@dataclass
+class _Group:
+    """Pages that travel together: a submission at stage 0 (state None, inputs per item), or
+    the survivors of one batch with their hidden state as ONE batch-first StageState. Keeping
+    survivors together avoids a per-page select+cat copy at every stage; a group is split only
+    when a batch takes part of it."""
+
+    items: list[_Item]
+    state: Any | None
+    enqueued: float
 
 
 def default_collate(rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -139,7 +150,8 @@ class StageBatcher:
         self.num_stages = int(model.num_stages)
         self._collate = collate
         self._state_cat = state_cat
-        self._queues: list[deque[_Item]] = [deque() for _ in range(self.num_stages)]
+        self._queues: list[deque[_Group]] = [deque() for _ in range(self.num_stages)]
+        self._sizes = [0] * self.num_stages  # pages waiting per stage
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -159,19 +171,21 @@ class StageBatcher:
         if len(inputs) != len(keys):
             raise ValueError("inputs and keys differ in length")
         now = time.perf_counter()
-        items = [_Item(k, Future(), now, x, now) for k, x in zip(keys, inputs, strict=True)]
+        items = [_Item(k, Future(), now, x) for k, x in zip(keys, inputs, strict=True)]
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("the batcher is stopping; not accepting pages")
-            self._queues[0].extend(items)
+            if items:
+                self._queues[0].append(_Group(items, None, now))
+                self._sizes[0] += len(items)
             self._cond.notify_all()
             # Under the lock, so the last depth written is the latest one.
-            metrics.set_queue_depths(self._name, [len(q) for q in self._queues])
+            metrics.set_queue_depths(self._name, list(self._sizes))
         return [it.future for it in items]
 
     def pending(self) -> list[int]:
         with self._cond:
-            return [len(q) for q in self._queues]
+            return list(self._sizes)
 
     # -- synchronous drain -----------------------------------------------------------------
 
@@ -184,13 +198,13 @@ class StageBatcher:
                 stage = self._pick_drain_stage()
                 if stage is None:
                     return
-                batch = self._take(stage)
-            self._run_batch(stage, batch)
+                items, states = self._take(stage)
+            self._run_batch(stage, items, states)
             if on_batch is not None:
-                on_batch(stage, len(batch))
+                on_batch(stage, len(items))
 
     def _pick_drain_stage(self) -> int | None:
-        sizes = [len(q) for q in self._queues]
+        sizes = self._sizes
         nonempty = [s for s, n in enumerate(sizes) if n]
         if not nonempty:
             return None
@@ -230,9 +244,12 @@ class StageBatcher:
             if not finish:
                 for q in self._queues:
                     while q:
-                        it = q.popleft()
-                        returned.append(it.key)
-                        it.future.set_exception(BatcherStopped(f"page {it.key!r} handed back"))
+                        for it in q.popleft().items:
+                            returned.append(it.key)
+                            it.future.set_exception(
+                                BatcherStopped(f"page {it.key!r} handed back")
+                            )
+                self._sizes = [0] * self.num_stages
             self._cond.notify_all()
         thread = self._thread
         if thread is not None:
@@ -248,12 +265,12 @@ class StageBatcher:
                 while True:
                     stage, wait = self._ready_stage(time.perf_counter())
                     if stage is not None:
-                        batch = self._take(stage)
+                        items, states = self._take(stage)
                         break
-                    if self._stopping and not any(self._queues):
+                    if self._stopping and not any(self._sizes):
                         return
                     self._cond.wait(wait)
-            self._run_batch(stage, batch)
+            self._run_batch(stage, items, states)
 
     def _ready_stage(self, now: float) -> tuple[int | None, float | None]:
         """The deepest stage whose batch is ready: full, or its oldest page waited max_delay
@@ -261,9 +278,9 @@ class StageBatcher:
         next_deadline: float | None = None
         for s in range(self.num_stages - 1, -1, -1):
             q = self._queues[s]
-            if not q:
+            if not self._sizes[s]:
                 continue
-            if len(q) >= self.max_batch or self._stopping:
+            if self._sizes[s] >= self.max_batch or self._stopping:
                 return s, None
             deadline = q[0].enqueued + self.max_delay_s
             if deadline <= now:
@@ -273,16 +290,37 @@ class StageBatcher:
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _take(self, stage: int) -> list[_Item]:
+    def _take(self, stage: int) -> tuple[list[_Item], list[Any]]:
+        """Up to max_batch pages from the stage's queue, oldest first (caller holds the lock):
+        their items and the states of the groups (or group parts) they came in."""
         q = self._queues[stage]
-        return [q.popleft() for _ in range(min(self.max_batch, len(q)))]
+        need = self.max_batch
+        items: list[_Item] = []
+        states: list[Any] = []
+        while need and q:
+            group = q[0]
+            n = len(group.items)
+            if n <= need:
+                q.popleft()
+                items.extend(group.items)
+                if group.state is not None:
+                    states.append(group.state)
+            else:  # split: the head goes into this batch, the rest waits (its age kept)
+                items.extend(group.items[:need])
+                group.items = group.items[need:]
+                if group.state is not None:
+                    states.append(group.state.select(list(range(need))))
+                    group.state = group.state.select(list(range(need, n)))
+            need = self.max_batch - len(items)
+        self._sizes[stage] -= len(items)
+        return items, states
 
     def _cat_states(self, states: Sequence[Any]) -> Any:
         if self._state_cat is not None:
             return self._state_cat(states)
         return type(states[0]).cat(list(states))
 
-    def _run_batch(self, stage: int, batch: list[_Item]) -> None:
+    def _run_batch(self, stage: int, batch: list[_Item], states: list[Any]) -> None:
         t0 = time.perf_counter()
         final = stage == self.num_stages - 1
         try:
@@ -295,7 +333,7 @@ class StageBatcher:
                     next_state = self.model.embed(self._collate([it.payload for it in batch]))
                     logits = self.model.exit_logits(next_state)
                 else:  # the layers from the previous exit up to this one
-                    state = self._cat_states([it.payload for it in batch])
+                    state = states[0] if len(states) == 1 else self._cat_states(states)
                     logits, next_state = self.model.advance(state)
                 past = None
                 if stage > 0 and batch[0].past:
@@ -333,11 +371,12 @@ class StageBatcher:
                 stay.append(i)
         if stay:
             for i in stay:
-                batch[i].payload = next_state.select([i])
-                batch[i].enqueued = now
+                batch[i].payload = None  # inputs are not needed past the embeddings
+            survivors = next_state if len(stay) == len(batch) else next_state.select(stay)
             with self._cond:
-                self._queues[stage + 1].extend(batch[i] for i in stay)
-                parked = sum(len(q) for q in self._queues[1:])
+                self._queues[stage + 1].append(_Group([batch[i] for i in stay], survivors, now))
+                self._sizes[stage + 1] += len(stay)
+                parked = sum(self._sizes[1:])
                 self.peak_parked = max(self.peak_parked, parked)
                 self._cond.notify_all()
         self._record(stage, len(batch), exited, now - t0)
@@ -351,7 +390,7 @@ class StageBatcher:
             st.compute_s += seconds
             self.batch_log.append((stage, size))
             metrics.record_batch(self._name, stage, size, self.max_batch, seconds,
-                                 [len(q) for q in self._queues])
+                                 list(self._sizes))
 
     def stats_dict(self) -> list[dict[str, float]]:
         with self._cond:

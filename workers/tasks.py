@@ -8,12 +8,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Task
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from workers import context, steps
-from workers.celery_app import app
+from workers.celery_app import CheckedTask, app
 from workers.stage_batcher import BatcherStopped
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
 
 
-class DocumentTask(Task):
+class DocumentTask(CheckedTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         try:
             steps.fail_document(context.step_context(), int(args[0]), _reason(exc))
@@ -46,7 +45,7 @@ class DocumentTask(Task):
             log.exception("could not mark document %s FAILED", args[0] if args else "?")
 
 
-class PagesTask(Task):
+class PagesTask(CheckedTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         try:
             steps.fail_pages(context.step_context(), [int(i) for i in args[0]], _reason(exc))

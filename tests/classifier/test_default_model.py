@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from classifier.bundle import load_bundle
@@ -29,20 +31,19 @@ def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
     from pipelines.dataset import load_pages, read_documents
 
     settings = Settings(home=tmp_path)
-
-    def small_build(settings, target, **kw):
-        return default_model.__dict__["_real_build"](
-            settings, target, per_class=2, epochs=2, config="tiny", **kw
-        )
-
-    monkeypatch.setitem(default_model.__dict__, "_real_build", default_model.build_default_bundle)
-    monkeypatch.setattr(default_model, "build_default_bundle", small_build)
+    real_build = default_model.build_default_bundle
+    monkeypatch.setattr(
+        default_model,
+        "build_default_bundle",
+        functools.partial(real_build, per_class=2, epochs=2, config="tiny"),
+    )
     path = default_model.ensure_default_bundle(settings, progress=False)
     model = load_bundle(path)
     assert len(model.label_names) == 16
     assert not (path / "checkpoint").exists()
     corpus = next((tmp_path / "cache").glob("default-corpus-*"))
-    pages, _ = load_pages(read_documents(corpus)[:3], tmp_path / "cache" / "pages",
-                          model.preprocessing.image_size)
+    pages, _ = load_pages(
+        read_documents(corpus)[:3], tmp_path / "cache" / "pages", model.preprocessing.image_size
+    )
     preds = predict_pages(model, pages)
     assert len(preds) == len(pages) and all(p.label in model.label_names for p in preds)

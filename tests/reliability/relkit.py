@@ -230,7 +230,8 @@ class Cluster:
     def start(self, name: str, *args: str) -> Proc:
         log = self.logs / f"{name}-{len(self.procs)}.log"
         popen = subprocess.Popen(
-            [DOCTRIAGE_BIN, *args], env=self.env, cwd=REPO, stdout=log.open("wb"),
+            # cwd: a beat writes its schedule file there; keep it out of the repository.
+            [DOCTRIAGE_BIN, *args], env=self.env, cwd=self.logs, stdout=log.open("wb"),
             stderr=subprocess.STDOUT, start_new_session=True,  # own group: killpg reaches children
         )
         proc = Proc(name, popen, log)

@@ -134,15 +134,18 @@ def test_malformed_task_messages_are_handled_and_the_worker_keeps_serving(env) -
     wrong_type = e.document("wrong-type.pdf")
     e.app.send_task("doctriage.ingest", args=[f"{wrong_type}; DROP TABLE documents"])
     e.app.send_task("doctriage.ingest", args=[], kwargs={})  # missing argument
-    e.app.send_task("doctriage.no_such_task", args=[wrong_type])  # unknown name
-    e.publish_raw(b'{"not": "a celery body"}', "application/json", "utf-8")  # garbage body
-    e.publish_raw(b"[[1], {}, {}]", "application/json", "utf-8", task="doctriage.nope")
+    # A body that is not (args, kwargs, embed): this used to stop the worker for good.
+    e.publish_raw(b'{"not": "a celery body"}', "application/json", "utf-8")
+    e.publish_raw(b'"just a string"', "application/json", "utf-8")
+    e.publish_raw(f"[[{wrong_type}], {{}}, {{}}]".encode(), "application/json", "utf-8",
+                  task="doctriage.no_such_task")  # unknown task name
     # Unknown headers/fields beside a valid body are ignored: the document is ingested.
     extra_headers = e.document("extra-headers.pdf", pages=2)
     e.publish_raw(f"[[{extra_headers}], {{}}, {{}}]".encode(), "application/json", "utf-8",
                   **{"x-unexpected": "value", "shadow": {"task": "evil"}})
     assert _wait_doc(e, extra_headers, {"INGESTED", "DONE"})[1] is None
     text = _wait_log(worker, "no_such_task")
+    assert "malformed task message body" in text and "Unrecoverable" not in text
     assert worker.alive(), text[-2000:]
     # The malformed ids changed nothing: that document was never touched.
     assert e.doc(wrong_type) == ("RECEIVED", None)

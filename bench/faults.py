@@ -1,0 +1,83 @@
+"""Fault and bad-input table: runs the reliability scenarios (tests/reliability: fault injection
+on real PostgreSQL/Redis/Celery workers/moto S3, bad inputs through the workflow, the fuzz run)
+and prints one JSON table: fault, pages in, pages out, duplicates, time to recover.
+
+    python bench/faults.py                 # faults + bad inputs + small fuzz
+    python bench/faults.py --only faults   # just the fault-injection runs
+    python bench/faults.py --slow          # also the large fuzz run (OCR on)
+
+Each scenario asserts its own invariants (one prediction per page and pass, nothing stuck,
+counts match); a row whose test failed is kept and marked `passed: false`. Writes
+bench/results/faults.json. Times are wall clock on whatever machine runs it (recovery includes
+the shortened visibility timeout / reconcile interval the fault tests set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = {
+    "faults": (["tests/reliability/test_faults.py"], "faults"),
+    "bad_input": (["tests/reliability/test_bad_input_workflow.py",
+                   "tests/reliability/test_s3_bad_input_workflow.py",
+                   "tests/reliability/test_worker_messages.py"], "not slow and not faults"),
+    "fuzz": (["tests/reliability/test_fuzz_ingest.py"], "not faults"),
+}
+
+
+def run_suite(paths: list[str], marker: str, results: Path, slow: bool) -> tuple[int, str]:
+    if slow and marker == "not faults":
+        marker = "slow or not slow"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
+           "-rA", *paths]
+    env = {**os.environ, "DOCTRIAGE_FAULTS_RESULTS": str(results)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    return proc.returncode, proc.stdout[-4000:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=sorted(SUITES), action="append")
+    ap.add_argument("--slow", action="store_true", help="include the large fuzz run")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
+    args = ap.parse_args()
+    chosen = args.only or list(SUITES)
+    rows: list[dict] = []
+    suites: dict[str, dict] = {}
+    started = time.time()
+    for name in chosen:
+        paths, marker = SUITES[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            results = Path(tmp) / "rows.jsonl"
+            t0 = time.perf_counter()
+            code, tail = run_suite(paths, marker, results, args.slow)
+            found = [json.loads(line) for line in results.read_text().splitlines()] \
+                if results.exists() else []
+        passed_lines = [ln for ln in tail.splitlines() if ln.startswith(("PASSED", "FAILED"))]
+        suites[name] = {"exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
+                        "tests": passed_lines}
+        for row in found:
+            row["passed"] = code == 0
+            rows.append(row)
+        print(f"{name}: exit {code}, {len(found)} rows", file=sys.stderr)
+    table = [{k: r.get(k) for k in ("fault", "kind", "pages_in", "pages_out", "duplicates",
+                                    "recover_s", "passed")} for r in rows]
+    out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, shared and loaded)",
+           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+           "table": table, "details": rows, "suites": suites}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    print(json.dumps(out["table"], indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

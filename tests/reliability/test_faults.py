@@ -1,0 +1,405 @@
+"""Fault injection on the real distributed path: PostgreSQL (a fresh database), Redis (a spare
+DB number), Celery worker subprocesses started with `doctriage worker`, moto's S3 server. Each
+run carries >= 200 generated text-layer pages through ingest -> classify -> full_depth with a
+tiny model, injects one fault mid-run, and then checks that every page has exactly one
+prediction per pass, that no document is stuck, and that the counts match the input.
+
+Timings (the recovery includes the visibility timeout / reconcile interval set below, shortened
+for the test) are recorded for bench/faults.py. Run with `pytest -m faults tests/reliability`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relkit import (
+    DOCTRIAGE_BIN,
+    Cluster,
+    fresh_pg_database,
+    kill_redis_clients,
+    pg_available,
+    record_result,
+    spare_redis_db,
+    terminate_backends,
+    text_pdf_bytes,
+    write_corpus,
+)
+from sqlalchemy import func, select
+
+from db.models import Document, Page, Prediction
+from db.session import make_engine, session_factory, session_scope
+from workers.steps import RerouteOptions, needs_full_depth
+
+pytestmark = [pytest.mark.faults, pytest.mark.services]
+
+VISIBILITY_S = 20  # Redis re-delivers an unacked message after this (default 3600)
+RECONCILE_EVERY_S = 4
+STUCK_AFTER_S = 30
+REROUTE = RerouteOptions(reroute_below=0.7, audit_fraction=0.1, seed=0)
+RUN_LIMIT_S = 240  # each scenario must finish well inside this
+FINAL_DOC = ("DONE", "FAILED", "SKIPPED")
+FINAL_PAGE = ("DONE", "FAILED")
+
+
+@dataclass
+class Snapshot:
+    docs: dict[str, int]
+    pages: dict[str, int]
+    early: int
+    full: int
+
+    @property
+    def n_pages(self) -> int:
+        return sum(self.pages.values())
+
+
+class Harness:
+    def __init__(self, tmp: Path, db_url: str, broker: str, bundle: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.db_url = db_url
+        self.broker = broker
+        self.env = {
+            **os.environ,
+            "DOCTRIAGE_HOME": str(tmp / "home"),
+            "DOCTRIAGE_DATABASE_URL": db_url,
+            "DOCTRIAGE_BROKER_URL": broker,
+            "DOCTRIAGE_MODEL_DIR": str(bundle),
+            "DOCTRIAGE_ARTIFACT_URL": str(tmp / "artifacts"),
+            "DOCTRIAGE_OCR_MODE": "text",
+            "DOCTRIAGE_DPI": "50",
+            "DOCTRIAGE_MAX_BATCH": "8",
+            "DOCTRIAGE_MAX_DELAY_MS": "50",
+            "DOCTRIAGE_REROUTE_BELOW": str(REROUTE.reroute_below),
+            "DOCTRIAGE_AUDIT_FRACTION": str(REROUTE.audit_fraction),
+            "DOCTRIAGE_SEED": str(REROUTE.seed),
+            "DOCTRIAGE_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+            "DOCTRIAGE_RECONCILE_EVERY_S": str(RECONCILE_EVERY_S),
+            "DOCTRIAGE_STUCK_AFTER_S": str(STUCK_AFTER_S),
+            "OMP_NUM_THREADS": "1",
+            "OMP_THREAD_LIMIT": "1",
+            **(extra_env or {}),
+        }
+        self.cluster = Cluster(self.env, tmp)
+        self.engine = make_engine(db_url)
+        self.sessions = session_factory(self.engine)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def ingest_worker(self, wait: bool = True) -> Any:
+        return self._worker("ingest", "ingest", 1, wait)
+
+    def classify_worker(self, wait: bool = True) -> Any:
+        return self._worker("classify", "classify,full_depth", 2, wait)
+
+    def maintenance_worker(self, wait: bool = True) -> Any:
+        return self._worker("maintenance", "maintenance", 1, wait, "--beat")
+
+    def _worker(self, name: str, queues: str, conc: int, wait: bool, *extra: str) -> Any:
+        proc = self.cluster.worker(name, queues, conc, *extra)
+        if wait:
+            self.cluster.wait_ready(proc)
+        return proc
+
+    def submit(self, folder: Path) -> subprocess.Popen:
+        """`doctriage submit FOLDER` in the background: workers start on the first documents
+        while later ones are still being registered, so observation starts right away."""
+        self._submit = subprocess.Popen(
+            [DOCTRIAGE_BIN, "submit", str(folder)], env=self.env, cwd=self.tmp,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self._submit
+
+    def submitted(self) -> None:
+        out, err = self._submit.communicate(timeout=120)
+        assert self._submit.returncode == 0, err
+
+    def close(self) -> None:
+        self.cluster.close()
+        self.engine.dispose()
+
+    # -- observation ----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        with session_scope(self.sessions) as s:
+            docs = dict(s.execute(select(Document.state, func.count()).group_by(Document.state))
+                        .all())
+            pages = dict(s.execute(select(Page.state, func.count()).group_by(Page.state)).all())
+            per_pass = dict(s.execute(select(Prediction.pass_name, func.count())
+                                      .group_by(Prediction.pass_name)).all())
+        return Snapshot(docs, pages, per_pass.get("early", 0), per_pass.get("full", 0))
+
+    def wait_for(self, what: str, cond: Callable[[Snapshot], bool], timeout: float,
+                 poll: float = 0.1) -> Snapshot:
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if cond(snap):
+                return snap
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {p.name} ---\n{p.tail(1500)}" for p in self.cluster.procs)
+                pytest.fail(f"{what}: not reached in {timeout:.0f}s: {snap}\n{logs}")
+            time.sleep(poll)
+
+    def wait_finished(self, n_docs: int, n_pages: int, timeout: float = RUN_LIMIT_S) -> Snapshot:
+        def done(s: Snapshot) -> bool:
+            return (sum(s.docs.values()) == n_docs and s.n_pages == n_pages
+                    and all(k in FINAL_DOC for k in s.docs)
+                    and all(k in FINAL_PAGE for k in s.pages))
+        return self.wait_for("every document and page final", done, timeout, poll=0.5)
+
+    def pages_in(self, state: str) -> list[int]:
+        with session_scope(self.sessions) as s:
+            return list(s.execute(select(Page.id).where(Page.state == state)).scalars())
+
+    def verify(self, n_docs: int, n_pages: int, failed_docs: int = 0) -> dict[str, Any]:
+        """Exactly one early prediction per page, one full-depth one exactly for the pages
+        that needed it, nothing stuck, counts matching the input."""
+        with session_scope(self.sessions) as s:
+            docs = list(s.execute(select(Document.state, Document.error, Document.page_count)))
+            pages = list(s.execute(select(Page.id, Page.state, Page.attempts, Page.document_id)))
+            preds = list(s.execute(select(Prediction.page_id, Prediction.pass_name,
+                                          Prediction.confidence)))
+        assert len(docs) == n_docs
+        states = [d.state for d in docs]
+        assert states.count("FAILED") == failed_docs, [d for d in docs if d.state != "DONE"]
+        assert states.count("DONE") == n_docs - failed_docs
+        assert len(pages) == n_pages and {p.state for p in pages} == {"DONE"}
+        assert sum(d.page_count or 0 for d in docs) == n_pages
+        early = [p.page_id for p in preds if p.pass_name == "early"]
+        full = [p.page_id for p in preds if p.pass_name == "full"]
+        duplicates = (len(early) - len(set(early))) + (len(full) - len(set(full)))
+        assert duplicates == 0
+        assert sorted(early) == sorted(p.id for p in pages)  # every page, exactly once
+        conf = {p.page_id: p.confidence for p in preds if p.pass_name == "early"}
+        need_full = {pid for pid, c in conf.items() if needs_full_depth(pid, c, REROUTE)}
+        assert set(full) == need_full
+        redone = sum(max(0, p.attempts - 1) for p in pages)
+        return {"pages_out": len(set(early)), "full_depth": len(full), "duplicates": duplicates,
+                "redone_page_claims": redone}
+
+
+@pytest.fixture
+def harness(tmp_path: Path, tiny_bundle: Path) -> Iterator[Callable[..., Harness]]:
+    if (reason := pg_available()) is not None:
+        pytest.skip(reason)
+    made: list[Harness] = []
+    with fresh_pg_database("doctriage_faults") as db_url, spare_redis_db() as broker:
+        def make(extra_env: dict[str, str] | None = None) -> Harness:
+            h = Harness(tmp_path, db_url, broker, tiny_bundle, extra_env)
+            made.append(h)
+            return h
+        try:
+            yield make
+        finally:
+            for h in made:
+                h.close()
+
+
+def _report(fault: str, pages_in: int, result: dict[str, Any], t_fault: float, t_done: float,
+            t_start: float, **extra: Any) -> None:
+    record_result({"fault": fault, "kind": "fault", "pages_in": pages_in,
+                   "pages_out": result["pages_out"], "duplicates": result["duplicates"],
+                   "recover_s": round(t_done - t_fault, 1), "run_s": round(t_done - t_start, 1),
+                   "full_depth": result["full_depth"],
+                   "redone_page_claims": result["redone_page_claims"], **extra})
+
+
+# -- the faults --------------------------------------------------------------------------------
+
+
+def test_classify_worker_sigkill_mid_batch(harness, tmp_path: Path) -> None:
+    h = harness({"DOCTRIAGE_MAX_DELAY_MS": "400"})  # pages wait in the batcher: a batch is open
+    sizes = [8] * 25
+    write_corpus(tmp_path / "docs", sizes)
+    h.maintenance_worker(wait=False)
+    h.ingest_worker()
+    victim = h.classify_worker()
+    t_start = time.monotonic()
+    h.submit(tmp_path / "docs")
+    h.wait_for("classification under way",
+               lambda s: s.early >= 24 and s.pages.get("CLASSIFYING", 0) > 0, 120, poll=0.02)
+    in_flight = len(h.pages_in("CLASSIFYING"))
+    Cluster.kill(victim, signal.SIGKILL)
+    t_fault = time.monotonic()
+    h.classify_worker()  # the restart that finishes the work
+    h.submitted()
+    h.wait_finished(len(sizes), sum(sizes))
+    t_done = time.monotonic()
+    result = h.verify(len(sizes), sum(sizes))
+    assert in_flight > 0
+    _report("classify worker SIGKILL mid-batch (restarted)", sum(sizes), result, t_fault,
+            t_done, t_start, pages_in_flight_at_kill=in_flight)
+
+
+def test_ingest_worker_sigkill_mid_100_page_document(harness, tmp_path: Path) -> None:
+    h = harness({"DOCTRIAGE_DPI": "150"})  # slower pages: a window to kill it in
+    folder = tmp_path / "docs"
+    (folder).mkdir()
+    (folder / "a-big-100p.pdf").write_bytes(text_pdf_bytes(100, "big"))
+    sizes = [100] + [8] * 13
+    write_corpus(folder, sizes[1:], prefix="z")
+    h.maintenance_worker(wait=False)
+    h.classify_worker(wait=False)
+    victim = h.ingest_worker()
+    t_start = time.monotonic()
+    h.submit(folder)
+
+    def big_half_read(s: Snapshot) -> bool:
+        with session_scope(h.sessions) as ss:
+            doc = ss.execute(select(Document).where(Document.source_uri.like("%a-big-100p.pdf"))
+                             ).scalar_one_or_none()
+            if doc is None or doc.state != "INGESTING":
+                return False
+            n = ss.execute(select(func.count()).select_from(Page)
+                           .where(Page.document_id == doc.id)).scalar()
+        return 20 <= n < 100
+
+    h.wait_for("the 100-page document half read", big_half_read, 120, poll=0.05)
+    pages_at_kill = h.snapshot().n_pages
+    Cluster.kill(victim, signal.SIGKILL)
+    t_fault = time.monotonic()
+    h.ingest_worker()
+    h.submitted()
+    h.wait_finished(len(sizes), sum(sizes))
+    t_done = time.monotonic()
+    result = h.verify(len(sizes), sum(sizes))
+    _report("ingest worker SIGKILL mid 100-page document (restarted)", sum(sizes), result,
+            t_fault, t_done, t_start, page_rows_at_kill=pages_at_kill)
+
+
+def test_redis_flushdb_and_connection_reset_then_reconcile(harness, tmp_path: Path) -> None:
+    """FLUSHDB on our broker DB number (the same loss as FLUSHALL for the app's broker, without
+    wiping other runs' databases on the shared server), then CLIENT KILL of every connection on
+    it (what a restart does to the clients). Queued and unacknowledged messages are gone: the
+    reconcile task finds the work in the database and enqueues it again."""
+    import redis
+
+    h = harness()
+    sizes = [8] * 25
+    write_corpus(tmp_path / "docs", sizes)
+    h.maintenance_worker()
+    h.ingest_worker()
+    h.classify_worker()
+    t_start = time.monotonic()
+    h.submit(tmp_path / "docs")
+    h.wait_for("a third classified", lambda s: s.early >= 70, 150, poll=0.05)
+    client = redis.Redis.from_url(h.broker)
+    lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
+    client.flushdb()
+    killed = kill_redis_clients(h.broker)
+    t_fault = time.monotonic()
+    h.submitted()
+    h.wait_finished(len(sizes), sum(sizes))
+    t_done = time.monotonic()
+    result = h.verify(len(sizes), sum(sizes))
+    _report("Redis FLUSHDB (own DB) + client connections killed, reconcile re-enqueues",
+            sum(sizes), result, t_fault, t_done, t_start, messages_lost=lost,
+            connections_killed=killed)
+
+
+def test_postgresql_connections_terminated_mid_run(harness, tmp_path: Path) -> None:
+    h = harness()
+    sizes = [8] * 25
+    write_corpus(tmp_path / "docs", sizes)
+    h.maintenance_worker()
+    h.ingest_worker()
+    h.classify_worker()
+    t_start = time.monotonic()
+    h.submit(tmp_path / "docs")
+    h.wait_for("a fifth classified", lambda s: s.early >= 40, 150, poll=0.05)
+    first = terminate_backends(h.db_url)
+    t_fault = time.monotonic()
+    h.wait_for("half classified", lambda s: s.early >= 100, 150, poll=0.05)
+    second = terminate_backends(h.db_url)
+    h.submitted()
+    h.wait_finished(len(sizes), sum(sizes))
+    t_done = time.monotonic()
+    result = h.verify(len(sizes), sum(sizes))
+    assert first > 0 and second > 0
+    _report("PostgreSQL pg_terminate_backend of all connections, twice", sum(sizes), result,
+            t_fault, t_done, t_start, backends_terminated=first + second)
+
+
+def test_sigterm_of_classify_worker_with_pages_in_the_batcher(harness, tmp_path: Path) -> None:
+    h = harness({"DOCTRIAGE_MAX_DELAY_MS": "1500"})  # deeper stages wait for a fuller batch
+    sizes = [8] * 25
+    write_corpus(tmp_path / "docs", sizes)
+    h.maintenance_worker(wait=False)
+    h.ingest_worker()
+    victim = h.classify_worker()
+    t_start = time.monotonic()
+    h.submit(tmp_path / "docs")
+    h.wait_for("pages waiting in the batcher",
+               lambda s: s.early >= 16 and s.pages.get("CLASSIFYING", 0) > 0, 120, poll=0.02)
+    held = set(h.pages_in("CLASSIFYING"))
+    os.kill(victim.popen.pid, signal.SIGTERM)  # warm shutdown of the worker's main process
+    t_fault = time.monotonic()
+    victim.popen.wait(90)
+    left = held & set(h.pages_in("CLASSIFYING"))
+    assert not left, f"{len(left)} of {len(held)} pages the stopped worker held are unfinished"
+    h.classify_worker()
+    h.submitted()
+    h.wait_finished(len(sizes), sum(sizes))
+    t_done = time.monotonic()
+    result = h.verify(len(sizes), sum(sizes))
+    _report("classify worker SIGTERM with pages in the stage batcher", sum(sizes), result,
+            t_fault, t_done, t_start, pages_in_batcher_at_sigterm=len(held),
+            worker_exit_code=victim.popen.returncode)
+
+
+@pytest.fixture
+def moto_s3() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_object_deleted_between_event_and_ingestion(harness, tmp_path: Path,
+                                                       moto_s3: str) -> None:
+    import boto3
+
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "DOCTRIAGE_S3_ENDPOINT_URL": moto_s3}
+    h = harness(aws)
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="faults")
+    sizes = [8] * 26
+    for i, n in enumerate(sizes):
+        s3.put_object(Bucket="faults", Key=f"in/doc-{i:03d}.pdf", Body=text_pdf_bytes(n, f"s{i}"))
+    t_start = time.monotonic()
+    watch = subprocess.run([DOCTRIAGE_BIN, "watch", "s3://faults/in/", "--once"], env=h.env,
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert watch.returncode == 0, watch.stderr
+    s3.delete_object(Bucket="faults", Key="in/doc-007.pdf")  # after the event, before ingest
+    t_fault = time.monotonic()
+    h.maintenance_worker(wait=False)
+    h.classify_worker(wait=False)
+    h.ingest_worker()
+    h.wait_finished(len(sizes), sum(sizes) - 8)
+    t_done = time.monotonic()
+    result = h.verify(len(sizes), sum(sizes) - 8, failed_docs=1)
+    with session_scope(h.sessions) as s:
+        (uri, error), = s.execute(select(Document.source_uri, Document.error)
+                                  .where(Document.state == "FAILED")).all()
+    assert uri == "s3://faults/in/doc-007.pdf"
+    assert error.startswith("ObjectChanged: ") and "deleted" in error and "\n" not in error
+    _report("S3 object deleted between event and ingestion", sum(sizes) - 8, result, t_fault,
+            t_done, t_start, failed_document=f"{uri}: {error}")

@@ -1,0 +1,42 @@
+"""The Celery configuration the workers run with (no broker needed to check it)."""
+
+from __future__ import annotations
+
+import pytest
+from celery import Celery
+
+from doctriage import wiring
+from doctriage.settings import get_settings
+from workers.celery_app import QUEUES, ROUTES, QueueConfig, configure
+
+
+def test_configuration_is_json_only_acks_late_prefetch_one() -> None:
+    app = configure(QueueConfig("redis://127.0.0.1:6379/15", visibility_timeout_s=1234,
+                                reconcile_every_s=30, stuck_after_s=99), Celery("t"))
+    conf = app.conf
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 1234
+    assert {q.name for q in conf.task_queues} == set(QUEUES)
+    assert conf.task_routes is ROUTES
+    beat = conf.beat_schedule["reconcile"]
+    assert beat["schedule"] == 30 and beat["kwargs"] == {"stuck_after_s": 99}
+
+
+def test_every_task_is_routed_to_its_queue() -> None:
+    from workers import tasks  # registers the tasks on the app
+
+    workflow = {"doctriage.ingest": "ingest", "doctriage.classify": "classify",
+                "doctriage.full_depth": "full_depth", "doctriage.reconcile": "maintenance"}
+    for name, queue in workflow.items():
+        assert ROUTES[name]["queue"] == queue
+        assert name in tasks.app.tasks
+    assert {r["queue"] for r in ROUTES.values()} <= set(QUEUES)
+    assert tasks.ingest.max_retries == 6 and tasks.ingest.autoretry_for
+
+
+def test_wiring_needs_a_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCTRIAGE_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    with pytest.raises(wiring.WiringError, match="no broker"):
+        wiring.configure_celery(get_settings())
