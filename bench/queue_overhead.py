@@ -142,14 +142,15 @@ def main() -> None:
     run_cli(["run", str(warm), "--json"], env)
     report["embedded_sqlite"] = embedded(docs, env)
 
+    r = redis.Redis.from_url(f"{args.redis}/{args.redis_db}")
+    if r.dbsize():
+        raise SystemExit(f"error: Redis DB {args.redis_db} is in use; pick another with --redis-db")
     admin = psycopg2.connect(args.pg)
     admin.autocommit = True
     dbs = [f"bench_qo_{uuid.uuid4().hex[:8]}" for _ in range(2)]
     for name in dbs:
         admin.cursor().execute(f'CREATE DATABASE "{name}"')
     pg_urls = [args.pg.rsplit("/", 1)[0] + "/" + name for name in dbs]
-    r = redis.Redis.from_url(f"{args.redis}/{args.redis_db}")
-    r.flushdb()
     procs: list[subprocess.Popen] = []
     try:
         # 2. embedded + PostgreSQL

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import pytest
-
 from classifier.bundle import load_bundle
 from classifier.predict import predict_pages
 from doctriage import default_model
@@ -25,7 +23,6 @@ def test_existing_default_bundle_is_reused_without_training(tmp_path, monkeypatc
     assert default_model.ensure_default_bundle(settings) == settings.default_model_dir
 
 
-@pytest.mark.slow
 def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
     """The real recipe at a reduced size (2 documents per class, 2 epochs of the tiny config)."""
     from pipelines.dataset import load_pages, read_documents
