@@ -17,7 +17,7 @@ from classifier.plots import reliability_plot, tradeoff_plot
 from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, Patience
 from classifier.predict import model_policy, predict_encoded
 from classifier.thresholds import simulate
-from classifier.training import Inputs, all_logits, take
+from classifier.training import Inputs, all_logits_and_gates, take
 
 
 def evaluate(
@@ -32,7 +32,9 @@ def evaluate(
 ) -> dict:
     model.eval()
     n = len(labels)
-    logits = all_logits(model, inputs, batch_size)  # (N, S, C)
+    logits, gates = all_logits_and_gates(model, inputs, batch_size)  # (N, S, C), (N, S)
+    # gate target: the final head is right for this page
+    final_right = logits[:, -1].argmax(-1) == labels
     probs = torch.stack(
         [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1
     )
@@ -52,6 +54,10 @@ def evaluate(
                 "ece_calibrated": ece(cal_conf, correct),
                 "temperature": float(model.temperatures[k]),
                 "threshold": float(model.thresholds[k]),
+                # how often the gate head rightly predicts whether the final head is right
+                "gate_accuracy": float(((gates[:, k] > 0) == final_right).double().mean())
+                if n
+                else 0.0,
                 "bins_raw": reliability_bins(raw_conf, correct),
                 "bins_calibrated": reliability_bins(cal_conf, correct),
             }

@@ -239,21 +239,29 @@ def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, step: int, 
         group["lr"] = options.lr * scale
 
 
-@torch.inference_mode()
 def all_logits(model: EarlyExitModel, inputs: Inputs, batch_size: int = 32) -> torch.Tensor:
     """(N, S, C) logits of every exit, in eval mode."""
+    return all_logits_and_gates(model, inputs, batch_size)[0]
+
+
+@torch.inference_mode()
+def all_logits_and_gates(
+    model: EarlyExitModel, inputs: Inputs, batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, S, C) logits and (N, S) gate logits of every exit, in eval mode."""
     was_training = model.training
     model.eval()
     n = inputs["input_ids"].shape[0]
-    chunks = []
+    chunks, gate_chunks = [], []
     for s in range(0, n, batch_size):
         idx = torch.arange(s, min(n, s + batch_size))
-        logits, _ = model.all_exit_logits(take(inputs, idx))
+        logits, gates = model.all_exit_logits(take(inputs, idx), with_gates=True)
         chunks.append(torch.stack(logits, dim=1).float().cpu())
+        gate_chunks.append(torch.stack(gates, dim=1).float().cpu())
     model.train(was_training)
     if not chunks:
-        return torch.zeros(0, model.num_stages, model.num_labels)
-    return torch.cat(chunks)
+        return torch.zeros(0, model.num_stages, model.num_labels), torch.zeros(0, model.num_stages)
+    return torch.cat(chunks), torch.cat(gate_chunks)
 
 
 def exit_accuracies(

@@ -112,6 +112,7 @@ def train_bundle(
     else:
         size = NAMED_SIZES[config]
         image_size = size.image_size
+        exit_layers_for(placements, size.layers)  # a bad --placements fails before ingest
     log(
         f"data: {len(docs)} documents ({len(train_docs)} train, {len(val_docs)} validation), "
         f"{len(labels)} classes"

@@ -147,5 +147,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     assert "no such folder" in res.output and "Traceback" not in res.output
     res = run("train", tmp_path, "--out", tmp_path / "m", "--strategy", "magic")
     assert res.exit_code == 2 and "--strategy" in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--placements", "sometimes")
+    assert res.exit_code == 2 and "placement" in res.output and "Traceback" not in res.output
     res = run("evaluate", tmp_path / "nothing", tmp_path)
     assert res.exit_code == 2 and "no such model directory" in res.output

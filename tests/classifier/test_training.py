@@ -120,6 +120,7 @@ def test_two_stage_freezes_backbone_then_calibrates_and_evaluates(
         out["early_exit"]
     )
     assert 0 < out["early_exit"]["flops_ratio"] <= 1.0
+    assert all(0.0 <= e["gate_accuracy"] <= 1.0 for e in out["exits"])
     assert (tmp_path / "eval" / "tradeoff.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "reliability.png").stat().st_size > 1000
 
