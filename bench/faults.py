@@ -70,7 +70,7 @@ def main() -> None:
             rows.append(row)
         print(f"{name}: exit {code}, {len(found)} rows", file=sys.stderr)
     table = [{k: r.get(k) for k in ("fault", "kind", "pages_in", "pages_out", "duplicates",
-                                    "recover_s", "passed")} for r in rows]
+                                    "recover_s", "outcome", "passed")} for r in rows]
     out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, shared and loaded)",
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "table": table, "details": rows, "suites": suites}

@@ -96,6 +96,8 @@ def train_bundle(
     cache_dir = cache_dir or out_dir / "page-cache"
     if config not in NAMED_SIZES and backbone is None:
         raise DatasetError(f"unknown --config {config!r}; choose from {', '.join(NAMED_SIZES)}")
+    if backbone is None:
+        exit_layers_for(placements, NAMED_SIZES[config].layers)  # fail before any ingest
     docs = read_documents(data_dir)
     train_docs, val_docs = split_documents(docs, val_fraction, seed)
     labels = sorted({d.label for d in docs})
@@ -112,7 +114,6 @@ def train_bundle(
     else:
         size = NAMED_SIZES[config]
         image_size = size.image_size
-        exit_layers_for(placements, size.layers)  # a bad --placements fails before ingest
     log(
         f"data: {len(docs)} documents ({len(train_docs)} train, {len(val_docs)} validation), "
         f"{len(labels)} classes"

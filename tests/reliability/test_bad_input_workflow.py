@@ -86,10 +86,10 @@ def test_bad_documents_fail_alone_and_good_ones_are_classified_once(
     for path, (_reason, kept) in bad.items():
         record_result({"fault": f"bad input: {path.name}", "kind": "bad_input",
                        "pages_in": kept, "pages_out": kept, "duplicates": 0,
-                       "recover_s": 0.0, "outcome": docs[path_to_uri(path)][1]})
+                       "recover_s": None, "outcome": docs[path_to_uri(path)][1]})
     record_result({"fault": "bad input: duplicate upload (same uri+sha twice, and a twin)",
                    "kind": "bad_input", "pages_in": good_pages, "pages_out": len(early),
-                   "duplicates": len(early) - len(set(early)), "recover_s": 0.0,
+                   "duplicates": len(early) - len(set(early)), "recover_s": None,
                    "outcome": f"{len(docs)} documents for {len(documents)} submissions; "
                               f"run took {seconds:.1f} s"})
 
@@ -109,7 +109,7 @@ def test_a_page_that_makes_tesseract_time_out(tmp_path: Path, make_embedded) -> 
     assert len(pages) == 5 and sorted(p for p, n in preds if n == "early") == list(range(1, 6))
     record_result({"fault": f"bad input: {name} (tesseract timeout)", "kind": "bad_input",
                    "pages_in": 5, "pages_out": len(pages), "duplicates": 0,
-                   "recover_s": 0.0, "outcome": docs[path_to_uri(slow)][1],
+                   "recover_s": None, "outcome": docs[path_to_uri(slow)][1],
                    "run_s": round(time.perf_counter() - t0, 2)})
 
 

@@ -211,7 +211,11 @@ def _report(fault: str, pages_in: int, result: dict[str, Any], t_fault: float, t
                    "pages_out": result["pages_out"], "duplicates": result["duplicates"],
                    "recover_s": round(t_done - t_fault, 1), "run_s": round(t_done - t_start, 1),
                    "full_depth": result["full_depth"],
-                   "redone_page_claims": result["redone_page_claims"], **extra})
+                   "redone_page_claims": result["redone_page_claims"],
+                   "outcome": "; ".join([f"{result['full_depth']} full-depth predictions",
+                                         f"{result['redone_page_claims']} page re-claims",
+                                         *(f"{k}={v}" for k, v in extra.items())]),
+                   **extra})
 
 
 # -- the faults --------------------------------------------------------------------------------

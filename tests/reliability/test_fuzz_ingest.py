@@ -135,7 +135,7 @@ def _fuzz(seeds: list[bytes], child: Child, tmp: Path, examples: int, request: d
     finally:
         record_result({"fault": f"fuzz: mutated realdocs PDFs ({name})", "kind": "fuzz",
                        "pages_in": examples, "pages_out": sum(outcomes.values()),
-                       "duplicates": 0, "recover_s": 0.0,
+                       "duplicates": 0, "recover_s": None,
                        "outcome": f"{outcomes['pages']} read, {outcomes['document_error']} "
                                   f"DocumentError, {len(findings)} crash/hang/other; "
                                   f"child started {child.started}x; "

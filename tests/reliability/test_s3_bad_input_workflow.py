@@ -123,10 +123,10 @@ def test_hostile_keys_and_a_vanished_object(aws: S3Options, make_embedded) -> No
     assert summary.documents_by_state == {"DONE": 3, "FAILED": 1}
     record_result({"fault": "S3 object deleted between listing and ingestion (embedded)",
                    "kind": "bad_input", "pages_in": 6, "pages_out": early, "duplicates": 0,
-                   "recover_s": 0.0, "outcome": error})
+                   "recover_s": None, "outcome": error})
     for key in expect_skipped:
         record_result({"fault": f"S3 key {key!r}", "kind": "bad_input", "pages_in": 0,
-                       "pages_out": 0, "duplicates": 0, "recover_s": 0.0,
+                       "pages_out": 0, "duplicates": 0, "recover_s": None,
                        "outcome": f"SKIPPED: {row(key)[1]}"})
 
 
@@ -185,6 +185,6 @@ def test_malformed_and_duplicate_sqs_events(aws: S3Options, make_embedded) -> No
     pages, early = _early_per_page(emb)
     assert pages == early == 3
     record_result({"fault": "malformed / duplicate SQS events", "kind": "bad_input",
-                   "pages_in": 3, "pages_out": early, "duplicates": 0, "recover_s": 0.0,
+                   "pages_in": 3, "pages_out": early, "duplicates": 0, "recover_s": None,
                    "outcome": f"{poison} poison messages deleted, {handled} handled, "
                               f"duplicate event registered nothing"})

@@ -117,7 +117,7 @@ def test_pickle_message_is_refused_by_a_real_worker(env, tmp_path: Path) -> None
     time.sleep(1)
     assert not marker.exists() and worker.alive()
     record_result({"fault": "pickle task message", "kind": "bad_input", "pages_in": 0,
-                   "pages_out": 0, "duplicates": 0, "recover_s": 0.0,
+                   "pages_out": 0, "duplicates": 0, "recover_s": None,
                    "outcome": "refused by the worker (ContentDisallowed), never unpickled"})
 
 
@@ -159,6 +159,6 @@ def test_malformed_task_messages_are_handled_and_the_worker_keeps_serving(env) -
     assert worker.alive()
     record_result({"fault": "task messages with unexpected fields / wrong types / unknown task",
                    "kind": "bad_input", "pages_in": 5, "pages_out": 5, "duplicates": 0,
-                   "recover_s": 0.0,
+                   "recover_s": None,
                    "outcome": f"extra kwargs -> FAILED ({error}); others logged and dropped; "
                               "worker kept serving"})

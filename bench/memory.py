@@ -1,0 +1,347 @@
+"""Peak memory: one long document through the embedded runner, and a large backlog held in the
+stage batcher. Each scenario runs in its own subprocess so their peaks never mix.
+
+- ingest: a generated --pages page PDF (reportlab, text layer, a few drawn shapes) through
+  `workers.embedded.run_embedded` with a fresh SQLite store under a temp DOCTRIAGE_HOME: ingest
+  (pages stream into artifacts), early-exit classification, full-depth re-routing, storage.
+  Goal: peak RSS < 1.5 GB.
+- backlog: --backlog encoded pages (what `StageBatcher.submit` takes: one encoded-input dict per
+  page) submitted to an early-exit stage batcher at once, then `drain()`; RSS after submitting
+  (the backlog held) and the peak while draining, the size of one page's encoded inputs and of
+  its hidden state between exits (`StageState`), and the most pages ever parked with a state.
+  With the bundle's policy most pages may leave at the first exits, so a second run,
+  backlog_never_exit (--walk-backlog pages), keeps every page to the final stage: the worst
+  case for parked hidden states.
+
+Peak RSS is sampled every 10 ms by a thread (psutil; tesseract children included separately)
+and cross-checked with getrusage's ru_maxrss.
+
+    .venv/bin/python bench/memory.py [--pages 500] [--backlog 5000] [--model DIR]
+        [--walk-backlog 1000] [--device cuda] [--threads N]
+        [--only ingest|backlog|backlog_never_exit]
+
+Prints JSON and writes bench/results/memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KNOWN_BUNDLES = (
+    Path.home() / ".doctriage/models/default",
+    Path("/tmp/dhome/models/default"),
+)
+GOAL_INGEST_BYTES = 1.5e9
+MIB = 1024 * 1024
+
+
+def find_model(given: Path | None) -> Path:
+    for cand in ([given] if given else list(KNOWN_BUNDLES)):
+        if (cand / "exits.json").exists() and (cand / "model.safetensors").exists():
+            return cand
+    raise SystemExit("error: no trained bundle found; pass --model DIR")
+
+
+class PeakSampler:
+    """Samples this process's RSS (and its children's, e.g. tesseract) in a daemon thread."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval_s = interval_s
+        self.peak = self.proc.memory_info().rss
+        self.peak_children = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            kids = 0
+            for child in self.proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # gone between listing and reading
+                    kids += child.memory_info().rss
+            self.peak_children = max(self.peak_children, kids)
+            self._stop.wait(self.interval_s)
+
+    def rss(self) -> int:
+        return self.proc.memory_info().rss
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def mib(n: float) -> float:
+    return round(n / MIB, 1)
+
+
+# -- documents -------------------------------------------------------------------------------
+
+
+def make_pdf(path: Path, pages: int, seed: int = 0) -> Path:
+    """A text-layer PDF: a heading, ~40 lines of varied words and a table-like grid per page."""
+    import random
+
+    from reportlab.lib.pagesizes import letter
+    from reportlab.pdfgen import canvas
+
+    rng = random.Random(seed)
+    vocab = ["invoice", "total", "amount", "due", "agreement", "party", "confidential",
+             "receipt", "date", "signature", "experience", "education", "skills", "abstract",
+             "results", "method", "table", "figure", "budget", "memo", "report",
+             "specification", "questionnaire", "news", "letter", "email", "form"]
+    c = canvas.Canvas(str(path), pagesize=letter)
+    h = letter[1]
+    for n in range(1, pages + 1):
+        c.setFont("Helvetica-Bold", 16)
+        c.drawString(72, h - 72, f"Document section {n}: {rng.choice(vocab).title()}")
+        c.setFont("Helvetica", 10)
+        y = h - 100
+        for _ in range(40):
+            c.drawString(72, y, " ".join(rng.choice(vocab) for _ in range(rng.randint(6, 12))))
+            y -= 14
+        for i in range(4):  # a small grid, so pages are not all text
+            c.rect(72 + i * 110, 60, 100, 60)
+        c.showPage()
+    c.save()
+    return path
+
+
+# -- scenarios (each in its own subprocess) --------------------------------------------------
+
+
+def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    home = Path(args.home)
+    os.environ["DOCTRIAGE_HOME"] = str(home)
+    from classifier.bundle import load_bundle
+    from doctriage import wiring
+    from doctriage.settings import Settings
+    from pipelines.sources import LocalSource
+    from workers.classify_runtime import ClassifyRuntime
+    from workers.embedded import run_embedded
+
+    sampler = PeakSampler()
+    with sampler:
+        settings = Settings(home=home, device=args.device, database_url=None, artifact_url=None)
+        ctx = wiring.step_context(settings)
+        runtime = ClassifyRuntime(load_bundle(args.model, args.device),
+                                  wiring.batcher_options(settings))
+        ready = sampler.rss()
+        summary = run_embedded(ctx, runtime, list(LocalSource([Path(args.pdf)])))
+    gpu = gpu_peak(args.device)
+    return {
+        "pages": summary.pages,
+        "documents_by_state": summary.documents_by_state,
+        "pages_rerouted_full_depth": summary.pages_rerouted,
+        "seconds": summary.seconds,
+        "pages_per_s": summary.pages_per_s,
+        "rss_model_loaded_mib": mib(ready),
+        "peak_rss_mib": mib(sampler.peak),
+        "peak_rss_children_mib": mib(sampler.peak_children),
+        "ru_maxrss_mib": mib(maxrss_bytes()),
+        "goal_mib": mib(GOAL_INGEST_BYTES),
+        "meets_goal": max(sampler.peak, maxrss_bytes()) + sampler.peak_children
+        < GOAL_INGEST_BYTES,
+        **gpu,
+    }
+
+
+def scenario_backlog(args: argparse.Namespace) -> dict[str, Any]:
+    return backlog_run(args, args.backlog, never_exit=False)
+
+
+def scenario_backlog_never_exit(args: argparse.Namespace) -> dict[str, Any]:
+    """Worst case for parked states: no page exits before the final stage, so every page
+    carries its hidden state through every queue."""
+    return backlog_run(args, args.walk_backlog, never_exit=True)
+
+
+def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dict[str, Any]:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from classifier.bundle import load_bundle
+    from classifier.policy import NeverExit
+    from classifier.predict import model_policy
+    from pipelines.options import IngestOptions
+    from pipelines.pages import iter_pages
+    from workers.classify_runtime import make_decider, split_rows
+    from workers.stage_batcher import StageBatcher
+
+    sampler = PeakSampler()
+    with sampler:
+        model = load_bundle(args.model, args.device)
+        # Distinct real pages (text layer of the generated PDF), encoded once; the backlog
+        # holds copies of their rows (real memory: `clone`), as a backlog of similar pages would.
+        distinct = list(iter_pages(args.pdf, options=IngestOptions(ocr_mode="text")))
+        distinct = distinct[: args.distinct]
+        rows: list[dict[str, torch.Tensor]] = []
+        for start in range(0, len(distinct), 16):
+            rows.extend(split_rows(model.encode(distinct[start : start + 16])))
+        del distinct
+        ready = sampler.rss()
+        backlog = [{k: v.clone() for k, v in rows[i % len(rows)].items()}
+                   for i in range(size)]
+        input_bytes = sum(v.untyped_storage().nbytes() for v in backlog[0].values())
+        policy = NeverExit(model.num_stages) if never_exit else model_policy(model)
+        batcher = StageBatcher(model, make_decider(model, policy),
+                               max_batch=args.max_batch, early_exit=True)
+        futures = batcher.submit(backlog, list(range(len(backlog))))
+        del backlog  # the batcher holds the only references now
+        held = sampler.rss()
+        t0 = time.perf_counter()
+        batcher.drain()
+        drain_s = time.perf_counter() - t0
+        exits = [f.result().exit_stage for f in futures]
+        with torch.inference_mode():
+            state = model.embed(rows[0])
+        state_bytes = {
+            name: (t.untyped_storage().nbytes() if t is not None else 0)
+            for name in ("hidden", "attention_mask", "text_mask", "rel_pos", "rel_2d_pos")
+            for t in [getattr(state, name)]
+        }
+        after = sampler.rss()
+    per_state = sum(state_bytes.values())
+    hist: dict[str, int] = {}
+    for s in exits:
+        hist[str(s)] = hist.get(str(s), 0) + 1
+    return {
+        "backlog_pages": size,
+        "policy": "never exit before the final stage" if never_exit else "the bundle's",
+        "distinct_pages": len(rows),
+        "max_batch": args.max_batch,
+        "schedule": batcher.schedule,
+        "drain_s": round(drain_s, 2),
+        "pages_per_s": round(size / drain_s, 1) if drain_s else None,
+        "exit_stage_histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+        "rss_model_loaded_mib": mib(ready),
+        "rss_backlog_held_mib": mib(held),
+        "rss_after_drain_mib": mib(after),
+        "peak_rss_mib": mib(sampler.peak),
+        "ru_maxrss_mib": mib(maxrss_bytes()),
+        "encoded_input_kib_per_page": round(input_bytes / 1024, 1),
+        "backlog_inputs_mib": mib(input_bytes * size),
+        "stage_state_kib_per_page": round(per_state / 1024, 1),
+        "stage_state_kib_per_page_by_tensor": {k: round(v / 1024, 1)
+                                                for k, v in state_bytes.items()},
+        "peak_pages_parked_with_state": batcher.peak_parked,
+        "peak_parked_state_mib": mib(batcher.peak_parked * per_state),
+        "if_whole_backlog_parked_mib": mib(size * per_state),
+        "batcher": batcher.stats_dict(),
+        **gpu_peak(args.device),
+    }
+
+
+def gpu_peak(device: str) -> dict[str, float]:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return {"gpu_peak_allocated_mib": mib(torch.cuda.max_memory_allocated())}
+    return {}
+
+
+SCENARIOS = {"ingest": scenario_ingest, "backlog": scenario_backlog,
+             "backlog_never_exit": scenario_backlog_never_exit}
+
+
+def run_child(name: str, args: argparse.Namespace, pdf: Path, home: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", name, "--pdf", str(pdf), "--home", str(home),
+           "--model", str(args.model), "--device", args.device,
+           "--backlog", str(args.backlog), "--walk-backlog", str(args.walk_backlog),
+           "--distinct", str(args.distinct),
+           "--max-batch", str(args.max_batch)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise SystemExit(f"error: scenario {name} failed: {tail[0]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=500, help="pages of the generated PDF")
+    ap.add_argument("--backlog", type=int, default=5000, help="pages held in the stage batcher")
+    ap.add_argument("--walk-backlog", type=int, default=1000,
+                    help="pages in the never-exit backlog (every page runs every layer: slow "
+                         "on CPU; the parked-state bound does not depend on the backlog size)")
+    ap.add_argument("--distinct", type=int, default=64,
+                    help="distinct encoded pages the backlog is copied from")
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--only", choices=sorted(SCENARIOS), default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    ap.add_argument("--child", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
+    ap.add_argument("--pdf", help=argparse.SUPPRESS)
+    ap.add_argument("--home", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(SCENARIOS[args.child](args)))
+        return 0
+    if min(args.pages, args.backlog, args.walk_backlog, args.distinct, args.max_batch) < 1:
+        print("error: --pages, --backlog, --walk-backlog, --distinct, --max-batch must be "
+              "positive", file=sys.stderr)
+        return 2
+    args.model = find_model(args.model)
+    started = time.time()
+    result: dict[str, Any] = {
+        "model": str(args.model),
+        "device": args.device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.node()}",
+        "pages": args.pages,
+        "backlog": args.backlog,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        pdf = make_pdf(Path(tmp) / f"generated-{args.pages}p.pdf", args.pages)
+        result["pdf_mib"] = mib(pdf.stat().st_size)
+        for name in SCENARIOS:
+            if args.only in (None, name):
+                result[name] = run_child(name, args, pdf, Path(tmp) / f"home-{name}")
+    result["seconds"] = round(time.time() - started, 1)
+    result["note"] = ("each scenario in its own process; RSS sampled every 10 ms (psutil) and "
+                      "ru_maxrss; the backlog's pages are copies of --distinct encoded pages")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

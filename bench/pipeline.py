@@ -1,0 +1,427 @@
+"""End to end: the embedded runner vs the pipeline a user would write by hand, same documents.
+
+- embedded: `workers.embedded.run_embedded` (what `doctriage run` calls) with a fresh SQLite store
+  and artifact folder under a temp DOCTRIAGE_HOME: pypdfium2 raster at 100 dpi, the PDF text layer
+  where it covers the page and tesseract only where it does not, the stage batcher with early
+  exit, full-depth re-routing of low-confidence pages, everything stored.
+- naive: pdf2image.convert_from_path (200 dpi, its default) -> pytesseract.image_to_data on EVERY
+  page -> the same model at full depth (`full_forward_logits`), one page at a time; nothing
+  stored.
+
+Documents: a stratified subset of DATA (a realdocs-style folder with manifest.csv): --per-class
+documents of each label, round-robin over the label's sources, in sha256 order (deterministic),
+at most --max-pages pages each. Both variants see the same files and the same loaded model.
+
+The embedded run's time is split into rasterising, text layer, text-source decision, OCR,
+classification (encode + batcher) and storage (store transactions + page artifacts) by wrapping
+the functions the steps call (no code outside bench/ is changed for it).
+
+    .venv/bin/python bench/pipeline.py [DATA] [--model DIR] [--per-class 2] [--max-pages 4]
+        [--limit-docs N] [--device cuda] [--threads N] [--out FILE]
+
+Prints JSON and writes bench/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA = Path(os.environ.get("DOCTRIAGE_REALDOCS", ROOT.parent / "shared/datasets/realdocs"))
+# Bundles already built on this machine, tried in order when --model is not given.
+KNOWN_BUNDLES = (
+    Path.home() / ".doctriage/models/default",
+    Path("/tmp/dhome/models/default"),
+)
+
+
+class Timers:
+    """Accumulated seconds per named part; `wrap` times every call of a function."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+        self.calls[name] += 1
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t0)
+
+        return timed
+
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+
+def find_model(given: Path | None) -> Path:
+    for cand in ([given] if given else list(KNOWN_BUNDLES)):
+        if (cand / "exits.json").exists() and (cand / "model.safetensors").exists():
+            return cand
+    if given:
+        raise SystemExit(f"error: {given}: not a model bundle (no exits.json/model.safetensors)")
+    raise SystemExit("error: no trained bundle found; pass --model DIR "
+                     "(or build one with `doctriage train`)")
+
+
+def pick_documents(data: Path, per_class: int, max_pages: int, limit: int | None) -> list[dict]:
+    """Stratified by document: per label, round-robin over its sources, sha256 order."""
+    manifest = data / "manifest.csv"
+    if not manifest.exists():
+        raise SystemExit(f"error: {data}: no manifest.csv (expected a realdocs-style folder)")
+    with open(manifest, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["pages"]) <= max_pages]
+    by_label: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(rows, key=lambda r: r["sha256"]):
+        by_label[r["label"]][r["source"]].append(r)
+    picked: list[dict] = []
+    for label in sorted(by_label):
+        sources = [by_label[label][s] for s in sorted(by_label[label])]
+        taken = 0
+        while taken < per_class and any(sources):
+            for rows_of_source in sources:
+                if rows_of_source and taken < per_class:
+                    picked.append(rows_of_source.pop(0))
+                    taken += 1
+    # Interleave labels (first of each label, then second, ...) so --limit-docs mixes classes.
+    rank: Counter[str] = Counter()
+    keyed = []
+    for r in picked:
+        keyed.append((rank[r["label"]], r["label"], r))
+        rank[r["label"]] += 1
+    picked = [r for _, _, r in sorted(keyed, key=lambda k: (k[0], k[1]))]
+    return picked[:limit] if limit else picked
+
+
+def cpu_now() -> tuple[float, float]:
+    """(this process's CPU s, finished children's CPU s): tesseract runs as a child process."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), ch.ru_utime + ch.ru_stime
+
+
+# -- embedded --------------------------------------------------------------------------------
+
+
+def run_embedded_timed(paths: list[Path], model: Any, device: str, home: Path) -> dict:
+    """The real embedded path, with timers around the functions its steps call."""
+    os.environ["DOCTRIAGE_HOME"] = str(home)
+    from doctriage import wiring
+    from doctriage.settings import Settings
+    from pipelines import images, pages, pdf
+    from pipelines.sources import LocalSource
+    from workers import embedded, steps
+    from workers.classify_runtime import ClassifyRuntime
+
+    settings = Settings(home=home, device=device, database_url=None, artifact_url=None)
+    ctx = wiring.step_context(settings)
+    runtime = ClassifyRuntime(model, wiring.batcher_options(settings))
+    warm_up_runtime(runtime)
+
+    t = Timers()
+    patched: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, attr: str, name: str) -> None:
+        original = getattr(owner, attr)
+        patched.append((owner, attr, original))
+        setattr(owner, attr, t.wrap(name, original))
+
+    patch(pdf, "render", "rasterise")
+    patch(images, "vision_raster", "rasterise")
+    patch(images, "ocr_raster", "rasterise")
+    patch(pages, "extract_words", "text_layer")
+    patch(pdf, "image_area", "text_layer")
+    patch(pages, "sort_reading_order", "text_layer")
+    patch(pages, "decide", "text_source_decision")
+    patch(pages, "ocr_image", "ocr")
+    patch(steps, "encode_page", "storage")
+    patch(steps, "decode_page", "storage")
+    patch(ctx.artifacts, "put", "storage")
+    patch(ctx.artifacts, "get", "storage")
+    patch(runtime, "classify", "classification")
+
+    real_scope = steps.session_scope
+
+    @contextlib.contextmanager
+    def timed_scope(factory: Any) -> Iterator[Any]:
+        with t.span("storage"), real_scope(factory) as s:
+            yield s
+
+    for mod in (steps, embedded):
+        patched.append((mod, "session_scope", mod.session_scope))
+        mod.session_scope = timed_scope
+
+    page_ms: dict[str, list[float]] = defaultdict(list)
+
+    def timed_iter_pages(stream: Any, *, name: str, options: Any) -> Iterator[Any]:
+        for page in pages.iter_pages(stream, name=name, options=options):
+            page_ms[page.text_source].append(page.ms)
+            yield page
+
+    ctx.iter_pages = timed_iter_pages
+    source = LocalSource(paths)
+    documents = list(source)  # sha256 of each file: part of registering, outside the clock
+    cpu0 = cpu_now()
+    try:
+        summary = embedded.run_embedded(ctx, runtime, documents)
+    finally:
+        for owner, attr, original in reversed(patched):
+            setattr(owner, attr, original)
+    cpu1 = cpu_now()
+    wall = summary.seconds
+    parts = {k: round(v, 3) for k, v in sorted(t.seconds.items())}
+    accounted = sum(v for k, v in t.seconds.items())
+    parts["other"] = round(max(0.0, wall - accounted), 3)
+    n = summary.pages
+    labels = final_labels(ctx, model.version)
+    return {
+        "pages": n,
+        "documents_by_state": summary.documents_by_state,
+        "failed_documents": summary.failed_documents,
+        "wall_s": wall,
+        "pages_per_s": round(n / wall, 3) if wall else 0.0,
+        "cpu_s": {"self": round(cpu1[0] - cpu0[0], 2), "children": round(cpu1[1] - cpu0[1], 2)},
+        "split_s": parts,
+        "split_share": {k: round(v / wall, 3) for k, v in parts.items()} if wall else {},
+        "pages_by_text_source": {k: len(v) for k, v in sorted(page_ms.items())},
+        "ingest_ms_per_page_by_text_source": {
+            k: round(sum(v) / len(v), 1) for k, v in sorted(page_ms.items())
+        },
+        "exit_stage_histogram": summary.exit_stage_histogram,
+        "pages_rerouted_full_depth": summary.pages_rerouted,
+        "batcher": summary.batcher,
+        "_labels": labels,
+    }
+
+
+def warm_up_runtime(runtime: Any) -> None:
+    """One page through both batchers so first-call costs are not timed."""
+    from PIL import Image
+
+    from classifier.inputs import PageInput
+
+    page = PageInput(words=["warm", "up"], boxes=[(10, 10, 100, 30), (110, 10, 200, 30)],
+                     image=Image.new("RGB", (850, 1100), "white"))
+    runtime.classify([page], early_exit=True)
+    runtime.classify([page], early_exit=False)
+
+
+def final_labels(ctx: Any, version: str) -> dict[tuple[str, int], str]:
+    from sqlalchemy import select
+
+    from db.models import Document, Page, Prediction
+    from db.session import session_scope
+    from pipelines.sources import uri_to_path
+
+    out: dict[tuple[str, int], tuple[str, str]] = {}
+    with session_scope(ctx.sessions) as s:
+        rows = s.execute(
+            select(Document.source_uri, Page.number, Prediction.pass_name, Prediction.label)
+            .join(Page, Page.document_id == Document.id)
+            .join(Prediction, Prediction.page_id == Page.id)
+            .where(Prediction.model_version == version)
+        ).all()
+    for uri, number, pass_name, label in rows:
+        key = (uri_to_path(uri).name, int(number))
+        if key not in out or pass_name == "full":
+            out[key] = (pass_name, label)
+    return {k: v[1] for k, v in out.items()}
+
+
+# -- naive baseline --------------------------------------------------------------------------
+
+
+def run_naive(paths: list[Path], model: Any) -> dict:
+    import pytesseract
+    from pdf2image import convert_from_path
+    from PIL import Image
+
+    from classifier.inputs import PageInput
+
+    t = Timers()
+    labels: dict[tuple[str, int], str] = {}
+    pages = 0
+    failed: list[str] = []
+    cpu0 = cpu_now()
+    t0 = time.perf_counter()
+    for path in paths:
+        try:
+            with t.span("rasterise"):
+                if path.suffix.lower() == ".pdf":
+                    rasters = convert_from_path(str(path))  # 200 dpi, every page at once
+                else:
+                    with Image.open(path) as im:
+                        rasters = [im.convert("RGB")]
+        except Exception as exc:  # what the user's script would do: skip the file, go on
+            failed.append(f"{path.name}: {exc}")
+            continue
+        for number, image in enumerate(rasters, start=1):
+            with t.span("ocr"):
+                data = pytesseract.image_to_data(image, output_type=pytesseract.Output.DICT)
+            words, boxes = [], []
+            w, h = image.size
+            for i, text in enumerate(data["text"]):
+                if text.strip():
+                    x, y, bw, bh = (data[k][i] for k in ("left", "top", "width", "height"))
+                    words.append(text)
+                    boxes.append((int(1000 * x / w), int(1000 * y / h),
+                                  int(1000 * (x + bw) / w), int(1000 * (y + bh) / h)))
+            with t.span("classification"), torch.inference_mode():
+                logits = model.full_forward_logits(model.encode([PageInput(words, boxes, image)]))
+                labels[(path.name, number)] = model.label_names[int(logits.argmax(-1)[0])]
+            pages += 1
+    wall = time.perf_counter() - t0
+    cpu1 = cpu_now()
+    parts = {k: round(v, 3) for k, v in sorted(t.seconds.items())}
+    parts["other"] = round(max(0.0, wall - sum(t.seconds.values())), 3)
+    return {
+        "pages": pages,
+        "failed_documents": failed,
+        "wall_s": round(wall, 3),
+        "pages_per_s": round(pages / wall, 3) if wall else 0.0,
+        "cpu_s": {"self": round(cpu1[0] - cpu0[0], 2), "children": round(cpu1[1] - cpu0[1], 2)},
+        "split_s": parts,
+        "_labels": labels,
+    }
+
+
+def projection(emb: dict, naive: dict) -> dict | None:
+    """Per-page costs measured here, re-weighted to the whole realdocs mix's OCR share as
+    measured by bench/ingest.py (bench/results/ingest.json). An estimate, labelled as such."""
+    ingest = RESULTS / "ingest.json"
+    if not ingest.exists() or not emb["pages"] or not naive["pages"]:
+        return None
+    full = json.loads(ingest.read_text())
+    total, text_pages = full.get("pages"), full.get("text_layer", {}).get("pages")
+    ms = emb["ingest_ms_per_page_by_text_source"]
+    if not total or text_pages is None or "ocr" not in ms or "text_layer" not in ms:
+        return None
+    ocr_share = 1 - text_pages / total
+    split = emb["split_s"]
+    rest = (split.get("classification", 0) + split.get("storage", 0) + split.get("other", 0))
+    per_page = (ms["text_layer"] * (1 - ocr_share) + ms["ocr"] * ocr_share) / 1000 \
+        + rest / emb["pages"]
+    naive_per_page = naive["wall_s"] / naive["pages"]
+    return {
+        "ocr_share_full_realdocs": round(ocr_share, 3),
+        "embedded_pages_per_s": round(1 / per_page, 3),
+        "naive_pages_per_s": round(1 / naive_per_page, 3),
+        "ratio": round(naive_per_page / per_page, 2),
+        "how": "embedded: this run's ingest ms per page by text source re-weighted to the OCR "
+               "share of all realdocs pages (bench/results/ingest.json) + this run's "
+               "classification/storage/other per page; naive: this run's s per page (it OCRs "
+               "every page, so its cost barely depends on the mix)",
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, nargs="?", default=DEFAULT_DATA)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--per-class", type=int, default=2, help="documents per label")
+    ap.add_argument("--max-pages", type=int, default=4, help="skip longer documents")
+    ap.add_argument("--limit-docs", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (on a shared, loaded CPU 1 is faster and steadier)")
+    ap.add_argument("--naive-ocr-threads", default="1",
+                    help="OMP_THREAD_LIMIT for the naive run's tesseract ('' = tesseract's "
+                         "default). 1 by default, as the embedded run uses: on a loaded "
+                         "machine tesseract's threads are slower, so this favours the baseline")
+    ap.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        print(f"error: {args.data}: no such folder", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from classifier.bundle import BundleError, load_bundle
+
+    model_dir = find_model(args.model)
+    try:
+        model = load_bundle(model_dir, args.device)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    picked = pick_documents(args.data, args.per_class, args.max_pages, args.limit_docs)
+    if not picked:
+        print("error: no documents picked", file=sys.stderr)
+        return 2
+    paths = [args.data / r["path"] for r in picked]
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        emb = run_embedded_timed(paths, model, args.device, Path(tmp) / "home")
+    saved_limit = os.environ.pop("OMP_THREAD_LIMIT", None)
+    if args.naive_ocr_threads:
+        os.environ["OMP_THREAD_LIMIT"] = args.naive_ocr_threads
+    try:
+        naive = run_naive(paths, model)
+    finally:
+        os.environ.pop("OMP_THREAD_LIMIT", None)
+        if saved_limit is not None:
+            os.environ["OMP_THREAD_LIMIT"] = saved_limit
+    naive["ocr_threads"] = args.naive_ocr_threads or "tesseract default"
+    emb_labels, naive_labels = emb.pop("_labels"), naive.pop("_labels")
+    common = set(emb_labels) & set(naive_labels)
+    agree = sum(emb_labels[k] == naive_labels[k] for k in common)
+    result = {
+        "data": str(args.data),
+        "model": str(model_dir),
+        "model_version": model.version,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.node()}",
+        "documents": len(paths),
+        "documents_by_label": dict(sorted(Counter(r["label"] for r in picked).items())),
+        "documents_by_source": dict(sorted(Counter(r["source"] for r in picked).items())),
+        "selection": f"{args.per_class} per label, round-robin over sources, sha256 order, "
+                     f"<= {args.max_pages} pages"
+                     + (f", first {args.limit_docs}" if args.limit_docs else ""),
+        "embedded": emb,
+        "naive": naive,
+        "ratio_pages_per_s": round(emb["pages_per_s"] / naive["pages_per_s"], 2)
+        if naive["pages_per_s"] else None,
+        "goal_ratio": 3.0,
+        "label_agreement": {"pages": len(common),
+                            "same_label": round(agree / len(common), 3) if common else None},
+        "projection_full_realdocs_mix": projection(emb, naive),
+        "seconds": round(time.time() - started, 1),
+        "note": "wall-clock figures; cpu_s (this process + tesseract children) is the steadier "
+                "figure when the machine is shared",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
