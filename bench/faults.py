@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(SUITES), action="append")
     ap.add_argument("--slow", action="store_true", help="include the large fuzz run")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of suites not run now from the existing --out file")
     args = ap.parse_args()
     chosen = args.only or list(SUITES)
     rows: list[dict] = []
@@ -69,6 +71,14 @@ def main() -> None:
             row["passed"] = code == 0
             rows.append(row)
         print(f"{name}: exit {code}, {len(found)} rows", file=sys.stderr)
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        kinds = {"faults": "fault", "bad_input": "bad_input", "fuzz": "fuzz"}
+        rerun = {kinds[n] for n in chosen}
+        rows = [r for r in old["details"] if r.get("kind") not in rerun] + rows
+        suites = {**{k: v for k, v in old["suites"].items() if k not in suites}, **suites}
+        order = {"fault": 0, "bad_input": 1, "fuzz": 2}
+        rows.sort(key=lambda r: order.get(r.get("kind"), 3))
     table = [{k: r.get(k) for k in ("fault", "kind", "pages_in", "pages_out", "duplicates",
                                     "recover_s", "outcome", "passed")} for r in rows]
     out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, shared and loaded)",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -98,6 +99,11 @@ class PeakSampler:
 
 def maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def nbytes(t: Any) -> int:
+    """Bytes of a tensor's own elements (a row view would report its whole batch's storage)."""
+    return 0 if t is None else t.numel() * t.element_size()
 
 
 def mib(n: float) -> float:
@@ -207,8 +213,9 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         model = load_bundle(args.model, args.device)
         # Distinct real pages (text layer of the generated PDF), encoded once; the backlog
         # holds copies of their rows (real memory: `clone`), as a backlog of similar pages would.
-        distinct = list(iter_pages(args.pdf, options=IngestOptions(ocr_mode="text")))
-        distinct = distinct[: args.distinct]
+        pages = iter_pages(args.pdf, options=IngestOptions(ocr_mode="text"))
+        distinct = list(itertools.islice(pages, args.distinct))  # only these pages' rasters
+        pages.close()
         rows: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(distinct), 16):
             rows.extend(split_rows(model.encode(distinct[start : start + 16])))
@@ -216,7 +223,7 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         ready = sampler.rss()
         backlog = [{k: v.clone() for k, v in rows[i % len(rows)].items()}
                    for i in range(size)]
-        input_bytes = sum(v.untyped_storage().nbytes() for v in backlog[0].values())
+        input_bytes = sum(nbytes(v) for v in backlog[0].values())
         policy = NeverExit(model.num_stages) if never_exit else model_policy(model)
         batcher = StageBatcher(model, make_decider(model, policy),
                                max_batch=args.max_batch, early_exit=True)
@@ -229,10 +236,10 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         exits = [f.result().exit_stage for f in futures]
         with torch.inference_mode():
             state = model.embed(rows[0])
+        # What one parked page costs: `select` copies its rows out of the batch's tensors.
         state_bytes = {
-            name: (t.untyped_storage().nbytes() if t is not None else 0)
+            name: nbytes(getattr(state, name))
             for name in ("hidden", "attention_mask", "text_mask", "rel_pos", "rel_2d_pos")
-            for t in [getattr(state, name)]
         }
         after = sampler.rss()
     per_state = sum(state_bytes.values())

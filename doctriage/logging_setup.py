@@ -116,10 +116,26 @@ class TextFormatter(logging.Formatter):
         return f"{head} {record.name} [{tag}] {rest}"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at emit time, not the one at configure time: a CLI
+    invoked in-process (tests, notebooks) swaps and closes its stderr after each command."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool = False,
                       stream: Any = None) -> logging.Handler:
     """Install one handler on the root logger (replacing any earlier one of ours)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
     inner = JsonFormatter() if json_lines else TextFormatter()
     handler.setFormatter(_Redacting(inner, env_secrets()))
     handler.set_name("doctriage")

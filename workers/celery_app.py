@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
-from kombu import Queue
+from kombu import Exchange, Queue
 
 INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE = "ingest", "classify", "full_depth", "maintenance"
 QUEUES: tuple[str, ...] = (INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE)
@@ -85,7 +85,10 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
         broker_transport_options={"visibility_timeout": config.visibility_timeout_s},
         result_backend_transport_options={"visibility_timeout": config.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue has its own direct exchange and routing key. A bare Queue(name) inherits the
+        # default queue's exchange *and key*, so every queue would be bound to the same key and a
+        # message routed to one would land in all four.
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue=MAINTENANCE,
         task_routes=ROUTES,
         task_create_missing_queues=False,

@@ -5,56 +5,23 @@ from __future__ import annotations
 
 import importlib.util
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379"
-CLAIM_KEY = "doctriage-test-claim"
+from servicekit import fresh_pg_database, spare_redis_db
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    import psycopg2
-
-    name = f"doctriage_ops_{uuid.uuid4().hex[:10]}"
-    try:
-        conn = psycopg2.connect(PG_ADMIN, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+    with fresh_pg_database("doctriage_ops") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    """An empty Redis database number, claimed with a key so a test running in parallel
-    (other suites pick empty numbers too) does not take the same one; flushed afterwards."""
-    import redis
-
-    token = uuid.uuid4().hex
-    for db in range(13, 1, -1):
-        client = redis.Redis.from_url(f"{REDIS}/{db}")
-        try:
-            if client.dbsize() == 0 and client.set(CLAIM_KEY, token, nx=True) \
-                    and client.dbsize() == 1:
-                break
-        except redis.ConnectionError as exc:
-            pytest.skip(f"Redis not reachable: {exc}")
-    else:
-        pytest.skip("no empty Redis database number to use")
-    try:
-        yield f"{REDIS}/{db}"
-    finally:
-        client.flushdb()
+    with spare_redis_db() as url:
+        yield url
 
 
 @pytest.fixture

@@ -88,7 +88,9 @@ def test_bad_documents_fail_alone_and_good_ones_are_classified_once(
                        "pages_in": kept, "pages_out": kept, "duplicates": 0,
                        "recover_s": None, "outcome": docs[path_to_uri(path)][1]})
     record_result({"fault": "bad input: duplicate upload (same uri+sha twice, and a twin)",
-                   "kind": "bad_input", "pages_in": good_pages, "pages_out": len(early),
+                   "kind": "bad_input",
+                   "pages_in": good_pages + sum(kept for _, kept in bad.values()),
+                   "pages_out": len(early),
                    "duplicates": len(early) - len(set(early)), "recover_s": None,
                    "outcome": f"{len(docs)} documents for {len(documents)} submissions; "
                               f"run took {seconds:.1f} s"})

@@ -10,11 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servicekit import fresh_pg_database, spare_redis_db
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -25,49 +25,20 @@ from doctriage.settings import get_settings
 
 pytestmark = pytest.mark.services
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379"
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    import psycopg2
-
-    name = f"doctriage_wf_{uuid.uuid4().hex[:10]}"
-    try:
-        conn = psycopg2.connect(PG_ADMIN, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+    with fresh_pg_database("doctriage_wf") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    import redis
-
-    # A DB number nobody uses right now; flushed before and after.
-    for db in range(15, 5, -1):
-        client = redis.Redis.from_url(f"{REDIS}/{db}")
-        try:
-            if client.dbsize() == 0:
-                break
-        except redis.ConnectionError as exc:
-            pytest.skip(f"Redis not reachable: {exc}")
-    else:
-        pytest.skip("no empty Redis database number to use")
-    client.flushdb()
-    try:
-        yield f"{REDIS}/{db}"
-    finally:
-        client.flushdb()
+    with spare_redis_db() as url:
+        yield url
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from drops_helpers import make_pdf
+from servicekit import spare_redis_db
 from sqlalchemy import update
 
 from db.models import Document
@@ -26,24 +27,25 @@ from pipelines.sources import path_to_uri
 from workers import context
 from workers.steps import StepContext
 
-BROKER = "redis://127.0.0.1:6379/12"
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture
-def celery_store(store: Any, tmp_path: Path) -> Iterator[Any]:
+def broker() -> Iterator[str]:
+    with spare_redis_db() as url:
+        yield url
+
+
+@pytest.fixture
+def celery_store(store: Any, tmp_path: Path, broker: str) -> Iterator[Any]:
     from workers.celery_app import QueueConfig, configure
 
-    try:
-        redis.Redis.from_url(BROKER).ping()
-    except redis.ConnectionError:
-        pytest.fail("the real Redis at 127.0.0.1:6379 is needed for this test")
-    configure(QueueConfig(broker_url=BROKER))
+    configure(QueueConfig(broker_url=broker))
     saved = (context._context_factory, context._runtime_factory)
     ctx = StepContext(sessions=store, artifacts=LocalArtifactStore(tmp_path / "artifacts"))
     context.install(lambda: ctx, lambda: None)  # type: ignore[arg-type,return-value]
     context.reset()
-    r = redis.Redis.from_url(BROKER)
+    r = redis.Redis.from_url(broker)
     r.delete("ingest", "classify", "full_depth")
     yield store
     r.delete("ingest", "classify", "full_depth")
@@ -51,7 +53,9 @@ def celery_store(store: Any, tmp_path: Path) -> Iterator[Any]:
     context.reset()
 
 
-def test_nightly_backlog_task_paces_and_is_idempotent(celery_store: Any, tmp_path: Path) -> None:
+def test_nightly_backlog_task_paces_and_is_idempotent(
+    celery_store: Any, tmp_path: Path, broker: str
+) -> None:
     from workers.backlog_runner import nightly_backlog
 
     folder = tmp_path / "drops"
@@ -63,7 +67,7 @@ def test_nightly_backlog_task_paces_and_is_idempotent(celery_store: Any, tmp_pat
         old_id, _ = register_document(s, path_to_uri(folder / "a.pdf"), sha256="0" * 64)
         s.execute(update(Document).values(updated_at=datetime.now(UTC) - timedelta(days=2)))
 
-    r = redis.Redis.from_url(BROKER)
+    r = redis.Redis.from_url(broker)
     received: list[int] = []
     depth_seen: list[int] = []
     stop = threading.Event()
@@ -104,7 +108,7 @@ def test_backlog_beat_entry_from_settings(monkeypatch: pytest.MonkeyPatch) -> No
     from doctriage import wiring
     from doctriage.settings import get_settings
 
-    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", BROKER)
+    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("DOCTRIAGE_BACKLOG_SOURCE", "s3://drops/in/")
     monkeypatch.setenv("DOCTRIAGE_BACKLOG_HOUR", "3")
     get_settings.cache_clear()
