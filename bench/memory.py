@@ -56,7 +56,10 @@ def find_model(given: Path | None) -> Path:
     for cand in ([given] if given else list(KNOWN_BUNDLES)):
         if (cand / "exits.json").exists() and (cand / "model.safetensors").exists():
             return cand
-    raise SystemExit("error: no trained bundle found; pass --model DIR")
+    what = f"{given}: not a model bundle" if given else "no trained bundle found"
+    print(f"error: {what} (need exits.json + model.safetensors); pass --model DIR",
+          file=sys.stderr)
+    raise SystemExit(2)
 
 
 class PeakSampler:

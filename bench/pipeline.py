@@ -53,6 +53,10 @@ KNOWN_BUNDLES = (
 )
 
 
+class BadInput(ValueError):
+    """A bad argument or data folder: one line on stderr, exit status 2."""
+
+
 class Timers:
     """Accumulated seconds per named part; `wrap` times every call of a function."""
 
@@ -88,8 +92,8 @@ def find_model(given: Path | None) -> Path:
         if (cand / "exits.json").exists() and (cand / "model.safetensors").exists():
             return cand
     if given:
-        raise SystemExit(f"error: {given}: not a model bundle (no exits.json/model.safetensors)")
-    raise SystemExit("error: no trained bundle found; pass --model DIR "
+        raise BadInput(f"{given}: not a model bundle (no exits.json/model.safetensors)")
+    raise BadInput("no trained bundle found; pass --model DIR "
                      "(or build one with `doctriage train`)")
 
 
@@ -97,7 +101,7 @@ def pick_documents(data: Path, per_class: int, max_pages: int, limit: int | None
     """Stratified by document: per label, round-robin over its sources, sha256 order."""
     manifest = data / "manifest.csv"
     if not manifest.exists():
-        raise SystemExit(f"error: {data}: no manifest.csv (expected a realdocs-style folder)")
+        raise BadInput(f"{data}: no manifest.csv (expected a realdocs-style folder)")
     with open(manifest, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["pages"]) <= max_pages]
     by_label: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -365,13 +369,13 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from classifier.bundle import BundleError, load_bundle
 
-    model_dir = find_model(args.model)
     try:
+        model_dir = find_model(args.model)
+        picked = pick_documents(args.data, args.per_class, args.max_pages, args.limit_docs)
         model = load_bundle(model_dir, args.device)
-    except BundleError as exc:
+    except (BadInput, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    picked = pick_documents(args.data, args.per_class, args.max_pages, args.limit_docs)
     if not picked:
         print("error: no documents picked", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from db import audit
 from db.session import make_engine, migrate, session_factory, session_scope
+from doctriage.commands._common import fail
 from doctriage.settings import get_settings
 
 audit_app = typer.Typer(
@@ -38,10 +39,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
 
 def _parse_when(value: str | None, option: str, *, end: bool = False) -> datetime | None:
     if value is None:
@@ -49,7 +46,7 @@ def _parse_when(value: str | None, option: str, *, end: bool = False) -> datetim
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(f"{option}: not an ISO date or date-time: {value!r}") from None
+        raise fail(f"{option}: not an ISO date or date-time: {value!r}") from None
     if end and len(value) == 10:  # a bare date as --until means "through that day"
         when += timedelta(days=1)
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
@@ -73,7 +70,7 @@ def _session() -> Iterator[Session]:
         engine = make_engine(url)
         migrate(engine)
     except (SQLAlchemyError, OSError) as exc:
-        raise _fail(f"cannot open the store: {str(exc).splitlines()[0]}") from None
+        raise fail(f"cannot open the store: {str(exc).splitlines()[0]}") from None
     try:
         with session_scope(session_factory(engine)) as s:
             yield s
@@ -89,7 +86,7 @@ def _emit(
     text: str,
 ) -> None:
     if as_json and as_csv:
-        raise _fail("choose one of --json and --csv")
+        raise fail("choose one of --json and --csv")
     if as_json:
         typer.echo(json.dumps(payload, indent=2, default=str))
     elif as_csv:
@@ -164,7 +161,7 @@ def low_confidence_cmd(
 ) -> None:
     """Pages whose final answer is below --below, least confident first."""
     if not 0.0 <= below <= 1.0:
-        raise _fail(f"--below must be between 0 and 1, got {below}")
+        raise fail(f"--below must be between 0 and 1, got {below}")
     f = _filters(since, until, label, version)
     with _session() as s:
         rows = audit.low_confidence(s, below, f, limit)
@@ -241,7 +238,7 @@ def report_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
     typer.echo(f"report: {out} ({len(page) // 1024} KiB)")
 
 
@@ -260,7 +257,7 @@ def label_cmd(
         try:
             label_id = audit.label(s, page_id, label, reviewer)
         except (LookupError, ValueError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     if as_json:
         typer.echo(
             json.dumps({"id": label_id, "page_id": page_id, "label": label, "who": reviewer})

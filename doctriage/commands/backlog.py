@@ -7,7 +7,6 @@ enqueues nothing. With no broker configured the work runs in this process."""
 from __future__ import annotations
 
 import json
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,13 +15,9 @@ import typer
 from tqdm import tqdm
 
 from doctriage import wiring
+from doctriage.commands._common import fail, quiet_workers_logs
 from doctriage.s3_wiring import current_model_version, s3_options
 from doctriage.settings import get_settings
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _date(value: str | None, flag: str) -> datetime | None:
@@ -31,10 +26,11 @@ def _date(value: str | None, flag: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(f"{flag} {value!r}: not a date (YYYY-MM-DD or ISO 8601)") from None
+        raise fail(f"{flag} {value!r}: not a date (YYYY-MM-DD or ISO 8601)") from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+@quiet_workers_logs
 def backlog(
     source: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX or a local folder.")],
     since: Annotated[str | None, typer.Option(help="Documents received on/after DATE.")] = None,
@@ -63,13 +59,13 @@ def backlog(
     settings = get_settings()
     start, end = _date(since, "--since"), _date(until, "--until")
     if start and end and start >= end:
-        raise _fail("--since must be before --until")
+        raise fail("--since must be before --until")
     if reclassify_below is not None and not 0.0 < reclassify_below <= 1.0:
-        raise _fail("--reclassify-below must be in (0, 1]")
+        raise fail("--reclassify-below must be in (0, 1]")
     if limit is not None and limit < 1:
-        raise _fail("--limit must be at least 1")
+        raise fail("--limit must be at least 1")
     if not source.startswith("s3://") and not Path(source).exists():
-        raise _fail(f"no such folder: {source}")
+        raise fail(f"no such folder: {source}")
     try:
         prefix = source_prefix(source)
         sessions = wiring.store(settings)
@@ -82,9 +78,8 @@ def backlog(
             enqueue = EmbeddedEnqueue(ctx, lambda: wiring.classify_runtime(settings, model))
             pacer = Pacer(max_rate=rate)
     except (S3UriError, wiring.WiringError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     version = model_version or current_model_version(settings, model)
-    logging.getLogger("workers").setLevel(logging.ERROR)
 
     registered = skipped = 0
     if scan:
@@ -96,7 +91,7 @@ def backlog(
         try:
             found = scan_source(sessions, source, s3_options(settings))
         except (BotoCoreError, ClientError) as exc:
-            raise _fail(f"cannot list {source}: {' '.join(str(exc).split())}") from None
+            raise fail(f"cannot list {source}: {' '.join(str(exc).split())}") from None
         registered, skipped = len(found.new_ids), found.skipped
         for doc_id in tqdm(found.new_ids, desc="new documents", unit="doc", leave=False):
             pacer.admit("ingest")

@@ -9,14 +9,10 @@ from typing import Annotated
 import typer
 
 from classifier.bundle import BundleError
+from doctriage.commands._common import fail
 from doctriage.settings import get_settings
 from pipelines.dataset import DatasetError
 from pipelines.options import IngestOptions
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def evaluate(
@@ -53,15 +49,15 @@ def evaluate(
 
     if threads is not None:
         if threads < 1:
-            raise _fail("--threads must be at least 1")
+            raise fail("--threads must be at least 1")
         import torch
 
         torch.set_num_threads(threads)
 
     if split not in ("all", "val", "train"):
-        raise _fail(f"--split must be all, val or train, not {split!r}")
+        raise fail(f"--split must be all, val or train, not {split!r}")
     if batch_size < 1:
-        raise _fail("--batch-size must be at least 1")
+        raise fail("--batch-size must be at least 1")
     settings = get_settings()
     ingest = IngestOptions(
         ocr_mode=settings.ocr_mode,
@@ -82,7 +78,7 @@ def evaluate(
             ingest=ingest,
         )
     except (DatasetError, BundleError, ValueError, OSError) as exc:
-        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     if out is not None:
         (out / "report.json").write_text(json.dumps(report, indent=2))
     if as_json:

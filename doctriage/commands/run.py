@@ -4,7 +4,6 @@ store everything in the SQLite store under DOCTRIAGE_HOME, and print a summary."
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -12,17 +11,14 @@ import typer
 from tqdm import tqdm
 
 from doctriage import wiring
+from doctriage.commands._common import fail, quiet_workers_logs
 from doctriage.s3_wiring import s3_options
 from doctriage.settings import get_settings
 from pipelines.sources_factory import source_for
 from workers.embedded import RunSummary, run_embedded
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
+@quiet_workers_logs
 def run(
     paths: Annotated[list[str], typer.Argument(
         help="PDF/TIFF/PNG/JPEG files or folders, or s3://BUCKET/PREFIX.")],
@@ -38,15 +34,14 @@ def run(
         source = source_for(paths, s3_options(settings))  # folders, files, S3 prefixes
         files = source.files()
     except FileNotFoundError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not files:
-        raise _fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
+        raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     try:
         runtime = wiring.classify_runtime(settings, model)
         ctx = wiring.step_context(settings)
     except wiring.WiringError as exc:
-        raise _fail(str(exc)) from None
-    logging.getLogger("workers").setLevel(logging.ERROR)  # failures are in the summary
+        raise fail(str(exc)) from None
     with (
         tqdm(total=len(files), unit="doc", desc="documents", leave=False) as docs_bar,
         tqdm(unit="page", desc="pages", leave=False) as pages_bar,

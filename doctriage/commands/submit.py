@@ -8,13 +8,9 @@ from typing import Annotated
 import typer
 
 from doctriage import wiring
+from doctriage.commands._common import fail
 from doctriage.settings import get_settings
 from pipelines.sources import LocalSource
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def submit(
@@ -34,9 +30,9 @@ def submit(
         wiring.configure_celery(settings)
         sessions = wiring.store(settings)
     except (FileNotFoundError, wiring.WiringError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not files:
-        raise _fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
+        raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     created = queued = 0
     for uri, sha in source:
         with session_scope(sessions) as s:
@@ -49,7 +45,7 @@ def submit(
             try:
                 ingest.delay(doc_id)
             except Exception as exc:  # the broker is down or misconfigured
-                raise _fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
+                raise fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
             queued += 1
     typer.echo(f"submit: {len(files)} documents, {created} new, {queued} queued for ingest")
 

@@ -9,12 +9,8 @@ from typing import Annotated
 
 import typer
 
+from doctriage.commands._common import fail
 from pipelines.synth import CLASSES, generate_corpus
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def synth(
@@ -33,29 +29,29 @@ def synth(
 ) -> None:
     """Generate a labelled corpus of the 16 RVL-CDIP classes (born-digital and scanned PDFs)."""
     if per_class < 1:
-        raise _fail(f"--per-class must be at least 1, got {per_class}")
+        raise fail(f"--per-class must be at least 1, got {per_class}")
     if not 0.0 <= scanned_fraction <= 1.0:
-        raise _fail(f"--scanned-fraction must be within [0, 1], got {scanned_fraction}")
+        raise fail(f"--scanned-fraction must be within [0, 1], got {scanned_fraction}")
     chosen = CLASSES
     if classes is not None:
         chosen = tuple(c.strip() for c in classes.split(",") if c.strip())
         unknown = [c for c in chosen if c not in CLASSES]
         if unknown or not chosen:
-            raise _fail(
+            raise fail(
                 f"unknown class(es) {', '.join(unknown) or '(none given)'}; "
                 f"choose from {', '.join(CLASSES)}"
             )
     if out.exists() and not out.is_dir():
-        raise _fail(f"{out} exists and is not a folder")
+        raise fail(f"{out} exists and is not a folder")
     started = time.perf_counter()
     try:
         manifest = generate_corpus(
             out, per_class, seed, scanned_fraction=scanned_fraction, classes=chosen, progress=True
         )
     except ValueError as exc:  # argument checks the library makes (e.g. repeated classes)
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        raise _fail(f"cannot write the corpus to {out}: {exc.strerror or exc}") from None
+        raise fail(f"cannot write the corpus to {out}: {exc.strerror or exc}") from None
     seconds = time.perf_counter() - started
     with open(manifest, newline="") as fh:
         rows = list(csv.DictReader(fh))

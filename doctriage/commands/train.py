@@ -9,14 +9,10 @@ from typing import Annotated
 import typer
 
 from classifier.bundle import BundleError
+from doctriage.commands._common import fail
 from doctriage.settings import get_settings
 from pipelines.dataset import DatasetError
 from pipelines.options import IngestOptions
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def train(
@@ -83,17 +79,17 @@ def train(
 
     if threads is not None:
         if threads < 1:
-            raise _fail("--threads must be at least 1")
+            raise fail("--threads must be at least 1")
         import torch
 
         torch.set_num_threads(threads)
 
     if strategy not in ("joint", "two-stage"):
-        raise _fail(f"--strategy must be joint or two-stage, not {strategy!r}")
+        raise fail(f"--strategy must be joint or two-stage, not {strategy!r}")
     if epochs < 1 or batch_size < 1 or workers < 1:
-        raise _fail("--epochs, --batch-size and --workers must be at least 1")
+        raise fail("--epochs, --batch-size and --workers must be at least 1")
     if resume and not (out / "checkpoint" / "train_state.json").exists():
-        raise _fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
+        raise fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
     settings = get_settings()
     ingest = IngestOptions(
         ocr_mode=settings.ocr_mode,
@@ -122,7 +118,7 @@ def train(
             ingest=ingest,
         )
     except (DatasetError, BundleError, ValueError, OSError) as exc:
-        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     cal = report["calibration"]
     summary = {
         "bundle": report["bundle"],

@@ -18,15 +18,12 @@ import typer
 from tqdm import tqdm
 
 from doctriage import wiring
+from doctriage.commands._common import fail
 from doctriage.s3_wiring import s3_options
 from doctriage.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -115,18 +112,18 @@ def watch(
 
     settings = get_settings()
     if interval <= 0 or sweep_every < 0:
-        raise _fail("--interval must be positive and --sweep-every not negative")
+        raise fail("--interval must be positive and --sweep-every not negative")
     try:
         location = parse_s3_uri(target)
     except S3UriError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     options = dataclasses.replace(s3_options(settings), sweep_every_s=sweep_every)
     register_s3_opener(options)  # the ingest step opens s3:// URIs in this process
     try:
         sessions = wiring.store(settings)
         submit = _Submitter(settings, model)
     except wiring.WiringError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     source = S3Source(location, make_client(options), options)
     stopping = {"now": False}
 
@@ -157,7 +154,7 @@ def watch(
             if stopping["now"]:
                 break
     except (BotoCoreError, ClientError) as exc:
-        raise _fail(f"{target}: {_one_line(exc)}") from None
+        raise fail(f"{target}: {_one_line(exc)}") from None
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
 

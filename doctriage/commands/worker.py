@@ -12,12 +12,8 @@ from typing import Annotated
 import typer
 
 from doctriage import wiring
+from doctriage.commands._common import fail
 from doctriage.settings import get_settings
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 def worker(
@@ -38,13 +34,13 @@ def worker(
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in chosen if q not in QUEUES]
     if unknown or not chosen:
-        raise _fail(
+        raise fail(
             f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}"
         )
     if concurrency < 1:
-        raise _fail("--concurrency must be at least 1")
+        raise fail("--concurrency must be at least 1")
     if pool is not None and pool not in ("prefork", "threads", "solo"):
-        raise _fail("--pool must be prefork, threads or solo")
+        raise fail("--pool must be prefork, threads or solo")
     model_queues = {CLASSIFY, FULL_DEPTH} & set(chosen)
     if pool is None:
         pool = "threads" if model_queues else "prefork"
@@ -55,11 +51,14 @@ def worker(
         wiring.store(settings)  # migrate once before the children start
         app = wiring.configure_celery(settings, preload_model=bool(model_queues))
     except wiring.WiringError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     argv = ["worker", "-Q", ",".join(chosen), "-c", str(concurrency), "--pool", pool,
             "--loglevel", loglevel, "-n", f"doctriage-{'-'.join(chosen)}@%h"]
     if beat:
-        argv.append("--beat")
+        # The in-memory scheduler: Celery's default one keeps its state in a shelve file, which
+        # is pickle. Losing the state on restart only means a run may happen once more, and every
+        # scheduled task (reconcile, backlog) is idempotent.
+        argv += ["--beat", "--scheduler", "celery.beat:Scheduler"]
     from doctriage.observability import prepare_worker
 
     prepare_worker(settings)  # logging (JSON if configured) and the metrics endpoint

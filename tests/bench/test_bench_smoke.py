@@ -35,16 +35,27 @@ def test_pipeline_compares_embedded_and_naive_on_the_same_pages(
     assert emb["pages_by_text_source"] == {"ocr": 1, "text_layer": 1}
     for part in ("rasterise", "text_layer", "ocr", "classification", "storage"):
         assert emb["split_s"][part] > 0, part
-    assert sum(emb["split_s"].values()) >= 0.95 * emb["wall_s"]
+    # The timers account for the run: what no timer saw ("other") is a small part of it.
+    assert emb["split_s"]["other"] < 0.25 * emb["wall_s"], emb["split_s"]
     assert naive["split_s"]["ocr"] > 0 and naive["split_s"]["classification"] > 0
     assert result["ratio_pages_per_s"] == round(emb["pages_per_s"] / naive["pages_per_s"], 2)
     assert result["label_agreement"]["pages"] == 2
 
 
-def test_pipeline_rejects_a_missing_folder(tmp_path: Path) -> None:
-    proc = run_bench("pipeline.py", tmp_path / "nope", "--out", tmp_path / "x.json")
+def test_pipeline_rejects_a_missing_folder_or_manifest(tmp_path: Path, bench_bundle: Path) -> None:
+    for data in (tmp_path / "nope", tmp_path):  # no folder; a folder without manifest.csv
+        proc = run_bench("pipeline.py", data, "--model", bench_bundle,
+                         "--out", tmp_path / "x.json")
+        assert proc.returncode == 2
+        err = proc.stderr.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_memory_rejects_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    proc = run_bench("memory.py", "--model", tmp_path, "--out", tmp_path / "m.json")
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.strip().startswith("error:") and "not a model bundle" in proc.stderr
 
 
 def test_memory_reports_peaks_per_scenario(bench_bundle: Path, tmp_path: Path) -> None:
@@ -64,4 +75,4 @@ def test_memory_reports_peaks_per_scenario(bench_bundle: Path, tmp_path: Path) -
     # and the drain schedule keeps that to a few batches, not the whole backlog.
     last = str(max(int(k) for k in walk["exit_stage_histogram"]))
     assert walk["exit_stage_histogram"] == {last: 20}
-    assert 0 < walk["peak_pages_parked_with_state"] <= 20
+    assert 0 < walk["peak_pages_parked_with_state"] <= 2 * 8

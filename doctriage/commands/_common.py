@@ -1,0 +1,44 @@
+"""What every command shares: the one-line error with exit status 2, and quieting a logger for
+the length of a command without leaving it changed for whoever runs the next one in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+import typer
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `error: message` on stderr; raise the returned Exit (status 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+def quiet_workers_logs(command: Callable[P, R]) -> Callable[P, R]:
+    """For commands that report failures in their own summary: the workers' per-document error
+    logs would repeat them on stderr. (functools.wraps keeps the signature typer reads.)"""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with quiet_logger("workers"):
+            return command(*args, **kwargs)
+
+    return wrapper
