@@ -305,9 +305,9 @@ def register_s3_opener(options: S3Options) -> None:
     (called by the wiring that has the settings; the client is built lazily, per process)."""
     client = LazyClient(options)
 
-    def _open(uri: str) -> BinaryIO:
+    def _open(uri: str, etag: str | None = None) -> BinaryIO:
         bucket, key = split_object_uri(uri)
-        return open_object(client.get(), S3Object(bucket, key, ""))
+        return open_object(client.get(), S3Object(bucket, key, _strip_etag(etag)))
 
     register_opener("s3", _open)
 

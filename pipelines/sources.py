@@ -81,20 +81,24 @@ class LocalSource:
         return open(uri_to_path(uri), "rb")
 
 
+# An opener takes (uri, version): the version a document was registered with (an S3 etag),
+# so a store that can check it refuses an object replaced since; None means "as it is now".
+Opener = Callable[[str, "str | None"], BinaryIO]
+
 # scheme -> opener; sources for other schemes add themselves with `register_opener`.
-_OPENERS: dict[str, Callable[[str], BinaryIO]] = {"file": LocalSource([]).open}
+_OPENERS: dict[str, Opener] = {"file": lambda uri, _version: LocalSource([]).open(uri)}
 
 
-def register_opener(scheme: str, opener: Callable[[str], BinaryIO]) -> None:
+def register_opener(scheme: str, opener: Opener) -> None:
     _OPENERS[scheme] = opener
 
 
-def open_uri(uri: str) -> BinaryIO:
+def open_uri(uri: str, version: str | None = None) -> BinaryIO:
     scheme = urlparse(uri).scheme
     opener = _OPENERS.get(scheme)
     if opener is None:
         raise ValueError(f"no source can open {uri!r} (scheme {scheme!r})")
-    return opener(uri)
+    return opener(uri, version)
 
 
 def name_of(uri: str) -> str:

@@ -1,5 +1,6 @@
 """The real services the tests share with each other (and with other test runs on the machine):
-a fresh PostgreSQL database per user, and a Redis database number claimed atomically.
+a fresh PostgreSQL database per user, a Redis database number claimed atomically, moto's S3/SQS
+server on a free loopback port, and `doctriage` subprocesses (workers) started and stopped alike.
 
 One implementation for every suite: picking "an empty DB number" without a claim let two suites
 running at once take the same number and consume each other's messages."""
@@ -8,14 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 PG_ADMIN = os.environ.get("DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("DOCTRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 CLAIM_KEY = "doctriage-test-claim"
+REPO = Path(__file__).resolve().parents[1]
+DOCTRIAGE_BIN = str(Path(sys.executable).parent / "doctriage")
 
 
 @contextlib.contextmanager
@@ -63,3 +71,48 @@ def spare_redis_db(low: int = 1, high: int = 15) -> Iterator[str]:
         yield f"{REDIS}/{db}"
     finally:
         client.flushdb()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's real HTTP server (S3, SQS, ...) on a free loopback port; yields its endpoint URL.
+    boto3 talks HTTP to it: no boto3 call is mocked. Credentials are the caller's business."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def start_doctriage(
+    args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO
+) -> subprocess.Popen:
+    """`doctriage ARGS` in the background, stdout and stderr to `log_path`, in a process group
+    of its own so that `stop_process` reaches the worker's children too."""
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [DOCTRIAGE_BIN, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group (a worker's warm shutdown), SIGKILL if it takes over 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

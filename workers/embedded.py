@@ -68,8 +68,12 @@ def run_embedded(
     tick = progress or (lambda _e, _n: None)
     doc_ids: list[int] = []
     with session_scope(ctx.sessions) as s:
-        for uri, sha in documents:
-            doc_id, _ = register_document(s, uri, sha256=sha)
+        for uri, version in documents:
+            # Sources yield (uri, etag) for object stores and (uri, sha256) for files.
+            if uri.startswith("s3://"):
+                doc_id, _ = register_document(s, uri, etag=version)
+            else:
+                doc_id, _ = register_document(s, uri, sha256=version)
             doc_ids.append(doc_id)
     chunk = runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
     pending: list[int] = []

@@ -61,7 +61,7 @@ class StepContext:
     artifacts: ArtifactStore
     ingest: IngestOptions = field(default_factory=IngestOptions)
     reroute: RerouteOptions = field(default_factory=RerouteOptions)
-    open_uri: Callable[[str], BinaryIO] = open_uri
+    open_uri: Callable[[str, str | None], BinaryIO] = open_uri
     # Imported lazily so an ingest-only worker never imports the page pipeline's heavy parts twice.
     iter_pages: Callable[..., Iterable[Any]] | None = None
 
@@ -103,7 +103,7 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
         doc = s.get(Document, doc_id)
         if doc is None:
             raise LookupError(f"document {doc_id} does not exist")
-        uri = doc.source_uri
+        uri, version = doc.source_uri, doc.etag
         claimed = mark_document(
             s, doc_id, DocumentState.INGESTING,
             only_from=(DocumentState.RECEIVED, DocumentState.INGESTING),
@@ -127,7 +127,7 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
             buffered.clear()
 
     try:
-        with ctx.open_uri(uri) as stream:
+        with ctx.open_uri(uri, version) as stream:
             for page in ctx.pages_of(stream, name):
                 key = page_key(doc_id, page.number)
                 ctx.artifacts.put(

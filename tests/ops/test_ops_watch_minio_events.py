@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from reportlab.pdfgen import canvas
+from servicekit import moto_server
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -47,31 +47,12 @@ def minio_entry(bucket: str, key: str, etag: str, name: str = "s3:ObjectCreated:
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint(free_port_module: int) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in AWS}
-    os.environ.update(AWS)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port_module, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{free_port_module}"
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def free_port_module() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def moto_endpoint() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in AWS.items():
+            mp.setenv(k, v)
+        with moto_server() as endpoint:
+            yield endpoint
 
 
 def test_watch_takes_minio_events_from_redis(

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from servicekit import start_doctriage, stop_process
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -27,7 +26,6 @@ from doctriage.settings import get_settings
 
 pytestmark = pytest.mark.services
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 150
 DOCS = [  # born-digital (text layer) and one scan (OCR); 4 pages in all
     "contract/kleister-nda-83087d7615931fce886400dab46a067a.pdf",
@@ -58,24 +56,6 @@ def by_label(samples: dict, name: str, label: str, **labels: str) -> dict[str, f
         if n == name and want <= set(lab) and v:
             out[dict(lab)[label]] += v
     return dict(out)
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "doctriage"), *args],
-        env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _wait_up(port: int, proc: subprocess.Popen, log: Path) -> dict:
@@ -118,11 +98,12 @@ def test_worker_metrics_move_with_the_work(
     get_settings.cache_clear()
     logs = {"ingest": tmp_path / "ingest.log", "classify": tmp_path / "classify.log"}
     procs = {
-        "ingest": _start(["worker", "--queues", "ingest", "-c", "2"],
-                         {**base, "DOCTRIAGE_METRICS_PORT": str(ingest_port)}, logs["ingest"]),
-        "classify": _start(["worker", "--queues", "classify,full_depth", "-c", "2"],
-                           {**base, "DOCTRIAGE_METRICS_PORT": str(classify_port)},
-                           logs["classify"]),
+        "ingest": start_doctriage(["worker", "--queues", "ingest", "-c", "2"],
+                                  {**base, "DOCTRIAGE_METRICS_PORT": str(ingest_port)},
+                                  logs["ingest"]),
+        "classify": start_doctriage(["worker", "--queues", "classify,full_depth", "-c", "2"],
+                                    {**base, "DOCTRIAGE_METRICS_PORT": str(classify_port)},
+                                    logs["classify"]),
     }
     try:
         before_i = _wait_up(ingest_port, procs["ingest"], logs["ingest"])
@@ -159,7 +140,7 @@ def test_worker_metrics_move_with_the_work(
         after_c = scrape(classify_port)
     finally:
         for p in procs.values():
-            _stop(p)
+            stop_process(p)
 
     assert sorted(states) == ["DONE", "DONE", "DONE", "FAILED"]
     early = [p for p in preds if p.pass_name == "early"]

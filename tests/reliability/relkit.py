@@ -1,7 +1,8 @@
 """Helpers for the reliability and security tests (imported as `relkit`: a unique module name,
 since tests/ folders are not packages): a tiny model bundle, generated documents, and the
-real-services harness the fault tests share (a fresh PostgreSQL database, a spare Redis DB
-number, worker subprocesses)."""
+real-services harness the fault tests share (worker subprocesses, PostgreSQL backends and Redis
+clients to cut). The fresh database, spare Redis DB number and moto server come from
+`servicekit`, shared with every other suite."""
 
 from __future__ import annotations
 
@@ -11,24 +12,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from servicekit import PG_ADMIN, start_doctriage
 
 REPO = Path(__file__).resolve().parents[2]
 REALDOCS = Path(
     os.environ.get("DOCTRIAGE_REALDOCS", REPO.parent / "shared" / "datasets" / "realdocs")
 )
-PG_ADMIN = os.environ.get(
-    "DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS = "redis://127.0.0.1:6379"
 LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
-DOCTRIAGE_BIN = str(Path(sys.executable).parent / "doctriage")
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -126,21 +121,6 @@ def pg_available() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def fresh_pg_database(prefix: str = "doctriage_rel") -> Iterator[str]:
-    import psycopg2
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(PG_ADMIN, connect_timeout=5)
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-
-
 def terminate_backends(db_url: str) -> int:
     """pg_terminate_backend on every other connection to this database; returns how many."""
     import psycopg2
@@ -157,27 +137,6 @@ def terminate_backends(db_url: str) -> int:
         return int(cur.fetchone()[0])
     finally:
         conn.close()
-
-
-@contextlib.contextmanager
-def spare_redis_db() -> Iterator[str]:
-    """A Redis DB number nobody uses right now (highest empty one, claimed with a marker key so
-    a concurrent test run picks another); flushed after. The shared server is
-    never restarted and FLUSHALL is never used: it would wipe other runs' databases."""
-    import redis
-
-    claimed = None
-    for db in range(15, 1, -1):
-        client = redis.Redis.from_url(f"{REDIS}/{db}")
-        if client.dbsize() == 0 and client.set("doctriage:reliability:claim", "1", nx=True):
-            claimed = db
-            break
-    if claimed is None:
-        raise RuntimeError("no empty Redis database number to use")
-    try:
-        yield f"{REDIS}/{claimed}"
-    finally:
-        client.flushdb()
 
 
 def redis_clients_of(url: str) -> list[str]:
@@ -229,11 +188,8 @@ class Cluster:
 
     def start(self, name: str, *args: str) -> Proc:
         log = self.logs / f"{name}-{len(self.procs)}.log"
-        popen = subprocess.Popen(
-            # cwd: a beat writes its schedule file there; keep it out of the repository.
-            [DOCTRIAGE_BIN, *args], env=self.env, cwd=self.logs, stdout=log.open("wb"),
-            stderr=subprocess.STDOUT, start_new_session=True,  # own group: killpg reaches children
-        )
+        # cwd: a beat writes its schedule file there; keep it out of the repository.
+        popen = start_doctriage(list(args), self.env, log, cwd=self.logs)
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,17 +21,15 @@ from typing import Any
 
 import pytest
 from relkit import (
-    DOCTRIAGE_BIN,
     Cluster,
-    fresh_pg_database,
     kill_redis_clients,
     pg_available,
     record_result,
-    spare_redis_db,
     terminate_backends,
     text_pdf_bytes,
     write_corpus,
 )
+from servicekit import DOCTRIAGE_BIN, fresh_pg_database, moto_server, spare_redis_db
 from sqlalchemy import func, select
 
 from db.models import Document, Page, Prediction
@@ -398,17 +395,8 @@ def test_sigterm_of_classify_worker_with_pages_in_the_batcher(harness, tmp_path:
 
 @pytest.fixture
 def moto_s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def test_s3_object_deleted_between_event_and_ingestion(harness, tmp_path: Path,

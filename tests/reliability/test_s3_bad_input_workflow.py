@@ -6,7 +6,6 @@ SQS events. Each ends with one clear reason on its row; every good document is c
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from relkit import record_result, text_pdf_bytes
+from servicekit import moto_server
 from sqlalchemy import select
 
 from db.models import Document, Page, Prediction
@@ -29,17 +29,8 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relkit import Cluster, hostile_pickle, record_result, spare_redis_db, text_pdf_bytes
+from relkit import Cluster, hostile_pickle, record_result, text_pdf_bytes
+from servicekit import spare_redis_db
 from sqlalchemy import select
 
 from db.models import Document, Page

@@ -121,7 +121,8 @@ def test_audit_cli_binds_hostile_class_filter(tmp_path: Path, spy: SqlSpy,
 
 @pytest.mark.services
 def test_audit_on_postgresql_binds_hostile_filters(spy: SqlSpy) -> None:
-    from relkit import fresh_pg_database, pg_available
+    from relkit import pg_available
+    from servicekit import fresh_pg_database
 
     if (reason := pg_available()) is not None:
         pytest.skip(reason)

@@ -46,7 +46,8 @@ def test_pickle_disguised_as_safetensors_is_not_unpickled(security_bundle: Path,
 def test_cli_reports_a_pickle_bundle_in_one_line(security_bundle: Path, tmp_path: Path) -> None:
     import subprocess
 
-    from relkit import DOCTRIAGE_BIN, text_pdf_bytes
+    from relkit import text_pdf_bytes
+    from servicekit import DOCTRIAGE_BIN
 
     bundle = tmp_path / "bundle"
     shutil.copytree(security_bundle, bundle)

@@ -6,20 +6,14 @@ they print. (PostgreSQL here uses trust auth, so the password in the URL is carr
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from relkit import (
-    DOCTRIAGE_BIN,
-    Cluster,
-    fresh_pg_database,
-    pg_available,
-    spare_redis_db,
-    text_pdf_bytes,
-)
+from relkit import Cluster, pg_available, text_pdf_bytes
+from servicekit import DOCTRIAGE_BIN, fresh_pg_database, moto_server, spare_redis_db
 from sqlalchemy import select
 
 pytestmark = pytest.mark.services
@@ -30,23 +24,10 @@ SESSION_TOKEN = "FwoGZXIvYXdzEDoaDdoctriageSessionTokenValue"
 PG_PASSWORD = "pg-Pa55w0rd-doctriage"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch):
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+def moto() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def test_worker_and_watch_never_print_credentials(moto: str, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_messages_on_the_wire_are_json_ids_only(tmp_path: Path) -> None:
     import json
 
     import redis
-    from relkit import spare_redis_db
+    from servicekit import spare_redis_db
 
     from workers.tasks import classify, ingest
 

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servicekit import fresh_pg_database, spare_redis_db
+from servicekit import fresh_pg_database, spare_redis_db, start_doctriage, stop_process
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -25,7 +22,6 @@ from doctriage.settings import get_settings
 
 pytestmark = pytest.mark.services
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
 
 
@@ -39,24 +35,6 @@ def pg_url() -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     with spare_redis_db() as url:
         yield url
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "doctriage"), *args],
-        env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: we stop it and its children
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # warm shutdown of the worker and its children
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _labels(url: str) -> dict[tuple[str, int], str]:
@@ -96,11 +74,10 @@ def test_workers_classify_submitted_documents(
     get_settings.cache_clear()
     procs = []
     try:
-        procs.append(
-            _start(["worker", "--queues", "ingest", "-c", "1"], env, tmp_path / "ingest.log")
-        )
-        procs.append(_start(["worker", "--queues", "classify,full_depth", "-c", "2"], env,
-                            tmp_path / "classify.log"))
+        procs.append(start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
+                                     tmp_path / "ingest.log"))
+        procs.append(start_doctriage(["worker", "--queues", "classify,full_depth", "-c", "2"],
+                                     env, tmp_path / "classify.log"))
         result = CliRunner().invoke(app, ["submit", str(short_docs)])
         assert result.exit_code == 0, result.output
         assert "6 new, 6 queued" in result.output
@@ -146,7 +123,7 @@ def test_workers_classify_submitted_documents(
         distributed = _labels(pg_url)
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p)
 
     # The embedded runner on the same documents and model stores the same labels.
     home = tmp_path / "embedded"

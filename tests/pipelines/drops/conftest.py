@@ -5,13 +5,13 @@ migrated SQLite store."""
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servicekit import moto_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, migrate, session_factory
@@ -25,30 +25,13 @@ _ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in _ENV}
-    os.environ.update(_ENV)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in _ENV.items():
+            mp.setenv(k, v)
+        with moto_server() as endpoint:
+            yield endpoint
 
 
 @pytest.fixture

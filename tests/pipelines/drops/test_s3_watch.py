@@ -157,3 +157,31 @@ def test_bad_targets_fail_with_one_line(cli: Any, bucket: str) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_object_replaced_after_registration_is_not_read_under_the_old_row(
+    s3: Any, bucket: str, s3_options: Any, tmp_path: Path
+) -> None:
+    """The ingest step opens the object at the etag the document was registered with: bytes
+    uploaded later under the same key belong to a new document row, never to the old one."""
+    from db.repository import register_document
+    from db.session import migrate
+    from pipelines.artifacts import LocalArtifactStore
+    from pipelines.s3 import ObjectChanged, register_s3_opener
+    from workers.steps import StepContext, ingest_document
+
+    old = s3.put_object(Bucket=bucket, Key="in/r.pdf", Body=make_pdf("first"))
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    with session_scope(sessions) as s:
+        doc_id, _ = register_document(s, f"s3://{bucket}/in/r.pdf", etag=old["ETag"].strip('"'))
+    s3.put_object(Bucket=bucket, Key="in/r.pdf", Body=make_pdf("second", pages=2))
+
+    register_s3_opener(s3_options)
+    ctx = StepContext(sessions=sessions, artifacts=LocalArtifactStore(tmp_path / "artifacts"))
+    # A permanent error: the task's on_failure (or the embedded runner) marks the row FAILED.
+    with pytest.raises(ObjectChanged, match="replaced or deleted"):
+        ingest_document(ctx, doc_id)
+    with session_scope(sessions) as s:
+        assert s.execute(select(func.count()).select_from(Page)).scalar_one() == 0
