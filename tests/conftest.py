@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def isolated_home(
 
     get_settings.cache_clear()
     return home
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A CLI command run in-process may install doctriage's log handler on the root logger (as
+    it does in a real process); take it off again so the next test starts with pytest's."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        if handler.get_name() == "doctriage":
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -43,6 +43,18 @@ def fresh_pg_database(prefix: str = "doctriage_test") -> Iterator[str]:
     finally:
         conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+@contextlib.contextmanager
+def migrated_pg_database(prefix: str = "doctriage_test") -> Iterator[str]:
+    """A fresh database (as above) with the store's schema already applied."""
+    from db.session import make_engine, migrate
+
+    with fresh_pg_database(prefix) as url:
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        yield url
 
 
 @contextlib.contextmanager
@@ -81,18 +93,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(env: Mapping[str, str] | None = None) -> Iterator[str]:
     """moto's real HTTP server (S3, SQS, ...) on a free loopback port; yields its endpoint URL.
-    boto3 talks HTTP to it: no boto3 call is mocked. Credentials are the caller's business."""
+    boto3 talks HTTP to it: no boto3 call is mocked. `env` (dummy AWS credentials, say) is set
+    in os.environ while the server runs and restored afterwards."""
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
 
 
 def start_doctriage(

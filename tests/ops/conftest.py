@@ -4,11 +4,11 @@ claimed for this run, free TCP ports, and the workflow tests' tiny model bundle.
 from __future__ import annotations
 
 import importlib.util
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from servicekit import free_port as servicekit_free_port
 from servicekit import fresh_pg_database, spare_redis_db
 
 
@@ -26,12 +26,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def free_port() -> Callable[[], int]:
-    def pick() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    return pick
+    return servicekit_free_port
 
 
 @pytest.fixture(scope="session")

@@ -48,11 +48,8 @@ def minio_entry(bucket: str, key: str, etag: str, name: str = "s3:ObjectCreated:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in AWS.items():
-            mp.setenv(k, v)
-        with moto_server() as endpoint:
-            yield endpoint
+    with moto_server(AWS) as endpoint:
+        yield endpoint
 
 
 def test_watch_takes_minio_events_from_redis(

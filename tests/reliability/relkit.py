@@ -202,7 +202,8 @@ class Cluster:
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
-            if " ready." in proc.tail(20_000):
+            # The whole log: at DEBUG a worker can write far more than a tail before we look.
+            if proc.log.exists() and " ready." in proc.log.read_text(errors="replace"):
                 return
             time.sleep(0.3)
         raise RuntimeError(f"{proc.name} not ready in {timeout}s:\n{proc.tail()}")

@@ -120,6 +120,27 @@ class Harness:
         _, err = self._submit.communicate(timeout=120)
         assert self._submit.returncode == 0, err
 
+    def start_all_then_submit(self, sizes: list[int],
+                              wait_maintenance: bool = True) -> tuple[Any, float]:
+        """The common run: a corpus of `sizes` pages per document, the workers up (ingest and
+        classify ready), then the submission. Returns the classify worker (the usual victim)
+        and when the submission started."""
+        write_corpus(self.tmp / "docs", sizes)
+        self.maintenance_worker(wait=wait_maintenance)
+        self.ingest_worker()
+        classify = self.classify_worker()
+        t_start = time.monotonic()
+        self.submit(self.tmp / "docs")
+        return classify, t_start
+
+    def finish(self, sizes: list[int]) -> tuple[dict[str, Any], float]:
+        """The submission ended, every document and page final; the verified counts and the
+        time all was final."""
+        self.submitted()
+        self.wait_finished(len(sizes), sum(sizes))
+        t_done = time.monotonic()
+        return self.verify(len(sizes), sum(sizes)), t_done
+
     def close(self) -> None:
         self.cluster.close()
         self.engine.dispose()
@@ -221,22 +242,14 @@ def _report(fault: str, pages_in: int, result: dict[str, Any], t_fault: float, t
 def test_classify_worker_sigkill_mid_batch(harness, tmp_path: Path) -> None:
     h = harness({"DOCTRIAGE_MAX_DELAY_MS": "400"})  # pages wait in the batcher: a batch is open
     sizes = [8] * 25
-    write_corpus(tmp_path / "docs", sizes)
-    h.maintenance_worker(wait=False)
-    h.ingest_worker()
-    victim = h.classify_worker()
-    t_start = time.monotonic()
-    h.submit(tmp_path / "docs")
+    victim, t_start = h.start_all_then_submit(sizes, wait_maintenance=False)
     h.wait_for("classification under way",
                lambda s: s.early >= 24 and s.pages.get("CLASSIFYING", 0) > 0, 120, poll=0.02)
     in_flight = len(h.pages_in("CLASSIFYING"))
     Cluster.kill(victim, signal.SIGKILL)
     t_fault = time.monotonic()
     h.classify_worker()  # the restart that finishes the work
-    h.submitted()
-    h.wait_finished(len(sizes), sum(sizes))
-    t_done = time.monotonic()
-    result = h.verify(len(sizes), sum(sizes))
+    result, t_done = h.finish(sizes)
     assert in_flight > 0
     _report("classify worker SIGKILL mid-batch (restarted)", sum(sizes), result, t_fault,
             t_done, t_start, pages_in_flight_at_kill=in_flight)
@@ -270,10 +283,7 @@ def test_ingest_worker_sigkill_mid_100_page_document(harness, tmp_path: Path) ->
     Cluster.kill(victim, signal.SIGKILL)
     t_fault = time.monotonic()
     h.ingest_worker()
-    h.submitted()
-    h.wait_finished(len(sizes), sum(sizes))
-    t_done = time.monotonic()
-    result = h.verify(len(sizes), sum(sizes))
+    result, t_done = h.finish(sizes)
     _report("ingest worker SIGKILL mid 100-page document (restarted)", sum(sizes), result,
             t_fault, t_done, t_start, page_rows_at_kill=pages_at_kill)
 
@@ -287,22 +297,14 @@ def test_redis_flushdb_and_connection_reset_then_reconcile(harness, tmp_path: Pa
 
     h = harness()
     sizes = [8] * 25
-    write_corpus(tmp_path / "docs", sizes)
-    h.maintenance_worker()
-    h.ingest_worker()
-    h.classify_worker()
-    t_start = time.monotonic()
-    h.submit(tmp_path / "docs")
+    _, t_start = h.start_all_then_submit(sizes)
     h.wait_for("a third classified", lambda s: s.early >= 70, 150, poll=0.05)
     client = redis.Redis.from_url(h.broker)
     lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
     client.flushdb()
     killed = kill_redis_clients(h.broker)
     t_fault = time.monotonic()
-    h.submitted()
-    h.wait_finished(len(sizes), sum(sizes))
-    t_done = time.monotonic()
-    result = h.verify(len(sizes), sum(sizes))
+    result, t_done = h.finish(sizes)
     _report("Redis FLUSHDB (own DB) + client connections killed, reconcile re-enqueues",
             sum(sizes), result, t_fault, t_done, t_start, messages_lost=lost,
             connections_killed=killed)
@@ -316,21 +318,13 @@ def test_redis_flushdb_alone_then_reconcile(harness, tmp_path: Path) -> None:
 
     h = harness()
     sizes = [8] * 25
-    write_corpus(tmp_path / "docs", sizes)
-    h.maintenance_worker()
-    h.ingest_worker()
-    h.classify_worker()
-    t_start = time.monotonic()
-    h.submit(tmp_path / "docs")
+    _, t_start = h.start_all_then_submit(sizes)
     h.wait_for("a fifth classified", lambda s: s.early >= 40, 150, poll=0.05)
     client = redis.Redis.from_url(h.broker)
     lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
     client.flushdb()
     t_fault = time.monotonic()
-    h.submitted()
-    h.wait_finished(len(sizes), sum(sizes))
-    t_done = time.monotonic()
-    result = h.verify(len(sizes), sum(sizes))
+    result, t_done = h.finish(sizes)
     logs = "".join(p.tail(10**7) for p in h.cluster.procs)
     _report("Redis FLUSHDB (own DB) alone, connections kept; reconcile re-enqueues",
             sum(sizes), result, t_fault, t_done, t_start, messages_lost=lost,
@@ -340,12 +334,7 @@ def test_redis_flushdb_alone_then_reconcile(harness, tmp_path: Path) -> None:
 def test_postgresql_connections_terminated_mid_run(harness, tmp_path: Path) -> None:
     h = harness()
     sizes = [8] * 25
-    write_corpus(tmp_path / "docs", sizes)
-    h.maintenance_worker()
-    h.ingest_worker()
-    h.classify_worker()
-    t_start = time.monotonic()
-    h.submit(tmp_path / "docs")
+    _, t_start = h.start_all_then_submit(sizes)
     h.wait_for("a fifth classified", lambda s: s.early >= 40, 150, poll=0.05)
     # Every 0.2 s for 8 s: idle pooled connections (pool_pre_ping's case) and, some of the
     # time, connections in the middle of a task's transaction (the retry's case).
@@ -354,10 +343,7 @@ def test_postgresql_connections_terminated_mid_run(harness, tmp_path: Path) -> N
     while time.monotonic() - t_fault < 8:
         terminated += terminate_backends(h.db_url)
         time.sleep(0.2)
-    h.submitted()
-    h.wait_finished(len(sizes), sum(sizes))
-    t_done = time.monotonic()
-    result = h.verify(len(sizes), sum(sizes))
+    result, t_done = h.finish(sizes)
     logs = "".join(p.tail(10**7) for p in h.cluster.procs)
     retries = logs.count(" retry: Retry in ")
     assert terminated > 0
@@ -369,12 +355,7 @@ def test_postgresql_connections_terminated_mid_run(harness, tmp_path: Path) -> N
 def test_sigterm_of_classify_worker_with_pages_in_the_batcher(harness, tmp_path: Path) -> None:
     h = harness({"DOCTRIAGE_MAX_DELAY_MS": "1500"})  # deeper stages wait for a fuller batch
     sizes = [8] * 25
-    write_corpus(tmp_path / "docs", sizes)
-    h.maintenance_worker(wait=False)
-    h.ingest_worker()
-    victim = h.classify_worker()
-    t_start = time.monotonic()
-    h.submit(tmp_path / "docs")
+    victim, t_start = h.start_all_then_submit(sizes, wait_maintenance=False)
     h.wait_for("pages waiting in the batcher",
                lambda s: s.early >= 16 and s.pages.get("CLASSIFYING", 0) > 0, 120, poll=0.02)
     held = set(h.pages_in("CLASSIFYING"))
@@ -384,10 +365,7 @@ def test_sigterm_of_classify_worker_with_pages_in_the_batcher(harness, tmp_path:
     left = held & set(h.pages_in("CLASSIFYING"))
     assert not left, f"{len(left)} of {len(held)} pages the stopped worker held are unfinished"
     h.classify_worker()
-    h.submitted()
-    h.wait_finished(len(sizes), sum(sizes))
-    t_done = time.monotonic()
-    result = h.verify(len(sizes), sum(sizes))
+    result, t_done = h.finish(sizes)
     _report("classify worker SIGTERM with pages in the stage batcher", sum(sizes), result,
             t_fault, t_done, t_start, pages_in_batcher_at_sigterm=len(held),
             worker_exit_code=victim.popen.returncode)

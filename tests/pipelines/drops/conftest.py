@@ -4,14 +4,13 @@ migrated SQLite store."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servicekit import moto_server
+from servicekit import migrated_pg_database, moto_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, migrate, session_factory
@@ -27,11 +26,8 @@ _ENV = {
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in _ENV.items():
-            mp.setenv(k, v)
-        with moto_server() as endpoint:
-            yield endpoint
+    with moto_server(_ENV) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -71,28 +67,11 @@ def store(tmp_path: Path) -> sessionmaker[Session]:
     return session_factory(engine)
 
 
-PG_ADMIN_URL = os.environ.get(
-    "DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of its own for this session (migrated; dropped at the end)."""
-    from sqlalchemy import create_engine, text
-
-    name = f"doctriage_drops_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with migrated_pg_database("doctriage_drops") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
