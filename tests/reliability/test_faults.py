@@ -29,7 +29,13 @@ from relkit import (
     text_pdf_bytes,
     write_corpus,
 )
-from servicekit import DOCTRIAGE_BIN, fresh_pg_database, moto_server, spare_redis_db
+from servicekit import (
+    CLAIM_KEY,
+    DOCTRIAGE_BIN,
+    fresh_pg_database,
+    moto_server,
+    spare_redis_db,
+)
 from sqlalchemy import func, select
 
 from db.models import Document, Page, Prediction
@@ -140,6 +146,18 @@ class Harness:
         self.wait_finished(len(sizes), sum(sizes))
         t_done = time.monotonic()
         return self.verify(len(sizes), sum(sizes)), t_done
+
+    def flush_broker(self) -> dict[str, int]:
+        """FLUSHDB on our broker DB number; returns the messages each queue held then."""
+        import redis
+
+        client = redis.Redis.from_url(self.broker)
+        lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
+        claim = client.get(CLAIM_KEY)
+        client.flushdb()
+        if claim is not None:  # keep our DB number claimed: another run must not take it now
+            client.set(CLAIM_KEY, claim)
+        return lost
 
     def close(self) -> None:
         self.cluster.close()
@@ -293,15 +311,11 @@ def test_redis_flushdb_and_connection_reset_then_reconcile(harness, tmp_path: Pa
     wiping other runs' databases on the shared server), then CLIENT KILL of every connection on
     it (what a restart does to the clients). Queued and unacknowledged messages are gone: the
     reconcile task finds the work in the database and enqueues it again."""
-    import redis
-
     h = harness()
     sizes = [8] * 25
     _, t_start = h.start_all_then_submit(sizes)
     h.wait_for("a third classified", lambda s: s.early >= 70, 150, poll=0.05)
-    client = redis.Redis.from_url(h.broker)
-    lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
-    client.flushdb()
+    lost = h.flush_broker()
     killed = kill_redis_clients(h.broker)
     t_fault = time.monotonic()
     result, t_done = h.finish(sizes)
@@ -314,15 +328,11 @@ def test_redis_flushdb_alone_then_reconcile(harness, tmp_path: Path) -> None:
     """FLUSHDB without the restart: the connections stay up but kombu's routing tables
     (_kombu.binding.*) are gone with the messages, so the next publish finds no route until
     the producers reconnect and declare again. Nothing may end FAILED or stuck because of it."""
-    import redis
-
     h = harness()
     sizes = [8] * 25
     _, t_start = h.start_all_then_submit(sizes)
     h.wait_for("a fifth classified", lambda s: s.early >= 40, 150, poll=0.05)
-    client = redis.Redis.from_url(h.broker)
-    lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
-    client.flushdb()
+    lost = h.flush_broker()
     t_fault = time.monotonic()
     result, t_done = h.finish(sizes)
     logs = "".join(p.tail(10**7) for p in h.cluster.procs)
