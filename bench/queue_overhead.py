@@ -3,12 +3,17 @@
 Same documents, same model, three runs:
 - embedded + SQLite      (`doctriage run`'s default),
 - embedded + PostgreSQL  (isolates the store's share),
-- distributed: Celery + Redis + PostgreSQL, one ingest worker and one classify worker as
-  subprocesses (started and warmed up on one document before the clock starts); timed from
-  `submit` to every document final.
+- distributed: Celery + Redis + PostgreSQL, one ingest worker and a classify worker of N
+  processes (prefork when N > 1; `--classify-procs 1,2` runs each N), as subprocesses started
+  and warmed up on one document before the clock starts; timed from `submit` to every document
+  final.
+
+Overhead per page at the same model and batch size: (distributed wall - embedded wall) / pages.
+Use enough pages (`--docs 120` picks ~230 pages) that worker start-up and the final poll do
+not dominate.
 
     python bench/queue_overhead.py MODEL DATA [--docs 12] [--redis redis://127.0.0.1:6379]
-        [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--classify-procs 1,2]
 
 DATA: a folder (or realdocs-style folder with manifest.csv); born-digital PDFs are picked so
 OCR does not dominate. Prints JSON and writes bench/results/queue_overhead.json.
@@ -33,6 +38,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+POLL_S = 0.05  # the finish is seen at most this late: 0.2 ms/page at 250 pages
 DOCTRIAGE = str(Path(sys.executable).parent / "doctriage")
 
 
@@ -67,7 +73,7 @@ def wait_final(url: str, expected: int, timeout: float) -> int:
         states, pages = doc_states(url)
         if len(states) >= expected and all(s in ("DONE", "FAILED") for s in states):
             return pages
-        time.sleep(0.2)
+        time.sleep(POLL_S)
     raise SystemExit(f"error: distributed run not finished in {timeout}s")
 
 
@@ -111,11 +117,52 @@ def embedded(docs: Path, env: dict[str, str]) -> dict:
             "pages_per_s": summary["pages_per_s"]}
 
 
+def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_procs: int,
+                warm: Path, docs: Path, pages: int, n_docs: int,
+                procs: list[subprocess.Popen]) -> dict:
+    env = {**base, "DOCTRIAGE_HOME": str(home), "DOCTRIAGE_DATABASE_URL": pg_url,
+           "DOCTRIAGE_BROKER_URL": broker}
+    home.mkdir(parents=True, exist_ok=True)
+    started: list[subprocess.Popen] = []
+    classify = ["-c", str(n_procs)] + (["--pool", "prefork"] if n_procs > 1 else [])
+    for queues, extra in (("ingest", ["-c", "1"]), ("classify,full_depth", classify)):
+        log = open(home / f"{queues}.log", "wb")  # noqa: SIM115
+        started.append(subprocess.Popen(
+            [DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    procs.extend(started)
+    try:
+        submit = in_process_submitter(env)
+        submit(warm)
+        wait_final(pg_url, 1, 300)
+        t0 = time.perf_counter()
+        submit(docs)
+        wait_final(pg_url, n_docs, 600)
+        wall = time.perf_counter() - t0
+    finally:
+        for p in started:
+            stop(p)
+    return {"classify_processes": n_procs, "pages": pages, "wall_s": round(wall, 2),
+            "pages_per_s": round(pages / wall, 3)}
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", type=Path)
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=12)
+    ap.add_argument("--classify-procs", default="1",
+                    help="comma-separated classify worker process counts, one distributed run "
+                         "each (e.g. 1,2 for the scaling)")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379")
     ap.add_argument("--redis-db", type=int, default=14)
     ap.add_argument("--ocr-mode", default="text",
@@ -147,7 +194,8 @@ def main() -> None:
         raise SystemExit(f"error: Redis DB {args.redis_db} is in use; pick another with --redis-db")
     admin = psycopg2.connect(args.pg)
     admin.autocommit = True
-    dbs = [f"bench_qo_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    procs_list = [int(x) for x in args.classify_procs.split(",")]
+    dbs = [f"bench_qo_{uuid.uuid4().hex[:8]}" for _ in range(1 + len(procs_list))]
     for name in dbs:
         admin.cursor().execute(f'CREATE DATABASE "{name}"')
     pg_urls = [args.pg.rsplit("/", 1)[0] + "/" + name for name in dbs]
@@ -158,44 +206,36 @@ def main() -> None:
         run_cli(["run", str(warm), "--json"], env)
         report["embedded_postgres"] = embedded(docs, env)
 
-        # 3. distributed
-        env = {**base, "DOCTRIAGE_HOME": str(tmp / "dist"), "DOCTRIAGE_DATABASE_URL": pg_urls[1],
-               "DOCTRIAGE_BROKER_URL": f"{args.redis}/{args.redis_db}"}
-        for queues in ("ingest", "classify,full_depth"):
-            log = open(tmp / f"{queues}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [DOCTRIAGE, "worker", "--queues", queues, "-c", "1", "--loglevel", "WARNING"],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        submit = in_process_submitter(env)
-        submit(warm)
-        wait_final(pg_urls[1], 1, 300)
-        t0 = time.perf_counter()
-        submit(docs)
-        wait_final(pg_urls[1], len(picked), 600)
-        wall = time.perf_counter() - t0
-        pages = report["embedded_sqlite"]["pages"]
-        report["distributed"] = {"pages": pages, "wall_s": round(wall, 2),
-                                 "pages_per_s": round(pages / wall, 3)}
+        # 3. distributed, once per classify process count
+        for k, n_procs in enumerate(procs_list, start=1):
+            report[f"distributed_{n_procs}proc"] = distributed(
+                tmp / f"dist{n_procs}", base, pg_urls[k], f"{args.redis}/{args.redis_db}",
+                n_procs, warm, docs, report["embedded_sqlite"]["pages"], len(picked), procs)
+            r.flushdb()
     finally:
         for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+            stop(p)
         r.flushdb()
         for name in dbs:
             admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     n = report["embedded_sqlite"]["pages"]
     e_s = report["embedded_sqlite"]["run_s"]
-    report["overhead_ms_per_page"] = {
-        "postgres_vs_sqlite": round(1000 * (report["embedded_postgres"]["run_s"] - e_s) / n, 1),
-        "distributed_vs_embedded_sqlite": round(
-            1000 * (report["distributed"]["wall_s"] - e_s) / n, 1),
-    }
-    report["note"] = ("distributed: submit (register + enqueue) to every document final; the two "
-                      "workers share the machine's cores with each other (and other jobs)")
+    p_s = report["embedded_postgres"]["run_s"]
+    over = {"postgres_vs_sqlite": round(1000 * (p_s - e_s) / n, 2)}
+    for n_procs in procs_list:
+        d_s = report[f"distributed_{n_procs}proc"]["wall_s"]
+        over[f"distributed_{n_procs}proc_vs_embedded_sqlite"] = round(1000 * (d_s - e_s) / n, 2)
+        over[f"distributed_{n_procs}proc_vs_embedded_postgres"] = round(1000 * (d_s - p_s) / n, 2)
+    report["overhead_ms_per_page"] = over
+    if 1 in procs_list and len(procs_list) > 1:
+        one = report["distributed_1proc"]["wall_s"]
+        report["classify_scaling_vs_1proc"] = {
+            str(k): round(one / report[f"distributed_{k}proc"]["wall_s"], 3) for k in procs_list}
+    report["cpu_cores"] = os.cpu_count()
+    report["note"] = ("distributed: submit (register + enqueue) to every document final, polled "
+                      f"every {POLL_S} s; the workers share the machine's cores with each other "
+                      "(and other jobs); embedded: `doctriage run`'s own seconds (register + "
+                      "ingest + classify), CLI start-up excluded")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "queue_overhead.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
