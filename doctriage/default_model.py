@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from doctriage.options import ingest_options
 from doctriage.settings import Settings
-from pipelines.options import IngestOptions
 
 # Sized to finish in a few minutes on 2 CPU cores (measured: see the training report in the
 # bundle, metadata.training.train_seconds).
@@ -91,12 +91,7 @@ def build_default_bundle(
         workers=2,
         val_fraction=0.25,
         cache_dir=settings.home / "cache" / "pages",
-        ingest=IngestOptions(
-            ocr_mode=settings.ocr_mode,
-            dpi=settings.dpi,
-            ocr_dpi=settings.ocr_dpi,
-            ocr_timeout_s=settings.ocr_timeout_s,
-        ),
+        ingest=ingest_options(settings),
         progress=progress,
         log=log,
     )

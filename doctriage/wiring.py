@@ -13,27 +13,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from doctriage.options import ingest_options
 from doctriage.settings import Settings, get_settings
 from pipelines.artifacts import ArtifactStore, open_artifact_store
-from pipelines.options import IngestOptions
 from workers.classify_runtime import BatcherOptions, ClassifyRuntime
 from workers.steps import RerouteOptions, StepContext
 
 
 class WiringError(ValueError):
     """A setting or argument that cannot be used; the message is one line for the user."""
-
-
-def ingest_options(settings: Settings) -> IngestOptions:
-    return IngestOptions(
-        ocr_mode=settings.ocr_mode,
-        dpi=settings.dpi,
-        ocr_dpi=settings.ocr_dpi,
-        ocr_timeout_s=settings.ocr_timeout_s,
-        max_pages=settings.max_pages,
-        max_page_pixels=settings.max_page_pixels,
-        max_file_bytes=settings.max_file_bytes,
-    )
 
 
 def batcher_options(settings: Settings) -> BatcherOptions:

@@ -42,3 +42,14 @@ def quiet_workers_logs(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
 
     return wrapper
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """--threads N: torch's CPU threads (1 is fastest on a busy machine); None leaves torch's."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise fail("--threads must be at least 1")
+    import torch  # only when asked: most commands never load torch
+
+    torch.set_num_threads(threads)

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from classifier.bundle import BundleError
-from doctriage.commands._common import fail
+from doctriage.commands._common import fail, set_torch_threads
+from doctriage.options import ingest_options
 from doctriage.settings import get_settings
 from pipelines.dataset import DatasetError
-from pipelines.options import IngestOptions
 
 
 def evaluate(
@@ -47,24 +47,14 @@ def evaluate(
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
     from doctriage.modeling import evaluate_bundle
 
-    if threads is not None:
-        if threads < 1:
-            raise fail("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
 
     if split not in ("all", "val", "train"):
         raise fail(f"--split must be all, val or train, not {split!r}")
     if batch_size < 1:
         raise fail("--batch-size must be at least 1")
     settings = get_settings()
-    ingest = IngestOptions(
-        ocr_mode=settings.ocr_mode,
-        dpi=settings.dpi,
-        ocr_dpi=settings.ocr_dpi,
-        ocr_timeout_s=settings.ocr_timeout_s,
-    )
+    ingest = ingest_options(settings)
     try:
         report = evaluate_bundle(
             model_dir,

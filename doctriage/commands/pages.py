@@ -13,7 +13,8 @@ from typing import Annotated, BinaryIO, TextIO
 import typer
 from tqdm import tqdm
 
-from doctriage.settings import Settings, get_settings
+from doctriage.options import ingest_options
+from doctriage.settings import get_settings
 from pipelines.pages import DocumentError, IngestOptions, count_pages, iter_pages
 
 
@@ -23,22 +24,6 @@ class OcrChoice(StrEnum):
     text = "text"
 
 
-def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
-    """IngestOptions from the settings (the one place where settings meet the pipeline)."""
-    values: dict[str, object] = {
-        "ocr_mode": settings.ocr_mode,
-        "dpi": settings.dpi,
-        "ocr_dpi": settings.ocr_dpi,
-        "ocr_timeout_s": settings.ocr_timeout_s,
-        "ocr_lang": settings.ocr_lang,
-        "min_ocr_conf": settings.min_ocr_conf,
-        "max_pages": settings.max_pages,
-        "max_page_pixels": settings.max_page_pixels,
-        "max_file_bytes": settings.max_file_bytes,
-        "min_text_coverage": settings.min_text_coverage,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return IngestOptions(**values)  # type: ignore[arg-type]
 
 
 def _fail(message: str, err: TextIO | None = None) -> typer.Exit:

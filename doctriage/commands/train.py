@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from classifier.bundle import BundleError
-from doctriage.commands._common import fail
+from doctriage.commands._common import fail, set_torch_threads
+from doctriage.options import ingest_options
 from doctriage.settings import get_settings
 from pipelines.dataset import DatasetError
-from pipelines.options import IngestOptions
 
 
 def train(
@@ -77,12 +77,7 @@ def train(
     """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
     from doctriage.modeling import train_bundle  # torch import only when the command runs
 
-    if threads is not None:
-        if threads < 1:
-            raise fail("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    set_torch_threads(threads)
 
     if strategy not in ("joint", "two-stage"):
         raise fail(f"--strategy must be joint or two-stage, not {strategy!r}")
@@ -91,12 +86,7 @@ def train(
     if resume and not (out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
     settings = get_settings()
-    ingest = IngestOptions(
-        ocr_mode=settings.ocr_mode,
-        dpi=settings.dpi,
-        ocr_dpi=settings.ocr_dpi,
-        ocr_timeout_s=settings.ocr_timeout_s,
-    )
+    ingest = ingest_options(settings)
     try:
         report = train_bundle(
             data,

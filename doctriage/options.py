@@ -1,0 +1,24 @@
+"""Where the settings meet the pipelines' option objects (pipelines never read the settings)."""
+
+from __future__ import annotations
+
+from doctriage.settings import Settings
+from pipelines.options import IngestOptions
+
+
+def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
+    """IngestOptions from the settings; keyword overrides that are not None win (CLI flags)."""
+    values: dict[str, object] = {
+        "ocr_mode": settings.ocr_mode,
+        "dpi": settings.dpi,
+        "ocr_dpi": settings.ocr_dpi,
+        "ocr_timeout_s": settings.ocr_timeout_s,
+        "ocr_lang": settings.ocr_lang,
+        "min_ocr_conf": settings.min_ocr_conf,
+        "max_pages": settings.max_pages,
+        "max_page_pixels": settings.max_page_pixels,
+        "max_file_bytes": settings.max_file_bytes,
+        "min_text_coverage": settings.min_text_coverage,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return IngestOptions(**values)  # type: ignore[arg-type]
