@@ -8,7 +8,10 @@ Same documents, same model, three runs:
   and warmed up on one document before the clock starts; timed from `submit` to every document
   final.
 
-Overhead per page at the same model and batch size: (distributed wall - embedded wall) / pages.
+Overhead per page at the same model and batch size: (distributed wall - embedded wall) / pages,
+and, since the distributed run overlaps ingest and classify on several cores (so its wall time
+is not at the embedded runner's throughput), the CPU seconds per page each path spends: worker
+processes + submitter + Redis/PostgreSQL servers against `doctriage run`'s CPU less its start-up.
 Use enough pages (`--docs 120` picks ~230 pages) that worker start-up and the final poll do
 not dominate.
 
@@ -25,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -33,6 +37,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import psycopg2
 import redis
 
@@ -109,12 +114,57 @@ def in_process_submitter(env: dict[str, str]):
     return submit
 
 
-def embedded(docs: Path, env: dict[str, str]) -> dict:
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def tree_cpu(procs: list[subprocess.Popen]) -> float:
+    """CPU seconds of the worker processes and their (prefork) children so far."""
+    total = 0.0
+    for p in procs:
+        try:
+            root = psutil.Process(p.pid)
+            for q in [root, *root.children(recursive=True)]:
+                t = q.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def servers_cpu() -> float:
+    """CPU seconds of the Redis and PostgreSQL server processes (machine-wide: other jobs' use
+    of the same servers is counted too)."""
+    total = 0.0
+    for q in psutil.process_iter(["name"]):
+        if q.info["name"] and (q.info["name"].startswith("postgres")
+                               or q.info["name"].startswith("redis-server")):
+            try:
+                t = q.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+    return total
+
+
+def embedded(docs: Path, warm: Path, env: dict[str, str]) -> dict:
+    c0 = children_cpu()
+    run_cli(["run", str(warm), "--json"], env)  # already done: start-up cost only
+    startup_cpu = children_cpu() - c0
+    c0, s0 = children_cpu(), servers_cpu()
     t0 = time.perf_counter()
     summary = json.loads(run_cli(["run", str(docs), "--json"], env))
     wall = time.perf_counter() - t0
+    cpu = children_cpu() - c0 - startup_cpu + servers_cpu() - s0
     return {"pages": summary["pages"], "run_s": summary["seconds"], "wall_s": round(wall, 2),
-            "pages_per_s": summary["pages_per_s"]}
+            "pages_per_s": summary["pages_per_s"], "startup_cpu_s": round(startup_cpu, 2),
+            "cpu_s": round(cpu, 2), "cpu_ms_per_page": round(1000 * cpu / summary["pages"], 2)}
 
 
 def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_procs: int,
@@ -135,15 +185,20 @@ def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_pr
         submit = in_process_submitter(env)
         submit(warm)
         wait_final(pg_url, 1, 300)
+        time.sleep(1.0)  # let the warm-up's last writes settle before the CPU baseline
+        w0, s0, m0 = tree_cpu(started), servers_cpu(), self_cpu()
         t0 = time.perf_counter()
         submit(docs)
+        m1 = self_cpu()
         wait_final(pg_url, n_docs, 600)
         wall = time.perf_counter() - t0
+        cpu = tree_cpu(started) - w0 + servers_cpu() - s0 + m1 - m0
     finally:
         for p in started:
             stop(p)
     return {"classify_processes": n_procs, "pages": pages, "wall_s": round(wall, 2),
-            "pages_per_s": round(pages / wall, 3)}
+            "pages_per_s": round(pages / wall, 3), "cpu_s": round(cpu, 2),
+            "cpu_ms_per_page": round(1000 * cpu / pages, 2)}
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -187,7 +242,7 @@ def main() -> None:
     # 1. embedded + SQLite
     env = {**base, "DOCTRIAGE_HOME": str(tmp / "sqlite")}
     run_cli(["run", str(warm), "--json"], env)
-    report["embedded_sqlite"] = embedded(docs, env)
+    report["embedded_sqlite"] = embedded(docs, warm, env)
 
     r = redis.Redis.from_url(f"{args.redis}/{args.redis_db}")
     if r.dbsize():
@@ -204,7 +259,7 @@ def main() -> None:
         # 2. embedded + PostgreSQL
         env = {**base, "DOCTRIAGE_HOME": str(tmp / "pg"), "DOCTRIAGE_DATABASE_URL": pg_urls[0]}
         run_cli(["run", str(warm), "--json"], env)
-        report["embedded_postgres"] = embedded(docs, env)
+        report["embedded_postgres"] = embedded(docs, warm, env)
 
         # 3. distributed, once per classify process count
         for k, n_procs in enumerate(procs_list, start=1):
@@ -227,6 +282,12 @@ def main() -> None:
         over[f"distributed_{n_procs}proc_vs_embedded_sqlite"] = round(1000 * (d_s - e_s) / n, 2)
         over[f"distributed_{n_procs}proc_vs_embedded_postgres"] = round(1000 * (d_s - p_s) / n, 2)
     report["overhead_ms_per_page"] = over
+    e_c = report["embedded_sqlite"]["cpu_ms_per_page"]
+    p_c = report["embedded_postgres"]["cpu_ms_per_page"]
+    report["overhead_cpu_ms_per_page"] = {"postgres_vs_sqlite": round(p_c - e_c, 2)} | {
+        f"distributed_{k}proc_vs_embedded_{name}": round(
+            report[f"distributed_{k}proc"]["cpu_ms_per_page"] - base_c, 2)
+        for k in procs_list for name, base_c in (("sqlite", e_c), ("postgres", p_c))}
     if 1 in procs_list and len(procs_list) > 1:
         one = report["distributed_1proc"]["wall_s"]
         report["classify_scaling_vs_1proc"] = {
