@@ -26,9 +26,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
+from classifier.config import NAMED_SIZES
+from classifier.factory import new_model
 from classifier.inputs import PageInput
-from classifier.model import EarlyExitModel, Preprocessing
+from classifier.model import EarlyExitModel
 from classifier.tokenizer import train_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,10 +56,7 @@ def build(size_name: str) -> EarlyExitModel:
     size = NAMED_SIZES[size_name]
     tok = train_tokenizer([" ".join(WORDS)] * 50, vocab_size=min(size.vocab_size, 2000))
     torch.manual_seed(0)
-    model = EarlyExitModel(backbone_config(size, vocab_size=len(tok)),
-                           exit_layers_for("every", size.layers), LABELS, tok,
-                           Preprocessing(size.max_text_len, size.image_size))
-    return model.eval()
+    return new_model(size_name, "every", LABELS, tok).eval()
 
 
 def _sync(device: str) -> None:

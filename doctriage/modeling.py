@@ -16,9 +16,10 @@ from transformers import LayoutLMv3Config
 
 from classifier.bundle import from_checkpoint, load_bundle, save_bundle
 from classifier.calibrate import calibrate_model
-from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
+from classifier.config import NAMED_SIZES, exit_layers_for
 from classifier.evaluation import evaluate
-from classifier.model import EarlyExitModel, Preprocessing
+from classifier.factory import new_model
+from classifier.model import EarlyExitModel
 from classifier.tokenizer import load_tokenizer, train_tokenizer
 from classifier.training import TrainOptions, all_logits, set_seed, train
 from pipelines.dataset import (
@@ -134,14 +135,7 @@ def train_bundle(
         else:
             tokenizer = train_tokenizer((" ".join(p.words) for p in train_pages), size.vocab_size)
         set_seed(seed)
-        cfg = backbone_config(size, vocab_size=len(tokenizer))
-        model = EarlyExitModel(
-            cfg,
-            exit_layers_for(placements, size.layers),
-            labels,
-            tokenizer,
-            Preprocessing(size.max_text_len, size.image_size),
-        )
+        model = new_model(config, placements, labels, tokenizer)
     checkpoint.mkdir(parents=True, exist_ok=True)
     model.tokenizer.save_pretrained(str(checkpoint))
 

@@ -18,18 +18,15 @@ def bench_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny early-exit LayoutLMv3 saved as a bundle (the benches time it, so its
     answers do not matter)."""
     from classifier.bundle import save_bundle
-    from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
-    from classifier.model import EarlyExitModel, Preprocessing
+    from classifier.config import NAMED_SIZES
+    from classifier.factory import new_model
     from classifier.tokenizer import train_tokenizer
 
     size = NAMED_SIZES["tiny"]
     tok = train_tokenizer(["agreement between the parties total amount receipt date"] * 50,
                           vocab_size=size.vocab_size)
     torch.manual_seed(0)
-    model = EarlyExitModel(
-        backbone_config(size, vocab_size=len(tok)), exit_layers_for("every", size.layers),
-        LABELS, tok, Preprocessing(size.max_text_len, size.image_size),
-    )
+    model = new_model("tiny", "every", LABELS, tok)
     path = tmp_path_factory.mktemp("bench-bundle") / "tiny"
     save_bundle(model.eval(), path, name="tiny-bench")
     return path

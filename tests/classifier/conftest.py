@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
+from classifier.config import NAMED_SIZES
+from classifier.factory import new_model
 from classifier.inputs import PageInput
-from classifier.model import EarlyExitModel, Preprocessing
+from classifier.model import EarlyExitModel
 from classifier.tokenizer import train_tokenizer
 
 # One thread: on this shared 2-core machine two torch threads fighting other jobs run ~7x slower.
@@ -86,17 +87,8 @@ def make_pages(count: int, seed: int = 0) -> tuple[list[PageInput], torch.Tensor
 def tiny_model(placement: str = "every", seed: int = 0) -> EarlyExitModel:
     torch.manual_seed(seed)
     pages, _ = make_pages(30, seed=99)
-    size = NAMED_SIZES["tiny"]
-    tok = train_tokenizer([" ".join(p.words) for p in pages], size.vocab_size)
-    cfg = backbone_config(size, vocab_size=len(tok))
-    model = EarlyExitModel(
-        cfg,
-        exit_layers_for(placement, size.layers),
-        LABELS,
-        tok,
-        Preprocessing(size.max_text_len, size.image_size),
-    )
-    return model.eval()
+    tok = train_tokenizer([" ".join(p.words) for p in pages], NAMED_SIZES["tiny"].vocab_size)
+    return new_model("tiny", placement, LABELS, tok).eval()
 
 
 @pytest.fixture

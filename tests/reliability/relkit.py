@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import modelkit
 from servicekit import PG_ADMIN, start_doctriage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,29 +31,10 @@ LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_public
 
 
 def build_tiny_bundle(path: Path, *, seed: int = 0) -> Path:
-    """A random `tiny` early-exit LayoutLMv3 (exits after every layer) saved as a bundle; the
-    temperatures/thresholds make pages leave at several stages. Nothing is downloaded."""
-    import torch
-
-    from classifier.bundle import save_bundle
-    from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
-    from classifier.model import EarlyExitModel, Preprocessing
-    from classifier.tokenizer import train_tokenizer
-
-    size = NAMED_SIZES["tiny"]
+    """The shared tiny bundle, with the vocabulary of these tests' documents."""
     texts = ["statement invoice total amount due page heading account receipt contract",
-             "resume experience education form signature abstract introduction quarterly"] * 50
-    tok = train_tokenizer(texts, vocab_size=size.vocab_size)
-    torch.manual_seed(seed)
-    model = EarlyExitModel(
-        backbone_config(size, vocab_size=len(tok)), exit_layers_for("every", size.layers),
-        LABELS, tok, Preprocessing(size.max_text_len, size.image_size),
-    )
-    model.temperatures.fill_(0.1)
-    model.thresholds = [0.86, 0.9, 0.6, 0.6, 0.0]
-    model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
-    save_bundle(model.eval(), path, name="tiny-reliability")
-    return path
+             "resume experience education form signature abstract introduction quarterly"]
+    return modelkit.build_tiny_bundle(path, seed=seed, name="tiny-reliability", texts=texts)
 
 
 def hostile_pickle(marker: Path) -> bytes:

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from modelkit import build_tiny_bundle
 
-LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
 # A few short realdocs, born-digital mostly (fast: text layer, no OCR), one image (OCR).
 SHORT_DOCS = [
     "contract/kleister-nda-83087d7615931fce886400dab46a067a.pdf",
@@ -18,32 +17,6 @@ SHORT_DOCS = [
     "invoice/vrdu-adbuy-42adf390-6e50-6fbc-fbbe-65117a1ffcb2.pdf",
     "form/funsd-0000990274.png",
 ]
-
-
-def build_tiny_bundle(path: Path, *, seed: int = 0) -> Path:
-    """A random tiny early-exit LayoutLMv3 with exits after every layer, saved as a bundle.
-    Temperature and thresholds are set so that pages exit at every stage."""
-    from classifier.bundle import save_bundle
-    from classifier.config import NAMED_SIZES, backbone_config, exit_layers_for
-    from classifier.model import EarlyExitModel, Preprocessing
-    from classifier.tokenizer import train_tokenizer
-
-    size = NAMED_SIZES["tiny"]
-    texts = ["non disclosure agreement between the parties invoice total amount due receipt",
-             "resume experience education skills form date signature abstract introduction"] * 50
-    tok = train_tokenizer(texts, vocab_size=size.vocab_size)
-    torch.manual_seed(seed)
-    config = backbone_config(size, vocab_size=len(tok))
-    model = EarlyExitModel(
-        config, exit_layers_for("every", size.layers), LABELS, tok,
-        Preprocessing(size.max_text_len, size.image_size),
-    )
-    # Chosen from this seed's confidence spread so pages leave at every stage.
-    model.temperatures.fill_(0.1)
-    model.thresholds = [0.86, 0.9, 0.6, 0.6, 0.0]
-    model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
-    save_bundle(model.eval(), path, name="tiny-test")
-    return path
 
 
 @pytest.fixture(scope="session")

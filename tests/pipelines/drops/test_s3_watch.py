@@ -4,7 +4,6 @@ SQS notifications, where a duplicate event creates nothing new; then `doctriage 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from drops_helpers import make_pdf
+from modelkit import build_tiny_bundle
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -24,13 +24,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # The workflow tests' tiny bundle builder (random weights, built locally, nothing fetched).
-    spec = importlib.util.spec_from_file_location(
-        "workers_test_fixtures", REPO / "tests" / "workers" / "conftest.py")
-    assert spec and spec.loader, "tests/workers/conftest.py (build_tiny_bundle) is missing"
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+    # The workflow tests' tiny bundle (random weights, built locally, nothing fetched).
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture

@@ -1,0 +1,35 @@
+"""The tiny model bundle the workflow, operations, drops, reliability and security tests share:
+random weights built here (nothing is downloaded), exits after every layer, temperature and
+thresholds set so that pages leave at every stage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
+TEXTS = [
+    "non disclosure agreement between the parties invoice total amount due receipt",
+    "resume experience education skills form date signature abstract introduction",
+]
+
+
+def build_tiny_bundle(
+    path: Path, *, seed: int = 0, name: str = "tiny-test", texts: Sequence[str] = TEXTS
+) -> Path:
+    import torch
+
+    from classifier.bundle import save_bundle
+    from classifier.config import NAMED_SIZES
+    from classifier.factory import new_model
+    from classifier.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(list(texts) * 50, vocab_size=NAMED_SIZES["tiny"].vocab_size)
+    torch.manual_seed(seed)
+    model = new_model("tiny", "every", LABELS, tok)
+    # Chosen from seed 0's confidence spread so pages leave at every stage.
+    model.temperatures.fill_(0.1)
+    model.thresholds = [0.86, 0.9, 0.6, 0.6, 0.0]
+    model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
+    save_bundle(model.eval(), path, name=name)
+    return path
