@@ -42,6 +42,7 @@ from pipelines.errors import DocumentError
 from pipelines.options import IngestOptions
 from pipelines.pages import iter_pages
 from pipelines.sources import LocalSource
+from workers.allocator import tune_malloc
 from workers.classify_runtime import make_decider, split_rows
 from workers.stage_batcher import SCHEDULES, StageBatcher, StageDecision
 
@@ -227,7 +228,10 @@ def main() -> None:
                     help="replace the bundle's thresholds so about this share of the pages "
                          "still running exits at each stage (an operating point for an "
                          "under-trained model whose own thresholds exit everything at once)")
+    ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                    help="tuned: the workers' glibc malloc settings (workers/allocator.py)")
     args = ap.parse_args()
+    malloc = tune_malloc() if args.malloc == "tuned" else "glibc defaults"
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_bundle(args.model, args.device)
@@ -296,7 +300,7 @@ def main() -> None:
         "exit_stage_histogram": {str(k): hist[k] for k in sorted(hist)},
         "mean_layers_per_page": round(sum(layers[s] for s in ex_stage) / len(ex_stage), 3),
         "full_layers": layers[-1],
-        "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
+        "torch_threads": torch.get_num_threads(), "malloc": malloc, "machine": platform.platform(),
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)

@@ -31,6 +31,7 @@ from classifier.factory import new_model
 from classifier.inputs import PageInput
 from classifier.model import EarlyExitModel
 from classifier.tokenizer import train_tokenizer
+from workers.allocator import tune_malloc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = ["a", "b", "c", "d"]
@@ -95,6 +96,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    malloc = tune_malloc()  # as the workers run (workers/allocator.py)
     results = []
     for name in args.sizes.split(","):
         model = build(name).to(args.device)
@@ -105,7 +107,8 @@ def main() -> None:
                    **measure(model, args.batch, args.repeats, args.device)}
             print(json.dumps(row), file=sys.stderr, flush=True)
             results.append(row)
-    out = {"bench": "capacity", "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+    out = {"bench": "capacity", "malloc": malloc,
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
            "shared with other jobs (loaded)", "device": args.device, "torch": torch.__version__,
            "results": results}
     RESULTS.mkdir(exist_ok=True)

@@ -20,6 +20,7 @@ import torch
 from classifier.bundle import BundleError
 from doctriage.modeling import evaluate_bundle
 from pipelines.dataset import DatasetError
+from workers.allocator import tune_malloc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,6 +37,7 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".doctriage/cache/pages")
     ap.add_argument("--out", type=Path, default=RESULTS / "early_exit.json")
     args = ap.parse_args()
+    malloc = tune_malloc()  # as the workers run (workers/allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()
@@ -65,6 +67,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "machine": platform.node(),
+        "malloc": malloc,
         "accuracy_full_depth": report["full_depth"]["accuracy"],
         "accuracy_early_exit": ee["accuracy"],
         "accuracy_drop_points": ee["accuracy_drop_points"],

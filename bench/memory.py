@@ -151,6 +151,9 @@ def make_pdf(path: Path, pages: int, seed: int = 0) -> Path:
 def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from workers.allocator import tune_malloc
+
+    malloc = tune_malloc()  # as the workers run: freed memory stays in the heap
     if args.threads:
         torch.set_num_threads(args.threads)
     home = Path(args.home)
@@ -182,6 +185,7 @@ def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_children_mib": mib(sampler.peak_children),
         "ru_maxrss_mib": mib(maxrss_bytes()),
         "goal_mib": mib(GOAL_INGEST_BYTES),
+        "malloc": malloc,
         "meets_goal": max(sampler.peak, maxrss_bytes()) + sampler.peak_children
         < GOAL_INGEST_BYTES,
         **gpu,
@@ -201,11 +205,15 @@ def scenario_backlog_never_exit(args: argparse.Namespace) -> dict[str, Any]:
 def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dict[str, Any]:
     import torch
 
+    from workers.allocator import tune_malloc
+
+    malloc = tune_malloc()  # as the workers run: freed memory stays in the heap
     if args.threads:
         torch.set_num_threads(args.threads)
     from classifier.bundle import load_bundle
     from classifier.policy import NeverExit
     from classifier.predict import model_policy
+    from classifier.state import StageState
     from pipelines.options import IngestOptions
     from pipelines.pages import iter_pages
     from workers.classify_runtime import make_decider, split_rows
@@ -242,7 +250,7 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         # What one parked page costs: `select` copies its rows out of the batch's tensors.
         state_bytes = {
             name: nbytes(getattr(state, name))
-            for name in ("hidden", "attention_mask", "text_mask", "rel_pos", "rel_2d_pos")
+            for name in StageState._TENSORS
         }
         after = sampler.rss()
     per_state = sum(state_bytes.values())
@@ -272,6 +280,7 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         "peak_parked_state_mib": mib(batcher.peak_parked * per_state),
         "if_whole_backlog_parked_mib": mib(size * per_state),
         "batcher": batcher.stats_dict(),
+        "malloc": malloc,
         **gpu_peak(args.device),
     }
 

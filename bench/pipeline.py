@@ -365,6 +365,9 @@ def main() -> int:
     if not args.data.is_dir():
         print(f"error: {args.data}: no such folder", file=sys.stderr)
         return 2
+    from workers.allocator import tune_malloc
+
+    malloc = tune_malloc()  # as the workers run (workers/allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     from classifier.bundle import BundleError, load_bundle
@@ -403,6 +406,7 @@ def main() -> int:
         "device": args.device,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.node()}",
+        "malloc": malloc,
         "documents": len(paths),
         "documents_by_label": dict(sorted(Counter(r["label"] for r in picked).items())),
         "documents_by_source": dict(sorted(Counter(r["source"] for r in picked).items())),

@@ -20,6 +20,7 @@ from transformers import LayoutLMv3Config, LayoutLMv3Model, PreTrainedTokenizerB
 
 from classifier.heads import GateHead, RampHead
 from classifier.inputs import PageLike, clamp_box, image_to_array, pixels_from_arrays
+from classifier.position_bias import position_bias
 from classifier.state import StageState
 
 
@@ -140,17 +141,13 @@ class EarlyExitModel(nn.Module):
         mask = torch.cat(
             [text_mask, torch.ones(visual.shape[:2], dtype=text_mask.dtype, device=dev)], dim=1
         )
-        rel_pos = rel_2d_pos = None
-        if cfg.has_spatial_attention_bias:
-            visual_bbox = bb.calculate_visual_bbox(dev, dtype=torch.long, batch_size=batch)
-            rel_2d_pos = bb.encoder._cal_2d_pos_emb(torch.cat([bbox, visual_bbox], dim=1))
-        if cfg.has_relative_attention_bias:
-            pos = torch.arange(t, device=dev).unsqueeze(0).expand(batch, t)
-            vpos = torch.arange(visual.shape[1], device=dev).repeat(batch, 1)
-            rel_pos = bb.encoder._cal_1d_pos_emb(torch.cat([pos, vpos], dim=1))
+        visual_bbox = bb.calculate_visual_bbox(dev, dtype=torch.long, batch_size=batch)
+        bias = position_bias(
+            bb.encoder, cfg, torch.cat([bbox, visual_bbox], dim=1), t, visual.shape[1]
+        )
         hidden = bb.dropout(bb.LayerNorm(torch.cat([text, visual], dim=1)))
         ext = bb.get_extended_attention_mask(mask, mask.shape, dtype=hidden.dtype)
-        return StageState(hidden, ext, text_mask, rel_pos, rel_2d_pos, stage=0)
+        return StageState(hidden, ext, text_mask, bias, stage=0)
 
     def exit_logits(self, state: StageState) -> torch.Tensor:
         """Logits (B, num_labels) of the exit at `state.stage`."""
@@ -168,18 +165,18 @@ class EarlyExitModel(nn.Module):
         target = min(self.num_stages - 1, state.stage + stages)
         hidden = state.hidden
         layers = self.backbone.encoder.layer
+        # The layers add (rel_pos + rel_2d_pos): the summed bias goes in as rel_pos, plus 0.
+        rel_2d = 0 if self.config.has_spatial_attention_bias else None
         for i in range(self.exit_layers[state.stage], self.exit_layers[target]):
             hidden = layers[i](
                 hidden,
                 state.attention_mask,
                 None,
                 False,
-                rel_pos=state.rel_pos,
-                rel_2d_pos=state.rel_2d_pos,
+                rel_pos=state.position_bias,
+                rel_2d_pos=rel_2d,
             )[0]
-        new = StageState(
-            hidden, state.attention_mask, state.text_mask, state.rel_pos, state.rel_2d_pos, target
-        )
+        new = StageState(hidden, state.attention_mask, state.text_mask, state.position_bias, target)
         return self.exit_logits(new), new
 
     def all_exit_logits(

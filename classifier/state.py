@@ -16,11 +16,13 @@ class StageState:
     hidden: torch.Tensor  # (B, L, H) hidden states after the layers run so far
     attention_mask: torch.Tensor  # (B, 1, 1, L) additive mask, as the layers take it
     text_mask: torch.Tensor  # (B, T) 1 for real text tokens (pooling)
-    rel_pos: torch.Tensor | None  # (B, heads, L, L) 1D relative-position bias, or None
-    rel_2d_pos: torch.Tensor | None  # (B, heads, L, L) 2D (layout) bias, or None
+    # (B, heads, L, L) relative-position + layout attention bias, summed (classifier/
+    # position_bias.py), or None. It is most of a parked page's bytes (1 MB of 1.2 MB for the
+    # small config), hence one tensor rather than transformers' two.
+    position_bias: torch.Tensor | None
     stage: int  # exit stage reached: 0 = embeddings, k = after the k-th encoder exit
 
-    _TENSORS = ("hidden", "attention_mask", "text_mask", "rel_pos", "rel_2d_pos")
+    _TENSORS = ("hidden", "attention_mask", "text_mask", "position_bias")
 
     def __len__(self) -> int:
         return self.hidden.shape[0]

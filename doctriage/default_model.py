@@ -66,6 +66,10 @@ def build_default_bundle(
 ) -> Path:
     from doctriage.modeling import train_bundle
     from pipelines.synth import generate_corpus
+    from workers.allocator import tune_malloc
+
+    if settings.malloc_tuning:
+        tune_malloc()  # training allocates like inference does, only more
 
     corpus = settings.home / "cache" / f"default-corpus-{per_class}-{CORPUS_SEED}"
     if not (corpus / "manifest.csv").exists():

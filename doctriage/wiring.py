@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from doctriage.options import ingest_options
 from doctriage.settings import Settings, get_settings
 from pipelines.artifacts import ArtifactStore, open_artifact_store
+from workers.allocator import tune_malloc
 from workers.classify_runtime import BatcherOptions, ClassifyRuntime
 from workers.steps import RerouteOptions, StepContext
 
@@ -95,6 +96,8 @@ def load_model(settings: Settings, override: Path | None = None) -> Any:
 
 
 def classify_runtime(settings: Settings, override: Path | None = None) -> ClassifyRuntime:
+    if settings.malloc_tuning:
+        tune_malloc()  # before the model's first allocations
     return ClassifyRuntime(load_model(settings, override), batcher_options(settings))
 
 

@@ -86,6 +86,10 @@ def train(
     if resume and not (out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
     settings = get_settings()
+    if settings.malloc_tuning:
+        from workers.allocator import tune_malloc
+
+        tune_malloc()
     ingest = ingest_options(settings)
     try:
         report = train_bundle(

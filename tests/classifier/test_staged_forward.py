@@ -108,3 +108,22 @@ def test_encode_is_deterministic_and_handles_empty_pages(model, pages):
         assert torch.equal(a[k], b[k])
     assert a["input_ids"].shape == (4, model.preprocessing.max_text_len)
     assert int(a["attention_mask"][3].sum()) <= 3  # <s> </s> (and maybe one empty-word token)
+
+
+def test_position_bias_is_transformers_bias_exactly(model, pages):
+    """The one summed bias equals transformers' 1D + 2D biases bit for bit, at a fraction of
+    the bytes a parked page carries (one tensor instead of two)."""
+    inputs = model.encode(pages)
+    bb = model.backbone
+    with torch.no_grad():
+        state = model.embed(inputs)
+        visual = bb.calculate_visual_bbox("cpu", dtype=torch.long, batch_size=len(pages))
+        boxes = torch.cat([inputs["bbox"], visual], dim=1)
+        text_len = inputs["input_ids"].shape[1]
+        positions = torch.cat(
+            [torch.arange(text_len), torch.arange(boxes.shape[1] - text_len)]
+        ).repeat(len(pages), 1)
+        reference = bb.encoder._cal_1d_pos_emb(positions) + bb.encoder._cal_2d_pos_emb(boxes)
+    assert torch.equal(state.position_bias, reference)
+    assert state.position_bias.shape == (len(pages), model.config.num_attention_heads,
+                                         model.seq_len, model.seq_len)
