@@ -61,25 +61,36 @@ def pick_documents(data: Path, n: int, folder: Path) -> list[Path]:
     return paths
 
 
-def doc_states(url: str) -> tuple[list[str], int]:
-    from sqlalchemy import create_engine, text
+class StoreProbe:
+    """Polls the store for the run's end over ONE connection: a new connection per poll (a
+    PostgreSQL backend forked every 50 ms) cost the server ~1 ms of CPU each, which the
+    server-CPU figure then counted as the distributed path's overhead."""
 
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
-    with engine.connect() as c:
-        states = [r[0] for r in c.execute(text("select state from documents"))]
-        pages = c.execute(text("select count(*) from pages")).scalar_one()
-    engine.dispose()
-    return states, int(pages)
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
 
+        self.engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"),
+                                    pool_size=1)
 
-def wait_final(url: str, expected: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states, pages = doc_states(url)
-        if len(states) >= expected and all(s in ("DONE", "FAILED") for s in states):
-            return pages
-        time.sleep(POLL_S)
-    raise SystemExit(f"error: distributed run not finished in {timeout}s")
+    def states(self) -> tuple[list[str], int]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as c:
+            states = [r[0] for r in c.execute(text("select state from documents"))]
+            pages = c.execute(text("select count(*) from pages")).scalar_one()
+        return states, int(pages)
+
+    def wait_final(self, expected: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states, pages = self.states()
+            if len(states) >= expected and all(s in ("DONE", "FAILED") for s in states):
+                return pages
+            time.sleep(POLL_S)
+        raise SystemExit(f"error: distributed run not finished in {timeout}s")
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> str:
@@ -138,13 +149,13 @@ def tree_cpu(procs: list[subprocess.Popen]) -> float:
     return total
 
 
-def servers_cpu() -> float:
+def servers_cpu(prefix: str = "") -> float:
     """CPU seconds of the Redis and PostgreSQL server processes (machine-wide: other jobs' use
-    of the same servers is counted too)."""
+    of the same servers is counted too); `prefix` picks one of them ("postgres", "redis")."""
     total = 0.0
     for q in psutil.process_iter(["name"]):
-        if q.info["name"] and (q.info["name"].startswith("postgres")
-                               or q.info["name"].startswith("redis-server")):
+        name = q.info["name"] or ""
+        if name.startswith(("postgres", "redis-server")) and name.startswith(prefix):
             try:
                 t = q.cpu_times()
                 total += t.user + t.system
@@ -153,18 +164,31 @@ def servers_cpu() -> float:
     return total
 
 
+def cpu_split(started: list[subprocess.Popen], submitter: float) -> dict[str, float]:
+    """Where the CPU goes, per component (seconds so far)."""
+    return {"ingest_worker": tree_cpu(started[:1]), "classify_worker": tree_cpu(started[1:]),
+            "postgres": servers_cpu("postgres"), "redis": servers_cpu("redis"),
+            "submitter": submitter}
+
+
 def embedded(docs: Path, warm: Path, env: dict[str, str]) -> dict:
     c0 = children_cpu()
     run_cli(["run", str(warm), "--json"], env)  # already done: start-up cost only
     startup_cpu = children_cpu() - c0
-    c0, s0 = children_cpu(), servers_cpu()
+    c0, p0, r0 = children_cpu(), servers_cpu("postgres"), servers_cpu("redis")
     t0 = time.perf_counter()
     summary = json.loads(run_cli(["run", str(docs), "--json"], env))
     wall = time.perf_counter() - t0
-    cpu = children_cpu() - c0 - startup_cpu + servers_cpu() - s0
+    run_cpu = children_cpu() - c0 - startup_cpu
+    pg_cpu, redis_cpu = servers_cpu("postgres") - p0, servers_cpu("redis") - r0
+    cpu = run_cpu + pg_cpu + redis_cpu
+    n = summary["pages"]
+    split = {"run": round(1000 * run_cpu / n, 2), "postgres": round(1000 * pg_cpu / n, 2),
+             "redis": round(1000 * redis_cpu / n, 2)}
     return {"pages": summary["pages"], "run_s": summary["seconds"], "wall_s": round(wall, 2),
             "pages_per_s": summary["pages_per_s"], "startup_cpu_s": round(startup_cpu, 2),
-            "cpu_s": round(cpu, 2), "cpu_ms_per_page": round(1000 * cpu / summary["pages"], 2)}
+            "cpu_s": round(cpu, 2), "cpu_ms_per_page": round(1000 * cpu / n, 2),
+            "cpu_ms_per_page_by_part": split}
 
 
 def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_procs: int,
@@ -181,24 +205,28 @@ def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_pr
             [DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     procs.extend(started)
+    probe = StoreProbe(pg_url)
     try:
         submit = in_process_submitter(env)
         submit(warm)
-        wait_final(pg_url, 1, 300)
+        probe.wait_final(1, 300)
         time.sleep(1.0)  # let the warm-up's last writes settle before the CPU baseline
-        w0, s0, m0 = tree_cpu(started), servers_cpu(), self_cpu()
+        before = cpu_split(started, self_cpu())
         t0 = time.perf_counter()
         submit(docs)
-        m1 = self_cpu()
-        wait_final(pg_url, n_docs, 600)
+        submitted = self_cpu()
+        probe.wait_final(n_docs, 600)
         wall = time.perf_counter() - t0
-        cpu = tree_cpu(started) - w0 + servers_cpu() - s0 + m1 - m0
+        after = cpu_split(started, submitted)
+        split = {k: round(1000 * (after[k] - before[k]) / pages, 2) for k in after}
+        cpu = sum(after.values()) - sum(before.values())
     finally:
+        probe.close()
         for p in started:
             stop(p)
     return {"classify_processes": n_procs, "pages": pages, "wall_s": round(wall, 2),
             "pages_per_s": round(pages / wall, 3), "cpu_s": round(cpu, 2),
-            "cpu_ms_per_page": round(1000 * cpu / pages, 2)}
+            "cpu_ms_per_page": round(1000 * cpu / pages, 2), "cpu_ms_per_page_by_part": split}
 
 
 def stop(p: subprocess.Popen) -> None:
