@@ -29,10 +29,12 @@ import csv
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -149,38 +151,63 @@ def tree_cpu(procs: list[subprocess.Popen]) -> float:
     return total
 
 
-def servers_cpu(prefix: str = "") -> float:
-    """CPU seconds of the Redis and PostgreSQL server processes (machine-wide: other jobs' use
-    of the same servers is counted too); `prefix` picks one of them ("postgres", "redis")."""
-    total = 0.0
-    for q in psutil.process_iter(["name"]):
-        name = q.info["name"] or ""
-        if name.startswith(("postgres", "redis-server")) and name.startswith(prefix):
-            try:
-                t = q.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                continue
-    return total
+class ServerCPU:
+    """CPU seconds the Redis and PostgreSQL servers spend during a run (machine-wide: other
+    jobs' use of the same servers counts too). Sampled every 0.25 s while it runs: a
+    PostgreSQL backend exits with its client (`doctriage run`'s does before the run could be
+    measured), and its CPU time would be lost with a before/after reading."""
 
+    NAMES = ("postgres", "redis")
 
-def cpu_split(started: list[subprocess.Popen], submitter: float) -> dict[str, float]:
-    """Where the CPU goes, per component (seconds so far)."""
-    return {"ingest_worker": tree_cpu(started[:1]), "classify_worker": tree_cpu(started[1:]),
-            "postgres": servers_cpu("postgres"), "redis": servers_cpu("redis"),
-            "submitter": submitter}
+    def __init__(self) -> None:
+        self.baseline = self._snapshot()
+        self.last = dict(self.baseline)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def _snapshot(cls) -> dict[tuple[int, str], float]:
+        out = {}
+        for q in psutil.process_iter(["name"]):
+            name = q.info["name"] or ""
+            kind = next((k for k in cls.NAMES if name.startswith(k)), None)
+            if kind:
+                try:
+                    t = q.cpu_times()
+                    out[(q.pid, kind)] = t.user + t.system
+                except psutil.NoSuchProcess:
+                    continue
+        return out
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.25):
+            for key, t in self._snapshot().items():
+                self.last[key] = max(t, self.last.get(key, 0.0))
+
+    def stop(self) -> dict[str, float]:
+        """Seconds per server kind since this object was made."""
+        self._stop.set()
+        self._thread.join()
+        for key, t in self._snapshot().items():
+            self.last[key] = max(t, self.last.get(key, 0.0))
+        spent = dict.fromkeys(self.NAMES, 0.0)
+        for (pid, kind), t in self.last.items():
+            spent[kind] += t - self.baseline.get((pid, kind), 0.0)
+        return spent
 
 
 def embedded(docs: Path, warm: Path, env: dict[str, str]) -> dict:
     c0 = children_cpu()
     run_cli(["run", str(warm), "--json"], env)  # already done: start-up cost only
     startup_cpu = children_cpu() - c0
-    c0, p0, r0 = children_cpu(), servers_cpu("postgres"), servers_cpu("redis")
+    c0, servers = children_cpu(), ServerCPU()
     t0 = time.perf_counter()
     summary = json.loads(run_cli(["run", str(docs), "--json"], env))
     wall = time.perf_counter() - t0
     run_cpu = children_cpu() - c0 - startup_cpu
-    pg_cpu, redis_cpu = servers_cpu("postgres") - p0, servers_cpu("redis") - r0
+    spent = servers.stop()
+    pg_cpu, redis_cpu = spent["postgres"], spent["redis"]
     cpu = run_cpu + pg_cpu + redis_cpu
     n = summary["pages"]
     split = {"run": round(1000 * run_cpu / n, 2), "postgres": round(1000 * pg_cpu / n, 2),
@@ -191,18 +218,44 @@ def embedded(docs: Path, warm: Path, env: dict[str, str]) -> dict:
             "cpu_ms_per_page_by_part": split}
 
 
+def start_profilers(started: list[subprocess.Popen], folder: Path | None,
+                    tag: str) -> list[subprocess.Popen]:
+    """py-spy on each worker process tree for the timed window (--profile DIR): collapsed
+    stacks in DIR/TAG-ingest.txt and DIR/TAG-classify.txt."""
+    if folder is None:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["ingest"] + [f"classify{k}" for k in range(1, len(started))]
+    return [subprocess.Popen([spy, "record", "--pid", str(p.pid), "--subprocesses", "--rate",
+                              "100", "--nonblocking", "--format", "raw", "-o",
+                              str(folder / f"{tag}-{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for p, name in zip(started, names, strict=True)]
+
+
+def stop_profilers(spies: list[subprocess.Popen]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in spies:
+        spy.wait(60)
+
+
 def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_procs: int,
                 warm: Path, docs: Path, pages: int, n_docs: int,
-                procs: list[subprocess.Popen]) -> dict:
+                procs: list[subprocess.Popen], profile: Path | None = None) -> dict:
     env = {**base, "DOCTRIAGE_HOME": str(home), "DOCTRIAGE_DATABASE_URL": pg_url,
            "DOCTRIAGE_BROKER_URL": broker}
     home.mkdir(parents=True, exist_ok=True)
     started: list[subprocess.Popen] = []
-    classify = ["-c", str(n_procs)] + (["--pool", "prefork"] if n_procs > 1 else [])
-    for queues, extra in (("ingest", ["-c", "1"]), ("classify,full_depth", classify)):
-        log = open(home / f"{queues}.log", "wb")  # noqa: SIM115
+    # As deployed (docs/operations.md): one prefork ingest process; each classify process is a
+    # threads pool (the default 8 concurrent tasks) feeding its own model's stage batcher.
+    workers = [("ingest", ["-c", "1"])] + [("classify,full_depth", [])] * n_procs
+    for k, (queues, extra) in enumerate(workers):
+        log = open(home / f"worker{k}-{queues}.log", "wb")  # noqa: SIM115
         started.append(subprocess.Popen(
-            [DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING"],
+            [DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING",
+             "--name", f"bench{k}@%h"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     procs.extend(started)
     probe = StoreProbe(pg_url)
@@ -211,15 +264,20 @@ def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_pr
         submit(warm)
         probe.wait_final(1, 300)
         time.sleep(1.0)  # let the warm-up's last writes settle before the CPU baseline
-        before = cpu_split(started, self_cpu())
+        spies = start_profilers(started, profile, f"distributed_{n_procs}proc")
+        w0, m0, servers = tree_cpu(started[:1]), self_cpu(), ServerCPU()
+        c0 = tree_cpu(started[1:])
         t0 = time.perf_counter()
         submit(docs)
-        submitted = self_cpu()
+        submitted = self_cpu() - m0
         probe.wait_final(n_docs, 600)
         wall = time.perf_counter() - t0
-        after = cpu_split(started, submitted)
-        split = {k: round(1000 * (after[k] - before[k]) / pages, 2) for k in after}
-        cpu = sum(after.values()) - sum(before.values())
+        spent = servers.stop()
+        stop_profilers(spies)
+        parts = {"ingest_worker": tree_cpu(started[:1]) - w0,
+                 "classify_worker": tree_cpu(started[1:]) - c0, **spent, "submitter": submitted}
+        split = {k: round(1000 * v / pages, 2) for k, v in parts.items()}
+        cpu = sum(parts.values())
     finally:
         probe.close()
         for p in started:
@@ -252,6 +310,10 @@ def main() -> None:
                     help="text (default): no OCR, so the queue/store overhead is not buried "
                          "under tesseract time; auto: the real ingest")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record py-spy profiles of the workers during the timed window here")
+    ap.add_argument("--task-events", choices=("on", "off"), default="on",
+                    help="Celery task events for Flower (DOCTRIAGE_TASK_EVENTS): on by default")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="queue-overhead-"))
@@ -263,9 +325,10 @@ def main() -> None:
     first.rename(warm / first.name)  # the warm-up document, not timed
 
     base = {**os.environ, "DOCTRIAGE_MODEL_DIR": str(args.model.resolve()), "OMP_THREAD_LIMIT": "1",
-            "DOCTRIAGE_AUDIT_FRACTION": "0", "DOCTRIAGE_OCR_MODE": args.ocr_mode}
+            "DOCTRIAGE_AUDIT_FRACTION": "0", "DOCTRIAGE_OCR_MODE": args.ocr_mode,
+            "DOCTRIAGE_TASK_EVENTS": str(args.task_events == "on").lower()}
     report: dict = {"documents": len(picked) - 1, "model": str(args.model),
-                    "ocr_mode": args.ocr_mode}
+                    "ocr_mode": args.ocr_mode, "task_events": args.task_events}
 
     # 1. embedded + SQLite
     env = {**base, "DOCTRIAGE_HOME": str(tmp / "sqlite")}
@@ -293,7 +356,8 @@ def main() -> None:
         for k, n_procs in enumerate(procs_list, start=1):
             report[f"distributed_{n_procs}proc"] = distributed(
                 tmp / f"dist{n_procs}", base, pg_urls[k], f"{args.redis}/{args.redis_db}",
-                n_procs, warm, docs, report["embedded_sqlite"]["pages"], len(picked), procs)
+                n_procs, warm, docs, report["embedded_sqlite"]["pages"], len(picked), procs,
+                args.profile)
             r.flushdb()
     finally:
         for p in procs:

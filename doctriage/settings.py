@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     backlog_source: str | None = None
     metrics_port: int | None = None
     log_json: bool = False
+    # Celery task events, for Flower / `celery events`: four Redis publishes per task.
+    task_events: bool = True
     log_level: str = "INFO"
 
     @property

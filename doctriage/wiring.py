@@ -114,6 +114,7 @@ def queue_config(settings: Settings, *, preload_model: bool = False) -> Any:
         stuck_after_s=settings.stuck_after_s,
         classify_chunk=settings.max_batch,
         preload_model=preload_model,
+        task_events=settings.task_events,
         extra_beat=_backlog_beat(settings),
     )
 

@@ -65,6 +65,8 @@ class QueueConfig:
     classify_chunk: int = 16
     # Load the model when a prefork child starts (classify workers), not on the first task.
     preload_model: bool = False
+    # Task events (sent/received/started/succeeded) for Flower and `celery events`.
+    task_events: bool = True
     # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
     extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -94,8 +96,8 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
         task_create_missing_queues=False,
         worker_hijack_root_logger=False,
         # Task events for Flower (and `celery events`): received/started/succeeded/failed.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=config.task_events,
+        task_send_sent_event=config.task_events,
         beat_schedule={
             "reconcile": {
                 "task": "doctriage.reconcile",

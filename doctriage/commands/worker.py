@@ -15,18 +15,31 @@ from doctriage import wiring
 from doctriage.commands._common import fail
 from doctriage.settings import get_settings
 
+# Concurrent classify tasks per model process: they feed ONE stage batcher, so more tasks in
+# flight = fuller batches (documents of 1-3 pages would otherwise run batches of 1-3 pages).
+MODEL_THREADS = 8
+
 
 def worker(
     queues: Annotated[
         str,
         typer.Option("--queues", "-Q", help="Comma-separated queue names."),
     ] = "ingest,classify,full_depth,maintenance",
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Processes/threads.")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", help="Processes, or threads for the threads pool "
+                     f"(default {MODEL_THREADS} threads for the model queues, else 1)."),
+    ] = None,
     pool: Annotated[
         str | None, typer.Option("--pool", help="prefork, threads or solo (default by queue).")
     ] = None,
     beat: Annotated[bool, typer.Option("--beat", help="Also run the reconcile schedule.")] = False,
     loglevel: Annotated[str, typer.Option("--loglevel", help="Celery log level.")] = "INFO",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="Node name, unique per worker (default "
+                     "doctriage-QUEUES@HOST; give one when running several on one host)."),
+    ] = None,
 ) -> None:
     """Start a Celery worker consuming the given queues."""
     from workers.celery_app import CLASSIFY, FULL_DEPTH, QUEUES
@@ -37,13 +50,15 @@ def worker(
         raise fail(
             f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}"
         )
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise fail("--concurrency must be at least 1")
     if pool is not None and pool not in ("prefork", "threads", "solo"):
         raise fail("--pool must be prefork, threads or solo")
     model_queues = {CLASSIFY, FULL_DEPTH} & set(chosen)
     if pool is None:
         pool = "threads" if model_queues else "prefork"
+    if concurrency is None:
+        concurrency = MODEL_THREADS if model_queues and pool == "threads" else 1
     settings = get_settings()
     if model_queues and settings.malloc_tuning:
         from workers.allocator import tune_malloc
@@ -57,7 +72,7 @@ def worker(
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
     argv = ["worker", "-Q", ",".join(chosen), "-c", str(concurrency), "--pool", pool,
-            "--loglevel", loglevel, "-n", f"doctriage-{'-'.join(chosen)}@%h"]
+            "--loglevel", loglevel, "-n", name or f"doctriage-{'-'.join(chosen)}@%h"]
     if beat:
         # The in-memory scheduler: Celery's default one keeps its state in a shelve file, which
         # is pickle. Losing the state on restart only means a run may happen once more, and every
