@@ -16,7 +16,7 @@ model, the fill each drain schedule would give.
 
 DATA: a folder of documents (or a realdocs-style folder with manifest.csv). Pages come from the
 text layer only (no OCR: the bench times the model, not tesseract). Prints JSON and writes
-bench/results/batching.json.
+bench/results/batching.json (or --out).
 """
 
 from __future__ import annotations
@@ -239,6 +239,7 @@ def main() -> None:
                     help="replace the bundle's thresholds so about this share of the pages "
                          "still running exits at each stage (an operating point for an "
                          "under-trained model whose own thresholds exit everything at once)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "batching.json")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="tuned: the workers' glibc malloc settings (workers/allocator.py)")
     args = ap.parse_args()
@@ -321,8 +322,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "malloc": malloc, "machine": platform.platform(),
         "results": results,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batching.json").write_text(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 
