@@ -151,9 +151,6 @@ def make_pdf(path: Path, pages: int, seed: int = 0) -> Path:
 def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from workers.allocator import tune_malloc
-
-    malloc = tune_malloc()  # as the workers run: freed memory stays in the heap
     if args.threads:
         torch.set_num_threads(args.threads)
     home = Path(args.home)
@@ -185,7 +182,6 @@ def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_children_mib": mib(sampler.peak_children),
         "ru_maxrss_mib": mib(maxrss_bytes()),
         "goal_mib": mib(GOAL_INGEST_BYTES),
-        "malloc": malloc,
         "meets_goal": max(sampler.peak, maxrss_bytes()) + sampler.peak_children
         < GOAL_INGEST_BYTES,
         **gpu,
@@ -205,9 +201,6 @@ def scenario_backlog_never_exit(args: argparse.Namespace) -> dict[str, Any]:
 def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dict[str, Any]:
     import torch
 
-    from workers.allocator import tune_malloc
-
-    malloc = tune_malloc()  # as the workers run: freed memory stays in the heap
     if args.threads:
         torch.set_num_threads(args.threads)
     from classifier.bundle import load_bundle
@@ -280,7 +273,6 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         "peak_parked_state_mib": mib(batcher.peak_parked * per_state),
         "if_whole_backlog_parked_mib": mib(size * per_state),
         "batcher": batcher.stats_dict(),
-        "malloc": malloc,
         **gpu_peak(args.device),
     }
 
@@ -332,7 +324,10 @@ def main() -> int:
     ap.add_argument("--home", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(SCENARIOS[args.child](args)))
+        from workers.allocator import tune_malloc
+
+        malloc = tune_malloc()  # as the workers run: freed memory stays in the heap
+        print(json.dumps({**SCENARIOS[args.child](args), "malloc": malloc}))
         return 0
     if min(args.pages, args.backlog, args.walk_backlog, args.distinct, args.max_batch) < 1:
         print("error: --pages, --backlog, --walk-backlog, --distinct, --max-batch must be "
