@@ -1,25 +1,30 @@
 """What does the distributed path cost per page over the embedded runner?
 
-Same documents, same model, three runs:
+Same documents, same model; every repetition runs each mode once, in turn:
 - embedded + SQLite      (`doctriage run`'s default),
 - embedded + PostgreSQL  (isolates the store's share),
-- distributed: Celery + Redis + PostgreSQL, one ingest worker and a classify worker of N
-  processes (prefork when N > 1; `--classify-procs 1,2` runs each N), as subprocesses started
-  and warmed up on one document before the clock starts; timed from `submit` to every document
-  final.
+- distributed: Celery + Redis + PostgreSQL, one ingest worker (prefork, 1 process) and N classify
+  worker processes (threads pool, as deployed; `--classify-procs 1,2` runs each N), started and
+  warmed up on one document before the clock starts; timed from `submit` to every document
+  final. `--pin-cpus` gives each worker its own core (ingest on core 0, classify k on core k), as
+  one container per worker with a CPU set would; unpinned, the scheduler moves them across the
+  same cores and each runs slower.
 
-Overhead per page at the same model and batch size: (distributed wall - embedded wall) / pages,
-and, since the distributed run overlaps ingest and classify on several cores (so its wall time
-is not at the embedded runner's throughput), the CPU seconds per page each path spends: worker
-processes + submitter + Redis/PostgreSQL servers against `doctriage run`'s CPU less its start-up.
-Use enough pages (`--docs 120` picks ~230 pages) that worker start-up and the final poll do
-not dominate.
+The figure is CPU seconds per page, because the distributed run overlaps ingest and classify on
+several cores (its wall time is not at the embedded runner's throughput): worker processes +
+submitter + Redis/PostgreSQL servers, against `doctriage run`'s own CPU for the run (its
+summary's `cpu_seconds`: start-up and model loading excluded) + the servers'. The overhead is
+paired within each repetition and the median reported. `--pick shortest` (default) takes the
+shortest documents, the hard case for per-document costs; `--pick sample` a seeded draw of the
+collection's own mix.
 
-    python bench/queue_overhead.py MODEL DATA [--docs 12] [--redis redis://127.0.0.1:6379]
-        [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--classify-procs 1,2]
+    python bench/queue_overhead.py MODEL DATA [--docs 120] [--repeat 3] [--pin-cpus]
+        [--pick shortest|sample] [--max-doc-pages 3] [--classify-procs 1,2]
+        [--task-events on|off] [--profile DIR] [--out FILE]
 
-DATA: a folder (or realdocs-style folder with manifest.csv); born-digital PDFs are picked so
-OCR does not dominate. Prints JSON and writes bench/results/queue_overhead.json.
+DATA: a folder (or realdocs-style folder with manifest.csv); PDFs are picked, and the text
+layer is used (`--ocr-mode text`) so tesseract does not bury the queue's share. Prints JSON and
+writes bench/results/queue_overhead.json (or --out).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import argparse
 import csv
 import json
 import os
+import random
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +49,7 @@ from pathlib import Path
 import psutil
 import psycopg2
 import redis
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,13 +57,19 @@ POLL_S = 0.05  # the finish is seen at most this late: 0.2 ms/page at 250 pages
 DOCTRIAGE = str(Path(sys.executable).parent / "doctriage")
 
 
-def pick_documents(data: Path, n: int, folder: Path) -> list[Path]:
+def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str) -> list[Path]:
+    """`shortest`: the n shortest PDFs of at most max_pages pages (the hard case: per-document
+    costs shared by the fewest pages); `sample`: n PDFs drawn at random (seeded) from all
+    sizes up to max_pages, i.e. the collection's own mix."""
     manifest = data / "manifest.csv"
     if manifest.exists():
         with open(manifest, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["path"].endswith(".pdf")]
-        rows.sort(key=lambda r: (int(r["pages"]), r["path"]))
-        paths = [data / r["path"] for r in rows if int(r["pages"]) <= 3][:n]
+        rows = sorted((r for r in rows if int(r["pages"]) <= max_pages),
+                      key=lambda r: (int(r["pages"]), r["path"]))
+        if pick == "sample":
+            rows = random.Random(0).sample(rows, min(n, len(rows)))
+        paths = [data / r["path"] for r in rows][:n]
     else:
         paths = sorted(p for p in data.rglob("*.pdf"))[:n]
     for i, p in enumerate(paths):
@@ -197,25 +211,31 @@ class ServerCPU:
         return spent
 
 
-def embedded(docs: Path, warm: Path, env: dict[str, str]) -> dict:
-    c0 = children_cpu()
-    run_cli(["run", str(warm), "--json"], env)  # already done: start-up cost only
-    startup_cpu = children_cpu() - c0
-    c0, servers = children_cpu(), ServerCPU()
+def embedded(docs: Path, env: dict[str, str]) -> dict:
+    """`doctriage run` over the documents; its CPU is the run's own figure (the summary's
+    cpu_seconds: its threads and tesseract children from registering the documents to the
+    last stored answer), so CLI start-up and model loading are not in it, plus what the
+    database servers spent meanwhile."""
+    servers = ServerCPU()
     t0 = time.perf_counter()
     summary = json.loads(run_cli(["run", str(docs), "--json"], env))
     wall = time.perf_counter() - t0
-    run_cpu = children_cpu() - c0 - startup_cpu
     spent = servers.stop()
-    pg_cpu, redis_cpu = spent["postgres"], spent["redis"]
+    run_cpu, pg_cpu, redis_cpu = summary["cpu_seconds"], spent["postgres"], spent["redis"]
     cpu = run_cpu + pg_cpu + redis_cpu
     n = summary["pages"]
     split = {"run": round(1000 * run_cpu / n, 2), "postgres": round(1000 * pg_cpu / n, 2),
              "redis": round(1000 * redis_cpu / n, 2)}
     return {"pages": summary["pages"], "run_s": summary["seconds"], "wall_s": round(wall, 2),
-            "pages_per_s": summary["pages_per_s"], "startup_cpu_s": round(startup_cpu, 2),
-            "cpu_s": round(cpu, 2), "cpu_ms_per_page": round(1000 * cpu / n, 2),
-            "cpu_ms_per_page_by_part": split}
+            "pages_per_s": summary["pages_per_s"], "cpu_s": round(cpu, 2),
+            "cpu_ms_per_page": round(1000 * cpu / n, 2), "cpu_ms_per_page_by_part": split}
+
+
+def py_spy() -> str:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit('error: --profile needs py-spy: pip install -e ".[bench]"')
+    return spy
 
 
 def start_profilers(started: list[subprocess.Popen], folder: Path | None,
@@ -224,7 +244,7 @@ def start_profilers(started: list[subprocess.Popen], folder: Path | None,
     stacks in DIR/TAG-ingest.txt and DIR/TAG-classify.txt."""
     if folder is None:
         return []
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    spy = py_spy()
     folder.mkdir(parents=True, exist_ok=True)
     names = ["ingest"] + [f"classify{k}" for k in range(1, len(started))]
     return [subprocess.Popen([spy, "record", "--pid", str(p.pid), "--subprocesses", "--rate",
@@ -243,7 +263,8 @@ def stop_profilers(spies: list[subprocess.Popen]) -> None:
 
 def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_procs: int,
                 warm: Path, docs: Path, pages: int, n_docs: int,
-                procs: list[subprocess.Popen], profile: Path | None = None) -> dict:
+                procs: list[subprocess.Popen], profile: Path | None = None,
+                pin_cpus: bool = False) -> dict:
     env = {**base, "DOCTRIAGE_HOME": str(home), "DOCTRIAGE_DATABASE_URL": pg_url,
            "DOCTRIAGE_BROKER_URL": broker}
     home.mkdir(parents=True, exist_ok=True)
@@ -253,8 +274,9 @@ def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_pr
     workers = [("ingest", ["-c", "1"])] + [("classify,full_depth", [])] * n_procs
     for k, (queues, extra) in enumerate(workers):
         log = open(home / f"worker{k}-{queues}.log", "wb")  # noqa: SIM115
+        pin = ["taskset", "-c", str(k % (os.cpu_count() or 1))] if pin_cpus else []
         started.append(subprocess.Popen(
-            [DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING",
+            [*pin, DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING",
              "--name", f"bench{k}@%h"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     procs.extend(started)
@@ -296,11 +318,51 @@ def stop(p: subprocess.Popen) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def summarize(runs: list[dict], procs_list: list[int]) -> dict:
+    """Medians over the repetitions, and the overheads: distributed minus embedded CPU per
+    page, paired within each repetition (same minute, same machine load) and then the median."""
+    modes = ["embedded_sqlite", "embedded_postgres"] + [f"distributed_{k}proc" for k in procs_list]
+    out: dict = {"cpu_ms_per_page": {m: [r[m]["cpu_ms_per_page"] for r in runs] for m in modes}}
+    out["median_cpu_ms_per_page"] = {m: median(v) for m, v in out["cpu_ms_per_page"].items()}
+    out["median_pages_per_s"] = {m: median([r[m]["pages"] / r[m]["wall_s"] for r in runs])
+                                 for m in modes}
+    over: dict = {"postgres_vs_sqlite": [r["embedded_postgres"]["cpu_ms_per_page"]
+                                         - r["embedded_sqlite"]["cpu_ms_per_page"] for r in runs]}
+    for k in procs_list:
+        for name in ("sqlite", "postgres"):
+            over[f"distributed_{k}proc_vs_embedded_{name}"] = [
+                r[f"distributed_{k}proc"]["cpu_ms_per_page"]
+                - r[f"embedded_{name}"]["cpu_ms_per_page"] for r in runs]
+    out["overhead_cpu_ms_per_page_by_run"] = {k: [round(x, 2) for x in v] for k, v in over.items()}
+    out["overhead_cpu_ms_per_page"] = {k: median(v) for k, v in over.items()}
+    parts: dict = {}
+    for m in modes:
+        names = runs[0][m]["cpu_ms_per_page_by_part"]
+        parts[m] = {n: median([r[m]["cpu_ms_per_page_by_part"][n] for r in runs]) for n in names}
+    out["median_cpu_ms_per_page_by_part"] = parts
+    if 1 in procs_list and len(procs_list) > 1:
+        out["classify_scaling_vs_1proc"] = {
+            str(k): median([r["distributed_1proc"]["wall_s"] / r[f"distributed_{k}proc"]["wall_s"]
+                            for r in runs]) for k in procs_list}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", type=Path)
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=12)
+    ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest",
+                    help="shortest (default): the shortest documents, the hard case for "
+                         "per-document costs; sample: a seeded random draw, the collection's mix")
+    ap.add_argument("--max-doc-pages", type=int, default=3,
+                    help="pick documents of at most this many pages")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="repetitions; every mode runs once per repetition, in turn")
     ap.add_argument("--classify-procs", default="1",
                     help="comma-separated classify worker process counts, one distributed run "
                          "each (e.g. 1,2 for the scaling)")
@@ -312,28 +374,35 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--profile", type=Path, default=None,
                     help="record py-spy profiles of the workers during the timed window here")
-    ap.add_argument("--task-events", choices=("on", "off"), default="on",
-                    help="Celery task events for Flower (DOCTRIAGE_TASK_EVENTS): on by default")
+    ap.add_argument("--task-events", choices=("on", "off"), default="off",
+                    help="Celery task events from start-up (DOCTRIAGE_TASK_EVENTS): off by "
+                         "default, as deployed (Flower switches them on itself)")
+    ap.add_argument("--pin-cpus", action="store_true",
+                    help="pin each worker to its own core (taskset: ingest on core 0, classify "
+                         "process k on core k), as one core per worker container would")
+    ap.add_argument("--out", type=Path, default=RESULTS / "queue_overhead.json")
     args = ap.parse_args()
+    if args.profile:
+        py_spy()  # fail now, not after the first runs
 
     tmp = Path(tempfile.mkdtemp(prefix="queue-overhead-"))
     warm, docs = tmp / "warm", tmp / "docs"
     warm.mkdir()
     docs.mkdir()
-    picked = pick_documents(args.data, args.docs + 1, docs)
+    picked = pick_documents(args.data, args.docs + 1, docs, args.max_doc_pages, args.pick)
     first = sorted(docs.iterdir())[0]
     first.rename(warm / first.name)  # the warm-up document, not timed
 
+    # One OpenMP thread per process in every mode (torch included), so the modes compare the
+    # same work and no spinning OpenMP thread competes with the other worker for a core.
     base = {**os.environ, "DOCTRIAGE_MODEL_DIR": str(args.model.resolve()), "OMP_THREAD_LIMIT": "1",
             "DOCTRIAGE_AUDIT_FRACTION": "0", "DOCTRIAGE_OCR_MODE": args.ocr_mode,
             "DOCTRIAGE_TASK_EVENTS": str(args.task_events == "on").lower()}
-    report: dict = {"documents": len(picked) - 1, "model": str(args.model),
-                    "ocr_mode": args.ocr_mode, "task_events": args.task_events}
-
-    # 1. embedded + SQLite
-    env = {**base, "DOCTRIAGE_HOME": str(tmp / "sqlite")}
-    run_cli(["run", str(warm), "--json"], env)
-    report["embedded_sqlite"] = embedded(docs, warm, env)
+    report: dict = {"documents": len(picked) - 1, "pick": args.pick,
+                    "max_doc_pages": args.max_doc_pages, "model": str(args.model),
+                    "ocr_mode": args.ocr_mode, "task_events": args.task_events,
+                    "repeat": args.repeat, "omp_thread_limit": 1,
+                    "pin_cpus": args.pin_cpus}
 
     r = redis.Redis.from_url(f"{args.redis}/{args.redis_db}")
     if r.dbsize():
@@ -341,56 +410,48 @@ def main() -> None:
     admin = psycopg2.connect(args.pg)
     admin.autocommit = True
     procs_list = [int(x) for x in args.classify_procs.split(",")]
-    dbs = [f"bench_qo_{uuid.uuid4().hex[:8]}" for _ in range(1 + len(procs_list))]
-    for name in dbs:
-        admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    pg_urls = [args.pg.rsplit("/", 1)[0] + "/" + name for name in dbs]
     procs: list[subprocess.Popen] = []
-    try:
-        # 2. embedded + PostgreSQL
-        env = {**base, "DOCTRIAGE_HOME": str(tmp / "pg"), "DOCTRIAGE_DATABASE_URL": pg_urls[0]}
-        run_cli(["run", str(warm), "--json"], env)
-        report["embedded_postgres"] = embedded(docs, warm, env)
+    dbs: list[str] = []
+    runs: list[dict] = []
 
-        # 3. distributed, once per classify process count
-        for k, n_procs in enumerate(procs_list, start=1):
-            report[f"distributed_{n_procs}proc"] = distributed(
-                tmp / f"dist{n_procs}", base, pg_urls[k], f"{args.redis}/{args.redis_db}",
-                n_procs, warm, docs, report["embedded_sqlite"]["pages"], len(picked), procs,
-                args.profile)
-            r.flushdb()
+    def fresh_db() -> str:
+        dbs.append(f"bench_qo_{uuid.uuid4().hex[:8]}")
+        admin.cursor().execute(f'CREATE DATABASE "{dbs[-1]}"')
+        return args.pg.rsplit("/", 1)[0] + "/" + dbs[-1]
+
+    try:
+        for rep in tqdm(range(args.repeat), desc="repetitions", file=sys.stderr):
+            run: dict = {}
+            # 1. embedded + SQLite (`doctriage run`'s default), 2. embedded + PostgreSQL
+            home = {"DOCTRIAGE_HOME": str(tmp / f"sqlite{rep}")}
+            run["embedded_sqlite"] = embedded(docs, base | home)
+            home = {"DOCTRIAGE_HOME": str(tmp / f"pg{rep}"), "DOCTRIAGE_DATABASE_URL": fresh_db()}
+            run["embedded_postgres"] = embedded(docs, base | home)
+            # 3. distributed, once per classify process count
+            for n_procs in procs_list:
+                run[f"distributed_{n_procs}proc"] = distributed(
+                    tmp / f"dist{n_procs}-{rep}", base, fresh_db(),
+                    f"{args.redis}/{args.redis_db}", n_procs, warm, docs,
+                    run["embedded_sqlite"]["pages"], len(picked), procs,
+                    args.profile if rep == 0 else None, args.pin_cpus)
+                r.flushdb()
+            runs.append(run)
     finally:
         for p in procs:
             stop(p)
         r.flushdb()
         for name in dbs:
             admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    n = report["embedded_sqlite"]["pages"]
-    e_s = report["embedded_sqlite"]["run_s"]
-    p_s = report["embedded_postgres"]["run_s"]
-    over = {"postgres_vs_sqlite": round(1000 * (p_s - e_s) / n, 2)}
-    for n_procs in procs_list:
-        d_s = report[f"distributed_{n_procs}proc"]["wall_s"]
-        over[f"distributed_{n_procs}proc_vs_embedded_sqlite"] = round(1000 * (d_s - e_s) / n, 2)
-        over[f"distributed_{n_procs}proc_vs_embedded_postgres"] = round(1000 * (d_s - p_s) / n, 2)
-    report["overhead_ms_per_page"] = over
-    e_c = report["embedded_sqlite"]["cpu_ms_per_page"]
-    p_c = report["embedded_postgres"]["cpu_ms_per_page"]
-    report["overhead_cpu_ms_per_page"] = {"postgres_vs_sqlite": round(p_c - e_c, 2)} | {
-        f"distributed_{k}proc_vs_embedded_{name}": round(
-            report[f"distributed_{k}proc"]["cpu_ms_per_page"] - base_c, 2)
-        for k in procs_list for name, base_c in (("sqlite", e_c), ("postgres", p_c))}
-    if 1 in procs_list and len(procs_list) > 1:
-        one = report["distributed_1proc"]["wall_s"]
-        report["classify_scaling_vs_1proc"] = {
-            str(k): round(one / report[f"distributed_{k}proc"]["wall_s"], 3) for k in procs_list}
+    report["pages"] = runs[0]["embedded_sqlite"]["pages"]
+    report |= summarize(runs, procs_list)
+    report["runs"] = runs
     report["cpu_cores"] = os.cpu_count()
-    report["note"] = ("distributed: submit (register + enqueue) to every document final, polled "
-                      f"every {POLL_S} s; the workers share the machine's cores with each other "
-                      "(and other jobs); embedded: `doctriage run`'s own seconds (register + "
-                      "ingest + classify), CLI start-up excluded")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "queue_overhead.json").write_text(json.dumps(report, indent=2))
+    report["note"] = ("CPU-ms per page: worker processes + submitter + PostgreSQL/Redis servers "
+                      "(distributed, from submit to every document final, polled every "
+                      f"{POLL_S} s) against `doctriage run`'s own CPU + the servers' (embedded); "
+                      "overheads are paired within each repetition, then the median")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 

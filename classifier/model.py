@@ -127,13 +127,13 @@ class EarlyExitModel(nn.Module):
 
         Mirrors LayoutLMv3Model.forward up to the encoder loop, so the staged path gives the
         same numbers as an ordinary forward."""
-        bb, cfg = self.backbone, self.config
+        bb = self.backbone
         dev = self.device
         input_ids = inputs["input_ids"].to(dev)
         bbox = inputs["bbox"].to(dev)
         text_mask = inputs["attention_mask"].to(dev)
         pixel_values = inputs["pixel_values"].to(dev)
-        batch, t = input_ids.shape
+        batch = input_ids.shape[0]
         text = bb.embeddings(
             input_ids=input_ids, bbox=bbox, token_type_ids=torch.zeros_like(input_ids)
         )
@@ -142,12 +142,21 @@ class EarlyExitModel(nn.Module):
             [text_mask, torch.ones(visual.shape[:2], dtype=text_mask.dtype, device=dev)], dim=1
         )
         visual_bbox = bb.calculate_visual_bbox(dev, dtype=torch.long, batch_size=batch)
-        bias = position_bias(
-            bb.encoder, cfg, torch.cat([bbox, visual_bbox], dim=1), t, visual.shape[1]
-        )
         hidden = bb.dropout(bb.LayerNorm(torch.cat([text, visual], dim=1)))
         ext = bb.get_extended_attention_mask(mask, mask.shape, dtype=hidden.dtype)
-        return StageState(hidden, ext, text_mask, bias, stage=0)
+        # The attention bias waits for the first advance (see StageState.layout).
+        layout = torch.cat([bbox, visual_bbox], dim=1)
+        return StageState(hidden, ext, text_mask, None, stage=0, layout=layout)
+
+    def position_bias(self, state: StageState) -> torch.Tensor | None:
+        """The state's summed attention bias (B, heads, L, L), built from its boxes if the state
+        does not carry it yet; None when the model uses no relative-position bias."""
+        if state.layout is None:
+            return state.position_bias
+        t = state.text_len
+        return position_bias(
+            self.backbone.encoder, self.config, state.layout, t, state.layout.shape[1] - t
+        )
 
     def exit_logits(self, state: StageState) -> torch.Tensor:
         """Logits (B, num_labels) of the exit at `state.stage`."""
@@ -164,6 +173,7 @@ class EarlyExitModel(nn.Module):
             raise ValueError("state is already at the final exit")
         target = min(self.num_stages - 1, state.stage + stages)
         hidden = state.hidden
+        bias = self.position_bias(state)
         layers = self.backbone.encoder.layer
         # The layers add (rel_pos + rel_2d_pos): the summed bias goes in as rel_pos, plus 0.
         rel_2d = 0 if self.config.has_spatial_attention_bias else None
@@ -173,10 +183,10 @@ class EarlyExitModel(nn.Module):
                 state.attention_mask,
                 None,
                 False,
-                rel_pos=state.position_bias,
+                rel_pos=bias,
                 rel_2d_pos=rel_2d,
             )[0]
-        new = StageState(hidden, state.attention_mask, state.text_mask, state.position_bias, target)
+        new = StageState(hidden, state.attention_mask, state.text_mask, bias, target)
         return self.exit_logits(new), new
 
     def all_exit_logits(

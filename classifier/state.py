@@ -21,8 +21,12 @@ class StageState:
     # small config), hence one tensor rather than transformers' two.
     position_bias: torch.Tensor | None
     stage: int  # exit stage reached: 0 = embeddings, k = after the k-th encoder exit
+    # (B, L, 4) token boxes (text then patches) while the bias is not built yet: the model
+    # builds it at the first advance, so a page leaving at the pre-encoder exit never pays
+    # for it (and a page parked at stage 0 carries 8 KB instead of 1 MB).
+    layout: torch.Tensor | None = None
 
-    _TENSORS = ("hidden", "attention_mask", "text_mask", "position_bias")
+    _TENSORS = ("hidden", "attention_mask", "text_mask", "position_bias", "layout")
 
     def __len__(self) -> int:
         return self.hidden.shape[0]

@@ -144,7 +144,8 @@ def mark_document(
 
 def finish_documents(s: Session, doc_ids: Iterable[int] | None = None) -> list[int]:
     """Mark DONE every INGESTED document (of `doc_ids`, or all) whose pages are all final.
-    Returns the ids that moved."""
+    Returns the ids that moved. Runs after every classified batch; the check and the move are
+    one UPDATE ... RETURNING."""
     docs, pages = Document.__table__, Page.__table__
     open_pages = (
         select(pages.c.id)
@@ -153,17 +154,28 @@ def finish_documents(s: Session, doc_ids: Iterable[int] | None = None) -> list[i
         )
         .exists()
     )
-    query = select(docs.c.id).where(docs.c.state == DocumentState.INGESTED.value, ~open_pages)
-    if doc_ids is not None:
-        query = query.where(docs.c.id.in_(list(doc_ids)))
-    ids = [int(i) for i in s.execute(query).scalars()]
-    for chunk in _chunks(ids):
+    stmt = (
+        update(docs)
+        .where(docs.c.state == DocumentState.INGESTED.value, ~open_pages)
+        .values(state=DocumentState.DONE.value, error=None, updated_at=utcnow())
+        .returning(docs.c.id)
+    )
+    if doc_ids is None:  # the reconciler's sweep: the safety net, no locking
+        return sorted(int(i) for i in s.execute(stmt).scalars())
+    moved: list[int] = []
+    for chunk in _chunks(sorted(set(doc_ids))):
+        # Two tasks finishing the last pages of one document at once would each see the other's
+        # pages still open (READ COMMITTED) and neither would mark it DONE. Locking the document
+        # rows first (in id order: no deadlock) makes the second check wait for the first
+        # commit; its next statement then sees those pages. SQLite serialises writers anyway.
         s.execute(
-            update(docs)
+            select(docs.c.id)
             .where(docs.c.id.in_(chunk), docs.c.state == DocumentState.INGESTED.value)
-            .values(state=DocumentState.DONE.value, error=None, updated_at=utcnow())
+            .order_by(docs.c.id)
+            .with_for_update()
         )
-    return ids
+        moved.extend(int(i) for i in s.execute(stmt.where(docs.c.id.in_(chunk))).scalars())
+    return sorted(moved)
 
 
 def stuck_documents(
@@ -259,6 +271,35 @@ def mark_pages(
             stmt = stmt.where(table.c.state.in_([PageState(x).value for x in only_from]))
         changed += s.execute(stmt).rowcount
     return changed
+
+
+@dataclass(frozen=True)
+class ClaimedPage:
+    id: int
+    document_id: int
+    artifact_ref: str | None
+
+
+def claim_pages(
+    s: Session, page_ids: Iterable[int], only_from: Iterable[PageState | str]
+) -> list[ClaimedPage]:
+    """Move the pages that are in `only_from` to CLASSIFYING (counting an attempt) and return
+    them, by id: the classify step's claim in one UPDATE ... RETURNING per chunk."""
+    table = Page.__table__
+    values = {"state": PageState.CLASSIFYING.value, "error": None, "updated_at": utcnow(),
+              "attempts": table.c.attempts + 1}
+    ids = sorted(set(page_ids))
+    claimed: list[ClaimedPage] = []
+    for chunk in _chunks(ids):
+        stmt = (
+            update(table)
+            .where(table.c.id.in_(chunk),
+                   table.c.state.in_([PageState(x).value for x in only_from]))
+            .values(**values)
+            .returning(table.c.id, table.c.document_id, table.c.artifact_ref)
+        )
+        claimed.extend(ClaimedPage(int(i), int(d), a) for i, d, a in s.execute(stmt))
+    return sorted(claimed, key=lambda c: c.id)
 
 
 def get_page(s: Session, page_id: int) -> Page | None:

@@ -65,8 +65,10 @@ class Settings(BaseSettings):
     backlog_source: str | None = None
     metrics_port: int | None = None
     log_json: bool = False
-    # Celery task events, for Flower / `celery events`: four Redis publishes per task.
-    task_events: bool = True
+    # Celery task events from the start (and task-sent events from producers): four Redis
+    # publishes per task, 3-4 CPU-ms per page on short documents (bench/queue_overhead.py).
+    # Off by default: Flower switches workers' events on itself (its enable_events option).
+    task_events: bool = False
     log_level: str = "INFO"
 
     @property

@@ -65,8 +65,9 @@ class QueueConfig:
     classify_chunk: int = 16
     # Load the model when a prefork child starts (classify workers), not on the first task.
     preload_model: bool = False
-    # Task events (sent/received/started/succeeded) for Flower and `celery events`.
-    task_events: bool = True
+    # Task events (sent/received/started/succeeded) for Flower and `celery events`; Flower
+    # also turns workers' events on at run time (remote control `enable_events`).
+    task_events: bool = False
     # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
     extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
 

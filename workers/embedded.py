@@ -10,6 +10,7 @@ so it describes what was stored, not what was intended.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +46,9 @@ class RunSummary:
     pages_rerouted: int = 0
     pages_classified_this_run: int = 0
     seconds: float = 0.0
+    # CPU seconds the run spent (this process's threads + tesseract subprocesses): the cost of
+    # the work, steadier than wall time on a shared machine.
+    cpu_seconds: float = 0.0
     pages_per_s: float = 0.0
     model_version: str = ""
     completed: bool = True
@@ -64,7 +68,7 @@ def run_embedded(
     *,
     progress: Progress | None = None,
 ) -> RunSummary:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     tick = progress or (lambda _e, _n: None)
     doc_ids: list[int] = []
     with session_scope(ctx.sessions) as s:
@@ -113,12 +117,20 @@ def run_embedded(
             log.warning("full-depth pass over %d pages failed: %s", len(ids), exc)
             steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - started
+    cpu_seconds = _cpu_seconds() - cpu_started
     summary = summarize(ctx, doc_ids, runtime.version)
     summary.seconds = round(seconds, 3)
+    summary.cpu_seconds = round(cpu_seconds, 3)
     summary.pages_classified_this_run = classified
     summary.pages_per_s = round(classified / seconds, 3) if seconds > 0 else 0.0
     summary.batcher = runtime.stats()
     return summary
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # tesseract, once it has exited
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _pages_in(ctx: StepContext, doc_ids: Sequence[int], state: PageState) -> list[int]:

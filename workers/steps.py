@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from classifier.inputs import PageInput
 from db.models import Document, Page
 from db.repository import (
+    ClaimedPage,
     PageRecord,
     PredictionRecord,
+    claim_pages,
     finish_documents,
     mark_document,
     mark_pages,
@@ -195,7 +197,7 @@ def needs_full_depth(page_id: int, confidence: float, opts: RerouteOptions) -> b
 
 
 def _load_inputs(
-    ctx: StepContext, pages: Sequence[Page]
+    ctx: StepContext, pages: Sequence[Page | ClaimedPage]
 ) -> tuple[list[tuple[int, PageInput]], list[tuple[int, str]]]:
     ok: list[tuple[int, PageInput]] = []
     bad: list[tuple[int, str]] = []
@@ -211,11 +213,7 @@ def _load_inputs(
     return ok, bad
 
 
-def _claim(s: Session, page_ids: Sequence[int], states: Sequence[PageState],
-           to: PageState | None) -> list[Page]:
-    if to is not None:
-        mark_pages(s, page_ids, to, only_from=states)
-        states = (to,)
+def _in_state(s: Session, page_ids: Sequence[int], states: Sequence[PageState]) -> list[Page]:
     q = select(Page).where(Page.id.in_(list(page_ids)), Page.state.in_([x.value for x in states]))
     return list(s.execute(q.order_by(Page.id)).scalars())
 
@@ -227,7 +225,7 @@ def classify_pages(
     states. Low-confidence pages (and the seeded audit sample) come back as `rerouted`."""
     ids = sorted(set(page_ids))
     with session_scope(ctx.sessions) as s:
-        pages = _claim(s, ids, (PageState.PENDING, PageState.CLASSIFYING), PageState.CLASSIFYING)
+        pages = claim_pages(s, ids, only_from=(PageState.PENDING, PageState.CLASSIFYING))
     claimed = {p.id for p in pages}
     skipped = [i for i in ids if i not in claimed]
     ok, bad = _load_inputs(ctx, pages)
@@ -257,7 +255,7 @@ def full_depth_pages(
     page is DONE (its final label is the full-depth one)."""
     ids = sorted(set(page_ids))
     with session_scope(ctx.sessions) as s:
-        pages = _claim(s, ids, (PageState.REROUTED,), None)
+        pages = _in_state(s, ids, (PageState.REROUTED,))
     claimed = {p.id for p in pages}
     ok, bad = _load_inputs(ctx, pages)
     answers = runtime.classify([inp for _, inp in ok], early_exit=False)

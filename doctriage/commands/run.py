@@ -66,7 +66,8 @@ def render(s: RunSummary) -> str:
         + (", ".join(f"{k}: {v}" for k, v in s.exit_stage_histogram.items()) or "-"),
         "mean confidence: " + ("-" if s.mean_confidence is None else f"{s.mean_confidence:.3f}"),
         f"pages re-routed to full depth: {s.pages_rerouted}",
-        f"pages/s: {s.pages_per_s:.2f} ({s.pages_classified_this_run} pages in {s.seconds:.1f} s)",
+        f"pages/s: {s.pages_per_s:.2f} ({s.pages_classified_this_run} pages in {s.seconds:.1f} s, "
+        f"{s.cpu_seconds:.1f} CPU-s)",
         f"model: {s.model_version}",
     ]
     for d in s.failed_documents:

@@ -79,7 +79,9 @@ def test_select_and_cat_round_trip(model, pages):
         order = [0, 2, 1, 3, 4, *range(5, len(pages))]
         ref = both.select(order)
         for name in StageState._TENSORS:
-            assert torch.equal(getattr(regrouped, name), getattr(ref, name))
+            got, want = getattr(regrouped, name), getattr(ref, name)
+            assert (got is None) == (want is None), name
+            assert got is None or torch.equal(got, want), name
         # a regrouped batch advances to the same logits as each page alone
         logits, _ = model.advance(regrouped)
         alone, _ = model.advance(model.embed(model.encode([pages[2]])))
@@ -124,6 +126,20 @@ def test_position_bias_is_transformers_bias_exactly(model, pages):
             [torch.arange(text_len), torch.arange(boxes.shape[1] - text_len)]
         ).repeat(len(pages), 1)
         reference = bb.encoder._cal_1d_pos_emb(positions) + bb.encoder._cal_2d_pos_emb(boxes)
-    assert torch.equal(state.position_bias, reference)
-    assert state.position_bias.shape == (len(pages), model.config.num_attention_heads,
-                                         model.seq_len, model.seq_len)
+    assert torch.equal(model.position_bias(state), reference)
+    assert reference.shape == (len(pages), model.config.num_attention_heads,
+                               model.seq_len, model.seq_len)
+
+
+def test_bias_is_built_at_the_first_advance_not_for_pages_leaving_at_stage_0(model, pages):
+    """A page that leaves at the pre-encoder exit never pays for the attention bias, and a
+    state parked at stage 0 carries boxes, not the bias; after the first advance it is the
+    other way round, and the bias is what the layers were given."""
+    with torch.no_grad():
+        state = model.embed(model.encode(pages[:3]))
+        assert state.position_bias is None and state.layout is not None
+        expected = model.position_bias(state)
+        _, after = model.advance(state)
+    assert after.layout is None
+    assert torch.equal(after.position_bias, expected)
+    assert torch.equal(model.position_bias(after), expected)

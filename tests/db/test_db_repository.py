@@ -192,6 +192,53 @@ def test_mark_claims_and_attempts(factory) -> None:
             repo.mark_document(s, doc_id, "NOT_A_STATE")
 
 
+def test_claim_pages_takes_only_claimable_pages_once(factory) -> None:
+    """The classify step's claim: one statement moves the claimable pages to CLASSIFYING,
+    counts an attempt and hands back what the step needs; a page in another state is left."""
+    doc_id, page_ids = _doc_with_pages(factory, 3)
+    with session_scope(factory) as s:
+        repo.mark_pages(s, page_ids[2:], PageState.DONE)
+        claimed = repo.claim_pages(s, [*page_ids, 999_999], only_from=[PageState.PENDING])
+        assert [c.id for c in claimed] == page_ids[:2]
+        assert {c.document_id for c in claimed} == {doc_id}
+        refs = {p.id: p.artifact_ref for p in repo.pages_for_document(s, doc_id)}
+        assert all(c.artifact_ref == refs[c.id] for c in claimed)
+        assert repo.claim_pages(s, page_ids, only_from=[PageState.PENDING]) == []
+    with session_scope(factory) as s:
+        pages = repo.pages_for_document(s, doc_id)
+        assert [(p.state, p.attempts) for p in pages] == [
+            ("CLASSIFYING", 1), ("CLASSIFYING", 1), ("DONE", 0)]
+
+
+def test_two_tasks_finishing_one_document_at_once_mark_it_done(factory, backend) -> None:
+    """Two classify tasks of one document (more pages than a message carries) store their last
+    pages at the same time: whichever checks second must see the first one's pages, or the
+    document stays INGESTED until the reconciler's next sweep."""
+    if backend == "sqlite":
+        pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
+    doc_id, page_ids = _doc_with_pages(factory, 2)
+    with session_scope(factory) as s:
+        repo.mark_document(s, doc_id, DocumentState.INGESTED, page_count=2)
+        repo.mark_pages(s, page_ids, PageState.CLASSIFYING)
+    first, second = factory(), factory()
+    repo.mark_pages(first, page_ids[:1], PageState.DONE)
+    repo.mark_pages(second, page_ids[1:], PageState.DONE)
+    assert repo.finish_documents(first, [doc_id]) == []  # the second's page is not committed
+    result: list[list[int]] = []
+    worker = threading.Thread(target=lambda: result.append(repo.finish_documents(second, [doc_id])))
+    worker.start()
+    time.sleep(0.5)
+    assert worker.is_alive()  # waits for the first to commit
+    first.commit()
+    worker.join(10)
+    second.commit()
+    first.close()
+    second.close()
+    assert result == [[doc_id]]
+    with session_scope(factory) as s:
+        assert repo.get_document(s, doc_id).state == DocumentState.DONE
+
+
 def test_stuck_queries(factory) -> None:
     doc_old, pages_old = _doc_with_pages(factory, 3, "file:///old.pdf")
     _, pages_new = _doc_with_pages(factory, 1, "file:///new.pdf")

@@ -40,3 +40,19 @@ def test_wiring_needs_a_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
     with pytest.raises(wiring.WiringError, match="no broker"):
         wiring.configure_celery(get_settings())
+
+
+def test_task_events_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events cost four Redis publishes per task; Flower switches workers' events on itself,
+    and DOCTRIAGE_TASK_EVENTS=true sends them from the start (and task-sent events too)."""
+    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.delenv("DOCTRIAGE_TASK_EVENTS", raising=False)
+    get_settings.cache_clear()
+    conf = wiring.configure_celery(get_settings()).conf
+    assert conf.worker_send_task_events is False and conf.task_send_sent_event is False
+    assert conf.worker_enable_remote_control is True  # what Flower's enable_events needs
+    monkeypatch.setenv("DOCTRIAGE_TASK_EVENTS", "true")
+    get_settings.cache_clear()
+    conf = wiring.configure_celery(get_settings()).conf
+    assert conf.worker_send_task_events is True and conf.task_send_sent_event is True
+    get_settings.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,8 @@ def test_run_classifies_every_page_and_records_bad_documents(
     assert sum(summary["exit_stage_histogram"].values()) == 8
     assert 0 < summary["mean_confidence"] <= 1
     assert summary["pages_per_s"] > 0
+    # the run's own CPU (threads + tesseract), not the process's since start-up
+    assert 0 < summary["cpu_seconds"] <= summary["seconds"] * (os.cpu_count() or 1) + 0.5
     assert summary["completed"] is True
 
     sessions = wiring.store(get_settings())
