@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     log_json: bool = False
     # Celery task events from the start (and task-sent events from producers): four Redis
-    # publishes per task, 3-4 CPU-ms per page on short documents (bench/queue_overhead.py).
+    # publishes per task, 3-6 CPU-ms per page on 1-3-page documents (bench/queue_overhead.py).
     # Off by default: Flower switches workers' events on itself (its enable_events option).
     task_events: bool = False
     log_level: str = "INFO"
