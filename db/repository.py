@@ -4,12 +4,12 @@ repeated call (a redelivered message, a second drop of the same object) a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, Table, case, func, select, update
+from sqlalchemy import Select, Table, Update, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -247,6 +247,25 @@ def upsert_pages(s: Session, doc_id: int, pages: Sequence[PageRecord]) -> list[i
     return [by_number[n] for n in numbers]
 
 
+def _page_moves(
+    page_ids: Iterable[int],
+    state: PageState | str,
+    error: str | None,
+    only_from: Iterable[PageState | str] | None,
+) -> Iterator[Update]:
+    """One UPDATE per chunk of ids setting state (and error, cleared when None); moving to
+    CLASSIFYING counts an attempt; `only_from` restricts the move as in mark_document."""
+    state = PageState(state)
+    table = Page.__table__
+    values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utcnow()}
+    if state is PageState.CLASSIFYING:
+        values["attempts"] = table.c.attempts + 1
+    sources = None if only_from is None else [PageState(x).value for x in only_from]
+    for chunk in _chunks(list(page_ids)):
+        stmt = update(table).where(table.c.id.in_(chunk)).values(**values)
+        yield stmt if sources is None else stmt.where(table.c.state.in_(sources))
+
+
 def mark_pages(
     s: Session,
     page_ids: Iterable[int],
@@ -258,19 +277,7 @@ def mark_pages(
     """Set the state (and error, cleared when None) of many pages in one statement per chunk.
     `only_from` restricts the move as in mark_document. Moving to CLASSIFYING counts an
     attempt. Returns the number of rows changed."""
-    state = PageState(state)
-    ids = list(page_ids)
-    table = Page.__table__
-    values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utcnow()}
-    if state is PageState.CLASSIFYING:
-        values["attempts"] = table.c.attempts + 1
-    changed = 0
-    for chunk in _chunks(ids):
-        stmt = update(table).where(table.c.id.in_(chunk)).values(**values)
-        if only_from is not None:
-            stmt = stmt.where(table.c.state.in_([PageState(x).value for x in only_from]))
-        changed += s.execute(stmt).rowcount
-    return changed
+    return sum(s.execute(stmt).rowcount for stmt in _page_moves(page_ids, state, error, only_from))
 
 
 @dataclass(frozen=True)
@@ -286,19 +293,10 @@ def claim_pages(
     """Move the pages that are in `only_from` to CLASSIFYING (counting an attempt) and return
     them, by id: the classify step's claim in one UPDATE ... RETURNING per chunk."""
     table = Page.__table__
-    values = {"state": PageState.CLASSIFYING.value, "error": None, "updated_at": utcnow(),
-              "attempts": table.c.attempts + 1}
-    ids = sorted(set(page_ids))
     claimed: list[ClaimedPage] = []
-    for chunk in _chunks(ids):
-        stmt = (
-            update(table)
-            .where(table.c.id.in_(chunk),
-                   table.c.state.in_([PageState(x).value for x in only_from]))
-            .values(**values)
-            .returning(table.c.id, table.c.document_id, table.c.artifact_ref)
-        )
-        claimed.extend(ClaimedPage(int(i), int(d), a) for i, d, a in s.execute(stmt))
+    for stmt in _page_moves(sorted(set(page_ids)), PageState.CLASSIFYING, None, only_from):
+        rows = s.execute(stmt.returning(table.c.id, table.c.document_id, table.c.artifact_ref))
+        claimed.extend(ClaimedPage(int(i), int(d), a) for i, d, a in rows)
     return sorted(claimed, key=lambda c: c.id)
 
 
