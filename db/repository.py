@@ -4,12 +4,13 @@ repeated call (a redelivered message, a second drop of the same object) a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Table, Update, case, func, select, update
+from sqlalchemy import Select, Table, Update, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -130,22 +131,60 @@ def mark_document(
     only a document currently in one of those states moves, so a task can claim work with one
     statement. Moving to INGESTING counts an attempt. Returns whether a row changed."""
     state = DocumentState(state)
+    stmt = _document_move(
+        counts_attempt=state is DocumentState.INGESTING, sets_page_count=page_count is not None,
+        restricted=only_from is not None,
+    )
+    # Parameter names never match a column's: Core would add such a key to the SET clause.
+    params: dict[str, Any] = {
+        "doc_id": doc_id, "new_state": state.value, "new_error": error, "now": utcnow(),
+        "new_page_count": page_count,
+        "from_states": [DocumentState(x).value for x in only_from or ()],
+    }
+    return s.execute(stmt, params).rowcount > 0
+
+
+@cache
+def _document_move(*, counts_attempt: bool, sets_page_count: bool, restricted: bool) -> Update:
+    # Built once per shape and reused: building and keying a statement per call cost more
+    # client CPU than the round trip (bound parameters carry the values).
     table = Document.__table__
-    values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utcnow()}
-    if page_count is not None:
-        values["page_count"] = page_count
-    if state is DocumentState.INGESTING:
+    values: dict[str, Any] = {
+        "state": bindparam("new_state"), "error": bindparam("new_error"),
+        "updated_at": bindparam("now"),
+    }
+    if sets_page_count:
+        values["page_count"] = bindparam("new_page_count")
+    if counts_attempt:
         values["attempts"] = table.c.attempts + 1
-    stmt = update(table).where(table.c.id == doc_id).values(**values)
-    if only_from is not None:
-        stmt = stmt.where(table.c.state.in_([DocumentState(x).value for x in only_from]))
-    return s.execute(stmt).rowcount > 0
+    stmt = update(table).where(table.c.id == bindparam("doc_id")).values(**values)
+    if restricted:
+        stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
+    return stmt
 
 
 def finish_documents(s: Session, doc_ids: Iterable[int] | None = None) -> list[int]:
     """Mark DONE every INGESTED document (of `doc_ids`, or all) whose pages are all final.
     Returns the ids that moved. Runs after every classified batch; the check and the move are
     one UPDATE ... RETURNING."""
+    lock, move_some, move_all = _finish_statements()
+    if doc_ids is None:  # the reconciler's sweep: the safety net, no locking
+        return sorted(int(i) for i in s.execute(move_all, {"now": utcnow()}).scalars())
+    moved: list[int] = []
+    for chunk in _chunks(sorted(set(doc_ids))):
+        # Two tasks finishing the last pages of one document at once would each see the other's
+        # pages still open (READ COMMITTED) and neither would mark it DONE. Locking the document
+        # rows first (in id order: no deadlock) makes the second check wait for the first
+        # commit; its next statement then sees those pages. SQLite serialises writers anyway.
+        s.execute(lock, {"ids": list(chunk)})
+        rows = s.execute(move_some, {"ids": list(chunk), "now": utcnow()})
+        moved.extend(int(i) for i in rows.scalars())
+    return sorted(moved)
+
+
+@cache
+def _finish_statements() -> tuple[Select[Any], Update, Update]:
+    """finish_documents' row lock and its move, for some documents or all; built once."""
     docs, pages = Document.__table__, Page.__table__
     open_pages = (
         select(pages.c.id)
@@ -154,28 +193,20 @@ def finish_documents(s: Session, doc_ids: Iterable[int] | None = None) -> list[i
         )
         .exists()
     )
-    stmt = (
+    some = docs.c.id.in_(bindparam("ids", expanding=True))
+    lock = (
+        select(docs.c.id)
+        .where(some, docs.c.state == DocumentState.INGESTED.value)
+        .order_by(docs.c.id)
+        .with_for_update()
+    )
+    move_all = (
         update(docs)
         .where(docs.c.state == DocumentState.INGESTED.value, ~open_pages)
-        .values(state=DocumentState.DONE.value, error=None, updated_at=utcnow())
+        .values(state=DocumentState.DONE.value, error=None, updated_at=bindparam("now"))
         .returning(docs.c.id)
     )
-    if doc_ids is None:  # the reconciler's sweep: the safety net, no locking
-        return sorted(int(i) for i in s.execute(stmt).scalars())
-    moved: list[int] = []
-    for chunk in _chunks(sorted(set(doc_ids))):
-        # Two tasks finishing the last pages of one document at once would each see the other's
-        # pages still open (READ COMMITTED) and neither would mark it DONE. Locking the document
-        # rows first (in id order: no deadlock) makes the second check wait for the first
-        # commit; its next statement then sees those pages. SQLite serialises writers anyway.
-        s.execute(
-            select(docs.c.id)
-            .where(docs.c.id.in_(chunk), docs.c.state == DocumentState.INGESTED.value)
-            .order_by(docs.c.id)
-            .with_for_update()
-        )
-        moved.extend(int(i) for i in s.execute(stmt.where(docs.c.id.in_(chunk))).scalars())
-    return sorted(moved)
+    return lock, move_all.where(some), move_all
 
 
 def stuck_documents(
@@ -210,60 +241,70 @@ def upsert_pages(s: Session, doc_id: int, pages: Sequence[PageRecord]) -> list[i
         return []
     now = utcnow()
     table = Page.__table__
-    for chunk in _chunks(pages):
-        stmt = _insert(s, table).values(
-            [
-                {
-                    "document_id": doc_id,
-                    "number": p.number,
-                    "text_source": p.text_source,
-                    "word_count": p.word_count,
-                    "artifact_ref": p.artifact_ref,
-                    "width": p.width,
-                    "height": p.height,
-                    "state": PageState.PENDING.value,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for p in chunk
-            ]
-        )
-        refreshed = ("text_source", "word_count", "artifact_ref", "width", "height")
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["document_id", "number"],
-            set_={name: stmt.excluded[name] for name in refreshed},
-        )
-        s.execute(stmt)
-    numbers = [p.number for p in pages]
+    rows = [
+        {
+            "document_id": doc_id,
+            "number": p.number,
+            "text_source": p.text_source,
+            "word_count": p.word_count,
+            "artifact_ref": p.artifact_ref,
+            "width": p.width,
+            "height": p.height,
+            "state": PageState.PENDING.value,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for p in pages
+    ]
+    insert = _insert(s, table)
+    refreshed = ("text_source", "word_count", "artifact_ref", "width", "height")
+    stmt = insert.on_conflict_do_update(
+        index_elements=["document_id", "number"],
+        set_={name: insert.excluded[name] for name in refreshed},
+    ).returning(table.c.number, table.c.id)
     by_number: dict[int, int] = {}
-    for chunk in _chunks(numbers):
-        rows = s.execute(
-            select(table.c.number, table.c.id).where(
-                table.c.document_id == doc_id, table.c.number.in_(chunk)
-            )
-        )
-        by_number.update({int(n): int(i) for n, i in rows})
-    return [by_number[n] for n in numbers]
+    for chunk in _chunks(rows):
+        # Rows as executemany parameters, not .values([...]): the statement is compiled once
+        # and cached, and RETURNING (inserted and refreshed rows alike) saves a SELECT.
+        by_number.update({int(n): int(i) for n, i in s.execute(stmt, chunk)})
+    return [by_number[p.number] for p in pages]
 
 
-def _page_moves(
+def _page_move_params(
     page_ids: Iterable[int],
-    state: PageState | str,
+    state: PageState,
     error: str | None,
     only_from: Iterable[PageState | str] | None,
-) -> Iterator[Update]:
-    """One UPDATE per chunk of ids setting state (and error, cleared when None); moving to
-    CLASSIFYING counts an attempt; `only_from` restricts the move as in mark_document."""
-    state = PageState(state)
-    table = Page.__table__
-    values: dict[str, Any] = {"state": state.value, "error": error, "updated_at": utcnow()}
-    if state is PageState.CLASSIFYING:
-        values["attempts"] = table.c.attempts + 1
-    sources = None if only_from is None else [PageState(x).value for x in only_from]
+) -> Iterable[dict[str, Any]]:
+    """The parameters of _page_move, one set per chunk of ids (no name is a column's: see
+    mark_document)."""
+    common = {
+        "new_state": state.value, "new_error": error, "now": utcnow(),
+        "from_states": [PageState(x).value for x in only_from or ()],
+    }
     for chunk in _chunks(list(page_ids)):
-        stmt = update(table).where(table.c.id.in_(chunk)).values(**values)
-        yield stmt if sources is None else stmt.where(table.c.state.in_(sources))
+        yield {**common, "ids": list(chunk)}
+
+
+@cache
+def _page_move(*, counts_attempt: bool, restricted: bool, claims: bool) -> Update:
+    """UPDATE pages: state (and error, cleared when None) of the ids; moving to CLASSIFYING
+    counts an attempt; `restricted` adds the only_from condition; a claim returns the rows.
+    Built once per shape (see _document_move)."""
+    table = Page.__table__
+    values: dict[str, Any] = {
+        "state": bindparam("new_state"), "error": bindparam("new_error"),
+        "updated_at": bindparam("now"),
+    }
+    if counts_attempt:
+        values["attempts"] = table.c.attempts + 1
+    stmt = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(**values)
+    if restricted:
+        stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
+    if claims:
+        stmt = stmt.returning(table.c.id, table.c.document_id, table.c.artifact_ref)
+    return stmt
 
 
 def mark_pages(
@@ -277,7 +318,11 @@ def mark_pages(
     """Set the state (and error, cleared when None) of many pages in one statement per chunk.
     `only_from` restricts the move as in mark_document. Moving to CLASSIFYING counts an
     attempt. Returns the number of rows changed."""
-    return sum(s.execute(stmt).rowcount for stmt in _page_moves(page_ids, state, error, only_from))
+    state = PageState(state)
+    stmt = _page_move(counts_attempt=state is PageState.CLASSIFYING,
+                      restricted=only_from is not None, claims=False)
+    params = _page_move_params(page_ids, state, error, only_from)
+    return sum(s.execute(stmt, p).rowcount for p in params)
 
 
 @dataclass(frozen=True)
@@ -292,11 +337,10 @@ def claim_pages(
 ) -> list[ClaimedPage]:
     """Move the pages that are in `only_from` to CLASSIFYING (counting an attempt) and return
     them, by id: the classify step's claim in one UPDATE ... RETURNING per chunk."""
-    table = Page.__table__
+    stmt = _page_move(counts_attempt=True, restricted=True, claims=True)
     claimed: list[ClaimedPage] = []
-    for stmt in _page_moves(sorted(set(page_ids)), PageState.CLASSIFYING, None, only_from):
-        rows = s.execute(stmt.returning(table.c.id, table.c.document_id, table.c.artifact_ref))
-        claimed.extend(ClaimedPage(int(i), int(d), a) for i, d, a in rows)
+    for params in _page_move_params(sorted(set(page_ids)), PageState.CLASSIFYING, None, only_from):
+        claimed.extend(ClaimedPage(int(i), int(d), a) for i, d, a in s.execute(stmt, params))
     return sorted(claimed, key=lambda c: c.id)
 
 
@@ -337,40 +381,36 @@ def stuck_pages(
 
 
 def record_predictions(s: Session, rows: Sequence[PredictionRecord]) -> int:
-    """Write a classified batch: multi-row INSERT ... ON CONFLICT DO NOTHING on (page,
-    model_version, pass), so a redelivered batch writes nothing twice. Any bad row (unknown
-    page, bad pass or confidence) fails the statement, and the caller's transaction with it.
-    Returns the number of rows inserted."""
+    """Write a classified batch: INSERT ... ON CONFLICT DO NOTHING on (page, model_version,
+    pass), so a redelivered batch writes nothing twice. Any bad row (unknown page, bad pass or
+    confidence) fails the statement, and the caller's transaction with it. Returns the number
+    of rows inserted."""
     if not rows:
         return 0
     now = utcnow()
     table = Prediction.__table__
-    inserted = 0
-    for chunk in _chunks(rows):
-        stmt = (
-            _insert(s, table)
-            .values(
-                [
-                    {
-                        "page_id": r.page_id,
-                        "model_version": r.model_version,
-                        "pass_name": str(r.pass_name),
-                        "label": r.label,
-                        "confidence": float(r.confidence),
-                        "exit_stage": int(r.exit_stage),
-                        "exit_layer": int(r.exit_layer),
-                        "trail": [float(c) for c in r.trail],
-                        "latency_ms": None if r.latency_ms is None else float(r.latency_ms),
-                        "created_at": now,
-                    }
-                    for r in chunk
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["page_id", "model_version", "pass_name"])
-            .returning(table.c.id)
-        )
-        inserted += len(s.execute(stmt).all())
-    return inserted
+    stmt = (
+        _insert(s, table)
+        .on_conflict_do_nothing(index_elements=["page_id", "model_version", "pass_name"])
+        .returning(table.c.id)
+    )
+    params = [
+        {
+            "page_id": r.page_id,
+            "model_version": r.model_version,
+            "pass_name": str(r.pass_name),
+            "label": r.label,
+            "confidence": float(r.confidence),
+            "exit_stage": int(r.exit_stage),
+            "exit_layer": int(r.exit_layer),
+            "trail": [float(c) for c in r.trail],
+            "latency_ms": None if r.latency_ms is None else float(r.latency_ms),
+            "created_at": now,
+        }
+        for r in rows
+    ]
+    # executemany parameters: one cached statement (sent as multi-row INSERTs), see upsert_pages.
+    return sum(len(s.execute(stmt, chunk).all()) for chunk in _chunks(params))
 
 
 def predictions_for_page(s: Session, page_id: int) -> list[Prediction]:

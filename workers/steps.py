@@ -122,10 +122,9 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
     count = 0
     error: str | None = None
 
-    def flush() -> None:
+    def flush(s: Session) -> None:
         if buffered:
-            with session_scope(ctx.sessions) as s:
-                page_ids.extend(upsert_pages(s, doc_id, buffered))
+            page_ids.extend(upsert_pages(s, doc_id, buffered))
             buffered.clear()
 
     try:
@@ -150,12 +149,13 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
                 count += 1
                 metrics.record_ingested_page(page.text_source, page.ms / 1000.0)
                 if len(buffered) >= INGEST_CHUNK:
-                    flush()
+                    with session_scope(ctx.sessions) as s:
+                        flush(s)
     except DocumentError as exc:
         error = str(exc)
         metrics.record_failure("ingest", exc)
-    flush()
     with session_scope(ctx.sessions) as s:
+        flush(s)  # the last pages and the document's new state: one transaction
         if error is not None:
             mark_document(s, doc_id, DocumentState.FAILED, error=error, page_count=count)
             state = DocumentState.FAILED

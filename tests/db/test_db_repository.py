@@ -190,6 +190,9 @@ def test_mark_claims_and_attempts(factory) -> None:
         assert (page.state, page.error, page.attempts) == ("FAILED", "boom", 1)
         with pytest.raises(ValueError):
             repo.mark_document(s, doc_id, "NOT_A_STATE")
+    with session_scope(factory) as s:  # a move that does not name page_count keeps it
+        assert repo.mark_document(s, doc_id, DocumentState.FAILED, error="retries exhausted")
+        assert repo.get_document(s, doc_id).page_count == 2
 
 
 def test_claim_pages_takes_only_claimable_pages_once(factory) -> None:
