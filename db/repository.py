@@ -144,8 +144,32 @@ def mark_document(
     return s.execute(stmt, params).rowcount > 0
 
 
+@dataclass(frozen=True)
+class ClaimedDocument:
+    id: int
+    source_uri: str
+    etag: str | None
+
+
+def claim_document(s: Session, doc_id: int) -> ClaimedDocument | None:
+    """The ingest step's claim in one UPDATE ... RETURNING: a RECEIVED (or abandoned
+    INGESTING) document moves to INGESTING, counting an attempt, and comes back with what
+    ingesting needs; None when it is in another state or does not exist."""
+    stmt = _document_move(counts_attempt=True, sets_page_count=False, restricted=True,
+                          claims=True)
+    params = {
+        "doc_id": doc_id, "new_state": DocumentState.INGESTING.value, "new_error": None,
+        "now": utcnow(),
+        "from_states": [DocumentState.RECEIVED.value, DocumentState.INGESTING.value],
+    }
+    row = s.execute(stmt, params).one_or_none()
+    return None if row is None else ClaimedDocument(doc_id, row.source_uri, row.etag)
+
+
 @cache
-def _document_move(*, counts_attempt: bool, sets_page_count: bool, restricted: bool) -> Update:
+def _document_move(
+    *, counts_attempt: bool, sets_page_count: bool, restricted: bool, claims: bool = False
+) -> Update:
     # Built once per shape and reused: building and keying a statement per call cost more
     # client CPU than the round trip (bound parameters carry the values).
     table = Document.__table__
@@ -160,6 +184,8 @@ def _document_move(*, counts_attempt: bool, sets_page_count: bool, restricted: b
     stmt = update(table).where(table.c.id == bindparam("doc_id")).values(**values)
     if restricted:
         stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
+    if claims:
+        stmt = stmt.returning(table.c.source_uri, table.c.etag)
     return stmt
 
 

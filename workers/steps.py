@@ -24,6 +24,7 @@ from db.repository import (
     ClaimedPage,
     PageRecord,
     PredictionRecord,
+    claim_document,
     claim_pages,
     finish_documents,
     mark_document,
@@ -102,19 +103,16 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
     the error are kept and classified. Any other error propagates (transient: retried), leaving
     the document INGESTING for a retry or the reconciler."""
     with session_scope(ctx.sessions) as s:
-        doc = s.get(Document, doc_id)
-        if doc is None:
-            raise LookupError(f"document {doc_id} does not exist")
-        uri, version = doc.source_uri, doc.etag
-        claimed = mark_document(
-            s, doc_id, DocumentState.INGESTING,
-            only_from=(DocumentState.RECEIVED, DocumentState.INGESTING),
-        )
-        if not claimed:
+        claimed = claim_document(s, doc_id)
+        if claimed is None:
+            doc = s.get(Document, doc_id)
+            if doc is None:
+                raise LookupError(f"document {doc_id} does not exist")
             # Already ingested (a redelivered message): hand back what still needs classifying.
             state = doc.state
             pending = _pending_page_ids(s, doc_id) if state == DocumentState.INGESTED else []
             return IngestResult(doc_id, pending, state, doc.error)
+        uri, version = claimed.source_uri, claimed.etag
 
     name = name_of(uri)
     page_ids: list[int] = []

@@ -195,6 +195,25 @@ def test_mark_claims_and_attempts(factory) -> None:
         assert repo.get_document(s, doc_id).page_count == 2
 
 
+def test_claim_document_takes_a_received_or_abandoned_document(factory) -> None:
+    """The ingest step's claim: one statement moves the document to INGESTING, counts an
+    attempt and hands back where to read it; an ingested or unknown document is not claimed."""
+    with session_scope(factory) as s:
+        doc_id, _ = repo.register_document(s, "s3://bucket/c.pdf", etag="e9")
+    with session_scope(factory) as s:
+        claimed = repo.claim_document(s, doc_id)
+        assert claimed == repo.ClaimedDocument(doc_id, "s3://bucket/c.pdf", "e9")
+    with session_scope(factory) as s:  # an INGESTING one whose worker died: claimed again
+        assert repo.claim_document(s, doc_id) is not None
+        assert repo.get_document(s, doc_id).attempts == 2
+        repo.mark_document(s, doc_id, DocumentState.INGESTED, page_count=1)
+    with session_scope(factory) as s:
+        assert repo.claim_document(s, doc_id) is None
+        assert repo.claim_document(s, doc_id + 1000) is None
+        doc = repo.get_document(s, doc_id)
+        assert (doc.state, doc.attempts, doc.page_count) == ("INGESTED", 2, 1)
+
+
 def test_claim_pages_takes_only_claimable_pages_once(factory) -> None:
     """The classify step's claim: one statement moves the claimable pages to CLASSIFYING,
     counts an attempt and hands back what the step needs; a page in another state is left."""
