@@ -1,5 +1,6 @@
-"""Smoke runs of bench/pipeline.py and bench/memory.py on tiny inputs, as a user runs them (a
-subprocess), checking that the figures they print are consistent with what they ran."""
+"""Smoke runs of bench/pipeline.py, bench/memory.py and bench/step_costs.py on tiny inputs, as
+a user runs them (a subprocess), checking that the figures they print are consistent with what
+they ran."""
 
 from __future__ import annotations
 
@@ -76,3 +77,27 @@ def test_memory_reports_peaks_per_scenario(bench_bundle: Path, tmp_path: Path) -
     last = str(max(int(k) for k in walk["exit_stage_histogram"]))
     assert walk["exit_stage_histogram"] == {last: 20}
     assert 0 < walk["peak_pages_parked_with_state"] <= 2 * 8
+
+
+def test_step_costs_splits_each_path_by_phase_and_store(
+    bench_docs: Path, bench_bundle: Path, tmp_path: Path
+) -> None:
+    from servicekit import PG_ADMIN
+
+    out = tmp_path / "steps.json"
+    proc = run_bench("step_costs.py", bench_bundle, bench_docs, "--docs", "1", "--repeat", "1",
+                     "--pg", PG_ADMIN, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == result
+    medians = result["median_cpu_ms_per_page"]
+    assert set(medians) == {"chunked_sqlite", "chunked_postgres", "per_document_sqlite",
+                            "per_document_postgres"}
+    assert all(run[0]["pages"] == 1 for run in result["runs"].values())
+    for name, m in medians.items():
+        assert m["ingest_client"] > 0 and m["classify_client"] > 0, name
+        parts = m["ingest_client"] + m["ingest_postgres"] + m["classify_client"]
+        assert abs(m["total"] - parts - m["classify_postgres"]) < 0.05, name
+        if name.endswith("sqlite"):  # no server to count
+            assert m["ingest_postgres"] == m["classify_postgres"] == 0, name
+    assert result["over_chunked_sqlite"]["chunked_sqlite"] == 0

@@ -1,0 +1,195 @@
+"""Where does the distributed path's per-document cost go, before Celery?
+
+bench/queue_overhead.py measures the whole distributed path against `doctriage run`. This script
+takes Celery and Redis out: it calls the workflow's steps in one process, the way each path
+calls them, on the same documents and model:
+- `per_document`: ingest a document, classify its pages, run the full-depth pass over its
+  re-routed ones (what the ingest, classify and full_depth tasks do, one document each);
+- `chunked`: ingest every document, then classify in chunks of 64 pages and run the full-depth
+  pass in chunks of 64 (what the embedded runner does);
+each on SQLite and on PostgreSQL. Per page: this process's CPU for ingest and for classify
+(the model, the artifacts and the store client), and the PostgreSQL server's. The differences
+split queue_overhead's figure into the store's share and the per-document calls' share; what is
+left is Celery and Redis (bench/celery_floor.py measures that floor per task).
+
+    python bench/step_costs.py MODEL DATA [--docs 120] [--pick shortest|sample]
+        [--max-doc-pages 3] [--repeat 3] [--pin-cpu]
+
+Text layer only (`ocr_mode=text`) and one thread, as in queue_overhead. Prints JSON and writes
+bench/results/step_costs.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import psycopg2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from queue_overhead import pick_documents  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHUNK = 64  # the embedded runner's classify call: max_batch 16 x 4 batches
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _postgres_cpu() -> float:
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith("postgres"):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+    return total
+
+
+def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
+    """Register, ingest and classify `docs` on a fresh store; CPU-ms per page by phase."""
+    from sqlalchemy import select
+
+    from db.models import Page
+    from db.repository import register_document
+    from db.session import make_engine, migrate, session_factory, session_scope
+    from db.states import PageState
+    from pipelines.artifacts import LocalArtifactStore
+    from pipelines.options import IngestOptions
+    from pipelines.sources import path_to_uri, sha256_file
+    from workers import steps
+    from workers.classify_runtime import ClassifyRuntime
+
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    with tempfile.TemporaryDirectory() as art:
+        ctx = steps.StepContext(sessions=sessions, artifacts=LocalArtifactStore(art),
+                                ingest=IngestOptions(ocr_mode="text"))
+        runtime = ClassifyRuntime(model)  # drain mode: the caller's thread runs the batches
+        with session_scope(sessions) as s:
+            ids = [register_document(s, path_to_uri(p), sha256=sha256_file(p))[0]
+                   for p in docs]
+
+        server = _postgres_cpu if engine.dialect.name == "postgresql" else (lambda: 0.0)
+
+        def timed(phase: Callable[[], None]) -> tuple[float, float]:
+            c0, p0 = _self_cpu(), server()
+            phase()
+            return _self_cpu() - c0, server() - p0
+
+        pages_of: list[list[int]] = []
+        ingest = timed(lambda: pages_of.extend(steps.ingest_document(ctx, d).page_ids
+                                               for d in ids))
+
+        def classify_per_document() -> None:
+            for page_ids in pages_of:
+                rerouted = steps.classify_pages(ctx, runtime, page_ids).rerouted
+                if rerouted:
+                    steps.full_depth_pages(ctx, runtime, rerouted)
+
+        def classify_chunked() -> None:
+            flat = [p for page_ids in pages_of for p in page_ids]
+            for i in range(0, len(flat), CHUNK):
+                steps.classify_pages(ctx, runtime, flat[i : i + CHUNK])
+            with session_scope(sessions) as s:
+                q = select(Page.id).where(Page.state == PageState.REROUTED.value)
+                rerouted = [int(i) for i in s.execute(q.order_by(Page.id)).scalars()]
+            for i in range(0, len(rerouted), CHUNK):
+                steps.full_depth_pages(ctx, runtime, rerouted[i : i + CHUNK])
+
+        classify = timed(classify_per_document if mode == "per_document" else classify_chunked)
+    engine.dispose()
+    n = sum(len(p) for p in pages_of)
+    ms = lambda sec: round(1000 * sec / n, 2)  # noqa: E731
+    return {"pages": n, "documents": len(ids),
+            "ingest_client": ms(ingest[0]), "ingest_postgres": ms(ingest[1]),
+            "classify_client": ms(classify[0]), "classify_postgres": ms(classify[1]),
+            "total": ms(ingest[0] + ingest[1] + classify[0] + classify[1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--docs", type=int, default=120)
+    ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest")
+    ap.add_argument("--max-doc-pages", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--pin-cpu", action="store_true", help="run on core 0 only")
+    ap.add_argument("--out", type=Path, default=RESULTS / "step_costs.json")
+    args = ap.parse_args()
+    if not args.model.is_dir():
+        raise SystemExit(f"error: no model folder at {args.model}")
+    if args.pin_cpu:
+        os.sched_setaffinity(0, {0})
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    import torch
+
+    from classifier.bundle import load_bundle
+
+    torch.set_num_threads(1)
+    model = load_bundle(args.model)
+
+    folder = Path(tempfile.mkdtemp(prefix="step-costs-"))
+    pick_documents(args.data, args.docs, folder, args.max_doc_pages, args.pick)
+    docs = sorted(folder.iterdir())
+    admin = psycopg2.connect(args.pg)
+    admin.autocommit = True
+    # Untimed warm-up: the first ingest imports the page pipeline, the first batch warms torch.
+    run_once(f"sqlite:///{tempfile.mkdtemp(prefix='step-costs-db-')}/store.db", "chunked",
+             docs[:4], model)
+    modes = [(store, mode) for mode in ("chunked", "per_document")
+             for store in ("sqlite", "postgres")]
+    runs: dict[str, list[dict]] = {f"{m}_{s}": [] for s, m in modes}
+    for _ in range(args.repeat):
+        for store, mode in modes:
+            if store == "sqlite":
+                url = f"sqlite:///{tempfile.mkdtemp(prefix='step-costs-db-')}/store.db"
+                runs[f"{mode}_{store}"].append(run_once(url, mode, docs, model))
+                continue
+            name = f"bench_sc_{uuid.uuid4().hex[:8]}"
+            admin.cursor().execute(f'CREATE DATABASE "{name}"')
+            try:
+                url = args.pg.rsplit("/", 1)[0] + "/" + name
+                runs[f"{mode}_{store}"].append(run_once(url, mode, docs, model))
+            finally:
+                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    keys = ("ingest_client", "ingest_postgres", "classify_client", "classify_postgres", "total")
+    medians = {k: {f: round(statistics.median(r[f] for r in v), 2) for f in keys}
+               for k, v in runs.items()}
+    base = medians["chunked_sqlite"]["total"]
+    report = {
+        "documents": len(docs), "pages": runs["chunked_sqlite"][0]["pages"], "pick": args.pick,
+        "max_doc_pages": args.max_doc_pages, "repeat": args.repeat, "model": str(args.model),
+        "median_cpu_ms_per_page": medians,
+        "over_chunked_sqlite": {k: round(v["total"] - base, 2) for k, v in medians.items()},
+        "runs": runs,
+        "note": ("CPU-ms per page: this process (client) and the PostgreSQL server, steps called "
+                 "in-process: per_document = as the Celery tasks call them, chunked = as the "
+                 "embedded runner does; no Celery, no Redis"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
