@@ -20,7 +20,7 @@ collection's own mix.
 
     python bench/queue_overhead.py MODEL DATA [--docs 120] [--repeat 3] [--pin-cpus]
         [--pick shortest|sample] [--max-doc-pages 3] [--classify-procs 1,2]
-        [--task-events on|off] [--profile DIR] [--out FILE]
+        [--task-events on|off] [--device cuda] [--profile DIR] [--out FILE]
 
 DATA: a folder (or realdocs-style folder with manifest.csv); PDFs are picked, and the text
 layer is used (`--ocr-mode text`) so tesseract does not bury the queue's share. Prints JSON and
@@ -363,6 +363,8 @@ def main() -> None:
                          "each (e.g. 1,2 for the scaling)")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379")
     ap.add_argument("--redis-db", type=int, default=14)
+    ap.add_argument("--device", default="cpu",
+                    help="where the workers and `doctriage run` put the model (e.g. cuda)")
     ap.add_argument("--ocr-mode", default="text",
                     help="text (default): no OCR, so the queue/store overhead is not buried "
                          "under tesseract time; auto: the real ingest")
@@ -392,10 +394,12 @@ def main() -> None:
     # same work and no spinning OpenMP thread competes with the other worker for a core.
     base = {**os.environ, "DOCTRIAGE_MODEL_DIR": str(args.model.resolve()), "OMP_THREAD_LIMIT": "1",
             "DOCTRIAGE_AUDIT_FRACTION": "0", "DOCTRIAGE_OCR_MODE": args.ocr_mode,
-            "DOCTRIAGE_TASK_EVENTS": str(args.task_events == "on").lower()}
+            "DOCTRIAGE_TASK_EVENTS": str(args.task_events == "on").lower(),
+            "DOCTRIAGE_DEVICE": args.device}
     report: dict = {"documents": len(picked) - 1, "pick": args.pick,
                     "max_doc_pages": args.max_doc_pages, "model": str(args.model),
                     "ocr_mode": args.ocr_mode, "task_events": args.task_events,
+                    "device": args.device,
                     "repeat": args.repeat, "omp_thread_limit": 1,
                     "pin_cpus": args.pin_cpus}
 

@@ -13,7 +13,7 @@ split queue_overhead's figure into the store's share and the per-document calls'
 left is Celery and Redis (bench/celery_floor.py measures that floor per task).
 
     python bench/step_costs.py MODEL DATA [--docs 120] [--pick shortest|sample]
-        [--max-doc-pages 3] [--repeat 3] [--pin-cpu]
+        [--max-doc-pages 3] [--repeat 3] [--pin-cpu] [--device cuda]
 
 Text layer only (`ocr_mode=text`) and one thread, as in queue_overhead. Prints JSON and writes
 bench/results/step_costs.json (or --out).
@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--pin-cpu", action="store_true", help="run on core 0 only")
+    ap.add_argument("--device", default="cpu", help="where the model runs (e.g. cuda)")
     ap.add_argument("--out", type=Path, default=RESULTS / "step_costs.json")
     args = ap.parse_args()
     if not args.model.is_dir():
@@ -146,7 +147,7 @@ def main() -> None:
     from classifier.bundle import load_bundle
 
     torch.set_num_threads(1)
-    model = load_bundle(args.model)
+    model = load_bundle(args.model, args.device)
 
     folder = Path(tempfile.mkdtemp(prefix="step-costs-"))
     pick_documents(args.data, args.docs, folder, args.max_doc_pages, args.pick)
@@ -179,6 +180,7 @@ def main() -> None:
     report = {
         "documents": len(docs), "pages": runs["chunked_sqlite"][0]["pages"], "pick": args.pick,
         "max_doc_pages": args.max_doc_pages, "repeat": args.repeat, "model": str(args.model),
+        "device": args.device,
         "median_cpu_ms_per_page": medians,
         "over_chunked_sqlite": {k: round(v["total"] - base, 2) for k, v in medians.items()},
         "runs": runs,
