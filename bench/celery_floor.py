@@ -22,19 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import redis
 from celery import Celery
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_time import named_cpu, self_cpu, tree_cpu  # noqa: E402
+
 from workers.celery_app import MAINTENANCE, QueueConfig, configure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,32 +50,6 @@ configure(QueueConfig(broker_url=os.environ.get("FLOOR_BROKER", "redis://127.0.0
 @app.task(name="floor.noop")
 def noop(ids: list[int]) -> None:
     return None
-
-
-def _tree_cpu(pid: int) -> float:
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-def _redis_cpu() -> float:
-    total = 0.0
-    for p in psutil.process_iter(["name"]):
-        if (p.info["name"] or "").startswith("redis"):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _drained(r: redis.Redis) -> bool:
@@ -98,23 +73,23 @@ def measure(pool: str, tasks: int, repeat: int, broker: str, pin: bool) -> list[
     try:
         noop.delay([0, 1])  # warm: the worker is up once it has run one
         deadline = time.monotonic() + 60
-        while not _drained(r) or _tree_cpu(worker.pid) == 0:
+        while not _drained(r) or tree_cpu([worker.pid]) == 0:
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise SystemExit(f"error: the {pool} worker did not start")
             time.sleep(0.1)
         time.sleep(1.0)
         for _ in range(repeat):
-            w0, r0, p0 = _tree_cpu(worker.pid), _redis_cpu(), _self_cpu()
+            w0, r0, p0 = tree_cpu([worker.pid]), named_cpu("redis"), self_cpu()
             t0 = time.perf_counter()
             for i in range(tasks):
                 noop.delay([i, i + 1])
-            published = _self_cpu() - p0
+            published = self_cpu() - p0
             while not _drained(r):
                 time.sleep(0.02)
             wall = time.perf_counter() - t0
             rounds.append({
-                "worker_cpu_ms_per_task": round(1000 * (_tree_cpu(worker.pid) - w0) / tasks, 3),
-                "redis_cpu_ms_per_task": round(1000 * (_redis_cpu() - r0) / tasks, 3),
+                "worker_cpu_ms_per_task": round(1000 * (tree_cpu([worker.pid]) - w0) / tasks, 3),
+                "redis_cpu_ms_per_task": round(1000 * (named_cpu("redis") - r0) / tasks, 3),
                 "publish_cpu_ms_per_task": round(1000 * published / tasks, 3),
                 "tasks_per_s": round(tasks / wall, 1),
             })

@@ -34,7 +34,6 @@ import csv
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import statistics
@@ -50,6 +49,9 @@ import psutil
 import psycopg2
 import redis
 from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_time import self_cpu, tree_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -139,25 +141,6 @@ def in_process_submitter(env: dict[str, str]):
             ingest.delay(doc_id)
 
     return submit
-
-
-def self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def tree_cpu(procs: list[subprocess.Popen]) -> float:
-    """CPU seconds of the worker processes and their (prefork) children so far."""
-    total = 0.0
-    for p in procs:
-        try:
-            root = psutil.Process(p.pid)
-            for q in [root, *root.children(recursive=True)]:
-                t = q.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 class ServerCPU:
@@ -282,8 +265,8 @@ def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_pr
         probe.wait_final(1, 300)
         time.sleep(1.0)  # let the warm-up's last writes settle before the CPU baseline
         spies = start_profilers(started, profile, f"distributed_{n_procs}proc")
-        w0, m0, servers = tree_cpu(started[:1]), self_cpu(), ServerCPU()
-        c0 = tree_cpu(started[1:])
+        w0, m0, servers = tree_cpu([started[0].pid]), self_cpu(), ServerCPU()
+        c0 = tree_cpu(p.pid for p in started[1:])
         t0 = time.perf_counter()
         submit(docs)
         submitted = self_cpu() - m0
@@ -291,8 +274,9 @@ def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_pr
         wall = time.perf_counter() - t0
         spent = servers.stop()
         stop_profilers(spies)
-        parts = {"ingest_worker": tree_cpu(started[:1]) - w0,
-                 "classify_worker": tree_cpu(started[1:]) - c0, **spent, "submitter": submitted}
+        parts = {"ingest_worker": tree_cpu([started[0].pid]) - w0,
+                 "classify_worker": tree_cpu(p.pid for p in started[1:]) - c0, **spent,
+                 "submitter": submitted}
         split = {k: round(1000 * v / pages, 2) for k, v in parts.items()}
         cpu = sum(parts.values())
     finally:

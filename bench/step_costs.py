@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -32,34 +31,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu_time import named_cpu, self_cpu  # noqa: E402
 from queue_overhead import pick_documents  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK = 64  # the embedded runner's classify call: max_batch 16 x 4 batches
-
-
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _postgres_cpu() -> float:
-    total = 0.0
-    for p in psutil.process_iter(["name"]):
-        if (p.info["name"] or "").startswith("postgres"):
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                continue
-    return total
 
 
 def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
@@ -87,12 +69,13 @@ def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
             ids = [register_document(s, path_to_uri(p), sha256=sha256_file(p))[0]
                    for p in docs]
 
-        server = _postgres_cpu if engine.dialect.name == "postgresql" else (lambda: 0.0)
+        def server() -> float:  # the PostgreSQL server's CPU; SQLite has no server to count
+            return named_cpu("postgres") if engine.dialect.name == "postgresql" else 0.0
 
         def timed(phase: Callable[[], None]) -> tuple[float, float]:
-            c0, p0 = _self_cpu(), server()
+            c0, p0 = self_cpu(), server()
             phase()
-            return _self_cpu() - c0, server() - p0
+            return self_cpu() - c0, server() - p0
 
         pages_of: list[list[int]] = []
         ingest = timed(lambda: pages_of.extend(steps.ingest_document(ctx, d).page_ids
