@@ -30,15 +30,25 @@ def tree_cpu(pids: Iterable[int]) -> float:
     return total
 
 
-def named_cpu(prefix: str) -> float:
-    """Seconds of every process whose name starts with `prefix` (a server: "postgres",
-    "redis"), machine-wide, so other jobs' use of the same server counts too."""
-    total = 0.0
+def servers_cpu(prefixes: Iterable[str]) -> dict[tuple[int, str], float]:
+    """Seconds of every process whose name starts with one of `prefixes` (servers:
+    "postgres", "redis"), by (pid, prefix), machine-wide, so other jobs' use of the same
+    servers counts too."""
+    kinds = tuple(prefixes)
+    out: dict[tuple[int, str], float] = {}
     for q in psutil.process_iter(["name"]):
-        if (q.info["name"] or "").startswith(prefix):
-            try:
-                t = q.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                continue
-    return total
+        name = q.info["name"] or ""
+        kind = next((k for k in kinds if name.startswith(k)), None)
+        if kind is None:
+            continue
+        try:
+            t = q.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[(q.pid, kind)] = t.user + t.system
+    return out
+
+
+def named_cpu(prefix: str) -> float:
+    """Seconds of every process whose name starts with `prefix`, summed (see servers_cpu)."""
+    return sum(servers_cpu([prefix]).values())

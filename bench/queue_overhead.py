@@ -45,13 +45,12 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import psycopg2
 import redis
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_time import self_cpu, tree_cpu
+from cpu_time import self_cpu, servers_cpu, tree_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -160,17 +159,7 @@ class ServerCPU:
 
     @classmethod
     def _snapshot(cls) -> dict[tuple[int, str], float]:
-        out = {}
-        for q in psutil.process_iter(["name"]):
-            name = q.info["name"] or ""
-            kind = next((k for k in cls.NAMES if name.startswith(k)), None)
-            if kind:
-                try:
-                    t = q.cpu_times()
-                    out[(q.pid, kind)] = t.user + t.system
-                except psutil.NoSuchProcess:
-                    continue
-        return out
+        return servers_cpu(cls.NAMES)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.25):
