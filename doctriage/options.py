@@ -17,6 +17,7 @@ def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
         "min_ocr_conf": settings.min_ocr_conf,
         "max_pages": settings.max_pages,
         "max_page_pixels": settings.max_page_pixels,
+        "max_page_words": settings.max_page_words,
         "max_file_bytes": settings.max_file_bytes,
         "min_text_coverage": settings.min_text_coverage,
     }

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     ocr_timeout_s: float = 60.0
     max_pages: int = 2000
     max_page_pixels: int = 60_000_000
+    max_page_words: int = 5000
     max_file_bytes: int = 200 * 1024 * 1024
     ocr_lang: str = "eng"
     min_ocr_conf: float = 30.0

@@ -27,6 +27,10 @@ class IngestOptions:
     min_ocr_conf: float = 30.0
     max_pages: int = 2000
     max_page_pixels: int = 60_000_000
+    # Text-layer words kept per page, in content-stream order. The model reads a few hundred
+    # tokens; the densest of realdocs' 1,259 text-layer pages has 3,806 words. A page over it is
+    # kept truncated (its `reason` says so) rather than failed.
+    max_page_words: int = 5000
     max_file_bytes: int = 200 * 1024 * 1024
     # Share of the page's ink that text-layer words must cover on a scan-like page (images cover
     # at least `scan_image_area` of it) for the text layer to be trusted. Measured on realdocs:
@@ -38,7 +42,8 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if self.ocr_mode not in OCR_MODES:
             raise ValueError(f"ocr_mode must be one of {OCR_MODES}, not {self.ocr_mode!r}")
-        for field in ("dpi", "ocr_dpi", "max_pages", "max_page_pixels", "max_file_bytes"):
+        positive = ("dpi", "ocr_dpi", "max_pages", "max_page_pixels", "max_page_words")
+        for field in (*positive, "max_file_bytes"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive")
         if self.ocr_timeout_s <= 0:

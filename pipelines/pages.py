@@ -169,9 +169,12 @@ def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool)
             image = pdf.render(page, opts.dpi)
             words: list[str] = []
             boxes: list[Box] = []
+            truncated_words = False
             area: float | None = None  # only measured when the decision depends on it
             if opts.ocr_mode != "ocr":
-                words, boxes = extract_words(page)
+                words, boxes = extract_words(page, opts.max_page_words + 1)
+                truncated_words = len(words) > opts.max_page_words
+                words, boxes = words[: opts.max_page_words], boxes[: opts.max_page_words]
                 area = pdf.image_area(page) if opts.ocr_mode == "auto" and words else None
             decision = decide(
                 opts.ocr_mode,
@@ -195,7 +198,10 @@ def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool)
             words, boxes = ocr.words, ocr.boxes
     else:
         words, boxes = sort_reading_order(words, boxes)
-    return _page(number, image, words, boxes, decision, size, ocr, area)
+    page_out = _page(number, image, words, boxes, decision, size, ocr, area)
+    if truncated_words and decision.text_source == "text_layer":
+        page_out.reason += f"; text layer cut to its first {opts.max_page_words} words"
+    return page_out
 
 
 def _image_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:

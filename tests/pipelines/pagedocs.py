@@ -58,3 +58,39 @@ def write_scan_pdf(path: Path, pages: int = 1, lines: list[str] | None = None) -
         c.showPage()
     c.save()
     return path
+
+
+def write_text_bomb_pdf(path: Path, pages: int = 3, words: int = 300_000) -> Path:
+    """A small PDF whose every page draws one shared content stream of `words` tiny words (the
+    hostile shape that once took 430 s and 3.4 GB for 20 pages), written by hand: no PDF
+    library shares one stream between pages."""
+    import zlib
+
+    ops = ["BT /F1 2 Tf"]
+    for i in range(words):
+        x, y = 10 + (i % 100) * 5.8, 780 - ((i // 100) % 380) * 2
+        ops.append(f"1 0 0 1 {x:.1f} {y} Tm (w{i % 10}) Tj")
+    ops.append("ET")
+    data = zlib.compress("\n".join(ops).encode(), 6)
+    kids = " ".join(f"{5 + k} 0 R" for k in range(pages))
+    page = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /Font << /F1 3 0 R >> >> /Contents 4 0 R >>")
+    objs = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Length {len(data)} /Filter /FlateDecode >>\nstream\n".encode()
+        + data + b"\nendstream",
+        *([page] * pages),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+    return path
