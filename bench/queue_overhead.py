@@ -134,7 +134,7 @@ def in_process_submitter(env: dict[str, str]):
     def submit(folder: Path) -> None:
         ids = []
         with session_scope(sessions) as s:
-            for uri, sha in LocalSource([folder]):
+            for uri, sha in LocalSource([folder], follow_symlinks=True):  # links to the data
                 ids.append(register_document(s, uri, sha256=sha)[0])
         for doc_id in ids:
             ingest.delay(doc_id)

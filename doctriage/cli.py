@@ -73,4 +73,13 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # A setting that cannot be used (a bad DOCTRIAGE_DATABASE_URL, ...) raised while a
+        # command starts: one line and status 2 for every command, whether or not it catches
+        # WiringError itself. (Looked up in sys.modules: `doctriage pages` never imports wiring.)
+        wiring = sys.modules.get("doctriage.wiring")
+        if wiring is None or not isinstance(exc, wiring.WiringError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

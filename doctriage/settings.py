@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_page_pixels: int = 60_000_000
     max_page_words: int = 5000
     max_file_bytes: int = 200 * 1024 * 1024
+    # Local folders: a symlink whose target lies outside the folder is recorded SKIPPED and
+    # never opened; DOCTRIAGE_FOLLOW_SYMLINKS=true reads it like any other file.
+    follow_symlinks: bool = False
     ocr_lang: str = "eng"
     min_ocr_conf: float = 30.0
     min_text_coverage: float = 0.4

@@ -38,14 +38,45 @@ def reroute_options(settings: Settings) -> RerouteOptions:
 
 
 def store(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
-    """A session factory on the configured database, migrated to the current schema."""
+    """A session factory on the configured database, migrated to the current schema. A database
+    URL that cannot be used (malformed, an unknown scheme or driver, a server that cannot be
+    reached) is a WiringError with a one-line message, whichever command is starting."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
     from db.session import make_engine, session_factory
     from db.session import migrate as run_migrations
 
-    engine = make_engine(settings.resolved_database_url)
-    if migrate:
-        run_migrations(engine)
+    url = settings.resolved_database_url
+    try:
+        engine = make_engine(url)
+        if migrate:
+            run_migrations(engine)
+    except NoSuchModuleError:
+        raise WiringError(
+            f"DOCTRIAGE_DATABASE_URL: unsupported database {_scheme(url)!r}"
+            " (use postgresql://... or sqlite:///...)"
+        ) from None
+    except ArgumentError:
+        # the value is not echoed: a malformed URL may still hold a password
+        raise WiringError(
+            "DOCTRIAGE_DATABASE_URL is not a database URL"
+            " (e.g. postgresql://user@host:5432/doctriage or sqlite:///path/doctriage.db)"
+        ) from None
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise WiringError(f"cannot open the database {_shown(url)}: {reason}") from None
     return session_factory(engine)
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]
+
+
+def _shown(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:

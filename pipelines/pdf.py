@@ -11,8 +11,11 @@ import math
 import threading
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pypdfium2 as pdfium
+import pypdfium2.internal as pdfium_utils
 import pypdfium2.raw as raw
 from PIL import Image
 
@@ -33,14 +36,32 @@ _IMAGE_GRID = 64  # resolution of the grid on which image coverage is measured
 
 
 def open_pdf(source: Source) -> pdfium.PdfDocument:
-    data = str(source.data) if not hasattr(source.data, "read") else source.data
+    """Load the document; the caller holds PDFIUM_LOCK. A PDF that loads with zero pages comes
+    back as a document of length 0 (the caller reports "no pages")."""
     try:
-        return pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        reason = _LOAD_ERRORS.get(getattr(exc, "err_code", None) or -1, f"unreadable PDF ({exc})")
-        raise DocumentError(source.name, reason) from None
+        handle, keepalive = _load(source.data)
     except Exception as exc:  # library boundary
         raise DocumentError(source.name, f"unreadable PDF ({exc})") from None
+    if not handle:
+        # pdfium's last error is only set by a load that fails (a successful load leaves the
+        # previous one in place), so it is read here, right after the load returned NULL, and
+        # nowhere else: pypdfium2's PdfDocument also reads it when a document that did load has
+        # no pages, which reported a page-less PDF opened after an encrypted one as encrypted.
+        code = raw.FPDF_GetLastError()
+        reason = _LOAD_ERRORS.get(code, f"unreadable PDF (pdfium error {code})")
+        raise DocumentError(source.name, reason)
+    doc = pdfium.PdfDocument(handle)
+    doc._data_holder.extend(keepalive)  # what pdfium reads through lives as long as the doc
+    return doc
+
+
+def _load(data: Path | BinaryIO) -> tuple[Any, tuple[object, ...]]:
+    """The raw FPDF_DOCUMENT (NULL when the load failed) and the objects it reads through."""
+    if isinstance(data, Path | str):
+        path = (str(data) + "\0").encode("utf-8", errors="surrogateescape")
+        return raw.FPDF_LoadDocument(path, None), ()
+    reader, keepalive = pdfium_utils.get_bufreader(data)
+    return raw.FPDF_LoadCustomDocument(reader, None), (data, *keepalive)
 
 
 def is_truncated(source: Source) -> bool:

@@ -6,13 +6,20 @@ same two calls and register an opener for their scheme."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
+from pipelines.errors import one_line
+
+log = logging.getLogger(__name__)
+
 # What the page pipeline can read; everything else in a folder is ignored.
 DOCUMENT_SUFFIXES = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+
+SYMLINK_OUTSIDE = "symlink leaves the input folder"
 
 
 class Source(Protocol):
@@ -45,25 +52,41 @@ class LocalSource:
 
     Explicitly named files are kept whatever their suffix, so a bad input is recorded as a
     failed document rather than skipped silently; folder members are filtered by suffix.
+    A folder member that is a symlink resolving outside its folder is neither opened nor
+    yielded unless ``follow_symlinks``: it lands in ``skipped`` as ``(uri, reason)`` (the uri
+    of the link itself), for the caller to record. A file gone between listing and hashing is
+    left out with a warning.
     """
 
-    def __init__(self, paths: Iterable[str | Path], suffixes: frozenset[str] = DOCUMENT_SUFFIXES):
+    def __init__(self, paths: Iterable[str | Path], suffixes: frozenset[str] = DOCUMENT_SUFFIXES,
+                 *, follow_symlinks: bool = False):
         self.paths = [Path(p) for p in paths]
         self.suffixes = suffixes
+        self.follow_symlinks = follow_symlinks
+        self.skipped: list[tuple[str, str]] = []
 
     def files(self) -> list[Path]:
         found: list[Path] = []
+        skipped: dict[str, str] = {}
         for p in self.paths:
             if p.is_dir():
-                found.extend(
-                    f for f in sorted(p.rglob("*"))
-                    if f.is_file() and f.suffix.lower() in self.suffixes
-                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                )
+                root = p.resolve()
+                for f in sorted(p.rglob("*")):
+                    if not (f.is_file() and f.suffix.lower() in self.suffixes) or any(
+                        part.startswith(".") for part in f.relative_to(p).parts
+                    ):
+                        continue
+                    if not self.follow_symlinks and not f.resolve().is_relative_to(root):
+                        skipped[f.absolute().as_uri()] = SYMLINK_OUTSIDE
+                        continue
+                    found.append(f)
             elif p.is_file():
                 found.append(p)
             else:
                 raise FileNotFoundError(f"no such file or folder: {p}")
+        self.skipped = list(skipped.items())
+        for uri, reason in self.skipped:
+            log.warning("skipped %s: %s", one_line(uri), reason)
         seen: set[Path] = set()
         unique = []
         for f in found:
@@ -75,7 +98,12 @@ class LocalSource:
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for f in self.files():
-            yield path_to_uri(f), sha256_file(f)
+            try:
+                sha = sha256_file(f)
+            except FileNotFoundError:  # deleted (or moved) since it was listed
+                log.warning("skipped %s: it is gone (deleted after it was listed)", one_line(f))
+                continue
+            yield path_to_uri(f), sha
 
     def open(self, uri: str) -> BinaryIO:
         return open(uri_to_path(uri), "rb")

@@ -32,12 +32,19 @@ class ChainSource:
     def files(self) -> list[Any]:
         return [f for source in self.sources for f in source.files()]  # type: ignore[attr-defined]
 
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """What the sources listed but refused, as ``(uri, reason)`` (see LocalSource)."""
+        return [item for source in self.sources for item in getattr(source, "skipped", ())]
 
-def source_for(targets: str | Sequence[str], s3: S3Options | None = None) -> Source:
+
+def source_for(targets: str | Sequence[str], s3: S3Options | None = None, *,
+               follow_symlinks: bool = False) -> Source:
     """``s3://bucket/prefix`` targets become S3 sources (and s3:// URIs become openable in
     this process), everything else local files or folders. Every source has ``files()``;
     a bad s3 uri raises S3SourceError (a FileNotFoundError) here, an unlistable bucket or a
-    missing path raises it from ``files()``/iteration, like LocalSource."""
+    missing path raises it from ``files()``/iteration, like LocalSource. ``follow_symlinks``
+    lets local folders yield symlinks that resolve outside them (LocalSource)."""
     items = [targets] if isinstance(targets, str) else list(targets)
     s3_targets = [t for t in items if t.startswith("s3://")]
     local = [t for t in items if not t.startswith("s3://")]
@@ -51,5 +58,5 @@ def source_for(targets: str | Sequence[str], s3: S3Options | None = None) -> Sou
         except S3UriError as exc:
             raise S3SourceError(str(exc)) from None
     if local:
-        sources.append(LocalSource(local))
+        sources.append(LocalSource(local, follow_symlinks=follow_symlinks))
     return sources[0] if len(sources) == 1 else ChainSource(sources)

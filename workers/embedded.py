@@ -18,13 +18,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db.models import Document, Page, Prediction
-from db.repository import register_document
+from db.repository import mark_document, register_document
 from db.session import session_scope
 from db.states import DocumentState, PageState, Pass
+from pipelines.errors import one_line
 from workers import steps
 from workers.classify_runtime import ClassifyRuntime
+from workers.redaction import stored_error
 from workers.steps import StepContext
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ def run_embedded(
             else:
                 doc_id, _ = register_document(s, uri, sha256=version)
             doc_ids.append(doc_id)
+        # What a source listed but refused (a symlink leaving its folder): SKIPPED, never read.
+        skipped_ids = record_skipped(s, getattr(documents, "skipped", ()))
     chunk = runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
     pending: list[int] = []
     classified = 0
@@ -99,7 +104,7 @@ def run_embedded(
             result = steps.ingest_document(ctx, doc_id)
             pending.extend(result.page_ids)
         except Exception as exc:  # one bad document never stops the run
-            log.warning("document %s failed: %s", doc_id, exc)
+            log.warning("document %s failed: %s", doc_id, one_line(exc))
             steps.fail_document(ctx, doc_id, f"{type(exc).__name__}: {exc}")
         tick("document", 1)
         while len(pending) >= chunk:
@@ -118,13 +123,24 @@ def run_embedded(
             steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_started
-    summary = summarize(ctx, doc_ids, runtime.version)
+    summary = summarize(ctx, [*doc_ids, *skipped_ids], runtime.version)
     summary.seconds = round(seconds, 3)
     summary.cpu_seconds = round(cpu_seconds, 3)
     summary.pages_classified_this_run = classified
     summary.pages_per_s = round(classified / seconds, 3) if seconds > 0 else 0.0
     summary.batcher = runtime.stats()
     return summary
+
+
+def record_skipped(s: Session, skipped: Iterable[tuple[str, str]]) -> list[int]:
+    """Register each refused ``(uri, reason)`` once and mark it SKIPPED with the reason."""
+    ids = []
+    for uri, reason in skipped:
+        doc_id, created = register_document(s, uri)
+        if created:
+            mark_document(s, doc_id, DocumentState.SKIPPED, error=one_line(reason))
+        ids.append(doc_id)
+    return ids
 
 
 def _cpu_seconds() -> float:
@@ -148,7 +164,7 @@ def summarize(ctx: StepContext, doc_ids: Sequence[int], model_version: str) -> R
         out.documents = len(docs)
         out.documents_by_state = dict(Counter(d.state for d in docs))
         out.failed_documents = [
-            {"uri": d.source_uri, "error": d.error or ""}
+            {"uri": d.source_uri, "error": stored_error(d.error or "")}
             for d in docs if d.state == DocumentState.FAILED
         ]
         pages = list(s.execute(select(Page).where(Page.document_id.in_(ids))).scalars())

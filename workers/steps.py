@@ -37,11 +37,12 @@ from db.repository import (
 from db.session import session_scope
 from db.states import DocumentState, PageState, Pass
 from pipelines.artifacts import ArtifactNotFound, ArtifactStore, decode_page, encode_page, page_key
-from pipelines.errors import DocumentError
+from pipelines.errors import DocumentError, one_line
 from pipelines.options import IngestOptions
 from pipelines.sources import name_of, open_uri
 from workers import metrics
 from workers.classify_runtime import ClassifyRuntime
+from workers.redaction import stored_error
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,11 @@ class ClassifyResult:
 def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
     """Stream the document's pages into artifacts and page rows; returns pages to classify.
 
-    A bad document (DocumentError) is marked FAILED with its one-line reason; pages read before
-    the error are kept and classified. Any other error propagates (transient: retried), leaving
-    the document INGESTING for a retry or the reconciler."""
+    A bad document (DocumentError) is marked FAILED with its one-line reason (credentials
+    masked); pages read before the error are kept and classified. Any other error propagates,
+    leaving the document INGESTING: the task retries a transient one (the store, broker or S3
+    unreachable or throttling: workers.failures.is_transient) with backoff, the reconciler picks
+    up one whose retries never came, and only a permanent one is marked FAILED (fail_document)."""
     with session_scope(ctx.sessions) as s:
         claimed = claim_document(s, doc_id)
         if claimed is None:
@@ -150,7 +153,7 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
                     with session_scope(ctx.sessions) as s:
                         flush(s)
     except DocumentError as exc:
-        error = str(exc)
+        error = stored_error(one_line(exc))  # a file name's newline stays visible: \n
         metrics.record_failure("ingest", exc)
     with session_scope(ctx.sessions) as s:
         flush(s)  # the last pages and the document's new state: one transaction
@@ -176,7 +179,7 @@ def _pending_page_ids(s: Session, doc_id: int) -> list[int]:
 def fail_document(ctx: StepContext, doc_id: int, reason: str) -> None:
     """Permanent failure outside the page pipeline (e.g. retries exhausted)."""
     with session_scope(ctx.sessions) as s:
-        mark_document(s, doc_id, DocumentState.FAILED, error=reason[:2000])
+        mark_document(s, doc_id, DocumentState.FAILED, error=stored_error(one_line(reason)))
 
 
 # -- classify ----------------------------------------------------------------------------------
@@ -205,7 +208,7 @@ def _load_inputs(
                 raise ArtifactNotFound("no artifact reference")
             art = decode_page(ctx.artifacts.get(p.artifact_ref))
         except (ArtifactNotFound, ValueError, KeyError) as exc:
-            bad.append((p.id, f"page artifact unreadable: {exc}"))
+            bad.append((p.id, stored_error(f"page artifact unreadable: {exc}")))
             continue
         ok.append((p.id, PageInput(words=art.words, boxes=art.boxes, image=art.image)))
     return ok, bad
@@ -274,7 +277,7 @@ def full_depth_pages(
 
 def fail_pages(ctx: StepContext, page_ids: Sequence[int], reason: str) -> None:
     with session_scope(ctx.sessions) as s:
-        mark_pages(s, page_ids, PageState.FAILED, error=reason[:2000])
+        mark_pages(s, page_ids, PageState.FAILED, error=stored_error(reason))
         docs = s.execute(select(Page.document_id).where(Page.id.in_(list(page_ids)))).scalars()
         finish_documents(s, set(docs))
 

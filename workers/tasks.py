@@ -8,21 +8,23 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from celery.exceptions import Ignore, Retry
 from celery.signals import worker_process_init
-from sqlalchemy.exc import DBAPIError, OperationalError
+from celery.utils.time import get_exponential_backoff_interval
 
 from workers import context, steps
 from workers.celery_app import CheckedTask, app
-from workers.stage_batcher import BatcherStopped
+from workers.failures import PERMANENT_TYPES, TRANSIENT_TYPES, is_transient
+from workers.redaction import stored_error
 
 log = logging.getLogger(__name__)
 
 # Worth another try: the store, broker, artifact store or a worker shutting down, not the input.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OperationalError, DBAPIError, ConnectionError, TimeoutError, OSError, BatcherStopped,
-)
-RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=300, retry_jitter=True,
-             max_retries=6)
+# Celery's autoretry handles these types; RetryingTask adds what only workers.failures.is_transient
+# can tell (an S3 ClientError by its code or HTTP status: SlowDown, ServiceUnavailable, 5xx).
+TRANSIENT: tuple[type[BaseException], ...] = TRANSIENT_TYPES
+RETRY = dict(autoretry_for=TRANSIENT, dont_autoretry_for=PERMANENT_TYPES,
+             retry_backoff=2, retry_backoff_max=300, retry_jitter=True, max_retries=6)
 
 
 @worker_process_init.connect
@@ -34,10 +36,32 @@ def _fresh_process(**_: Any) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
+    return stored_error(f"{type(exc).__name__}: {exc}")
 
 
-class DocumentTask(CheckedTask):
+class RetryingTask(CheckedTask):
+    """A transient error (workers.failures.is_transient) is retried with the same exponential
+    backoff as autoretry_for; once max_retries is spent, retry re-raises it and on_failure
+    records the permanent failure."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (Ignore, Retry):
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            countdown = get_exponential_backoff_interval(
+                factor=int(max(1.0, float(self.retry_backoff or 1))),
+                retries=self.request.retries,
+                maximum=int(self.retry_backoff_max or 600),
+                full_jitter=bool(self.retry_jitter),
+            )
+            raise self.retry(exc=exc, countdown=countdown) from None
+
+
+class DocumentTask(RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         try:
             steps.fail_document(context.step_context(), int(args[0]), _reason(exc))
@@ -45,7 +69,7 @@ class DocumentTask(CheckedTask):
             log.exception("could not mark document %s FAILED", args[0] if args else "?")
 
 
-class PagesTask(CheckedTask):
+class PagesTask(RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         try:
             steps.fail_pages(context.step_context(), [int(i) for i in args[0]], _reason(exc))
@@ -82,7 +106,7 @@ def full_depth(page_ids: list[int]) -> dict[str, int]:
     return {"done": len(result.done), "failed": len(result.failed)}
 
 
-@app.task(name="doctriage.reconcile", **RETRY)
+@app.task(name="doctriage.reconcile", base=RetryingTask, **RETRY)
 def reconcile(stuck_after_s: float = 900.0) -> dict[str, int]:
     plan = steps.reconcile(context.step_context(), stuck_after_s)
     for doc_id in plan.documents:

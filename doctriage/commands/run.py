@@ -14,6 +14,7 @@ from doctriage import wiring
 from doctriage.commands._common import fail, quiet_workers_logs
 from doctriage.s3_wiring import s3_options
 from doctriage.settings import get_settings
+from pipelines.errors import one_line
 from pipelines.sources_factory import source_for
 from workers.embedded import RunSummary, run_embedded
 
@@ -31,15 +32,16 @@ def run(
     """Classify every page of PATH... in this process and summarise the results."""
     settings = get_settings()
     try:
-        source = source_for(paths, s3_options(settings))  # folders, files, S3 prefixes
+        # folders, files, S3 prefixes
+        source = source_for(paths, s3_options(settings), follow_symlinks=settings.follow_symlinks)
         files = source.files()
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     try:
+        ctx = wiring.step_context(settings)  # the store first: a bad one fails in a second
         runtime = wiring.classify_runtime(settings, model)
-        ctx = wiring.step_context(settings)
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
     with (
@@ -71,7 +73,7 @@ def render(s: RunSummary) -> str:
         f"model: {s.model_version}",
     ]
     for d in s.failed_documents:
-        lines.append(f"failed: {d['error'] or d['uri']}")
+        lines.append(f"failed: {one_line(d['error'] or d['uri'])}")
     return "\n".join(lines)
 
 

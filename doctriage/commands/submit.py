@@ -21,10 +21,11 @@ def submit(
     from db.repository import register_document
     from db.session import session_scope
     from db.states import DocumentState
+    from workers.embedded import record_skipped
     from workers.tasks import ingest
 
     settings = get_settings()
-    source = LocalSource(paths)
+    source = LocalSource(paths, follow_symlinks=settings.follow_symlinks)
     try:
         files = source.files()
         wiring.configure_celery(settings)
@@ -33,8 +34,9 @@ def submit(
         raise fail(str(exc)) from None
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
-    created = queued = 0
-    for uri, sha in source:
+    created = queued = documents = 0
+    for uri, sha in source:  # a file deleted since it was listed is left out (a warning)
+        documents += 1
         with session_scope(sessions) as s:
             doc_id, new = register_document(s, uri, sha256=sha)
             doc = s.get(Document, doc_id)
@@ -47,7 +49,12 @@ def submit(
             except Exception as exc:  # the broker is down or misconfigured
                 raise fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
             queued += 1
-    typer.echo(f"submit: {len(files)} documents, {created} new, {queued} queued for ingest")
+    with session_scope(sessions) as s:
+        skipped = len(record_skipped(s, source.skipped))  # symlinks leaving their folder
+    typer.echo(
+        f"submit: {documents} documents, {created} new, {queued} queued for ingest"
+        + (f", {skipped} skipped" if skipped else "")
+    )
 
 
 def register(app: typer.Typer) -> None:

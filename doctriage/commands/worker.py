@@ -65,9 +65,9 @@ def worker(
 
         tune_malloc()  # before Celery's pool threads exist, so they share the one arena
     try:
+        wiring.store(settings)  # migrate once before the children start (and fail fast)
         if model_queues:
             wiring.model_dir(settings)  # fail now, not on the first task, if there is no model
-        wiring.store(settings)  # migrate once before the children start
         app = wiring.configure_celery(settings, preload_model=bool(model_queues))
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None

@@ -82,6 +82,37 @@ def test_encrypted_pdf(tmp_path):
     assert err.reason == "encrypted PDF (password required)"
 
 
+def zero_page_pdf() -> bytes:
+    """A well-formed PDF whose page tree is empty: pdfium loads it (no load error)."""
+    objects = [b"<</Type/Catalog/Pages 2 0 R>>", b"<</Type/Pages/Kids[]/Count 0>>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<</Size %d/Root 1 0 R>>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_page_less_pdf_after_an_encrypted_one_is_not_called_encrypted(tmp_path):
+    # pdfium keeps its last load error until the next failing load; a page-less PDF loads fine,
+    # so reading that error for it reported whatever failed before it (here: the password).
+    locked = write_text_pdf(tmp_path / "locked.pdf", encrypt="s3cret")
+    empty = tmp_path / "empty-tree.pdf"
+    empty.write_bytes(zero_page_pdf())
+    for source in (empty, locked, empty, locked, io.BytesIO(empty.read_bytes())):
+        if isinstance(source, io.BytesIO):
+            assert count_pages(source, name="stream") == 0
+            source.seek(0)
+        pages, err = read_all(source)
+        assert pages == [] and err is not None
+        encrypted = "encrypted PDF (password required)"
+        assert err.reason == (encrypted if source == locked else "document has no pages")
+    assert count_pages(empty) == 0
+
+
 def test_truncated_pdf_that_cannot_be_rebuilt(tmp_path):
     data = write_text_pdf(tmp_path / "full.pdf", pages=5).read_bytes()
     path = tmp_path / "cut.pdf"
