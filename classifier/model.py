@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import LayoutLMv3Config, LayoutLMv3Model, PreTrainedTokenizerBase
 
+from classifier.fused_attention import attention_bias, fused_layer
 from classifier.heads import GateHead, RampHead
 from classifier.inputs import PageLike, clamp_box, image_to_array, pixels_from_arrays
 from classifier.position_bias import position_bias
@@ -79,6 +80,9 @@ class EarlyExitModel(nn.Module):
         self.register_buffer("temperatures", torch.ones(len(layers)), persistent=False)
         self.thresholds: list[float] = [1.0] * (len(layers) - 1) + [0.0]
         self.policy_spec: dict = {"name": "max_softmax", "thresholds": list(self.thresholds)}
+        # "eager": transformers' own layers (the bit-exact reference, the default);
+        # "fused": one scaled_dot_product_attention kernel per layer (classifier/fused_attention).
+        self.attention_impl = "eager"
 
     # ---- facts -----------------------------------------------------------------------------
     @property
@@ -132,7 +136,8 @@ class EarlyExitModel(nn.Module):
         input_ids = inputs["input_ids"].to(dev)
         bbox = inputs["bbox"].to(dev)
         text_mask = inputs["attention_mask"].to(dev)
-        pixel_values = inputs["pixel_values"].to(dev)
+        # encode() makes float32 pixels; a bf16/fp16 model (GPU serving) needs them in its dtype.
+        pixel_values = inputs["pixel_values"].to(dev, dtype=bb.patch_embed.proj.weight.dtype)
         batch = input_ids.shape[0]
         text = bb.embeddings(
             input_ids=input_ids, bbox=bbox, token_type_ids=torch.zeros_like(input_ids)
@@ -175,9 +180,17 @@ class EarlyExitModel(nn.Module):
         hidden = state.hidden
         bias = self.position_bias(state)
         layers = self.backbone.encoder.layer
+        span = range(self.exit_layers[state.stage], self.exit_layers[target])
+        if self.attention_impl == "fused":
+            head_size = self.config.hidden_size // self.config.num_attention_heads
+            fused_bias = attention_bias(bias, state.attention_mask, head_size, hidden.dtype)
+            for i in span:
+                hidden = fused_layer(layers[i], hidden, fused_bias)
+            new = StageState(hidden, state.attention_mask, state.text_mask, bias, target)
+            return self.exit_logits(new), new
         # The layers add (rel_pos + rel_2d_pos): the summed bias goes in as rel_pos, plus 0.
         rel_2d = 0 if self.config.has_spatial_attention_bias else None
-        for i in range(self.exit_layers[state.stage], self.exit_layers[target]):
+        for i in span:
             hidden = layers[i](
                 hidden,
                 state.attention_mask,
