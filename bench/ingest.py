@@ -47,7 +47,7 @@ def pps(ms: float | None) -> float | None:
 
 def plan_all(rows: list[dict[str, str]], root: Path, opts: IngestOptions) -> list[dict]:
     out = []
-    for row in tqdm(rows, desc="decide (no OCR)", unit="doc", file=sys.stderr):
+    for row in tqdm(rows, desc="decide (no OCR)", unit="doc", file=sys.stderr, disable=None):
         for page in plan_pages(root / row["path"], options=opts):
             out.append(
                 {
@@ -71,7 +71,7 @@ def ocr_sample(planned: list[dict], root: Path, opts: IngestOptions, per_source:
             firsts[p["source"]].append(p["path"])
     picks = [path for paths in firsts.values() for path in paths]
     out = []
-    for path in tqdm(picks, desc="OCR sample", unit="page", file=sys.stderr):
+    for path in tqdm(picks, desc="OCR sample", unit="page", file=sys.stderr, disable=None):
         page = next(iter_pages(root / path, options=opts))
         out.append({"path": path, "ms": page.ms, "words": len(page.words), "conf": page.ocr_conf})
     return out

@@ -392,7 +392,7 @@ def main() -> None:
         return args.pg.rsplit("/", 1)[0] + "/" + dbs[-1]
 
     try:
-        for rep in tqdm(range(args.repeat), desc="repetitions", file=sys.stderr):
+        for rep in tqdm(range(args.repeat), desc="repetitions", file=sys.stderr, disable=None):
             run: dict = {}
             # 1. embedded + SQLite (`doctriage run`'s default), 2. embedded + PostgreSQL
             home = {"DOCTRIAGE_HOME": str(tmp / f"sqlite{rep}")}

@@ -41,14 +41,25 @@ def refuse_pickle(path: Path) -> None:
         )
 
 
-def save_bundle(model: EarlyExitModel, path: Path | str, *, name: str | None = None) -> Path:
-    """Write `model` as a bundle; sets and returns `model.version` in exits.json."""
+def save_bundle(
+    model: EarlyExitModel,
+    path: Path | str,
+    *,
+    name: str | None = None,
+    weights_dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write `model` as a bundle; sets and returns `model.version` in exits.json.
+    `weights_dtype=torch.float16` stores floating-point weights at half the size; `load_bundle`
+    copies them into the float32 model, so a loaded bundle always computes in float32."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.iterdir():
         if old.suffix.lower() in PICKLE_SUFFIXES:
             raise BundleError(f"{path}: holds pickle file {old.name}; refusing to write beside it")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(weights_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:12]
     model.version = f"{name or model.config.model_type}-{digest}"
@@ -97,7 +108,7 @@ def read_exits(path: Path | str) -> dict[str, Any]:
 def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyExitModel:
     path = Path(path)
     if not path.is_dir():
-        raise BundleError(f"{path}: no such model directory")
+        raise BundleError(f"{path}: no such model folder")  # worded as doctriage.wiring's
     refuse_pickle(path)
     doc = read_exits(path)
     if doc.get("format") != FORMAT:

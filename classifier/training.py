@@ -129,7 +129,7 @@ def train(
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{options.epochs} [{phase}]",
-            disable=not options.progress,
+            disable=None if options.progress else True,  # None: drawn on a terminal only
             leave=False,
         )
         running = 0.0

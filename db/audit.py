@@ -91,6 +91,20 @@ def _early_with_full(f: AuditFilter) -> Any:
     return query.subquery("ewf")
 
 
+def _early_row(columns: Any) -> tuple[Any, Any]:
+    """The early-pass prediction of the same page and model version as `columns`' row, and the
+    clause to (outer) join it on. Every audit output gives `exit_stage` as where the EARLY pass
+    left, also on a full-depth answer (the page was re-routed from there), as `run` does; the
+    full pass's own stage would only say "all layers". Without an early row, its own stage."""
+    early = P.alias("early_pass")
+    on = and_(
+        early.c.page_id == columns.page_id,
+        early.c.model_version == columns.model_version,
+        early.c.pass_name == Pass.EARLY.value,
+    )
+    return early, on
+
+
 # --- summary ----------------------------------------------------------------------------------
 
 
@@ -154,6 +168,7 @@ def low_confidence_select(
     below: float, f: AuditFilter = AuditFilter(), limit: int | None = None
 ) -> Select[Any]:
     final = final_prediction_select(f.model_version).subquery("final")
+    early, on_early = _early_row(final.c)
     query = (
         select(
             final.c.page_id,
@@ -161,12 +176,13 @@ def low_confidence_select(
             final.c.page_number,
             final.c.label,
             final.c.confidence,
-            final.c.exit_stage,
+            func.coalesce(early.c.exit_stage, final.c.exit_stage).label("exit_stage"),
             final.c.pass_name,
             final.c.model_version,
             final.c.created_at,
         )
         .join(DOC, DOC.c.id == final.c.document_id)
+        .outerjoin(early, on_early)
         .where(final.c.confidence < below, *_where(final.c, f))
         .order_by(final.c.confidence, final.c.page_id)
         .limit(limit)
@@ -178,7 +194,8 @@ def low_confidence(
     s: Session, below: float, f: AuditFilter = AuditFilter(), limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Pages whose final answer is below `below`, least confident first, with document uri and
-    page number: the pages a reviewer should look at."""
+    page number: the pages a reviewer should look at. `pass_name` says which pass gave the
+    answer; `exit_stage` is where the early pass left (see _early_row)."""
     rows = s.execute(low_confidence_select(below, f, limit)).mappings()
     return [{**r, "created_at": r["created_at"].isoformat()} for r in rows]
 
@@ -248,16 +265,19 @@ def calibration_pairs(
     s: Session, f: AuditFilter = AuditFilter()
 ) -> list[tuple[str, int, float, bool]]:
     """(pass, exit stage, confidence, correct) for every prediction on a page with a human label
-    (the newest label per page counts). The class filter applies to the human label."""
+    (the newest label per page counts). The exit stage is the early pass's, for the full pass
+    too (see _early_row). The class filter applies to the human label."""
     truth = _latest_human_labels()
+    early, on_early = _early_row(P.c)
     query = (
         select(
             P.c.pass_name,
-            P.c.exit_stage,
+            func.coalesce(early.c.exit_stage, P.c.exit_stage),
             P.c.confidence,
             case((P.c.label == truth.c.label, 1), else_=0).label("correct"),
         )
         .join(truth, truth.c.page_id == P.c.page_id)
+        .outerjoin(early, on_early)
         .where(*_where(P.c, f, label=False))
         .order_by(P.c.id)
     )
@@ -267,8 +287,8 @@ def calibration_pairs(
 
 
 def calibration(s: Session, f: AuditFilter = AuditFilter(), bins: int = 10) -> dict[str, Any]:
-    """On pages with a human label: accuracy, mean confidence and ECE of each pass by exit
-    stage, and per pass overall."""
+    """On pages with a human label: accuracy, mean confidence and ECE of each pass by the early
+    pass's exit stage (a full-depth row: pages re-routed from that stage), and per pass overall."""
     cells: dict[tuple[str, int], list[tuple[float, bool]]] = defaultdict(list)
     for pass_name, stage, conf, correct in calibration_pairs(s, f):
         cells[(pass_name, stage)].append((conf, correct))
@@ -314,6 +334,22 @@ def final_confidences_by_class(
     for label_, conf in s.execute(query):
         out[label_].append(float(conf))
     return dict(out)
+
+
+def exit_depth(s: Session, f: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:
+    """Pages per early exit stage, and how many of them were re-routed to full depth (filters
+    as in `summary`: the class filter applies to the final label)."""
+    ewf = _early_with_full(f)
+    rerouted = func.sum(case((ewf.c.full_id.is_not(None), 1), else_=0))
+    query = (
+        select(ewf.c.exit_stage, func.count(), rerouted)
+        .group_by(ewf.c.exit_stage)
+        .order_by(ewf.c.exit_stage)
+    )
+    return [
+        {"exit_stage": int(stage), "pages": int(n), "rerouted": int(r or 0)}
+        for stage, n, r in s.execute(query)
+    ]
 
 
 def agreement_by_day(s: Session, f: AuditFilter = AuditFilter()) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """`audit report`: one self-contained HTML page (figures embedded as PNG data URIs, no external
-files or scripts) built from the audit queries: exit-depth histogram, confidence histogram per
-class, reliability diagram, and re-route agreement over time."""
+files or scripts) built from the audit queries: exit depth of the early pass (kept or re-routed),
+confidence histogram per class, reliability diagram, and early-vs-full agreement over time.
+Every figure labels its axes and counts in whole pages; "exit stage" is always where the early
+pass stopped, and a full-depth answer is named as such."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sqlalchemy.orm import Session
 
 from db import audit
@@ -36,17 +39,28 @@ def _empty(ax: Any, message: str) -> None:
     ax.set_yticks([])
 
 
-def exit_depth_figure(exit_stages: dict[str, int]) -> str:
+def _integer_counts(ax: Any) -> None:
+    """Page counts are whole numbers: no 0.5-page ticks on a small store."""
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def exit_depth_figure(stages: list[dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if exit_stages:
-        stages = sorted(exit_stages, key=int)
-        ax.bar([int(k) for k in stages], [exit_stages[k] for k in stages], color="tab:blue")
-        ax.set_xticks([int(k) for k in stages])
-        ax.set_xlabel("exit stage (early pass)")
-        ax.set_ylabel("pages")
+    if stages:
+        x = [r["exit_stage"] for r in stages]
+        kept = [r["pages"] - r["rerouted"] for r in stages]
+        ax.bar(x, kept, color="tab:blue", label="early answer kept")
+        ax.bar(x, [r["rerouted"] for r in stages], bottom=kept, color="tab:orange",
+               label="re-routed to full depth")
+        ax.set_xticks(range(max(x) + 1))  # every stage, also those no page stopped at
+        ax.set_ylim(0, max(r["pages"] for r in stages) * 1.3)  # room for the legend
+        _integer_counts(ax)
+        ax.legend(fontsize=8, loc="upper left")
     else:
         _empty(ax, "no predictions")
-    ax.set_title("Exit depth")
+    ax.set_xlabel("exit stage where the early pass stopped")
+    ax.set_ylabel("pages")
+    ax.set_title("Exit depth of the early pass")
     fig.tight_layout()
     return _png(fig)
 
@@ -55,7 +69,8 @@ def confidence_figure(by_class: dict[str, list[float]], bins: int = 20) -> str:
     classes = sorted(by_class)
     cols = max(1, min(4, len(classes)))
     rows = max(1, -(-len(classes) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    width = max(3.2 * cols, 6.0)  # wide enough for the title over one or two panels
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 2.5 * rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
     if not classes:
@@ -66,28 +81,31 @@ def confidence_figure(by_class: dict[str, list[float]], bins: int = 20) -> str:
         ax.hist(by_class[name], bins=bins, range=(0.0, 1.0), color="tab:green")
         ax.set_title(f"{name} (n={len(by_class[name])})", fontsize=9)
         ax.set_xlim(0, 1)
-    fig.suptitle("Confidence of the final answer, per class")
+        _integer_counts(ax)
+        ax.set_ylabel("pages", fontsize=8)
+        ax.set_xlabel("confidence", fontsize=8)
+    fig.suptitle("Confidence of the final answer, per final class")
     fig.tight_layout()
     return _png(fig)
 
 
 def reliability_figure(per_pass: dict[str, list[dict[str, Any]]]) -> str:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     if any(per_pass.values()):
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
         for (name, rows), marker in zip(sorted(per_pass.items()), "os^", strict=False):
             if rows:
                 ax.plot(
                     [r["mean_confidence"] for r in rows],
                     [r["accuracy"] for r in rows],
                     marker=marker,
-                    label=f"{name} pass",
+                    label=f"{_answer(name)} answer ({sum(r['pages'] for r in rows)} pages)",
                 )
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.3, "no human-labelled pages", ha="center", color="gray")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_xlim(-0.03, 1.03)  # a margin: points at 0 or 1 are not cut in half
+        ax.set_ylim(-0.03, 1.03)
+    else:  # the message alone: no diagonal drawn through it
+        _empty(ax, "no human-labelled pages yet\n(doctriage audit label PAGE_ID CLASS)")
     ax.set_xlabel("mean confidence in bin")
     ax.set_ylabel("accuracy vs human labels")
     ax.set_title("Reliability")
@@ -96,30 +114,46 @@ def reliability_figure(per_pass: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def agreement_figure(days: list[dict[str, Any]]) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     if days:
-        x = list(range(len(days)))
-        ax.bar(x, [d["pages"] for d in days], color="lightgray", label="re-routed pages")
-        ax.set_ylabel("re-routed pages")
-        ax.set_xticks(x, [d["day"] for d in days], rotation=45, ha="right", fontsize=8)
-        ax2 = ax.twinx()
-        ax2.plot(x, [100 * d["agreement"] for d in days], marker="o", color="tab:red")
-        ax2.set_ylim(0, 105)
-        ax2.set_ylabel("early = full (%)")
+        n = len(days)
+        x = list(range(n))
+        agree = [d["agree"] for d in days]
+        ax.bar(x, agree, width=0.6, color="tab:green", label="full depth gave the early class")
+        ax.bar(x, [d["pages"] - d["agree"] for d in days], width=0.6, bottom=agree,
+               color="tab:red", label="full depth changed the class")
+        if n <= 20:  # the agreement over each bar; beyond that the labels would collide
+            for xi, d in zip(x, days, strict=True):
+                ax.annotate(f"{d['agreement']:.0%} agree", (xi, d["pages"]), ha="center",
+                            va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        step = -(-n // 12)  # at most 12 date labels
+        ax.set_xticks(x[::step], [d["day"] for d in days][::step],
+                      rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                      fontsize=8)
+        pad = max(0.0, (5 - n) / 2)  # a lone day is one slim bar, not the whole width
+        ax.set_xlim(-0.5 - pad, n - 0.5 + pad)
+        ax.set_ylim(0, max(d["pages"] for d in days) * 1.45)  # room for labels and legend
+        _integer_counts(ax)
+        ax.legend(fontsize=8, loc="upper left")
     else:
         _empty(ax, "no re-routed pages")
-    ax.set_title("Re-route agreement over time")
+    ax.set_xlabel("day of the early answer (UTC)")
+    ax.set_ylabel("re-routed pages")
+    ax.set_title("Early vs full-depth answers on re-routed pages")
     fig.tight_layout()
     return _png(fig)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def _answer(which: str) -> str:
+    return "full-depth" if which == "full" else which
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
     if not rows:
         return "<p class='empty'>none</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -134,6 +168,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _share(part: int, rate: float | None) -> str:
+    return f"{part} ({'-' if rate is None else f'{100 * rate:.1f}%'})"
+
+
 def build_report(s: Session, f: AuditFilter | None = None, bins: int = 10) -> str:
     """The report as one HTML string. Every value from the store is HTML-escaped."""
     f = f or AuditFilter()
@@ -145,15 +183,36 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = 10) -> st
         name: audit.reliability_bins([(c, ok) for p, _, c, ok in pairs if p == name], bins)
         for name in sorted({p for p, *_ in pairs})
     }
+    # Captions say how to read a figure (its title is inside the image).
     figures = {
-        "exit-depth": ("Exit depth (early pass)", exit_depth_figure(summ["total"]["exit_stages"])),
+        "exit-depth": (
+            "Exit depth of the early pass",
+            "Each page once, at the exit where the early pass stopped (0 is the first exit). "
+            "Orange: pages answered again at full depth, because the early answer was below the "
+            "confidence bar or the page was drawn for the audit sample.",
+            exit_depth_figure(audit.exit_depth(s, f)),
+        ),
         "confidence-by-class": (
-            "Confidence per class",
+            "Confidence of the final answer, per final class",
+            "The confidence of each page's final answer (the full-depth one for re-routed "
+            "pages), one panel per final class: a class with many pages at low confidence is "
+            "one the model is unsure of.",
             confidence_figure(audit.final_confidences_by_class(s, f)),
         ),
-        "reliability": ("Reliability diagram", reliability_figure(per_pass)),
+        "reliability": (
+            "Reliability diagram",
+            f"Pages with a human label, in {bins} confidence bins: a point below the diagonal "
+            "is over-confident (right less often than it claims), above it under-confident."
+            if pairs
+            else "No page has a human label yet: label some with doctriage audit label PAGE_ID "
+            "CLASS to see how far confidence can be trusted.",
+            reliability_figure(per_pass),
+        ),
         "reroute-agreement": (
-            "Re-route agreement over time",
+            "Early vs full-depth answers on re-routed pages",
+            "Re-routed pages per UTC day of their early answer: green where the full-depth pass "
+            "kept the early class, red where it changed it. Low agreement means the early exits "
+            "are often wrong on the pages they are unsure of.",
             agreement_figure(audit.agreement_by_day(s, f)),
         ),
     }
@@ -164,41 +223,53 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = 10) -> st
         "<title>doctriage audit report</title><style>",
         "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
         "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px}"
-        "figure{margin:1em 0}img{max-width:100%}.empty{color:gray}",
+        "figure{margin:1em 0 2em}img{max-width:100%}.empty{color:gray}"
+        "figcaption{color:#333;font-size:14px;max-width:760px}",
         "</style></head><body><h1>doctriage audit report</h1>",
         f"<p>Generated {html.escape(datetime.now(UTC).isoformat(timespec='seconds'))}; "
         f"filters: {html.escape(filters)}.</p>",
         f"<p id='totals'>{t['pages']} pages; re-routed {t['rerouted']} "
-        f"({100 * t['reroute_rate']:.1f}%); "
-        f"mean confidence {html.escape(_fmt(t['mean_confidence']))}.</p>",
+        f"({100 * t['reroute_rate']:.1f}%) to full depth; "
+        f"mean confidence of the early pass {html.escape(_fmt(t['mean_confidence']))}.</p>",
         "<h2>By model version and day</h2>",
         _table(
-            summ["groups"],
+            ["model version", "day (UTC)", "pages", "re-routed to full depth",
+             "mean confidence (early pass)", "pages by early exit stage", "pages by final class"],
             [
-                "model_version",
-                "day",
-                "pages",
-                "rerouted",
-                "reroute_rate",
-                "mean_confidence",
-                "exit_stages",
-                "classes",
+                [g["model_version"], g["day"], g["pages"], _share(g["rerouted"], g["reroute_rate"]),
+                 g["mean_confidence"], g["exit_stages"], g["classes"]]
+                for g in summ["groups"]
             ],
         ),
     ]
     for key in FIGURES:
-        caption, png = figures[key]
+        title, caption, png = figures[key]
         parts.append(
-            f"<figure id='{key}'><img alt='{html.escape(caption)}' "
+            f"<figure id='{key}'><img alt='{html.escape(title)}' "
             f"src='data:image/png;base64,{png}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     parts += [
-        "<h2>Re-routes: early vs full depth</h2>",
-        _table(rer["groups"], ["exit_stage", "class", "pages", "agree", "agreement"]),
-        "<h2>Calibration on human-labelled pages</h2>",
+        "<h2>Re-routes: early vs full-depth answers</h2>",
         _table(
-            cal["groups"], ["pass", "exit_stage", "pages", "accuracy", "mean_confidence", "ece"]
+            ["early exit stage", "early class", "re-routed pages",
+             "full-depth class = early class", "agreement"],
+            [
+                [g["exit_stage"], g["class"], g["pages"], g["agree"], f"{g['agreement']:.1%}"]
+                for g in rer["groups"]
+            ],
+        ),
+        "<h2>Calibration on human-labelled pages</h2>",
+        "<p>Against each page's newest human label. A full-depth row counts the pages re-routed "
+        "from that early exit stage, answered again with all layers.</p>" if cal["groups"] else "",
+        _table(
+            ["answer", "early exit stage", "pages", "accuracy", "mean confidence",
+             f"ECE ({bins} bins)"],
+            [
+                [f"{_answer(g['pass'])} pass", g["exit_stage"], g["pages"], g["accuracy"],
+                 g["mean_confidence"], g["ece"]]
+                for g in cal["groups"]
+            ],
         ),
         "</body></html>",
     ]

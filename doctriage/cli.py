@@ -1,21 +1,35 @@
 """The `doctriage` command line. Each sub-command lives in doctriage/commands/<name>.py and
-exposes `register(app)`; this module only assembles them."""
+exposes `register(app)`; this module assembles them and decides how help and usage errors read.
+
+Start-up cost: `doctriage --help` imports every command module, so those modules import only the
+standard library, typer and doctriage.commands._common at top level; torch, transformers, Celery,
+SQLAlchemy, boto3, matplotlib and the workers/classifier/pipelines modules are imported inside
+the command function that needs them (tests/test_cli_startup.py checks `--help` and an instant
+error load none of them)."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 
+from doctriage import cli_text
+
 # typer vendors its own click: find its UsageError through a public class, not a private path.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+cli_text.install()
 
 app = typer.Typer(
     help="doctriage: classify document pages with an early-exit LayoutLMv3, in batch.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help text, as click prints it (sub-groups inherit it): rich's boxes cost every
+    # --help ~0.15 s of imports (rich.markdown, markdown_it), half of its start-up.
+    rich_markup_mode=None,
 )
 
 # One module per command group; the order is the order in `doctriage --help`.
@@ -37,6 +51,8 @@ COMMAND_MODULES = [
 @app.callback()
 def _root() -> None:
     """Keep `doctriage` a command group; configure logging (JSON lines when DOCTRIAGE_LOG_JSON)."""
+    if not any(name.upper() == "DOCTRIAGE_LOG_JSON" for name in os.environ):
+        return  # the default (settings read names in any case); `CMD --help` passes here too
     from doctriage.settings import get_settings
 
     settings = get_settings()
@@ -47,8 +63,8 @@ def _root() -> None:
 
 
 def _modules_to_load(argv: list[str]) -> list[str]:
-    """Each module is named after the command it registers; loading only the one asked for keeps
-    `doctriage pages` from paying for torch and Celery imports. `--help` and typos load them all."""
+    """Each module is named after the command it registers; only the one asked for is loaded
+    (each is cheap to import, see the module docstring). `--help` and typos load them all."""
     first = next((a for a in argv[1:] if not a.startswith("-")), None)
     return [first] if first in COMMAND_MODULES else COMMAND_MODULES
 
@@ -65,8 +81,7 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
             print(exc.ctx.get_help(), file=sys.stderr)
             sys.exit(2)
-        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
-        print(f"error: {where}{exc.format_message()}", file=sys.stderr)
+        print(f"error: {cli_text.usage_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
@@ -83,3 +98,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # `python -m doctriage.cli ...`
+    main()

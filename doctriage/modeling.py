@@ -46,7 +46,9 @@ def load_split_pages(
     progress: bool,
     log: Callable[[str], None],
 ) -> list[CachedPage]:
-    bar = tqdm(total=len(docs), desc="pages (ingest/cache)", unit="doc", disable=not progress)
+    # disable=None: tqdm draws only on a terminal, so redirected logs get no '\r' fragments
+    bar = tqdm(total=len(docs), desc="pages (ingest/cache)", unit="doc",
+               disable=None if progress else True)
 
     def tick(done: int, _total: int) -> None:
         bar.update(done - bar.n)
@@ -62,7 +64,8 @@ def encode_pages(
     model: EarlyExitModel, pages: Sequence[CachedPage], progress: bool, chunk: int = 64
 ) -> dict[str, torch.Tensor]:
     parts = []
-    for s in tqdm(range(0, len(pages), chunk), desc="encode", disable=not progress or not pages):
+    bar_off = None if progress and pages else True  # None: on a terminal only
+    for s in tqdm(range(0, len(pages), chunk), desc="encode", disable=bar_off):
         parts.append(model.encode(pages[s : s + chunk]))
     if not parts:
         raise DatasetError("no pages to encode")
@@ -90,8 +93,12 @@ def train_bundle(
     ingest: IngestOptions | None = None,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
+    weights_dtype: str = "float32",
+    extra_metadata: dict | None = None,
 ) -> dict:
-    """Train, calibrate and save a bundle in `out_dir`; returns the training report."""
+    """Train, calibrate and save a bundle in `out_dir`; returns the training report.
+    `weights_dtype` "float16" halves the stored weights (they load back as float32);
+    `extra_metadata` is merged into the bundle's metadata (e.g. the default bundle's recipe)."""
     started = time.monotonic()
     ingest = ingest or IngestOptions()
     cache_dir = cache_dir or out_dir / "page-cache"
@@ -193,8 +200,14 @@ def train_bundle(
             "placements": placements,
         },
         "calibration": calibration,
+        **(extra_metadata or {}),
     }
-    save_bundle(model, out_dir, name=config if backbone is None else "layoutlmv3")
+    save_bundle(
+        model,
+        out_dir,
+        name=config if backbone is None else "layoutlmv3",
+        weights_dtype=getattr(torch, weights_dtype),
+    )
     report = {
         "bundle": str(out_dir),
         "version": model.version,

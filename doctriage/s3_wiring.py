@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doctriage.settings import Settings
-from pipelines.s3 import S3Options
+
+if TYPE_CHECKING:  # pipelines.s3 loads boto3: only when S3 options are really built
+    from pipelines.s3 import S3Options
 
 
 def s3_options(settings: Settings) -> S3Options:
+    from pipelines.s3 import S3Options
+
     return S3Options(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
 
 

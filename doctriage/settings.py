@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # Model: a bundle directory; None means the default bundle (built on first use).
     model_dir: Path | None = None
     device: str = "cpu"
+    # Encoder attention: "eager" is transformers' own layers (bit-exact, the default); "fused"
+    # runs one scaled_dot_product_attention kernel per layer: 2.9x full-depth pages/s for the
+    # base size in bf16 on an H200 (bench/results/gpu_check.json), equal to float tolerance.
+    attention: Literal["eager", "fused"] = "eager"
 
     # Ingestion.
     ocr_mode: Literal["auto", "ocr", "text"] = "auto"

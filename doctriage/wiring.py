@@ -9,16 +9,20 @@ workers/pipelines/classifier/db, so those packages stay free of doctriage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from doctriage.options import ingest_options
 from doctriage.settings import Settings, get_settings
-from pipelines.artifacts import ArtifactStore, open_artifact_store
 from workers.allocator import tune_malloc
-from workers.classify_runtime import BatcherOptions, ClassifyRuntime
-from workers.steps import RerouteOptions, StepContext
+
+# Imported where used: workers.classify_runtime and workers.steps load torch and transformers,
+# and `doctriage status` or a bad argument must not wait for them (doctriage/cli.py).
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from pipelines.artifacts import ArtifactStore
+    from workers.classify_runtime import BatcherOptions, ClassifyRuntime
+    from workers.steps import RerouteOptions, StepContext
 
 
 class WiringError(ValueError):
@@ -26,10 +30,14 @@ class WiringError(ValueError):
 
 
 def batcher_options(settings: Settings) -> BatcherOptions:
+    from workers.classify_runtime import BatcherOptions
+
     return BatcherOptions(max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms)
 
 
 def reroute_options(settings: Settings) -> RerouteOptions:
+    from workers.steps import RerouteOptions
+
     return RerouteOptions(
         reroute_below=settings.reroute_below,
         audit_fraction=settings.audit_fraction,
@@ -80,6 +88,8 @@ def _shown(url: str) -> str:
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:
+    from pipelines.artifacts import open_artifact_store
+
     url = settings.resolved_artifact_url
     if url.startswith("s3://"):
         from pipelines.s3 import S3ArtifactStore
@@ -92,6 +102,7 @@ def artifact_store(settings: Settings) -> ArtifactStore:
 def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
     from doctriage.s3_wiring import s3_options
     from pipelines.s3 import register_s3_opener
+    from workers.steps import StepContext
 
     register_s3_opener(s3_options(settings))  # documents may live at s3:// URIs
     return StepContext(
@@ -102,13 +113,22 @@ def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
     )
 
 
+def bundle_folder(path: Path | str) -> Path:
+    """The one check of a model folder a user names (--model, DOCTRIAGE_MODEL_DIR, evaluate's
+    MODEL_DIR), made before anything heavy loads, so every command words it the same way."""
+    path = Path(path)
+    if not path.exists():
+        raise WiringError(f"{path}: no such model folder")
+    if not (path / "exits.json").is_file():
+        raise WiringError(f"{path}: not a model bundle (no exits.json)")
+    return path
+
+
 def model_dir(settings: Settings, override: Path | None = None) -> Path:
     """--model, else DOCTRIAGE_MODEL_DIR, else the default bundle (built on first use)."""
     chosen = override or settings.model_dir
     if chosen is not None:
-        if not (Path(chosen) / "exits.json").exists():
-            raise WiringError(f"{chosen}: not a model bundle (no exits.json)")
-        return Path(chosen)
+        return bundle_folder(chosen)
     try:
         from doctriage.default_model import ensure_default_bundle
     except ImportError:
@@ -121,12 +141,16 @@ def load_model(settings: Settings, override: Path | None = None) -> Any:
 
     path = model_dir(settings, override)
     try:
-        return load_bundle(path, settings.device)
+        model = load_bundle(path, settings.device)
     except BundleError as exc:
         raise WiringError(str(exc)) from None
+    model.attention_impl = settings.attention
+    return model
 
 
 def classify_runtime(settings: Settings, override: Path | None = None) -> ClassifyRuntime:
+    from workers.classify_runtime import ClassifyRuntime
+
     if settings.malloc_tuning:
         tune_malloc()  # before the model's first allocations
     return ClassifyRuntime(load_model(settings, override), batcher_options(settings))

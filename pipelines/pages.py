@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,7 +50,7 @@ class Page:
     image: Image.Image  # RGB at options.dpi (images of unknown resolution: see vision_raster)
     words: list[str]
     boxes: list[Box]  # 0-1000, same length as words, reading order
-    text_source: str  # "text_layer" | "ocr"
+    text_source: str  # "text_layer" | "ocr" | "none" (an image page not OCRed)
     ms: float  # time spent producing this page
     size_pt: tuple[float, float] | None = None  # page size in points (None: unknown resolution)
     coverage: float | None = None  # share of the page's ink inside text-layer word boxes
@@ -248,6 +248,10 @@ def _image_page(
 ) -> Page:
     image = images.vision_raster(frame, opts.dpi, src_dpi)
     decision = decide(opts.ocr_mode, [], image, 1.0, opts.min_text_coverage, opts.scan_image_area)
+    if decision.text_source == "text_layer":
+        # An image has no text layer to take words from: "none", not "text_layer, 0 words".
+        why = "image: no text layer" if opts.ocr_mode == "text" else decision.reason
+        decision = replace(decision, text_source="none", reason=why)
     words: list[str] = []
     boxes: list[Box] = []
     ocr: OcrResult | None = None

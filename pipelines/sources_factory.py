@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pipelines.s3 import (
-    S3Options,
-    S3Source,
-    S3SourceError,
-    S3UriError,
-    make_client,
-    register_s3_opener,
-)
 from pipelines.sources import LocalSource, Source, open_uri
+
+if TYPE_CHECKING:  # pipelines.s3 loads boto3: imported below only for s3:// targets
+    from pipelines.s3 import S3Options
 
 
 class ChainSource:
@@ -50,6 +45,15 @@ def source_for(targets: str | Sequence[str], s3: S3Options | None = None, *,
     local = [t for t in items if not t.startswith("s3://")]
     sources: list[Source] = []
     if s3_targets:
+        from pipelines.s3 import (
+            S3Options,
+            S3Source,
+            S3SourceError,
+            S3UriError,
+            make_client,
+            register_s3_opener,
+        )
+
         options = s3 or S3Options()
         register_s3_opener(options)
         client = make_client(options)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
 TEXTS = [
@@ -15,8 +16,16 @@ TEXTS = [
 
 
 def build_tiny_bundle(
-    path: Path, *, seed: int = 0, name: str = "tiny-test", texts: Sequence[str] = TEXTS
+    path: Path,
+    *,
+    seed: int = 0,
+    name: str = "tiny-test",
+    texts: Sequence[str] = TEXTS,
+    labels: Sequence[str] = LABELS,
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
+    """`labels` and `metadata` (exits.json's, e.g. {"corpus": {"kind": "synthetic"}}) let a test
+    build a bundle that looks like one trained on another corpus."""
     import torch
 
     from classifier.bundle import save_bundle
@@ -26,10 +35,12 @@ def build_tiny_bundle(
 
     tok = train_tokenizer(list(texts) * 50, vocab_size=NAMED_SIZES["tiny"].vocab_size)
     torch.manual_seed(seed)
-    model = new_model("tiny", "every", LABELS, tok)
+    model = new_model("tiny", "every", list(labels), tok)
     # Chosen from seed 0's confidence spread so pages leave at every stage.
     model.temperatures.fill_(0.1)
     model.thresholds = [0.86, 0.9, 0.6, 0.6, 0.0]
     model.policy_spec = {"name": "max_softmax", "thresholds": list(model.thresholds)}
+    if metadata is not None:
+        model.metadata = dict(metadata)
     save_bundle(model.eval(), path, name=name)
     return path

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,11 +23,12 @@ from sqlalchemy.orm import Session
 from db.models import Document, Page, Prediction
 from db.repository import mark_document, register_document
 from db.session import session_scope
-from db.states import DocumentState, PageState, Pass
+from db.states import DOCUMENT_FINAL, DocumentState, PageState, Pass
 from pipelines.errors import one_line
 from workers import steps
 from workers.classify_runtime import ClassifyRuntime
 from workers.redaction import stored_error
+from workers.run_report import DocumentReport, document_reports
 from workers.steps import StepContext
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,15 @@ class RunSummary:
     model_version: str = ""
     completed: bool = True
     batcher: dict[str, Any] = field(default_factory=dict)
+    # Documents an earlier run had already taken to a final state: nothing new for them here.
+    documents_already_classified: int = 0
+    per_document: list[DocumentReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. the model does not fit the documents
+
+    @property
+    def any_failed(self) -> bool:
+        """A document or a page of this run's documents failed (now or in an earlier run)."""
+        return bool(self.failed_documents) or self.pages_failed > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +80,10 @@ def run_embedded(
     documents: Iterable[tuple[str, str]],
     *,
     progress: Progress | None = None,
+    roots: Sequence[str] = (),
 ) -> RunSummary:
+    """Ingest and classify `documents` ((uri, etag or sha256) pairs); `roots`, the folders or
+    prefixes they were found under, only name them in the per-document report."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     tick = progress or (lambda _e, _n: None)
     doc_ids: list[int] = []
@@ -84,12 +97,23 @@ def run_embedded(
             doc_ids.append(doc_id)
         # What a source listed but refused (a symlink leaving its folder): SKIPPED, never read.
         skipped_ids = record_skipped(s, getattr(documents, "skipped", ()))
+        already = _final_already(s, doc_ids)
     chunk = runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
     pending: list[int] = []
     classified = 0
+    # Time per document: its ingest, plus an even share of each classify call its pages were in
+    # (batches span documents, so a page's compute cannot be told apart from its batch-mates').
+    spent: dict[int, float] = defaultdict(float)
+    doc_of_page: dict[int, int] = {}
+
+    def share(ids: Sequence[int], seconds: float) -> None:
+        for page_id in ids:
+            if page_id in doc_of_page:
+                spent[doc_of_page[page_id]] += seconds / len(ids)
 
     def classify(ids: Sequence[int]) -> None:
         nonlocal classified
+        t0 = time.perf_counter()
         try:
             result = steps.classify_pages(ctx, runtime, ids)
         except Exception as exc:  # as a task would: the pages fail with the reason, the run goes on
@@ -97,15 +121,19 @@ def run_embedded(
             steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
         else:
             classified += len(result.done) + len(result.rerouted)
+        share(ids, time.perf_counter() - t0)
         tick("pages", len(ids))
 
     for doc_id in doc_ids:
+        t0 = time.perf_counter()
         try:
             result = steps.ingest_document(ctx, doc_id)
             pending.extend(result.page_ids)
+            doc_of_page.update(dict.fromkeys(result.page_ids, doc_id))
         except Exception as exc:  # one bad document never stops the run
             log.warning("document %s failed: %s", doc_id, one_line(exc))
             steps.fail_document(ctx, doc_id, f"{type(exc).__name__}: {exc}")
+        spent[doc_id] += time.perf_counter() - t0
         tick("document", 1)
         while len(pending) >= chunk:
             classify(pending[:chunk])
@@ -113,17 +141,26 @@ def run_embedded(
     if pending:
         classify(pending)
     # Re-routed pages, including any an earlier, interrupted run of these documents left behind.
-    rerouted = _pages_in(ctx, doc_ids, PageState.REROUTED)
+    rerouted_pages = _pages_in(ctx, doc_ids, PageState.REROUTED)
+    doc_of_page.update(rerouted_pages)
+    rerouted = list(rerouted_pages)
     for start in range(0, len(rerouted), chunk):
         ids = rerouted[start : start + chunk]
+        t0 = time.perf_counter()
         try:
             steps.full_depth_pages(ctx, runtime, ids)
         except Exception as exc:
             log.warning("full-depth pass over %d pages failed: %s", len(ids), exc)
             steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
+        share(ids, time.perf_counter() - t0)
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_started
     summary = summarize(ctx, [*doc_ids, *skipped_ids], runtime.version)
+    summary.documents_already_classified = len(already)
+    summary.per_document = document_reports(
+        ctx.sessions, [*doc_ids, *skipped_ids], runtime.version,
+        roots=roots, seconds=spent, already=already,
+    )
     summary.seconds = round(seconds, 3)
     summary.cpu_seconds = round(cpu_seconds, 3)
     summary.pages_classified_this_run = classified
@@ -149,10 +186,21 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _pages_in(ctx: StepContext, doc_ids: Sequence[int], state: PageState) -> list[int]:
+def _final_already(s: Session, doc_ids: Sequence[int]) -> set[int]:
+    """The documents an earlier run already took to a final state (this run reads them only)."""
+    q = select(Document.id).where(
+        Document.id.in_(list(doc_ids)), Document.state.in_([x.value for x in DOCUMENT_FINAL])
+    )
+    return {int(i) for i in s.execute(q).scalars()}
+
+
+def _pages_in(ctx: StepContext, doc_ids: Sequence[int], state: PageState) -> dict[int, int]:
+    """{page id: document id} of these documents' pages in `state`, in page id order."""
     with session_scope(ctx.sessions) as s:
-        q = select(Page.id).where(Page.document_id.in_(list(doc_ids)), Page.state == state.value)
-        return [int(i) for i in s.execute(q.order_by(Page.id)).scalars()]
+        q = select(Page.id, Page.document_id).where(
+            Page.document_id.in_(list(doc_ids)), Page.state == state.value
+        )
+        return {int(i): int(d) for i, d in s.execute(q.order_by(Page.id)).all()}
 
 
 def summarize(ctx: StepContext, doc_ids: Sequence[int], model_version: str) -> RunSummary:

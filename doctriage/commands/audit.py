@@ -11,16 +11,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from db import audit
-from db.session import make_engine, migrate, session_factory, session_scope
 from doctriage.commands._common import fail
-from doctriage.settings import get_settings
+
+if TYPE_CHECKING:  # the store's modules load SQLAlchemy: imported where a command queries
+    from sqlalchemy.orm import Session
+
+    from db import audit
 
 audit_app = typer.Typer(
     help="Audit predictions: confidence, re-routes, calibration, labels.", no_args_is_help=True
@@ -55,6 +55,8 @@ def _parse_when(value: str | None, option: str, *, end: bool = False) -> datetim
 def _filters(
     since: str | None, until: str | None, label: str | None, version: str | None
 ) -> audit.AuditFilter:
+    from db import audit
+
     return audit.AuditFilter(
         since=_parse_when(since, "--since"),
         until=_parse_when(until, "--until", end=True),
@@ -65,6 +67,11 @@ def _filters(
 
 @contextmanager
 def _session() -> Iterator[Session]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.session import make_engine, migrate, session_factory, session_scope
+    from doctriage.settings import get_settings
+
     url = get_settings().resolved_database_url
     try:
         engine = make_engine(url)
@@ -96,10 +103,9 @@ def _emit(
 
 
 def _cell(value: Any) -> Any:
+    # floats as stored (full precision): CSV is for machines; the tables round
     if isinstance(value, dict):
         return ";".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, float):
-        return f"{value:.6g}"
     return value
 
 
@@ -112,17 +118,6 @@ def _write_csv(rows: Sequence[dict[str, Any]]) -> None:
         writer.writerow({k: _cell(v) for k, v in row.items()})
 
 
-def _table(rows: Sequence[dict[str, Any]], empty: str) -> str:
-    if not rows:
-        return empty
-    cols = list(rows[0])
-    cells = [[str(_cell(r[c])) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
-
-
 @audit_app.command("summary")
 def summary_cmd(
     since: SinceOpt = None,
@@ -133,17 +128,14 @@ def summary_cmd(
     as_csv: CsvOpt = False,
 ) -> None:
     """Pages, classes, exit stages, mean confidence, re-route rate; by model version and day."""
+    from db import audit
+
     f = _filters(since, until, label, version)
     with _session() as s:
         result = audit.summary(s, f)
-    t = result["total"]
-    mean = "-" if t["mean_confidence"] is None else f"{t['mean_confidence']:.3f}"
-    text = (
-        _table(result["groups"], "no predictions match")
-        + f"\ntotal: {t['pages']} pages, re-routed {t['rerouted']} ({t['reroute_rate']:.1%}), "
-        f"mean confidence {mean}, exit stages {_cell(t['exit_stages']) or '-'}"
-    )
-    _emit(result, result["groups"], as_json, as_csv, text)
+    from doctriage.commands._tables import summary_text
+
+    _emit(result, result["groups"], as_json, as_csv, summary_text(result))
 
 
 @audit_app.command("low-confidence")
@@ -160,18 +152,17 @@ def low_confidence_cmd(
     as_csv: CsvOpt = False,
 ) -> None:
     """Pages whose final answer is below --below, least confident first."""
+    from db import audit
+
     if not 0.0 <= below <= 1.0:
         raise fail(f"--below must be between 0 and 1, got {below}")
     f = _filters(since, until, label, version)
     with _session() as s:
         rows = audit.low_confidence(s, below, f, limit)
-    _emit(
-        {"filters": f.as_dict(), "below": below, "pages": rows},
-        rows,
-        as_json,
-        as_csv,
-        _table(rows, "no pages below the bar"),
-    )
+    from doctriage.commands._tables import low_confidence_text
+
+    payload = {"filters": f.as_dict(), "below": below, "pages": rows}
+    _emit(payload, rows, as_json, as_csv, low_confidence_text(rows))
 
 
 @audit_app.command("reroutes")
@@ -184,14 +175,14 @@ def reroutes_cmd(
     as_csv: CsvOpt = False,
 ) -> None:
     """Agreement of early and full-depth answers on re-routed pages, by exit stage and class."""
+    from db import audit
+
     f = _filters(since, until, label, version)
     with _session() as s:
         result = audit.reroutes(s, f)
-    t = result["total"]
-    text = _table(result["groups"], "no re-routed pages match")
-    if t["pages"]:
-        text += f"\ntotal: {t['pages']} re-routed pages, agreement {t['agreement']:.1%}"
-    _emit(result, result["groups"], as_json, as_csv, text)
+    from doctriage.commands._tables import reroutes_text
+
+    _emit(result, result["groups"], as_json, as_csv, reroutes_text(result))
 
 
 @audit_app.command("calibration")
@@ -207,16 +198,14 @@ def calibration_cmd(
     as_csv: CsvOpt = False,
 ) -> None:
     """Accuracy and ECE by exit stage on human-labelled pages."""
+    from db import audit
+
     f = _filters(since, until, label, version)
     with _session() as s:
         result = audit.calibration(s, f, bins)
-    _emit(
-        result,
-        result["groups"],
-        as_json,
-        as_csv,
-        _table(result["groups"], "no human-labelled pages match"),
-    )
+    from doctriage.commands._tables import calibration_text
+
+    _emit(result, result["groups"], as_json, as_csv, calibration_text(result))
 
 
 @audit_app.command("report")
@@ -229,13 +218,16 @@ def report_cmd(
     bins: Annotated[int, typer.Option("--bins", min=1, max=100, help="Confidence bins.")] = 10,
 ) -> None:
     """A self-contained HTML report: exit depths, confidence per class, reliability, re-routes."""
+    # A mistyped folder is an error, not a new tree of folders: checked before any work.
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise fail(f"cannot write {out}: the folder {folder} does not exist")
     from db.report import build_report  # matplotlib loads only for this command
 
     f = _filters(since, until, label, version)
     with _session() as s:
         page = build_report(s, f, bins)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -250,20 +242,85 @@ def label_cmd(
         str | None, typer.Option("--who", help="Reviewer (default: current user).")
     ] = None,
     as_json: JsonOpt = False,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model bundle whose classes the label is checked against "
+                     "(default: DOCTRIAGE_MODEL_DIR, else the default bundle)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Store a class the model does not have (warns).")
+    ] = False,
 ) -> None:
     """Record a human label for a page."""
+    from db import audit
+
     reviewer = who or getpass.getuser()
     with _session() as s:
         try:
             label_id = audit.label(s, page_id, label, reviewer)
         except (LookupError, ValueError) as exc:
             raise fail(str(exc)) from None
+        # After the page check (a missing page is said first); a refusal here raises out of
+        # the transaction, which rolls the label back.
+        _check_class(label.strip(), model, force)
     if as_json:
         typer.echo(
             json.dumps({"id": label_id, "page_id": page_id, "label": label, "who": reviewer})
         )
     else:
         typer.echo(f"labelled page {page_id} as {label!r} (by {reviewer})")
+
+
+def _check_class(label: str, model: Path | None, force: bool) -> None:
+    """A label outside the model's classes is most often a typo, and a human label the model
+    can never give skews calibration: refuse it unless --force (then store it, with a warning)."""
+    bundle = _bundle_classes(model)
+    if bundle is None:
+        typer.echo(f"warning: no model bundle to check {label!r} against (pass --model DIR)",
+                   err=True)
+        return
+    folder, classes = bundle
+    if not label or label in classes:
+        return  # an empty label is refused by audit.label
+    import difflib
+
+    close = difflib.get_close_matches(label, classes, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    problem = f"{label!r} is not a class of the model in {folder} ({', '.join(classes)})"
+    if not force:
+        raise fail(f"{problem}; {hint}--force stores it anyway")
+    typer.echo(f"warning: {problem}; stored anyway (--force)", err=True)
+
+
+def _bundle_classes(model: Path | None) -> tuple[Path, list[str]] | None:
+    """(folder, class names) of the bundle --model, DOCTRIAGE_MODEL_DIR or the default gives,
+    read from its exits.json (no torch, never builds the default); None if there is none."""
+    from doctriage import wiring
+    from doctriage.settings import get_settings
+
+    settings = get_settings()
+    chosen = model or settings.model_dir
+    if chosen is not None:
+        folders = [Path(chosen)]
+    else:
+        from doctriage.default_model import SHIPPED_BUNDLE
+
+        folders = [SHIPPED_BUNDLE, settings.default_model_dir]  # ensure_default_bundle's order
+    for folder in folders:
+        exits = folder / "exits.json"
+        if not exits.is_file():
+            continue
+        try:
+            names = json.loads(exits.read_text(encoding="utf-8"))["label_names"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise fail(f"{folder}: not a model bundle (unreadable exits.json)") from None
+        return folder, [str(n) for n in names]
+    if chosen is not None:
+        try:
+            wiring.bundle_folder(chosen)  # raises, worded as every command words it
+        except wiring.WiringError as exc:
+            raise fail(str(exc)) from None
+    return None
 
 
 def register(app: typer.Typer) -> None:

@@ -12,12 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
-from doctriage import wiring
 from doctriage.commands._common import fail, quiet_workers_logs
-from doctriage.s3_wiring import current_model_version, s3_options
-from doctriage.settings import get_settings
 
 
 def _date(value: str | None, flag: str) -> datetime | None:
@@ -51,10 +47,9 @@ def backlog(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Find and enqueue the backlog of SOURCE."""
-    from pipelines.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
-    from pipelines.backlog_scan import scan_source, source_prefix
-    from pipelines.s3 import S3UriError
-    from workers.backlog_runner import CeleryEnqueue, EmbeddedEnqueue, queue_depth
+    from doctriage import wiring
+    from doctriage.s3_wiring import current_model_version, s3_options
+    from doctriage.settings import get_settings
 
     settings = get_settings()
     start, end = _date(since, "--since"), _date(until, "--until")
@@ -66,6 +61,14 @@ def backlog(
         raise fail("--limit must be at least 1")
     if not source.startswith("s3://") and not Path(source).exists():
         raise fail(f"no such folder: {source}")
+    # the store, S3 and queue modules (SQLAlchemy, boto3, Celery) load once the arguments pass
+    from tqdm import tqdm
+
+    from pipelines.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
+    from pipelines.backlog_scan import scan_source, source_prefix
+    from pipelines.s3 import S3UriError
+    from workers.backlog_runner import CeleryEnqueue, EmbeddedEnqueue, queue_depth
+
     try:
         prefix = source_prefix(source)
         sessions = wiring.store(settings)
@@ -93,7 +96,8 @@ def backlog(
         except (BotoCoreError, ClientError) as exc:
             raise fail(f"cannot list {source}: {' '.join(str(exc).split())}") from None
         registered, skipped = len(found.new_ids), found.skipped
-        for doc_id in tqdm(found.new_ids, desc="new documents", unit="doc", leave=False):
+        for doc_id in tqdm(found.new_ids, desc="new documents", unit="doc", leave=False,
+                           disable=None):  # None: drawn only on a terminal
             pacer.admit("ingest")
             enqueue.ingest([doc_id])
 
@@ -104,7 +108,7 @@ def backlog(
 
     with session_scope(sessions) as s:
         total = count_in_scope(s, query)
-    with tqdm(total=total, desc="backlog", unit="doc", leave=False) as bar:
+    with tqdm(total=total, desc="backlog", unit="doc", leave=False, disable=None) as bar:
         report = run_backlog(sessions, query, enqueue, pacer, message_pages=settings.max_batch,
                              on_progress=bar.update)
     out = {

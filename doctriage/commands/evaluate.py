@@ -8,11 +8,7 @@ from typing import Annotated
 
 import typer
 
-from classifier.bundle import BundleError
 from doctriage.commands._common import fail, set_torch_threads
-from doctriage.options import ingest_options
-from doctriage.settings import get_settings
-from pipelines.dataset import DatasetError
 
 
 def evaluate(
@@ -45,16 +41,25 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
-    from doctriage.modeling import evaluate_bundle
-
-    set_torch_threads(threads)
+    from doctriage import wiring
+    from doctriage.options import ingest_options
+    from doctriage.settings import get_settings
 
     if split not in ("all", "val", "train"):
         raise fail(f"--split must be all, val or train, not {split!r}")
     if batch_size < 1:
         raise fail("--batch-size must be at least 1")
+    try:
+        wiring.bundle_folder(model_dir)  # worded as run's --model; before torch loads
+    except wiring.WiringError as exc:
+        raise fail(str(exc)) from None
     settings = get_settings()
     ingest = ingest_options(settings)
+    set_torch_threads(threads)
+    from classifier.bundle import BundleError
+    from doctriage.modeling import evaluate_bundle
+    from pipelines.dataset import DatasetError
+
     try:
         report = evaluate_bundle(
             model_dir,

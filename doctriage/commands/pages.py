@@ -8,14 +8,12 @@ import os
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Annotated, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
 
 import typer
-from tqdm import tqdm
 
-from doctriage.options import ingest_options
-from doctriage.settings import get_settings
-from pipelines.pages import DocumentError, IngestOptions, count_pages, iter_pages
+if TYPE_CHECKING:  # the reading stack (PIL, pdfium) loads when a document is read
+    from pipelines.options import IngestOptions
 
 
 class OcrChoice(StrEnum):
@@ -27,7 +25,9 @@ class OcrChoice(StrEnum):
 
 
 def _fail(message: str, err: TextIO | None = None) -> typer.Exit:
-    print(message, file=err or sys.stderr, flush=True)
+    """`error: message` as _common.fail words it, written to `err`: while pages are read, fd 2
+    goes to /dev/null (see _quiet_c_libraries)."""
+    print(f"error: {message}", file=err or sys.stderr, flush=True)
     return typer.Exit(2)
 
 
@@ -66,10 +66,13 @@ def pages(
     dpi: Annotated[int | None, typer.Option("--dpi", help="Raster resolution (dpi).")] = None,
 ) -> None:
     """Print one line per page: size, where its words came from, word count, time."""
+    from doctriage.options import ingest_options
+    from doctriage.settings import get_settings
+
     try:
         options = ingest_options(get_settings(), ocr_mode=ocr.value if ocr else None, dpi=dpi)
     except ValueError as exc:
-        raise _fail(f"error: {exc}") from None
+        raise _fail(str(exc)) from None
     source: str | BinaryIO = path
     name = path
     if path == "-":
@@ -81,6 +84,10 @@ def pages(
 def _print_pages(
     source: str | BinaryIO, name: str, options: IngestOptions, as_json: bool, err: TextIO
 ) -> None:
+    from tqdm import tqdm
+
+    from pipelines.pages import DocumentError, count_pages, iter_pages
+
     total = None  # only for the progress bar; a document that cannot be counted fails below
     if isinstance(source, str):
         with contextlib.suppress(DocumentError):
@@ -89,12 +96,16 @@ def _print_pages(
     try:
         for page in iter_pages(source, name=name, options=options):
             bar.update(1)
+            # The size is the raster's, at --dpi; an image that does not record its resolution
+            # is kept as stored (or scaled to a page's length), so its dpi is unknown.
+            dpi = options.dpi if page.size_pt is not None else None
             if as_json:
                 line = json.dumps(
                     {
                         "page": page.number,
                         "width": page.width,
                         "height": page.height,
+                        "dpi": dpi,
                         "text_source": page.text_source,
                         "words": len(page.words),
                         "ms": round(page.ms, 1),
@@ -103,10 +114,15 @@ def _print_pages(
                     }
                 )
             else:
-                line = (
-                    f"page {page.number}\t{page.width}x{page.height}\t{page.text_source}\t"
-                    f"{len(page.words)} words\t{page.ms:.0f} ms"
+                size = f"{page.width}x{page.height} px " + (
+                    f"@{dpi}dpi" if dpi is not None else "(dpi unknown)"
                 )
+                # "none": an image read without OCR; the reason says why, in one line
+                text = page.text_source
+                if text == "none":
+                    text += f" ({page.reason})"
+                words = f"{len(page.words)} words"
+                line = f"page {page.number}\t{size}\t{text}\t{words}\t{page.ms:.0f} ms"
             bar.clear()
             typer.echo(line)
             sys.stdout.flush()

@@ -1,80 +1,185 @@
-"""`doctriage run PATH... [--json] [--model DIR]`: classify documents in-process (no broker),
-store everything in the SQLite store under DOCTRIAGE_HOME, and print a summary."""
+"""`doctriage run PATH... [--json] [--model DIR] [--allow-failures]`: classify documents
+in-process (no broker), store everything in the SQLite store under DOCTRIAGE_HOME, and print what
+each document is, then the totals; warn when the model does not seem to fit the documents."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from tqdm import tqdm
 
-from doctriage import wiring
 from doctriage.commands._common import fail, quiet_workers_logs
-from doctriage.s3_wiring import s3_options
-from doctriage.settings import get_settings
 from pipelines.errors import one_line
-from pipelines.sources_factory import source_for
-from workers.embedded import RunSummary, run_embedded
+
+if TYPE_CHECKING:  # workers.embedded loads SQLAlchemy and torch; imported in run() when it runs
+    from workers.embedded import RunSummary
 
 
 @quiet_workers_logs
 def run(
     paths: Annotated[list[str], typer.Argument(
         help="PDF/TIFF/PNG/JPEG files or folders, or s3://BUCKET/PREFIX.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print every document and page, and the totals, as JSON.")] = False,
     model: Annotated[
         Path | None,
         typer.Option("--model", help="Model bundle folder (default: the default bundle)."),
     ] = None,
+    allow_failures: Annotated[bool, typer.Option(
+        "--allow-failures",
+        help="Exit 0 even when a document or page failed (failures are still listed); "
+        "without it such a run exits 1.")] = False,
 ) -> None:
-    """Classify every page of PATH... in this process and summarise the results."""
+    """Classify every page of PATH... in this process: one line per document (its labels with
+    page ranges, lowest confidence, exit stages, text sources, time), then the totals.
+
+    Exit status 0: all classified; 1: a document or page failed (0 with --allow-failures).
+    """
+    from doctriage import wiring
+    from doctriage.s3_wiring import s3_options
+    from doctriage.settings import get_settings
+    from pipelines.sources_factory import source_for
+
     settings = get_settings()
     try:
-        # folders, files, S3 prefixes
-        source = source_for(paths, s3_options(settings), follow_symlinks=settings.follow_symlinks)
+        # folders, files, S3 prefixes (S3 options, and so boto3, only for s3:// paths)
+        s3 = s3_options(settings) if any(p.startswith("s3://") for p in paths) else None
+        source = source_for(paths, s3, follow_symlinks=settings.follow_symlinks)
         files = source.files()
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     try:
+        if model is not None:
+            wiring.bundle_folder(model)  # a mistyped --model fails before torch loads
         ctx = wiring.step_context(settings)  # the store first: a bad one fails in a second
         runtime = wiring.classify_runtime(settings, model)
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
+    from tqdm import tqdm
+
+    from workers.embedded import run_embedded
+
     with (
-        tqdm(total=len(files), unit="doc", desc="documents", leave=False) as docs_bar,
-        tqdm(unit="page", desc="pages", leave=False) as pages_bar,
+        tqdm(total=len(files), unit="doc", desc="documents", leave=False, disable=None) as docs_bar,
+        tqdm(unit="page", desc="pages", leave=False, disable=None) as pages_bar,  # None: TTY only
     ):
         def progress(event: str, n: int) -> None:
             (docs_bar if event == "document" else pages_bar).update(n)
 
-        summary = run_embedded(ctx, runtime, source, progress=progress)
+        summary = run_embedded(ctx, runtime, source, progress=progress, roots=paths)
+    from workers.model_fit import fit_warning
+
+    default = model is None and settings.model_dir is None
+    warning = fit_warning(runtime.model, summary.per_document, settings.reroute_below,
+                          model_name="the default model" if default else "the model")
+    if warning:
+        summary.warnings.append(warning)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
-        typer.echo(render(summary))
+        typer.echo("\n".join([*render_documents(summary.to_dict()["per_document"]), "",
+                               render(summary)]))
+    for line in summary.warnings:  # after the summary, where a reader's eye ends up
+        typer.echo(line, err=True)
+    if summary.any_failed and not allow_failures:
+        raise typer.Exit(1)
+
+
+# Longest document name shown before it is shortened in the middle (the JSON has it whole).
+NAME_WIDTH = 48
+# Label runs shown per document line before "+N more".
+SPANS_SHOWN = 4
+
+
+def render_documents(docs: list[dict[str, Any]]) -> list[str]:
+    """One line per document (the dicts of RunSummary.to_dict()["per_document"])."""
+    width = min(NAME_WIDTH, max((len(d["name"]) for d in docs), default=0))
+    return [_document_line(d, width) for d in docs]
+
+
+def _document_line(d: dict[str, Any], width: int) -> str:
+    name = _shorten(d["name"], width).ljust(width)
+    if d["state"] == "SKIPPED":
+        return f"{name}  skipped: {one_line(d['error'] or '')}"
+    n = d["page_count"]
+    parts = [name, f"{n:>3} page" + (" " if n == 1 else "s")]
+    if d["state"] == "FAILED":
+        parts.append("FAILED (reason below)")
+    if any(p["label"] for p in d["pages"]):
+        parts.append(_spans(d["labels"], n))
+        parts.append(f"min conf {d['lowest_confidence']:.2f}")
+    stages = d["exit_stages"]
+    if stages:
+        parts.append(f"stage {next(iter(stages))}" if len(stages) == 1 else
+                     "stages " + ", ".join(f"{k} ({v})" for k, v in stages.items()))
+    names = {"text_layer": "text layer", "ocr": "OCR"}
+    if d["text_sources"]:
+        parts.append(", ".join(f"{names.get(k, k)} {v}" for k, v in d["text_sources"].items()))
+    if d["already_classified"]:
+        parts.append("(from an earlier run)")
+    elif d["seconds"] is not None:
+        parts.append(f"{d['seconds']:.1f} s")
+    return "  ".join(parts)
+
+
+def _spans(spans: list[dict[str, Any]], pages: int) -> str:
+    """`invoice (p1-3), letter (p4)`; just `invoice` when one label covers every page."""
+    if len(spans) == 1 and (spans[0]["first_page"], spans[0]["last_page"]) == (1, pages):
+        return one_line(spans[0]["label"])
+    shown = [
+        f"{one_line(s['label'])} (p{s['first_page']}"
+        + (f"-{s['last_page']})" if s["last_page"] > s["first_page"] else ")")
+        for s in spans[:SPANS_SHOWN]
+    ]
+    more = len(spans) - SPANS_SHOWN
+    return ", ".join(shown) + (f", +{more} more" if more > 0 else "")
+
+
+def _shorten(name: str, width: int) -> str:
+    """`name` cut in the middle to `width` characters, keeping its start and its end (the
+    distinctive part of a long file name is usually near one of them)."""
+    if len(name) <= width:
+        return name
+    head = (width - 3) // 2
+    return name[:head] + "..." + name[len(name) - (width - 3 - head):]
 
 
 def render(s: RunSummary) -> str:
     failed = len(s.failed_documents)
+    already = s.documents_already_classified
+    notes = [f"{already} already classified"] if already else []
+    notes += [f"{failed} failed"] if failed else []
     lines = [
-        f"documents: {s.documents}" + (f" ({failed} failed)" if failed else ""),
+        f"documents: {s.documents}" + (f" ({', '.join(notes)})" if notes else ""),
         f"pages: {s.pages}" + (f" ({s.pages_failed} failed)" if s.pages_failed else ""),
         "pages per class: " + (", ".join(f"{k} {v}" for k, v in s.pages_per_class.items()) or "-"),
         "exit stages: "
         + (", ".join(f"{k}: {v}" for k, v in s.exit_stage_histogram.items()) or "-"),
         "mean confidence: " + ("-" if s.mean_confidence is None else f"{s.mean_confidence:.3f}"),
         f"pages re-routed to full depth: {s.pages_rerouted}",
-        f"pages/s: {s.pages_per_s:.2f} ({s.pages_classified_this_run} pages in {s.seconds:.1f} s, "
-        f"{s.cpu_seconds:.1f} CPU-s)",
+        _speed(s),
         f"model: {s.model_version}",
     ]
     for d in s.failed_documents:
         lines.append(f"failed: {one_line(d['error'] or d['uri'])}")
     return "\n".join(lines)
+
+
+def _speed(s: RunSummary) -> str:
+    """Pages per second over what this run classified; no rate when it classified nothing."""
+    if s.pages_classified_this_run:
+        return (f"pages/s: {s.pages_per_s:.2f} ({s.pages_classified_this_run} pages in "
+                f"{s.seconds:.1f} s, {s.cpu_seconds:.1f} CPU-s)")
+    already = s.documents_already_classified
+    # (a symlink leaving its folder is SKIPPED anew each run: it is not new work either)
+    if already and already + s.documents_by_state.get("SKIPPED", 0) >= s.documents:
+        return (f"nothing new: {already} documents already classified "
+                "(by an earlier run; their stored answers are shown)")
+    return f"pages/s: - (no page classified in this run; {s.seconds:.1f} s)"
 
 
 def register(app: typer.Typer) -> None:

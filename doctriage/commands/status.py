@@ -6,18 +6,18 @@ import json
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
-
-from doctriage import wiring
-from doctriage.settings import get_settings
 
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Show how many documents and pages are in each state."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db.repository import counts_by_state
     from db.session import session_scope
+    from doctriage import wiring
+    from doctriage.settings import get_settings
 
     try:
         with session_scope(wiring.store(get_settings())) as s:

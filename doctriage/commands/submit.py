@@ -7,22 +7,16 @@ from typing import Annotated
 
 import typer
 
-from doctriage import wiring
 from doctriage.commands._common import fail
-from doctriage.settings import get_settings
-from pipelines.sources import LocalSource
 
 
 def submit(
     paths: Annotated[list[Path], typer.Argument(help="PDF/TIFF/PNG/JPEG files or folders.")],
 ) -> None:
     """Register each document once (by path and sha256) and put it on the ingest queue."""
-    from db.models import Document
-    from db.repository import register_document
-    from db.session import session_scope
-    from db.states import DocumentState
-    from workers.embedded import record_skipped
-    from workers.tasks import ingest
+    from doctriage import wiring
+    from doctriage.settings import get_settings
+    from pipelines.sources import LocalSource
 
     settings = get_settings()
     source = LocalSource(paths, follow_symlinks=settings.follow_symlinks)
@@ -34,6 +28,14 @@ def submit(
         raise fail(str(exc)) from None
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
+    # Only now: a bad path above is reported without loading the store and task modules.
+    from db.models import Document
+    from db.repository import register_document
+    from db.session import session_scope
+    from db.states import DocumentState
+    from workers.embedded import record_skipped
+    from workers.tasks import ingest
+
     created = queued = documents = 0
     for uri, sha in source:  # a file deleted since it was listed is left out (a warning)
         documents += 1

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from doctriage.commands._common import fail
-from pipelines.synth import CLASSES, generate_corpus
 
 
 def synth(
@@ -28,6 +27,8 @@ def synth(
     ] = None,
 ) -> None:
     """Generate a labelled corpus of the 16 RVL-CDIP classes (born-digital and scanned PDFs)."""
+    from pipelines.synth import CLASSES, generate_corpus  # reportlab, PIL: only when it runs
+
     if per_class < 1:
         raise fail(f"--per-class must be at least 1, got {per_class}")
     if not 0.0 <= scanned_fraction <= 1.0:

@@ -8,11 +8,7 @@ from typing import Annotated
 
 import typer
 
-from classifier.bundle import BundleError
 from doctriage.commands._common import fail, set_torch_threads
-from doctriage.options import ingest_options
-from doctriage.settings import get_settings
-from pipelines.dataset import DatasetError
 
 
 def train(
@@ -75,9 +71,8 @@ def train(
     ] = None,
 ) -> None:
     """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
-    from doctriage.modeling import train_bundle  # torch import only when the command runs
-
-    set_torch_threads(threads)
+    from doctriage.options import ingest_options
+    from doctriage.settings import get_settings
 
     if strategy not in ("joint", "two-stage"):
         raise fail(f"--strategy must be joint or two-stage, not {strategy!r}")
@@ -85,6 +80,12 @@ def train(
         raise fail("--epochs, --batch-size and --workers must be at least 1")
     if resume and not (out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
+    set_torch_threads(threads)
+    # torch and transformers load only now, after the arguments are known to be usable
+    from classifier.bundle import BundleError
+    from doctriage.modeling import train_bundle
+    from pipelines.dataset import DatasetError
+
     settings = get_settings()
     if settings.malloc_tuning:
         from workers.allocator import tune_malloc

@@ -15,12 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from tqdm import tqdm
 
-from doctriage import wiring
 from doctriage.commands._common import fail
-from doctriage.s3_wiring import s3_options
-from doctriage.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +30,8 @@ class _Submitter:
     """New document ids -> the ingest queue, or the embedded runner (model loaded once)."""
 
     def __init__(self, settings: Any, model: Path | None) -> None:
+        from doctriage import wiring
+
         self.settings = settings
         self.model = model
         self.celery = settings.broker_url is not None
@@ -53,8 +51,11 @@ class _Submitter:
             for doc_id in doc_ids:
                 ingest.delay(int(doc_id))
             return f"{len(doc_ids)} queued for ingest"
+        from tqdm import tqdm
+
         from db.models import Document
         from db.session import session_scope
+        from doctriage import wiring
         from workers.embedded import run_embedded
 
         if self._runtime is None:
@@ -62,7 +63,9 @@ class _Submitter:
         with session_scope(sessions) as s:
             docs = [s.get(Document, i) for i in doc_ids]
             pairs = [(d.source_uri, d.version_key) for d in docs if d is not None]
-        with tqdm(total=len(pairs), unit="doc", desc="documents", leave=False) as bar:
+        # disable=None: the bar is drawn only when stderr is a terminal
+        with tqdm(total=len(pairs), unit="doc", desc="documents", leave=False,
+                  disable=None) as bar:
             summary = run_embedded(self._ctx, self._runtime, pairs,
                                    progress=lambda e, n: bar.update(n) if e == "document" else None)
         failed = len(summary.failed_documents)
@@ -96,8 +99,8 @@ def watch(
         "(its Redis notification target, access format; key from --events-key).")] = None,
     events_key: Annotated[str, typer.Option(help="Redis list key of --redis-events.")]
     = "doctriage:minio-events",
-    once: Annotated[bool, typer.Option(help="One poll (or drain the queue once), then exit.")]
-    = False,
+    once: Annotated[bool, typer.Option(
+        "--once", help="One poll (or drain the queue once), then exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0,
     sweep_every: Annotated[float, typer.Option(
         help="Seconds between full listings (keys sorting before the newest one, replaced "
@@ -108,6 +111,9 @@ def watch(
     """Watch an S3 prefix and process each new document once."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from doctriage import wiring
+    from doctriage.s3_wiring import s3_options
+    from doctriage.settings import get_settings
     from pipelines.s3 import S3Source, S3UriError, make_client, parse_s3_uri, register_s3_opener
 
     settings = get_settings()

@@ -11,9 +11,7 @@ from typing import Annotated
 
 import typer
 
-from doctriage import wiring
 from doctriage.commands._common import fail
-from doctriage.settings import get_settings
 
 # Concurrent classify tasks per model process: they feed ONE stage batcher, so more tasks in
 # flight = fuller batches (documents of 1-3 pages would otherwise run batches of 1-3 pages).
@@ -42,6 +40,8 @@ def worker(
     ] = None,
 ) -> None:
     """Start a Celery worker consuming the given queues."""
+    from doctriage import wiring
+    from doctriage.settings import get_settings
     from workers.celery_app import CLASSIFY, FULL_DEPTH, QUEUES
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]

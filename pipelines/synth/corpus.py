@@ -111,7 +111,9 @@ def generate_corpus(
     docs = iter_corpus(out_dir, per_class, seed, scanned_fraction=scanned_fraction, classes=classes)
     manifest = out_dir / "manifest.csv"
     with (
-        tqdm(total=per_class * len(classes), desc="synth", unit="doc", disable=not progress) as bar,
+        # disable=None: drawn only when stderr is a terminal (no '\r' fragments in logs)
+        tqdm(total=per_class * len(classes), desc="synth", unit="doc",
+             disable=None if progress else True) as bar,
         open(manifest, "w", newline="") as fh,
     ):
         writer = csv.writer(fh)

@@ -16,6 +16,8 @@ import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image, ImageFilter
 
+from pipelines.synth.origin import SYNTH_CREATOR
+
 # Pillow writes the current time into the PDF info unless told otherwise; a fixed date keeps
 # the bytes a function of the seed alone.
 _FIXED_DATE = time.gmtime(946684800)  # 2000-01-01T00:00:00Z
@@ -80,6 +82,7 @@ def scan_pdf(pdf: bytes, rng: random.Random, opts: ScanOptions | None = None) ->
         append_images=pages[1:],
         resolution=float(opts.dpi),
         title="",
+        creator=SYNTH_CREATOR,  # how `doctriage run` tells synth documents apart
         creationDate=_FIXED_DATE,
         modDate=_FIXED_DATE,
     )

@@ -17,6 +17,8 @@ from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
+from pipelines.synth.origin import SYNTH_CREATOR
+
 # The standard 14 fonts grouped by family: (regular, bold, italic, bold-italic).
 FAMILIES: dict[str, tuple[str, str, str, str]] = {
     "Helvetica": ("Helvetica", "Helvetica-Bold", "Helvetica-Oblique", "Helvetica-BoldOblique"),
@@ -61,6 +63,7 @@ class Writer:
         self.page_w, self.page_h = (h, w) if landscape else (w, h)
         # invariant=1 fixes the creation date and document id: same seed, same bytes.
         self.c = Canvas(self.buf, pagesize=(self.page_w, self.page_h), invariant=1)
+        self.c.setCreator(SYNTH_CREATOR)  # how `doctriage run` tells synth documents apart
         self.family = family or rng.choice(tuple(FAMILIES))
         self.fonts = Fonts.of(self.family)
         self.size = size or rng.choice((9, 9.5, 10, 10.5, 11, 11, 12))

@@ -45,6 +45,20 @@ def test_round_trip_gives_identical_outputs(model, pages, tmp_path):
     assert not any(p.suffix in {".bin", ".pt", ".pkl", ".pth"} for p in (tmp_path / "b").rglob("*"))
 
 
+def test_float16_bundle_is_half_the_size_and_loads_as_float32(model, pages, tmp_path):
+    save_bundle(model, tmp_path / "full")
+    save_bundle(model, tmp_path / "half", weights_dtype=torch.float16)
+    full = (tmp_path / "full" / "model.safetensors").stat().st_size
+    half = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half < 0.55 * full
+    loaded = load_bundle(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    with torch.no_grad():
+        la, _ = model.eval().all_exit_logits(model.encode(pages))
+        lb, _ = loaded.all_exit_logits(loaded.encode(pages))
+    assert torch.allclose(la[-1], lb[-1], atol=1e-2)
+
+
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "weights.pt", "extra.pkl", "x.pth"])
 def test_pickle_bearing_bundle_is_refused(model, tmp_path, name):
     save_bundle(model, tmp_path / "b")

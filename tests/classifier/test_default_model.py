@@ -10,10 +10,16 @@ from doctriage import default_model
 from doctriage.settings import Settings
 
 
-def test_existing_default_bundle_is_reused_without_training(tmp_path, monkeypatch, model):
+def _training_metadata(model, *, stopped: bool) -> None:
+    model.metadata = {"training": {"epochs_done": 1, "stopped_by_max_minutes": stopped}}
+
+
+def test_without_a_shipped_bundle_a_finished_home_bundle_is_reused(tmp_path, monkeypatch, model):
     from classifier.bundle import save_bundle
 
+    monkeypatch.setattr(default_model, "SHIPPED_BUNDLE", tmp_path / "not-shipped")
     settings = Settings(home=tmp_path)
+    _training_metadata(model, stopped=False)
     save_bundle(model, settings.default_model_dir)
 
     def fail(*_a, **_k):
@@ -23,21 +29,42 @@ def test_existing_default_bundle_is_reused_without_training(tmp_path, monkeypatc
     assert default_model.ensure_default_bundle(settings) == settings.default_model_dir
 
 
+def test_a_home_bundle_whose_training_was_cut_short_is_never_the_default(
+    tmp_path, monkeypatch, model
+):
+    """The first round cached a bundle stopped by its time cap as the default for good."""
+    from classifier.bundle import save_bundle
+
+    monkeypatch.setattr(default_model, "SHIPPED_BUNDLE", tmp_path / "not-shipped")
+    settings = Settings(home=tmp_path)
+    _training_metadata(model, stopped=True)
+    save_bundle(model, settings.default_model_dir)
+    rebuilt = []
+    monkeypatch.setattr(
+        default_model, "build_default_bundle", lambda *a, **k: rebuilt.append(a[1])
+    )
+    default_model.ensure_default_bundle(settings, log=lambda _m: None)
+    assert rebuilt == [settings.default_model_dir]
+
+
 def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
     """The real recipe at a reduced size (2 documents per class, 2 epochs of the tiny config)."""
     from pipelines.dataset import load_pages, read_documents
 
+    monkeypatch.setattr(default_model, "SHIPPED_BUNDLE", tmp_path / "not-shipped")
     settings = Settings(home=tmp_path)
     real_build = default_model.build_default_bundle
     monkeypatch.setattr(
         default_model,
         "build_default_bundle",
-        functools.partial(real_build, per_class=2, epochs=2, config="tiny"),
+        functools.partial(real_build, per_class=2, epochs=2, config="tiny", measure_demo=False),
     )
     path = default_model.ensure_default_bundle(settings, progress=False)
     model = load_bundle(path)
     assert len(model.label_names) == 16
     assert not (path / "checkpoint").exists()
+    assert model.metadata["recipe"] == default_model.recipe(2, 2, "tiny")
+    assert model.metadata["training"]["stopped_by_max_minutes"] is False
     corpus = next((tmp_path / "cache").glob("default-corpus-*"))
     pages, _ = load_pages(
         read_documents(corpus)[:3], tmp_path / "cache" / "pages", model.preprocessing.image_size

@@ -150,4 +150,4 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     res = run("train", tmp_path, "--out", tmp_path / "m", "--placements", "sometimes")
     assert res.exit_code == 2 and "placement" in res.output and "Traceback" not in res.output
     res = run("evaluate", tmp_path / "nothing", tmp_path)
-    assert res.exit_code == 2 and "no such model directory" in res.output
+    assert res.exit_code == 2 and "no such model folder" in res.output

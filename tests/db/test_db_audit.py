@@ -126,9 +126,10 @@ def test_low_confidence(factory, seeded) -> None:
         letters = audit.low_confidence(s, 0.95, AuditFilter(label="letter"))
         limited = audit.low_confidence(s, 1.0, limit=2)
     # Final answers: page 1 -> v2 early 0.60 (newest version); page 5 -> full 0.70.
-    assert [(r["page_id"], r["confidence"], r["pass_name"]) for r in newest] == [
-        (seeded[1], pytest.approx(0.60), "early"),
-        (seeded[5], pytest.approx(0.70), "full"),
+    # exit_stage: where the early pass left, also for page 5's full-depth answer (stored as 3)
+    assert [(r["page_id"], r["confidence"], r["pass_name"], r["exit_stage"]) for r in newest] == [
+        (seeded[1], pytest.approx(0.60), "early", 1),
+        (seeded[5], pytest.approx(0.70), "full", 1),
     ]
     assert newest[0]["document_uri"] == "file:///docs/a file, with comma.pdf"
     assert newest[0]["page_number"] == 1 and newest[0]["model_version"] == "v2"
@@ -154,13 +155,15 @@ def test_calibration(factory, seeded) -> None:
     with session_scope(factory) as s:
         result = audit.calibration(s)
     rows = {(g["pass"], g["exit_stage"]): g for g in result["groups"]}
-    assert set(rows) == {("early", 0), ("early", 1), ("early", 2), ("full", 3)}
+    # exit_stage is the early pass's everywhere: the full answers of pages 2 and 3 are the
+    # full-depth row of stage 2, where those pages left the early pass and were re-routed
+    assert set(rows) == {("early", 0), ("early", 1), ("early", 2), ("full", 2)}
     assert (rows[("early", 0)]["pages"], rows[("early", 0)]["accuracy"]) == (1, 1.0)
     assert rows[("early", 0)]["ece"] == pytest.approx(0.01)
     assert (rows[("early", 1)]["accuracy"], rows[("early", 1)]["ece"]) == (0.0, pytest.approx(0.8))
     assert rows[("early", 2)]["accuracy"] == 0.5  # page 3: early "letter" vs newest label "memo"
     assert rows[("early", 2)]["ece"] == pytest.approx(0.45)
-    assert rows[("full", 3)]["accuracy"] == 1.0 and rows[("full", 3)]["ece"] == pytest.approx(0.125)
+    assert rows[("full", 2)]["accuracy"] == 1.0 and rows[("full", 2)]["ece"] == pytest.approx(0.125)
     early = result["total"]["early"]
     assert (early["pages"], early["accuracy"]) == (4, 0.5)
     assert early["mean_confidence"] == pytest.approx(0.6225)

@@ -56,6 +56,79 @@ def test_report_on_an_empty_store(factory) -> None:
     assert page.count("data:image/png;base64,") == len(FIGURES)
 
 
+def _figure(monkeypatch, draw, *args):
+    """The matplotlib Figure a report figure function draws (instead of its PNG)."""
+    from db import report
+
+    drawn = []
+    monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or "")
+    draw(*args)
+    (fig,) = drawn
+    fig.canvas.draw()  # tick positions are decided when drawing
+    return fig
+
+
+def _integer_ticks(ax) -> bool:
+    return all(float(t).is_integer() for t in ax.get_yticks())
+
+
+def test_figures_label_axes_and_count_whole_pages(monkeypatch) -> None:
+    from db import report
+
+    # a small store: counts of 1 and 2 must not get 0.5-page ticks
+    fig = _figure(monkeypatch, report.confidence_figure, {"invoice": [0.4, 0.9], "memo": [0.7]})
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2
+    for ax in panels:
+        assert ax.get_xlabel() == "confidence" and ax.get_ylabel() == "pages"
+        assert _integer_ticks(ax)
+    fig = _figure(monkeypatch, report.exit_depth_figure,
+                  [{"exit_stage": 0, "pages": 3, "rerouted": 1},
+                   {"exit_stage": 2, "pages": 1, "rerouted": 1}])
+    (ax,) = fig.axes
+    assert ax.get_xlabel() and ax.get_ylabel() == "pages" and _integer_ticks(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "early answer kept", "re-routed to full depth"]
+
+
+def test_one_day_of_reroutes_has_a_legend_and_a_slim_bar(monkeypatch) -> None:
+    from db import report
+
+    fig = _figure(monkeypatch, report.agreement_figure,
+                  [{"day": "2026-01-02", "pages": 3, "agree": 2, "agreement": 2 / 3}])
+    (ax,) = fig.axes  # one axis: no second scale to guess the meaning of
+    assert len(ax.get_legend().get_texts()) == 2
+    assert ax.get_xlabel() and ax.get_ylabel() == "re-routed pages" and _integer_ticks(ax)
+    bar = ax.patches[0]
+    lo, hi = ax.get_xlim()
+    assert bar.get_width() < (hi - lo) / 4
+    assert any(t.get_text() == "67% agree" for t in ax.texts)
+
+
+def test_reliability_without_labels_is_the_message_alone(monkeypatch) -> None:
+    from db import report
+
+    fig = _figure(monkeypatch, report.reliability_figure, {})
+    (ax,) = fig.axes
+    assert ax.get_lines() == []  # no diagonal drawn through the message
+    assert "no human-labelled pages" in ax.texts[0].get_text()
+    fig = _figure(monkeypatch, report.reliability_figure,
+                  {"early": [{"mean_confidence": 0.9, "accuracy": 1.0, "pages": 2}]})
+    assert len(fig.axes[0].get_lines()) == 2  # the diagonal and the early pass
+
+
+def test_tables_say_which_pass(factory, report_store) -> None:
+    with session_scope(factory) as s:
+        page = build_report(s)
+    for header in ("early exit stage", "early class", "full-depth class = early class",
+                   "mean confidence (early pass)", "pages by final class"):
+        assert f"<th>{html.escape(header)}</th>" in page
+    assert "<td>full-depth pass</td>" in page  # calibration rows name the pass
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    alts = re.findall(r"<img alt='(.*?)'", page)
+    assert len(captions) == len(FIGURES) and not set(captions) & set(alts)
+
+
 def _chromium():
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -85,7 +158,7 @@ def test_report_renders_in_headless_chromium(
     get_settings.cache_clear()
     app = typer.Typer()
     audit_cmd.register(app)
-    out = tmp_path / "out" / "report.html"
+    out = tmp_path / "report.html"
     res = CliRunner().invoke(app, ["audit", "report", "--out", str(out)])
     assert res.exit_code == 0, res.output
     browser = _chromium()

@@ -55,7 +55,7 @@ def test_json_lines_one_per_page(tmp_path):
     assert [r["page"] for r in rows] == [1, 2, 3]
     for r in rows:
         assert r["text_source"] == "text_layer" and r["words"] == 20
-        assert (r["width"], r["height"]) == (850, 1100)  # letter at the default 100 dpi
+        assert (r["width"], r["height"], r["dpi"]) == (850, 1100, 100)  # letter at 100 dpi
         assert r["ms"] > 0
 
 
@@ -65,7 +65,33 @@ def test_plain_lines_and_options(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("page 1\t425x550\ttext_layer\t20 words\t")
+    assert lines[0].startswith("page 1\t425x550 px @50dpi\ttext_layer\t20 words\t")
+
+
+def test_an_image_read_without_ocr_says_it_has_no_text_layer(tmp_path):
+    scan = text_image(["INVOICE 42"])
+    for name in ("scan.png", "scan.jpg", "scan.tif"):
+        path = tmp_path / name
+        scan.save(path, dpi=(200, 200))
+        out = run("pages", str(path), "--ocr", "text")
+        assert out.returncode == 0, out.stderr
+        # the 200-dpi scan at the default 100 dpi, and no "text_layer 0 words"
+        assert out.stdout.decode().startswith(
+            "page 1\t850x1100 px @100dpi\tnone (image: no text layer)\t0 words\t"
+        ), name
+        (row,) = [json.loads(line) for line in run("pages", str(path), "--ocr", "text",
+                                                    "--json").stdout.decode().splitlines()]
+        assert (row["text_source"], row["reason"], row["dpi"]) == (
+            "none", "image: no text layer", 100)
+
+
+def test_an_image_without_a_recorded_resolution_has_no_dpi(tmp_path):
+    path = tmp_path / "photo.png"
+    text_image(["x"], (400, 300)).save(path)  # no dpi in the file: kept at its own size
+    out = run("pages", str(path), "--ocr", "text")
+    assert out.stdout.decode().startswith("page 1\t400x300 px (dpi unknown)\tnone"), out.stdout
+    row = json.loads(run("pages", str(path), "--ocr", "text", "--json").stdout)
+    assert (row["width"], row["height"], row["dpi"]) == (400, 300, None)
 
 
 def test_reads_stdin(tmp_path):
@@ -83,7 +109,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     assert out.stdout == b""
     err = out.stderr.decode()
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"{path}: not a PDF")
+    assert err.startswith(f"error: {path}: not a PDF")
 
 
 def test_pages_before_the_error_are_printed(tmp_path):
@@ -112,7 +138,7 @@ def test_console_script_end_to_end(tmp_path):
     exe = str(Path(sys.executable).with_name("doctriage"))
     fail = subprocess.run([exe, "pages", str(bad)], capture_output=True, timeout=300, text=True)
     assert fail.returncode == 2
-    assert fail.stderr == f"{bad}: empty file (0 bytes)\n"
+    assert fail.stderr == f"error: {bad}: empty file (0 bytes)\n"
 
 
 # The command alone in a small app: a real process (real fd 2) without the full CLI's start cost.
@@ -145,5 +171,5 @@ def test_damaged_tiff_gives_one_stderr_line_even_though_libtiff_complains(tmp_pa
     assert out.returncode == 2
     assert out.stdout.startswith("page 1\t") and out.stdout.count("\n") == 1
     assert out.stderr.count("\n") == 1, out.stderr
-    assert out.stderr.startswith(f"{path}: page 2: corrupt or unreadable image")
+    assert out.stderr.startswith(f"error: {path}: page 2: corrupt or unreadable image")
     assert "Using code" not in out.stderr

@@ -136,7 +136,7 @@ def test_streams_give_the_same_pages_as_paths(by_source):
 
 def test_modes_force_or_forbid_ocr(realdocs_dir, by_source):
     (page,) = list(iter_pages(realdocs_dir / "form" / "funsd-0000989556.png", options=TEXT))
-    assert page.text_source == "text_layer" and page.words == []
+    assert (page.text_source, page.reason, page.words) == ("none", "image: no text layer", [])
     path = by_source("resumescraper")[0]
     plan = list(plan_pages(path, options=IngestOptions(ocr_mode="ocr")))
     assert [p.text_source for p in plan] == ["ocr"] * len(plan)

@@ -79,3 +79,17 @@ def test_threaded_runtime_serves_concurrent_callers(model) -> None:
     assert [lab for i in range(4) for lab in results[i]] == want
     # the four callers' pages were batched together at stage 0
     assert max(size for stage, size in runtime.early.batch_log if stage == 0) > 12
+
+
+def test_attention_setting_reaches_the_served_model(tmp_path, monkeypatch):
+    """DOCTRIAGE_ATTENTION=fused: the worker's model runs the fused encoder path; eager is the
+    default (the bit-exact reference)."""
+    from doctriage import wiring
+    from doctriage.settings import Settings
+    from tests.modelkit import build_tiny_bundle
+
+    bundle = build_tiny_bundle(tmp_path / "bundle")
+    assert wiring.load_model(Settings(home=tmp_path, model_dir=bundle)).attention_impl == "eager"
+    monkeypatch.setenv("DOCTRIAGE_ATTENTION", "fused")
+    fused = wiring.load_model(Settings(home=tmp_path, model_dir=bundle))
+    assert fused.attention_impl == "fused"
