@@ -64,7 +64,10 @@ def save_bundle(
     digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:12]
     model.version = f"{name or model.config.model_type}-{digest}"
     model.config.save_pretrained(str(path))
-    model.tokenizer.save_pretrained(str(path))
+    # A fast tokenizer is whole in tokenizer.json; vocab.json + merges.txt would repeat it (120 KB
+    # of the default bundle's budget for git).
+    legacy = None if not model.tokenizer.is_fast else False
+    model.tokenizer.save_pretrained(str(path), legacy_format=legacy)
     (path / "exits.json").write_text(json.dumps(exits_document(model), indent=2))
     return path
 
