@@ -4,9 +4,10 @@
 - sync:       early exit, batch-synchronous without compaction: a batch of B runs until its last
               page exits, so exited pages still cost compute (what naive batching gives);
 - compaction: early exit per batch of B, exited pages dropped (`StageState.select`), so the
-              batch shrinks as it deepens (classifier.predict.predict_encoded);
-- stage:      the stage batcher (workers/stage_batcher.py) in drain mode over the whole backlog:
-              batches of up to B formed per exit stage, so deep batches stay full.
+              batch shrinks as it deepens (the baseline classifier.baselines.predict_compacted);
+- stage:      the stage batcher (classifier/stage_batcher.py, the engine that serves and that
+              `evaluate` times) in drain mode over the whole backlog: batches of up to B formed
+              per exit stage, so deep batches stay full.
 
 Reports pages/s, ratios to full depth, mean layers per page and the stage batcher's batch fill
 per stage; and, by replaying the measured exit stages through the batcher with a no-compute
@@ -35,17 +36,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from classifier.baselines import predict_compacted
 from classifier.bundle import load_bundle
 from classifier.policy import MaxSoftmax
-from classifier.predict import model_policy, predict_encoded
+from classifier.predict import make_decider, model_policy, split_rows
+from classifier.stage_batcher import SCHEDULES, StageBatcher, StageDecision
 from classifier.state import StageState
 from pipelines.errors import DocumentError
 from pipelines.options import IngestOptions
 from pipelines.pages import iter_pages
 from pipelines.sources import LocalSource
 from workers.allocator import tune_malloc
-from workers.classify_runtime import make_decider, split_rows
-from workers.stage_batcher import SCHEDULES, StageBatcher, StageDecision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -145,7 +146,7 @@ def run_sync(model, rows, b: int, decide) -> list[int]:
 def run_compaction(model, rows, b: int, policy) -> list[int]:
     exits = []
     for i in range(0, len(rows), b):
-        preds = predict_encoded(model, _collate(rows[i : i + b]), policy=policy)
+        preds = predict_compacted(model, _collate(rows[i : i + b]), policy=policy)
         exits += [p.exit_stage for p in preds]
     return exits
 

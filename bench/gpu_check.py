@@ -5,8 +5,8 @@ to bf16 (and/or fp16, in turn), makes synthetic encoded pages directly as tensor
 OCR) and measures, per dtype and batch size:
 
 - pure model:   full depth, pre-collated batches, no batcher (the hardware's reference);
-- full depth:   the stage batcher (workers/stage_batcher.py, the code that serves) in drain mode
-                with early_exit=False;
+- full depth:   the stage batcher (classifier/stage_batcher.py, the code that serves) in drain
+                mode with early_exit=False, recording to the worker's metrics as a worker does;
 - early exit:   the same batcher with early exit, a policy that exits a fixed share of the pages
                 still running at each stage (random weights give meaningless confidences, so a
                 fixed share is the honest operating point), inputs on the device;
@@ -22,7 +22,7 @@ leaves what it measured.
         [--batch-sizes 64,256,512] [--pages 8192] [--exit-share 0.3] [--out FILE]
 
 Imports only torch, transformers (4.x), tokenizers, safetensors, numpy, pillow and
-prometheus_client (workers/metrics.py, which the batcher records to).
+prometheus_client (workers/metrics.py, whose hooks the batcher records to, as in a worker).
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from classifier.config import NAMED_SIZES
 from classifier.factory import new_model
 from classifier.policy import ExitPolicy
+from classifier.predict import make_decider, split_rows
+from classifier.stage_batcher import ExitResult, StageBatcher
 from classifier.tokenizer import train_tokenizer
-from workers.classify_runtime import make_decider, split_rows
-from workers.stage_batcher import ExitResult, StageBatcher
+from workers.metrics import BatcherMetrics
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 GOAL_EARLY_EXIT_PAGES_PER_S = 4000  # issue 18: base size, one H200
@@ -151,7 +152,8 @@ def run_batcher(model: Any, rows: list, b: int, early_exit: bool, share: float,
     Checks that every page left exactly once."""
     policy = FixedShare(model.num_stages, share=share, seed=b)
     batcher = StageBatcher(model, make_decider(model, policy), max_batch=b,
-                           early_exit=early_exit, schedule="deepest_full")
+                           early_exit=early_exit, schedule="deepest_full",
+                           hooks=BatcherMetrics("early" if early_exit else "full"))
     sync(device)
     t0 = time.perf_counter()
     futures = batcher.submit(rows, list(range(len(rows))))

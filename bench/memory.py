@@ -205,12 +205,11 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         torch.set_num_threads(args.threads)
     from classifier.bundle import load_bundle
     from classifier.policy import NeverExit
-    from classifier.predict import model_policy
+    from classifier.predict import make_decider, model_policy, split_rows
+    from classifier.stage_batcher import StageBatcher
     from classifier.state import StageState
     from pipelines.options import IngestOptions
     from pipelines.pages import iter_pages
-    from workers.classify_runtime import make_decider, split_rows
-    from workers.stage_batcher import StageBatcher
 
     sampler = PeakSampler()
     with sampler:

@@ -1,6 +1,7 @@
 """Evaluate a bundle on labelled encoded pages: per-exit accuracy and calibration, the early-exit
 policy's accuracy and compute, threshold sweeps per policy, and measured wall-clock speed-up
-(full depth vs early exit with real stopping: same pages, same batch size, same run)."""
+through the serving engine, the stage batcher (full depth vs early exit: same pages, same batch
+size, same run)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from classifier.calibration import ece, reliability_bins
 from classifier.model import EarlyExitModel
 from classifier.plots import reliability_plot, tradeoff_plot
 from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, Patience
-from classifier.predict import model_policy, predict_encoded
+from classifier.predict import ENGINE, drain_rows, model_policy, page_batcher, split_rows
 from classifier.thresholds import simulate
-from classifier.training import Inputs, all_logits_and_gates, take
+from classifier.training import Inputs, all_logits_and_gates
 
 
 def evaluate(
@@ -82,6 +83,7 @@ def evaluate(
             "flops_ratio": sim.mean_cost,
             "ideal_speedup": 1.0 / sim.mean_cost if sim.mean_cost else None,
             "speedup_wall": timing["speedup_wall"],
+            "engine": timing["engine"],
             "exit_counts": counts,
             "timing": timing,
         },
@@ -128,30 +130,32 @@ def policy_sweeps(
 def measure_speedup(
     model: EarlyExitModel, inputs: Inputs, policy: ExitPolicy, batch_size: int, rounds: int = 2
 ) -> dict:
-    """Wall time of full-depth vs early-exit prediction over the same encoded pages in batches of
-    `batch_size`, alternating the two so machine load hits both alike; one warm-up batch each."""
-    n = inputs["input_ids"].shape[0]
-    batches = [
-        take(inputs, torch.arange(s, min(n, s + batch_size))) for s in range(0, n, batch_size)
-    ]
-    if not batches:
-        return {"full_s": 0.0, "early_exit_s": 0.0, "speedup_wall": None, "rounds": 0}
-    predict_encoded(model, batches[0], early_exit=False)
-    predict_encoded(model, batches[0], policy=policy)
+    """Wall time of full depth vs early exit through the stage batcher in drain mode (the
+    engine that serves), max_batch = `batch_size`: each round drains every page through a
+    full-depth batcher, then the same pages through an early-exit one deciding with `policy`,
+    so machine load hits both alike; one warm-up batch each first."""
+    rows = split_rows(inputs)
+    base = {"engine": ENGINE, "max_batch": batch_size, "threads": torch.get_num_threads()}
+    if not rows:
+        return {"full_s": 0.0, "early_exit_s": 0.0, "speedup_wall": None, "rounds": 0, **base}
+
+    def drain_s(early_exit: bool, pages: list[dict[str, torch.Tensor]]) -> float:
+        t0 = time.perf_counter()
+        batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
+        drain_rows(batcher, pages)
+        return time.perf_counter() - t0
+
+    model.eval()
+    drain_s(False, rows[:batch_size])
+    drain_s(True, rows[:batch_size])
     full = ee = 0.0
     for _ in range(max(1, rounds)):
-        for batch in batches:
-            t0 = time.perf_counter()
-            predict_encoded(model, batch, early_exit=False)
-            t1 = time.perf_counter()
-            predict_encoded(model, batch, policy=policy)
-            t2 = time.perf_counter()
-            full += t1 - t0
-            ee += t2 - t1
+        full += drain_s(False, rows)
+        ee += drain_s(True, rows)
     return {
         "full_s": full,
         "early_exit_s": ee,
         "speedup_wall": full / ee if ee else None,
         "rounds": max(1, rounds),
-        "threads": torch.get_num_threads(),
+        **base,
     }

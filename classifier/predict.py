@@ -1,16 +1,23 @@
-"""Batch prediction with real stopping: pages that exit are removed from the batch
-(`StageState.select`) and never computed further. Full depth is `early_exit=False`."""
+"""Prediction through the one early-exit engine, the stage batcher (classifier/stage_batcher.py),
+in drain mode: pages are batched per exit stage, and a page that exits is never computed further.
+Full depth is the same batcher with `early_exit=False` (no intermediate heads). Also the bundle's
+exit policy as the batcher's decider (`make_decider`), which the workers serve with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from classifier.inputs import PageLike
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit, policy_from_json
+from classifier.stage_batcher import Decider, ExitResult, StageBatcher, StageDecision
+
+# What times `evaluate`'s speed-up (reported as early_exit.engine).
+ENGINE = "stage_batcher"
 
 
 @dataclass
@@ -27,7 +34,62 @@ def model_policy(model: EarlyExitModel) -> ExitPolicy:
     return policy_from_json(model.policy_spec, model.num_stages)
 
 
-@torch.inference_mode()
+def make_decider(model: EarlyExitModel, policy: ExitPolicy | None = None) -> Decider:
+    """The exit policy (default: the bundle's, from exits.json) as the batcher's decider:
+    calibrated probabilities at this exit, with the page's earlier ones for policies that look
+    back (patience)."""
+    if policy is None:
+        policy = model_policy(model)
+
+    def decide(stage: int, logits: torch.Tensor, past: torch.Tensor | None) -> StageDecision:
+        probs = model.calibrated_probs(stage, logits).float().cpu()
+        conf, label = probs.max(dim=-1)
+        trail = probs.unsqueeze(1) if past is None else torch.cat([past, probs.unsqueeze(1)], 1)
+        exits = policy.decide(stage, trail).bool().cpu()
+        return StageDecision(confidence=conf, label=label, exit=exits, probs=probs)
+
+    return decide
+
+
+def split_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """An encoded batch as one-page rows (what `StageBatcher.submit` takes)."""
+    n = next(iter(batch.values())).shape[0]
+    return [{k: v[i : i + 1] for k, v in batch.items()} for i in range(n)]
+
+
+def encode_rows(
+    model: EarlyExitModel, pages: Sequence[PageLike], chunk: int = 16
+) -> list[dict[str, torch.Tensor]]:
+    """Encode pages `chunk` at a time (bounded tokeniser/pixel memory) into one-page rows."""
+    rows: list[dict[str, torch.Tensor]] = []
+    for start in range(0, len(pages), max(1, chunk)):
+        rows.extend(split_rows(model.encode(list(pages[start : start + chunk]))))
+    return rows
+
+
+def page_batcher(
+    model: EarlyExitModel,
+    *,
+    early_exit: bool = True,
+    policy: ExitPolicy | None = None,
+    **options: Any,
+) -> StageBatcher:
+    """A stage batcher deciding with `policy` (default: the bundle's). A `NeverExit` policy is
+    full depth, like `early_exit=False`: no intermediate heads are computed. `options` go to
+    `StageBatcher` (max_batch, max_delay_ms, schedule, hooks)."""
+    policy = policy or model_policy(model)
+    if isinstance(policy, NeverExit):
+        early_exit = False
+    return StageBatcher(model, make_decider(model, policy), early_exit=early_exit, **options)
+
+
+def drain_rows(batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]) -> list[ExitResult]:
+    """Submit encoded rows to a batcher without a loop thread, drain it, answers in row order."""
+    futures = batcher.submit(rows, list(range(len(rows))))
+    batcher.drain()
+    return [f.result() for f in futures]
+
+
 def predict_pages(
     model: EarlyExitModel,
     pages: Sequence[PageLike],
@@ -36,88 +98,36 @@ def predict_pages(
     batch_size: int = 16,
     policy: ExitPolicy | None = None,
 ) -> list[PagePrediction]:
-    out: list[PagePrediction] = []
-    for start in range(0, len(pages), batch_size):
-        inputs = model.encode(pages[start : start + batch_size])
-        out.extend(predict_encoded(model, inputs, early_exit=early_exit, policy=policy))
-    return out
+    """Pages through the stage batcher (max_batch = batch_size), answers in page order."""
+    model.eval()
+    return predict_rows(
+        model,
+        encode_rows(model, pages, batch_size),
+        early_exit=early_exit,
+        batch_size=batch_size,
+        policy=policy,
+    )
 
 
-@torch.inference_mode()
-def predict_encoded(
+def predict_rows(
     model: EarlyExitModel,
-    inputs: dict[str, torch.Tensor],
+    rows: Sequence[dict[str, torch.Tensor]],
     *,
     early_exit: bool = True,
+    batch_size: int = 16,
     policy: ExitPolicy | None = None,
 ) -> list[PagePrediction]:
-    """One batch of encoded pages through the staged forward."""
-    model.eval()
-    if not early_exit:
-        state = model.embed(inputs)
-        logits, state = model.advance(state, stages=model.num_stages)
-        return _predictions(
-            model,
-            model.calibrated_probs(state.stage, logits),
-            state.stage,
-            torch.arange(len(state)),
-            None,
-        )
-    policy = policy or model_policy(model)
-    if isinstance(policy, NeverExit):
-        return predict_encoded(model, inputs, early_exit=False)
-    state = model.embed(inputs)
-    batch = len(state)
-    logits = model.exit_logits(state)
-    alive = torch.arange(batch)  # original positions of the pages still in the batch
-    trail = None
-    results: list[PagePrediction | None] = [None] * batch
-    while True:
-        probs = model.calibrated_probs(state.stage, logits)
-        step = probs.unsqueeze(1).cpu()
-        trail = step if trail is None else torch.cat([trail, step], dim=1)
-        leave = policy.decide(state.stage, trail)
-        if leave.any():
-            for pos, pred in zip(
-                alive[leave].tolist(),
-                _predictions(
-                    model,
-                    probs[leave.to(probs.device)],
-                    state.stage,
-                    alive[leave],
-                    trail[leave],
-                ),
-                strict=True,
-            ):
-                results[pos] = pred
-        keep = ~leave
-        if not keep.any():
-            break
-        if not keep.all():  # drop the pages that left: they are never computed further
-            state = state.select(keep.nonzero(as_tuple=True)[0])
-            alive, trail = alive[keep], trail[keep]
-        logits, state = model.advance(state)
-    return [r for r in results if r is not None]
-
-
-def _predictions(
-    model: EarlyExitModel,
-    probs: torch.Tensor,
-    stage: int,
-    positions: torch.Tensor,
-    trail: torch.Tensor | None,
-) -> list[PagePrediction]:
-    probs = probs.float().cpu()
-    conf, idx = probs.max(dim=-1)
-    tops = trail.max(dim=-1).values if trail is not None else conf.unsqueeze(1)
+    """Encoded one-page rows through the stage batcher, answers in row order."""
+    batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
+    names, layers = model.label_names, model.exit_layers
     return [
         PagePrediction(
-            label=model.label_names[int(idx[i])],
-            confidence=float(conf[i]),
-            exit_stage=stage,
-            exit_layer=model.exit_layers[stage],
-            trail=[float(v) for v in tops[i]],
-            probs=[float(v) for v in probs[i]],
+            label=names[r.label],
+            confidence=r.confidence,
+            exit_stage=r.exit_stage,
+            exit_layer=layers[r.exit_stage],
+            trail=list(r.trail),
+            probs=list(r.probs),
         )
-        for i in range(len(positions))
+        for r in drain_rows(batcher, rows)
     ]

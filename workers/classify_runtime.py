@@ -1,9 +1,12 @@
 """A loaded model plus its stage batchers: what the classify steps call.
 
-One per worker process (built after fork, see workers/model_holder.py) or per embedded run.
+One per worker process (built after fork, see workers/context.py) or per embedded run.
 `classify(pages, early_exit=...)` encodes the pages, feeds them to the early-exit batcher (or
 the full-depth one) and waits for every page's answer. With the batchers' loop threads started,
 pages from concurrent callers share batches; without, the caller drains the backlog itself.
+The batcher and its exit decisions are classifier's (classifier/stage_batcher.py,
+classifier/predict.py: the engine `predict_pages` and `evaluate` measure); this module adds what
+is about serving: loop threads, per-page latency, the worker's metrics hooks.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from workers.stage_batcher import Schedule, StageBatcher, StageDecision
+from classifier.predict import encode_rows, page_batcher
+from classifier.stage_batcher import Schedule
+from workers.metrics import BatcherMetrics
 
 
 @dataclass(frozen=True)
@@ -34,42 +37,18 @@ class PageAnswer:
     latency_ms: float
 
 
-def make_decider(model: Any, policy: Any | None = None) -> Any:
-    """The bundle's exit policy (classifier.policy, from exits.json) as the batcher's decider:
-    calibrated probabilities at this exit, with the page's earlier ones for policies that look
-    back (patience)."""
-    if policy is None:
-        from classifier.predict import model_policy
-
-        policy = model_policy(model)
-
-    def decide(stage: int, logits: torch.Tensor, past: torch.Tensor | None) -> StageDecision:
-        probs = model.calibrated_probs(stage, logits).float().cpu()
-        conf, label = probs.max(dim=-1)
-        trail = probs.unsqueeze(1) if past is None else torch.cat([past, probs.unsqueeze(1)], 1)
-        exits = policy.decide(stage, trail).bool().cpu()
-        return StageDecision(confidence=conf, label=label, exit=exits, probs=probs)
-
-    return decide
-
-
-def split_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    n = next(iter(batch.values())).shape[0]
-    return [{k: v[i : i + 1] for k, v in batch.items()} for i in range(n)]
-
-
 class ClassifyRuntime:
     def __init__(self, model: Any, options: BatcherOptions = BatcherOptions()) -> None:
         self.model = model
         self.options = options
-        decide = make_decider(model)
         common = dict(
             max_batch=options.max_batch,
             max_delay_ms=options.max_delay_ms,
             schedule=options.schedule,
         )
-        self.early = StageBatcher(model, decide, early_exit=True, **common)
-        self.full = StageBatcher(model, decide, early_exit=False, **common)
+        # The bundle's policy decides; batch fill and queue depths go to the worker's metrics.
+        self.early = page_batcher(model, early_exit=True, hooks=BatcherMetrics("early"), **common)
+        self.full = page_batcher(model, early_exit=False, hooks=BatcherMetrics("full"), **common)
         self.threaded = False
 
     @property
@@ -93,10 +72,7 @@ class ClassifyRuntime:
             return []
         batcher = self.early if early_exit else self.full
         # Encode in chunks of max_batch: tokenising is the caller's CPU work, not the batcher's.
-        rows: list[dict[str, torch.Tensor]] = []
-        step = self.options.max_batch
-        for start in range(0, len(pages), step):
-            rows.extend(split_rows(self.model.encode(list(pages[start : start + step]))))
+        rows = encode_rows(self.model, pages, self.options.max_batch)
         futures = batcher.submit(rows, list(range(len(rows))))
         if not self.threaded:
             batcher.drain()

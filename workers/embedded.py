@@ -20,15 +20,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Document, Page, Prediction
+from db.models import Document, Page
 from db.repository import mark_document, register_document
 from db.session import session_scope
-from db.states import DOCUMENT_FINAL, DocumentState, PageState, Pass
+from db.states import DOCUMENT_FINAL, DocumentState, PageState
 from pipelines.errors import one_line
 from workers import steps
 from workers.classify_runtime import ClassifyRuntime
 from workers.redaction import stored_error
-from workers.run_report import DocumentReport, document_reports
+from workers.run_report import DocumentReport, document_reports, predictions_by_pass
 from workers.steps import StepContext
 
 log = logging.getLogger(__name__)
@@ -218,15 +218,7 @@ def summarize(ctx: StepContext, doc_ids: Sequence[int], model_version: str) -> R
         pages = list(s.execute(select(Page).where(Page.document_id.in_(ids))).scalars())
         out.pages = len(pages)
         out.pages_failed = sum(p.state == PageState.FAILED for p in pages)
-        preds = list(
-            s.execute(
-                select(Prediction)
-                .join(Page, Page.id == Prediction.page_id)
-                .where(Page.document_id.in_(ids), Prediction.model_version == model_version)
-            ).scalars()
-        )
-    early = {p.page_id: p for p in preds if p.pass_name == Pass.EARLY}
-    full = {p.page_id: p for p in preds if p.pass_name == Pass.FULL}
+        early, full = predictions_by_pass(s, ids, model_version)
     final = {**early, **full}  # the full-depth answer wins where there is one
     out.pages_per_class = dict(sorted(Counter(p.label for p in final.values()).items()))
     out.exit_stage_histogram = {

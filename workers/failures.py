@@ -17,9 +17,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from classifier.stage_batcher import BatcherStopped
 from pipelines.errors import DocumentError
 from pipelines.s3 import ObjectChanged
-from workers.stage_batcher import BatcherStopped
 
 # Worth another try by type alone. botocore's ConnectionError covers EndpointConnectionError,
 # ConnectTimeoutError and ProxyConnectionError; HTTPClientError covers ReadTimeoutError and

@@ -207,6 +207,22 @@ def set_queue_depths(batcher: str, depths: Sequence[int]) -> None:
         m.queue_depth.labels(batcher, str(stage)).set(depth)
 
 
+class BatcherMetrics:
+    """Hooks for a stage batcher (classifier.stage_batcher.BatcherHooks): its batches and queue
+    depths recorded under `batcher=name` ("early" or "full"). Passed in by the classify runtime,
+    so the classifier never imports prometheus."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def queued(self, depths: list[int]) -> None:
+        set_queue_depths(self.name, depths)
+
+    def batch_done(self, stage: int, size: int, max_batch: int, seconds: float,
+                   depths: list[int]) -> None:
+        record_batch(self.name, stage, size, max_batch, seconds, depths)
+
+
 def record_task(task: str, seconds: float, outcome: str) -> None:
     metrics().task_seconds.labels(task, outcome).observe(max(0.0, seconds))
 

@@ -68,6 +68,23 @@ class DocumentReport:
     pages: list[PageReport] = field(default_factory=list)
 
 
+def predictions_by_pass(
+    s: Session, doc_ids: Sequence[int], model_version: str
+) -> tuple[dict[int, Prediction], dict[int, Prediction]]:
+    """The early and the full-depth predictions of the documents' pages under `model_version`,
+    each keyed by page id."""
+    preds = s.execute(
+        select(Prediction)
+        .join(Page, Page.id == Prediction.page_id)
+        .where(Page.document_id.in_(doc_ids), Prediction.model_version == model_version)
+    ).scalars()
+    early: dict[int, Prediction] = {}
+    full: dict[int, Prediction] = {}
+    for p in preds:
+        (early if p.pass_name == Pass.EARLY else full)[p.page_id] = p
+    return early, full
+
+
 def document_reports(
     sessions: sessionmaker[Session],
     doc_ids: Sequence[int],
@@ -86,15 +103,7 @@ def document_reports(
         docs = {d.id: d for d in s.execute(select(Document).where(Document.id.in_(ids))).scalars()}
         in_docs = select(Page).where(Page.document_id.in_(ids))
         pages = list(s.execute(in_docs.order_by(Page.document_id, Page.number)).scalars())
-        preds = list(
-            s.execute(
-                select(Prediction)
-                .join(Page, Page.id == Prediction.page_id)
-                .where(Page.document_id.in_(ids), Prediction.model_version == model_version)
-            ).scalars()
-        )
-        early = {p.page_id: p for p in preds if p.pass_name == Pass.EARLY}
-        full = {p.page_id: p for p in preds if p.pass_name == Pass.FULL}
+        early, full = predictions_by_pass(s, ids, model_version)
         by_doc: dict[int, list[PageReport]] = {}
         for pg in pages:
             by_doc.setdefault(pg.document_id, []).append(

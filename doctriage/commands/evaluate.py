@@ -92,7 +92,7 @@ def evaluate(
     typer.echo(
         f"early exit ({ee['policy']['name']}): accuracy {100 * ee['accuracy']:.2f}%  "
         f"mean layers {ee['mean_layers']:.2f}  FLOPs ratio {ee['flops_ratio']:.3f}  "
-        f"wall speed-up {ee['speedup_wall']:.2f}x"
+        f"wall speed-up {ee['speedup_wall']:.2f}x ({ee['engine'].replace('_', ' ')})"
     )
 
 

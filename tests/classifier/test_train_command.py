@@ -137,6 +137,9 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     assert report["full_depth"]["accuracy"] >= 0.5
     assert [e["layer"] for e in report["exits"]] == [0, 2, 4]
     assert report["early_exit"]["speedup_wall"] > 0
+    # timed on the serving engine, with the batch size asked for
+    assert report["early_exit"]["engine"] == "stage_batcher"
+    assert report["early_exit"]["timing"]["max_batch"] == 4
     assert (tmp_path / "eval" / "tradeoff.png").exists()
     assert (tmp_path / "eval" / "report.json").exists()
 

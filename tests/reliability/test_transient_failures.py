@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from relkit import write_corpus
 from sqlalchemy.exc import OperationalError
 
+from classifier.stage_batcher import BatcherStopped
 from db.models import Document
 from db.repository import register_document
 from db.session import session_scope
@@ -32,7 +33,6 @@ from workers import steps, tasks
 from workers.embedded import run_embedded
 from workers.failures import is_transient
 from workers.redaction import stored_error
-from workers.stage_batcher import BatcherStopped
 
 SECRET = "s3cr3t-Pa55word"
 ENDPOINT = f"http://minio:{SECRET}@minio.internal:9000/artifacts/doc/1/page-0001.json"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workers.stage_batcher import StageDecision
+from classifier.stage_batcher import StageDecision
 
 
 @dataclass

@@ -7,7 +7,7 @@ import time
 import pytest
 from staged_fakes import FakeStagedModel, fake_decide, page_inputs
 
-from workers.stage_batcher import SCHEDULES, BatcherStopped, StageBatcher
+from classifier.stage_batcher import SCHEDULES, BatcherStopped, StageBatcher
 
 
 def _specs(n: int, num_stages: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -149,3 +149,32 @@ def test_a_failing_batch_fails_its_pages_not_the_batcher() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         futs[1].result(timeout=0)
     assert futs[2].result(timeout=0).label == 14
+
+
+def test_hooks_see_every_submission_and_batch() -> None:
+    """The worker's metrics come through hooks it passes in (the batcher itself records to no
+    metrics library): queue depths after each submission, and each batch with its size, the
+    batch limit and the depths after it."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.depths: list[list[int]] = []
+            self.batches: list[tuple[int, int, int, list[int]]] = []
+
+        def queued(self, depths: list[int]) -> None:
+            self.depths.append(depths)
+
+        def batch_done(self, stage: int, size: int, max_batch: int, seconds: float,
+                       depths: list[int]) -> None:
+            assert seconds >= 0
+            self.batches.append((stage, size, max_batch, depths))
+
+    hooks = Recorder()
+    batcher = StageBatcher(FakeStagedModel(3), fake_decide, max_batch=4, hooks=hooks)
+    batcher.submit(page_inputs([(i, 1) for i in range(6)]), list(range(6)))
+    batcher.submit(page_inputs([(9, 0)]), [9])
+    assert hooks.depths == [[6, 0, 0], [7, 0, 0]]
+    batcher.drain()
+    # deepest_full: the four pages moved on to stage 1 make a full batch there first
+    assert hooks.batches == [
+        (0, 4, 4, [3, 4, 0]), (1, 4, 4, [3, 0, 0]), (0, 3, 4, [0, 2, 0]), (1, 2, 4, [0, 0, 0])]

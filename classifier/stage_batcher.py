@@ -12,9 +12,12 @@ Two ways to drive it:
 - threaded: ``start()`` runs a loop thread; callers from any thread ``submit()`` and wait on the
   returned futures (a classify worker process feeds one batcher from concurrent tasks);
 - synchronous drain: ``submit()`` a backlog, then ``drain()`` in the caller's thread runs batches
-  until every queue is empty (the embedded runner and the benchmarks).
+  until every queue is empty (the embedded runner, `classifier.predict.predict_pages`,
+  evaluation's timing and the benchmarks).
 
-Knows nothing of Celery or SQL: it takes a staged model and an exit decider.
+The one early-exit engine: serving and measuring both run it. Knows nothing of Celery, SQL or
+metrics: it takes a staged model, an exit decider (`classifier.predict.make_decider`) and
+optional hooks (workers pass Prometheus ones, workers/metrics.py).
 """
 
 from __future__ import annotations
@@ -29,15 +32,13 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from workers import metrics
-
 # Which stage the drain loop runs next; see `_pick_drain_stage`.
 Schedule = Literal["deepest_full", "fullest", "deepest", "shallowest"]
 SCHEDULES: tuple[str, ...] = ("deepest_full", "fullest", "deepest", "shallowest")
 
 
 class StagedModel(Protocol):
-    """What the batcher needs of the classifier (see classifier/ for the real one)."""
+    """What the batcher needs of a model (`classifier.model.EarlyExitModel` is the real one)."""
 
     num_stages: int
 
@@ -78,6 +79,19 @@ class ExitResult:
     exit_stage: int
     trail: tuple[float, ...]  # confidence at each exit visited, stage 0 first
     latency_ms: float  # submit -> exit, including queueing
+    probs: tuple[float, ...] = ()  # class probabilities at the exit (empty: decider gave none)
+
+
+class BatcherHooks(Protocol):
+    """Observers of the batcher's queues and batches (a worker's metrics); called under the
+    batcher's lock, so they must be quick and must not call back into the batcher."""
+
+    def queued(self, depths: list[int]) -> None:
+        """Pages waiting per stage, right after a submission."""
+
+    def batch_done(self, stage: int, size: int, max_batch: int, seconds: float,
+                   depths: list[int]) -> None:
+        """One batch run (failed or not), and the pages waiting per stage after it."""
 
 
 class BatcherStopped(RuntimeError):
@@ -134,6 +148,7 @@ class StageBatcher:
         schedule: Schedule = "deepest_full",
         collate: InputCollator = default_collate,
         state_cat: Callable[[Sequence[Any]], Any] | None = None,
+        hooks: BatcherHooks | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -160,7 +175,7 @@ class StageBatcher:
         self.batch_log: list[tuple[int, int]] = []
         # Most pages ever parked with a hidden state (stages > 0): the batcher's memory high-water.
         self.peak_parked = 0
-        self._name = "early" if early_exit else "full"  # metrics label (workers/metrics.py)
+        self._hooks = hooks
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -180,7 +195,8 @@ class StageBatcher:
                 self._sizes[0] += len(items)
             self._cond.notify_all()
             # Under the lock, so the last depth written is the latest one.
-            metrics.set_queue_depths(self._name, list(self._sizes))
+            if self._hooks is not None:
+                self._hooks.queued(list(self._sizes))
         return [it.future for it in items]
 
     def pending(self) -> list[int]:
@@ -349,6 +365,8 @@ class StageBatcher:
         confs = decision.confidence.tolist()
         labels = decision.label.tolist()
         probs = decision.probs
+        # One conversion per batch, not per page; only exiting pages keep theirs.
+        prob_rows = probs.tolist() if probs is not None else None
         now = time.perf_counter()
         stay: list[int] = []
         exited = 0
@@ -365,6 +383,7 @@ class StageBatcher:
                         exit_stage=exit_stage,
                         trail=tuple(it.trail),
                         latency_ms=(now - it.submitted) * 1000.0,
+                        probs=tuple(prob_rows[i]) if prob_rows is not None else (),
                     )
                 )
             else:
@@ -389,8 +408,8 @@ class StageBatcher:
             st.pages_exited += exited
             st.compute_s += seconds
             self.batch_log.append((stage, size))
-            metrics.record_batch(self._name, stage, size, self.max_batch, seconds,
-                                 list(self._sizes))
+            if self._hooks is not None:
+                self._hooks.batch_done(stage, size, self.max_batch, seconds, list(self._sizes))
 
     def stats_dict(self) -> list[dict[str, float]]:
         with self._cond:
