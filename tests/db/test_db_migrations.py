@@ -107,3 +107,27 @@ def test_migrate_works_without_alembic_ini(url: str, tmp_path: Path, monkeypatch
         assert "documents" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_a_new_connection_waits_for_a_lock_held_while_it_switches_to_wal(tmp_path: Path) -> None:
+    """SQLite refuses a journal-mode change at once ("database is locked", no busy wait) while
+    another connection holds a write lock: workers opening a fresh store together failed that
+    way. make_engine's connections wait for the lock instead."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
+    finally:
+        release.join()
+        holder.close()
+        engine.dispose()
