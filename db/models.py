@@ -103,7 +103,7 @@ class Page(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)  # 1-based
-    text_source: Mapped[str | None] = mapped_column(String(16))  # "text_layer" | "ocr"
+    text_source: Mapped[str | None] = mapped_column(String(16))  # "text_layer" | "ocr" | "none"
     word_count: Mapped[int | None] = mapped_column(Integer)
     artifact_ref: Mapped[str | None] = mapped_column(Text)
     width: Mapped[int | None] = mapped_column(Integer)

@@ -24,7 +24,7 @@ _CHUNK = 500
 @dataclass(frozen=True)
 class PageRecord:
     number: int  # 1-based
-    text_source: str | None  # "text_layer" | "ocr"
+    text_source: str | None  # "text_layer" | "ocr" | "none" (an image page not OCRed)
     word_count: int | None
     artifact_ref: str | None
     width: int | None
