@@ -301,26 +301,21 @@ def _bundle_classes(model: Path | None) -> tuple[Path, list[str]] | None:
     settings = get_settings()
     chosen = model or settings.model_dir
     if chosen is not None:
-        folders = [Path(chosen)]
-    else:
-        from doctriage.default_model import SHIPPED_BUNDLE
-
-        folders = [SHIPPED_BUNDLE, settings.default_model_dir]  # ensure_default_bundle's order
-    for folder in folders:
-        exits = folder / "exits.json"
-        if not exits.is_file():
-            continue
         try:
-            names = json.loads(exits.read_text(encoding="utf-8"))["label_names"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise fail(f"{folder}: not a model bundle (unreadable exits.json)") from None
-        return folder, [str(n) for n in names]
-    if chosen is not None:
-        try:
-            wiring.bundle_folder(chosen)  # raises, worded as every command words it
+            folder: Path | None = wiring.bundle_folder(chosen)  # worded as every command words it
         except wiring.WiringError as exc:
             raise fail(str(exc)) from None
-    return None
+    else:
+        from doctriage.default_model import existing_default_bundle
+
+        folder = existing_default_bundle(settings)
+    if folder is None:
+        return None
+    try:
+        names = json.loads((folder / "exits.json").read_text(encoding="utf-8"))["label_names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise fail(f"{folder}: not a model bundle (unreadable exits.json)") from None
+    return folder, [str(n) for n in names]
 
 
 def register(app: typer.Typer) -> None:
