@@ -23,6 +23,7 @@ from transformers import LayoutLMv3Config, LayoutLMv3Model
 
 from classifier.model import EarlyExitModel, Preprocessing
 from classifier.tokenizer import load_tokenizer
+from classifier.weight_storage import pack, unpack
 
 FORMAT = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pkl", ".pth", ".pickle", ".ckpt")
@@ -49,17 +50,14 @@ def save_bundle(
     weights_dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write `model` as a bundle; sets and returns `model.version` in exits.json.
-    `weights_dtype=torch.float16` stores floating-point weights at half the size; `load_bundle`
-    copies them into the float32 model, so a loaded bundle always computes in float32."""
+    `weights_dtype` float16 or int8 stores the weights at 1/2 or 1/4 of the size
+    (classifier/weight_storage.py); `load_bundle` always gives a float32 model."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.iterdir():
         if old.suffix.lower() in PICKLE_SUFFIXES:
             raise BundleError(f"{path}: holds pickle file {old.name}; refusing to write beside it")
-    state = {
-        k: (v.to(weights_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
-        for k, v in model.state_dict().items()
-    }
+    state = pack(model.state_dict(), weights_dtype)
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:12]
     model.version = f"{name or model.config.model_type}-{digest}"
@@ -140,7 +138,7 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyEx
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:  # damaged, or not safetensors at all
         raise BundleError(f"{weights}: not a readable safetensors file ({exc})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(unpack(state), strict=False)
     if missing or unexpected:
         raise BundleError(
             f"{path}: weights do not match the config "

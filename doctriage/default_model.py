@@ -2,8 +2,9 @@
 
 No weights can be downloaded, so the project's own code makes them: `build_default_bundle`
 writes a synthetic corpus (pipelines.synth: 16 RVL-CDIP-style classes), trains the "small"
-configuration on it, calibrates it, stores the weights as float16 (under 10 MB, small enough for
-git) and measures the result on the demo corpus of the README (`synth --per-class 2 --seed 7`).
+configuration on it, calibrates it, stores the weights as int8 with a scale per row (under 5 MiB:
+small enough for git) and measures the result on the demo corpus of the README (`synth
+--per-class 2 --seed 7`).
 The bundle that this recipe produced ships in `doctriage/default_bundle/`, so a first run never
 trains; `tests/classifier/test_shipped_bundle.py` checks its recorded recipe and its accuracy.
 
@@ -71,7 +72,7 @@ def recipe(
         "lr": TRAIN_LR,
         "val_fraction": VAL_FRACTION,
         "seed": CORPUS_SEED,
-        "weights_dtype": "float16",
+        "weights_dtype": "int8",
     }
 
 
@@ -88,6 +89,15 @@ def training_finished(path: Path) -> bool:
     return not training.get("stopped_by_max_minutes", False)
 
 
+def existing_default_bundle(settings: Settings) -> Path | None:
+    """The default bundle if one is there (the shipped one first, else a finished one built under
+    DOCTRIAGE_HOME); None otherwise. Never builds."""
+    if bundle_ready(SHIPPED_BUNDLE):
+        return SHIPPED_BUNDLE
+    home = settings.default_model_dir
+    return home if bundle_ready(home) and training_finished(home) else None
+
+
 def ensure_default_bundle(
     settings: Settings,
     *,
@@ -96,16 +106,16 @@ def ensure_default_bundle(
 ) -> Path:
     """The default bundle's directory: the shipped one; without it (a stripped install) one built
     under DOCTRIAGE_HOME from the same recipe, building it first if needed."""
-    if bundle_ready(SHIPPED_BUNDLE):
-        return SHIPPED_BUNDLE
+    found = existing_default_bundle(settings)
+    if found is not None:
+        return found
     target = settings.default_model_dir
-    if bundle_ready(target) and training_finished(target):
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".default-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others wait and reuse it
-        if bundle_ready(target) and training_finished(target):
-            return target
+        found = existing_default_bundle(settings)
+        if found is not None:
+            return found
         log(
             f"no shipped default model: building one in {target} "
             "(15-25 minutes on 2 cores; pass --model DIR to use another)"
@@ -126,7 +136,8 @@ def build_default_bundle(
     measure_demo: bool = True,
 ) -> Path:
     """Train the recipe to its last epoch (no time cap: a bundle cut short is never the default),
-    store it as float16, measure it on the demo corpus, and move it to `target` in one rename."""
+    store it as int8 (a scale per row), measure it on the demo corpus, and move it to `target` in
+    one rename."""
     from doctriage.modeling import train_bundle
     from pipelines.synth import generate_corpus
     from workers.allocator import tune_malloc
@@ -162,7 +173,7 @@ def build_default_bundle(
         ingest=ingest_options(settings),
         progress=progress,
         log=log,
-        weights_dtype="float16",
+        weights_dtype="int8",
         extra_metadata={
             "recipe": recipe(per_class, epochs, config),
             "corpus": recipe(per_class, epochs, config)["corpus"],

@@ -97,7 +97,8 @@ def train_bundle(
     extra_metadata: dict | None = None,
 ) -> dict:
     """Train, calibrate and save a bundle in `out_dir`; returns the training report.
-    `weights_dtype` "float16" halves the stored weights (they load back as float32);
+    `weights_dtype` "float16" or "int8" stores the weights at 1/2 or 1/4 of the size (they load
+    back as float32; classifier/weight_storage.py);
     `extra_metadata` is merged into the bundle's metadata (e.g. the default bundle's recipe)."""
     started = time.monotonic()
     ingest = ingest or IngestOptions()

@@ -29,8 +29,11 @@ def test_shipped_bundle_records_the_current_recipe_trained_to_its_last_epoch(exi
 
 
 def test_shipped_bundle_is_small_enough_for_git():
-    total = sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file())
-    assert total < 10 * 1024 * 1024, f"{total / 2**20:.1f} MB"
+    files = [p for p in BUNDLE.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    assert total < 6 * 1024 * 1024, f"{total / 2**20:.1f} MiB"
+    for file in files:  # no file over 5 MiB in the repository
+        assert file.stat().st_size < 5 * 1024 * 1024, file
     assert not list(BUNDLE.glob("*.building")) and not (BUNDLE / "checkpoint").exists()
 
 
