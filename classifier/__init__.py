@@ -1,21 +1,32 @@
 """The early-exit multimodal page classifier (pure torch + transformers; no Celery, no SQL).
 
 Main entry points: `load_bundle` / `save_bundle`, `EarlyExitModel` (staged forward),
-`PageInput`, `predict_pages`, the policies in `classifier.policy`."""
+`PageInput`, `predict_pages`, the policies in `classifier.policy`.
 
-from classifier.bundle import BundleError, load_bundle, save_bundle
-from classifier.inputs import PageInput
-from classifier.model import EarlyExitModel
-from classifier.predict import PagePrediction, predict_pages
-from classifier.state import StageState
+The names load on first use (PEP 562), so a light submodule such as `classifier.calibration`
+(used by the audit commands) does not pull torch and transformers in with the package."""
 
-__all__ = [
-    "BundleError",
-    "EarlyExitModel",
-    "PageInput",
-    "PagePrediction",
-    "StageState",
-    "load_bundle",
-    "predict_pages",
-    "save_bundle",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_HOMES = {
+    "BundleError": "classifier.bundle",
+    "load_bundle": "classifier.bundle",
+    "save_bundle": "classifier.bundle",
+    "PageInput": "classifier.inputs",
+    "EarlyExitModel": "classifier.model",
+    "PagePrediction": "classifier.predict",
+    "predict_pages": "classifier.predict",
+    "StageState": "classifier.state",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'classifier' has no attribute {name!r}")
+    return getattr(import_module(home), name)

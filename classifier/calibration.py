@@ -1,13 +1,27 @@
 """Temperature scaling (one temperature per exit, fitted on validation NLL) and calibration
-error (ECE, reliability bins)."""
+error (ECE, reliability bins): the one definition that training, evaluation and the audit
+commands share, so a bundle's ECE and the audit's ECE of the same pages are the same number.
+
+Bins are equal-width; bin k holds confidences in (k/bins, (k+1)/bins], and 0 falls in the
+first. torch is imported only by the temperature functions (the audit commands never need it)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+# The bins of every ECE the project reports (bundle metadata, evaluate, audit, report).
+DEFAULT_BINS = 15
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
+    import torch
+
     return float(torch.nn.functional.cross_entropy(logits.double() / temperature, labels.long()))
 
 
@@ -32,7 +46,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def reliability_bins(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+    confidence: Any, correct: Any, bins: int = DEFAULT_BINS
 ) -> list[dict[str, float]]:
     """Equal-width confidence bins: count, mean confidence and accuracy of each non-empty bin."""
     confidence = np.asarray(confidence, dtype=float)
@@ -56,7 +70,7 @@ def reliability_bins(
     return out
 
 
-def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+def ece(confidence: Any, correct: Any, bins: int = DEFAULT_BINS) -> float:
     """Expected calibration error: sum over bins of |accuracy - confidence| weighted by share."""
     n = len(confidence)
     if n == 0:
@@ -67,3 +81,15 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
             for b in reliability_bins(confidence, correct, bins)
         )
     )
+
+
+def summarize(pairs: Sequence[tuple[float, bool]], bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """Pages, accuracy, mean confidence and ECE of (confidence, correct) pairs (at least one)."""
+    confidence = np.array([c for c, _ in pairs], dtype=float)
+    correct = np.array([ok for _, ok in pairs], dtype=float)
+    return {
+        "pages": len(pairs),
+        "accuracy": float(correct.mean()),
+        "mean_confidence": float(confidence.mean()),
+        "ece": ece(confidence, correct, bins),
+    }

@@ -246,21 +246,6 @@ def _latest_human_labels() -> Any:
     return select(ranked.c.page_id, ranked.c.label).where(ranked.c.rank == 1).subquery("truth")
 
 
-def expected_calibration_error(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> float:
-    """ECE with equal-width confidence bins: sum_b (n_b / n) * |accuracy_b - confidence_b|."""
-    if not pairs:
-        return 0.0
-    buckets: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
-    for conf, correct in pairs:
-        buckets[min(int(conf * bins), bins - 1)].append((conf, correct))
-    n = len(pairs)
-    return sum(
-        len(b) / n * abs(sum(c for _, c in b) / len(b) - sum(p for p, _ in b) / len(b))
-        for b in buckets
-        if b
-    )
-
-
 def calibration_pairs(
     s: Session, f: AuditFilter = AuditFilter()
 ) -> list[tuple[str, int, float, bool]]:
@@ -284,39 +269,6 @@ def calibration_pairs(
     if f.label is not None:
         query = query.where(truth.c.label == f.label)
     return [(p, int(st), float(c), bool(ok)) for p, st, c, ok in s.execute(query)]
-
-
-def calibration(s: Session, f: AuditFilter = AuditFilter(), bins: int = 10) -> dict[str, Any]:
-    """On pages with a human label: accuracy, mean confidence and ECE of each pass by the early
-    pass's exit stage (a full-depth row: pages re-routed from that stage), and per pass overall."""
-    cells: dict[tuple[str, int], list[tuple[float, bool]]] = defaultdict(list)
-    for pass_name, stage, conf, correct in calibration_pairs(s, f):
-        cells[(pass_name, stage)].append((conf, correct))
-    by_pass: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    rows = []
-    for (pass_name, stage), pairs in sorted(cells.items()):
-        by_pass[pass_name].extend(pairs)
-        rows.append({"pass": pass_name, "exit_stage": stage, **_calib(pairs, bins)})
-    total = {name: _calib(pairs, bins) for name, pairs in sorted(by_pass.items())}
-    return {"filters": f.as_dict(), "bins": bins, "total": total, "groups": rows}
-
-
-def reliability_bins(pairs: Sequence[tuple[float, bool]], bins: int = 10) -> list[dict[str, Any]]:
-    """Per equal-width confidence bin: count, mean confidence, accuracy (non-empty bins only)."""
-    buckets: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
-    for conf, correct in pairs:
-        buckets[min(int(conf * bins), bins - 1)].append((conf, correct))
-    return [
-        {
-            "low": i / bins,
-            "high": (i + 1) / bins,
-            "pages": len(b),
-            "mean_confidence": sum(c for c, _ in b) / len(b),
-            "accuracy": sum(ok for _, ok in b) / len(b),
-        }
-        for i, b in enumerate(buckets)
-        if b
-    ]
 
 
 # --- report inputs ----------------------------------------------------------------------------
@@ -368,16 +320,6 @@ def agreement_by_day(s: Session, f: AuditFilter = AuditFilter()) -> list[dict[st
         {"day": _day(d), "pages": int(n), "agree": int(a), "agreement": int(a) / int(n)}
         for d, n, a in s.execute(query)
     ]
-
-
-def _calib(pairs: Sequence[tuple[float, bool]], bins: int) -> dict[str, Any]:
-    n = len(pairs)
-    return {
-        "pages": n,
-        "accuracy": sum(c for _, c in pairs) / n,
-        "mean_confidence": sum(p for p, _ in pairs) / n,
-        "ece": expected_calibration_error(pairs, bins),
-    }
 
 
 # --- human labels -----------------------------------------------------------------------------

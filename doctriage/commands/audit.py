@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # the store's modules load SQLAlchemy: imported where a comma
 
     from db import audit
 
+# classifier.calibration.DEFAULT_BINS (the bins of the bundle's and evaluate's ECE), written out
+# so that parsing arguments does not import numpy (a test checks that the two agree).
+ECE_BINS = 15
+
 audit_app = typer.Typer(
     help="Audit predictions: confidence, re-routes, calibration, labels.", no_args_is_help=True
 )
@@ -193,16 +197,16 @@ def calibration_cmd(
     version: VersionOpt = None,
     bins: Annotated[
         int, typer.Option("--bins", min=1, max=100, help="Confidence bins for ECE.")
-    ] = 10,
+    ] = ECE_BINS,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
     """Accuracy and ECE by exit stage on human-labelled pages."""
-    from db import audit
+    from doctriage.reporting.calibration import calibration
 
     f = _filters(since, until, label, version)
     with _session() as s:
-        result = audit.calibration(s, f, bins)
+        result = calibration(s, f, bins)
     from doctriage.commands._tables import calibration_text
 
     _emit(result, result["groups"], as_json, as_csv, calibration_text(result))
@@ -215,14 +219,16 @@ def report_cmd(
     until: UntilOpt = None,
     label: ClassOpt = None,
     version: VersionOpt = None,
-    bins: Annotated[int, typer.Option("--bins", min=1, max=100, help="Confidence bins.")] = 10,
+    bins: Annotated[
+        int, typer.Option("--bins", min=1, max=100, help="Confidence bins.")
+    ] = ECE_BINS,
 ) -> None:
     """A self-contained HTML report: exit depths, confidence per class, reliability, re-routes."""
     # A mistyped folder is an error, not a new tree of folders: checked before any work.
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise fail(f"cannot write {out}: the folder {folder} does not exist")
-    from db.report import build_report  # matplotlib loads only for this command
+    from doctriage.reporting.html_report import build_report  # matplotlib: only here
 
     f = _filters(since, until, label, version)
     with _session() as s:

@@ -17,6 +17,7 @@ from db.audit import AuditFilter
 from db.models import HumanLabel, Prediction
 from db.session import session_scope
 from doctriage.commands import audit as audit_cmd
+from doctriage.reporting.calibration import calibration
 
 DAY1 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
@@ -153,7 +154,7 @@ def test_reroute_agreement(factory, seeded) -> None:
 
 def test_calibration(factory, seeded) -> None:
     with session_scope(factory) as s:
-        result = audit.calibration(s)
+        result = calibration(s)
     rows = {(g["pass"], g["exit_stage"]): g for g in result["groups"]}
     # exit_stage is the early pass's everywhere: the full answers of pages 2 and 3 are the
     # full-depth row of stage 2, where those pages left the early pass and were re-routed
@@ -170,10 +171,19 @@ def test_calibration(factory, seeded) -> None:
     assert early["ece"] == pytest.approx(1.71 / 4)
 
 
-def test_ece_bins() -> None:
-    assert audit.expected_calibration_error([]) == 0.0
-    assert audit.expected_calibration_error([(1.0, True), (1.0, True)]) == 0.0
-    assert audit.expected_calibration_error([(0.75, True), (0.75, False)]) == pytest.approx(0.25)
+def test_audit_ece_is_the_bundles_ece(factory, seeded) -> None:
+    """One ECE: the audit's figure for a set of pages is classifier.calibration.ece of the same
+    pages with the same bins, and the CLI's default bins are the bundle's."""
+    from classifier.calibration import DEFAULT_BINS, ece
+    from doctriage.commands.audit import ECE_BINS
+
+    assert ECE_BINS == DEFAULT_BINS
+    with session_scope(factory) as s:
+        pairs = [(c, ok) for p, _, c, ok in audit.calibration_pairs(s) if p == "early"]
+        for bins in (DEFAULT_BINS, 10, 3):
+            early = calibration(s, bins=bins)["total"]["early"]
+            assert early["ece"] == pytest.approx(ece([c for c, _ in pairs], [ok for _, ok in pairs],
+                                                     bins))
 
 
 def test_hostile_filters_are_data(factory, seeded) -> None:
@@ -183,7 +193,7 @@ def test_hostile_filters_are_data(factory, seeded) -> None:
         assert audit.summary(s, AuditFilter(label=HOSTILE))["groups"] == []
         assert audit.low_confidence(s, 1.0, hostile) == []
         assert audit.reroutes(s, AuditFilter(label=HOSTILE))["total"]["pages"] == 0
-        assert audit.calibration(s, AuditFilter(model_version=HOSTILE))["groups"] == []
+        assert calibration(s, AuditFilter(model_version=HOSTILE))["groups"] == []
         audit.label(s, seeded[1], "'); DROP TABLE predictions; --", "mallory")
     with session_scope(factory) as s:
         assert s.execute(select(func.count()).select_from(Prediction)).scalar_one() == len(SEED)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from db import repository as repo
-from db.report import FIGURES, build_report
 from db.session import session_scope
+from doctriage.reporting.html_report import FIGURES, build_report
 
 XSS = "<script>alert(1)</script>"
 
@@ -58,7 +58,7 @@ def test_report_on_an_empty_store(factory) -> None:
 
 def _figure(monkeypatch, draw, *args):
     """The matplotlib Figure a report figure function draws (instead of its PNG)."""
-    from db import report
+    from doctriage.reporting import html_report as report
 
     drawn = []
     monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or "")
@@ -73,7 +73,7 @@ def _integer_ticks(ax) -> bool:
 
 
 def test_figures_label_axes_and_count_whole_pages(monkeypatch) -> None:
-    from db import report
+    from doctriage.reporting import html_report as report
 
     # a small store: counts of 1 and 2 must not get 0.5-page ticks
     fig = _figure(monkeypatch, report.confidence_figure, {"invoice": [0.4, 0.9], "memo": [0.7]})
@@ -92,7 +92,7 @@ def test_figures_label_axes_and_count_whole_pages(monkeypatch) -> None:
 
 
 def test_one_day_of_reroutes_has_a_legend_and_a_slim_bar(monkeypatch) -> None:
-    from db import report
+    from doctriage.reporting import html_report as report
 
     fig = _figure(monkeypatch, report.agreement_figure,
                   [{"day": "2026-01-02", "pages": 3, "agree": 2, "agreement": 2 / 3}])
@@ -106,14 +106,14 @@ def test_one_day_of_reroutes_has_a_legend_and_a_slim_bar(monkeypatch) -> None:
 
 
 def test_reliability_without_labels_is_the_message_alone(monkeypatch) -> None:
-    from db import report
+    from doctriage.reporting import html_report as report
 
     fig = _figure(monkeypatch, report.reliability_figure, {})
     (ax,) = fig.axes
     assert ax.get_lines() == []  # no diagonal drawn through the message
     assert "no human-labelled pages" in ax.texts[0].get_text()
     fig = _figure(monkeypatch, report.reliability_figure,
-                  {"early": [{"mean_confidence": 0.9, "accuracy": 1.0, "pages": 2}]})
+                  {"early": [{"confidence": 0.9, "accuracy": 1.0, "count": 2}]})
     assert len(fig.axes[0].get_lines()) == 2  # the diagonal and the early pass
 
 

@@ -23,6 +23,7 @@ from db.repository import (
     upsert_pages,
 )
 from db.session import make_engine, migrate, session_factory, session_scope
+from doctriage.reporting.calibration import calibration
 
 HOSTILE = [
     "x' OR '1'='1",
@@ -85,7 +86,7 @@ def test_audit_queries_bind_hostile_filters(tmp_path: Path, spy: SqlSpy, hostile
             assert audit.summary(s, f)["total"]["pages"] == 0
             assert audit.low_confidence(s, 1.0, f) == []
             audit.reroutes(s, f)
-            audit.calibration(s, f)
+            calibration(s, f)
         spy.check(hostile)
     spy.calls.clear()
     with session_scope(sessions) as s:

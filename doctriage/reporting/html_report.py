@@ -20,8 +20,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy.orm import Session
 
+from classifier.calibration import DEFAULT_BINS
 from db import audit
 from db.audit import AuditFilter
+from doctriage.reporting.calibration import calibration, reliability_by_pass
 
 FIGURES = ("exit-depth", "confidence-by-class", "reliability", "reroute-agreement")
 
@@ -96,10 +98,10 @@ def reliability_figure(per_pass: dict[str, list[dict[str, Any]]]) -> str:
         for (name, rows), marker in zip(sorted(per_pass.items()), "os^", strict=False):
             if rows:
                 ax.plot(
-                    [r["mean_confidence"] for r in rows],
+                    [r["confidence"] for r in rows],
                     [r["accuracy"] for r in rows],
                     marker=marker,
-                    label=f"{_answer(name)} answer ({sum(r['pages'] for r in rows)} pages)",
+                    label=f"{_answer(name)} answer ({sum(r['count'] for r in rows)} pages)",
                 )
         ax.legend(fontsize=8, loc="upper left")
         ax.set_xlim(-0.03, 1.03)  # a margin: points at 0 or 1 are not cut in half
@@ -172,17 +174,13 @@ def _share(part: int, rate: float | None) -> str:
     return f"{part} ({'-' if rate is None else f'{100 * rate:.1f}%'})"
 
 
-def build_report(s: Session, f: AuditFilter | None = None, bins: int = 10) -> str:
+def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_BINS) -> str:
     """The report as one HTML string. Every value from the store is HTML-escaped."""
     f = f or AuditFilter()
     summ = audit.summary(s, f)
     rer = audit.reroutes(s, f)
-    cal = audit.calibration(s, f, bins)
-    pairs = audit.calibration_pairs(s, f)
-    per_pass = {
-        name: audit.reliability_bins([(c, ok) for p, _, c, ok in pairs if p == name], bins)
-        for name in sorted({p for p, *_ in pairs})
-    }
+    cal = calibration(s, f, bins)
+    per_pass = reliability_by_pass(s, f, bins)
     # Captions say how to read a figure (its title is inside the image).
     figures = {
         "exit-depth": (
@@ -203,7 +201,7 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = 10) -> st
             "Reliability diagram",
             f"Pages with a human label, in {bins} confidence bins: a point below the diagonal "
             "is over-confident (right less often than it claims), above it under-confident."
-            if pairs
+            if any(per_pass.values())
             else "No page has a human label yet: label some with doctriage audit label PAGE_ID "
             "CLASS to see how far confidence can be trusted.",
             reliability_figure(per_pass),
