@@ -8,8 +8,9 @@ and prints one JSON table: fault, pages in, pages out, duplicates, time to recov
 
 Each scenario asserts its own invariants (one prediction per page and pass, nothing stuck,
 counts match); a row whose test failed is kept and marked `passed: false`. Writes
-bench/results/faults.json. Times are wall clock on whatever machine runs it (recovery includes
-the shortened visibility timeout / reconcile interval the fault tests set).
+bench/results/faults.json. Times are wall clock on whatever machine runs it; the fault runs use
+the shipped recovery settings (reconcile period, stuck bounds, visibility timeout), so
+`recover_s` is what a deployment gets.
 """
 
 from __future__ import annotations

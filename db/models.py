@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from db.states import DocumentState, PageState, Pass
+from db.states import DocumentState, FailureKind, PageState, Pass
 
 # Deterministic constraint names, so migrations can refer to them on both backends.
 NAMING = {
@@ -75,6 +75,7 @@ class Document(Base):
         # UNIQUE index and the same object would otherwise be registered twice.
         UniqueConstraint("source_uri", "version_key", name="uq_documents_source_version"),
         CheckConstraint(_in("state", DocumentState), name="state"),
+        CheckConstraint(_in("failure_kind", FailureKind), name="failure_kind"),
         Index("ix_documents_state_updated", "state", "updated_at"),
     )
 
@@ -87,6 +88,10 @@ class Document(Base):
     error: Mapped[str | None] = mapped_column(Text)
     page_count: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Why it is FAILED (NULL otherwise): "transient" ones are retried later by the reconciler.
+    failure_kind: Mapped[str | None] = mapped_column(String(16))
+    # Ingest attempts that ended FAILED (`attempts` counts claims, Celery retries included).
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -96,6 +101,7 @@ class Page(Base):
     __table_args__ = (
         UniqueConstraint("document_id", "number", name="uq_pages_document_number"),
         CheckConstraint(_in("state", PageState), name="state"),
+        CheckConstraint(_in("failure_kind", FailureKind), name="failure_kind"),
         CheckConstraint("number >= 1", name="number_positive"),
         Index("ix_pages_state_updated", "state", "updated_at"),
     )
@@ -111,6 +117,8 @@ class Page(Base):
     state: Mapped[str] = mapped_column(String(16), default=PageState.PENDING.value)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failure_kind: Mapped[str | None] = mapped_column(String(16))  # as on documents
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import Document, HumanLabel, Page, Prediction, Watermark, utcnow
-from db.states import PAGE_FINAL, DocumentState, PageState, Pass
+from db.states import PAGE_FINAL, DocumentState, FailureKind, PageState, Pass
 
 # Rows per INSERT statement: far below SQLite's 32766 bound-parameter limit.
 _CHUNK = 500
@@ -126,20 +126,25 @@ def mark_document(
     page_count: int | None = None,
     *,
     only_from: Iterable[DocumentState | str] | None = None,
+    failure_kind: FailureKind | str | None = None,
 ) -> bool:
     """Set the state (and error, cleared when None; page_count when given). With `only_from`,
     only a document currently in one of those states moves, so a task can claim work with one
-    statement. Moving to INGESTING counts an attempt. Returns whether a row changed."""
+    statement. Moving to INGESTING counts an attempt; moving to FAILED counts a failed attempt
+    and records `failure_kind` (default permanent; any other state clears it). Returns whether
+    a row changed."""
     state = DocumentState(state)
+    failed = state is DocumentState.FAILED
     stmt = _document_move(
         counts_attempt=state is DocumentState.INGESTING, sets_page_count=page_count is not None,
-        restricted=only_from is not None,
+        restricted=only_from is not None, counts_failure=failed,
     )
     # Parameter names never match a column's: Core would add such a key to the SET clause.
     params: dict[str, Any] = {
         "doc_id": doc_id, "new_state": state.value, "new_error": error, "now": utcnow(),
         "new_page_count": page_count,
         "from_states": [DocumentState(x).value for x in only_from or ()],
+        "new_kind": FailureKind(failure_kind or FailureKind.PERMANENT).value if failed else None,
     }
     return s.execute(stmt, params).rowcount > 0
 
@@ -159,7 +164,7 @@ def claim_document(s: Session, doc_id: int) -> ClaimedDocument | None:
                           claims=True)
     params = {
         "doc_id": doc_id, "new_state": DocumentState.INGESTING.value, "new_error": None,
-        "now": utcnow(),
+        "now": utcnow(), "new_kind": None,
         "from_states": [DocumentState.RECEIVED.value, DocumentState.INGESTING.value],
     }
     row = s.execute(stmt, params).one_or_none()
@@ -168,15 +173,18 @@ def claim_document(s: Session, doc_id: int) -> ClaimedDocument | None:
 
 @cache
 def _document_move(
-    *, counts_attempt: bool, sets_page_count: bool, restricted: bool, claims: bool = False
+    *, counts_attempt: bool, sets_page_count: bool, restricted: bool, claims: bool = False,
+    counts_failure: bool = False,
 ) -> Update:
     # Built once per shape and reused: building and keying a statement per call cost more
     # client CPU than the round trip (bound parameters carry the values).
     table = Document.__table__
     values: dict[str, Any] = {
         "state": bindparam("new_state"), "error": bindparam("new_error"),
-        "updated_at": bindparam("now"),
+        "updated_at": bindparam("now"), "failure_kind": bindparam("new_kind"),
     }
+    if counts_failure:
+        values["failed_attempts"] = table.c.failed_attempts + 1
     if sets_page_count:
         values["page_count"] = bindparam("new_page_count")
     if counts_attempt:
@@ -302,29 +310,37 @@ def _page_move_params(
     state: PageState,
     error: str | None,
     only_from: Iterable[PageState | str] | None,
+    failure_kind: FailureKind | str | None = None,
 ) -> Iterable[dict[str, Any]]:
     """The parameters of _page_move, one set per chunk of ids (no name is a column's: see
     mark_document)."""
+    failed = state is PageState.FAILED
     common = {
         "new_state": state.value, "new_error": error, "now": utcnow(),
         "from_states": [PageState(x).value for x in only_from or ()],
+        "new_kind": FailureKind(failure_kind or FailureKind.PERMANENT).value if failed else None,
     }
     for chunk in _chunks(list(page_ids)):
         yield {**common, "ids": list(chunk)}
 
 
 @cache
-def _page_move(*, counts_attempt: bool, restricted: bool, claims: bool) -> Update:
+def _page_move(
+    *, counts_attempt: bool, restricted: bool, claims: bool, counts_failure: bool = False
+) -> Update:
     """UPDATE pages: state (and error, cleared when None) of the ids; moving to CLASSIFYING
-    counts an attempt; `restricted` adds the only_from condition; a claim returns the rows.
-    Built once per shape (see _document_move)."""
+    counts an attempt, to FAILED a failed attempt (with its kind; other states clear the kind);
+    `restricted` adds the only_from condition; a claim returns the rows. Built once per shape
+    (see _document_move)."""
     table = Page.__table__
     values: dict[str, Any] = {
         "state": bindparam("new_state"), "error": bindparam("new_error"),
-        "updated_at": bindparam("now"),
+        "updated_at": bindparam("now"), "failure_kind": bindparam("new_kind"),
     }
     if counts_attempt:
         values["attempts"] = table.c.attempts + 1
+    if counts_failure:
+        values["failed_attempts"] = table.c.failed_attempts + 1
     stmt = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(**values)
     if restricted:
         stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
@@ -340,14 +356,17 @@ def mark_pages(
     error: str | None = None,
     *,
     only_from: Iterable[PageState | str] | None = None,
+    failure_kind: FailureKind | str | None = None,
 ) -> int:
     """Set the state (and error, cleared when None) of many pages in one statement per chunk.
     `only_from` restricts the move as in mark_document. Moving to CLASSIFYING counts an
-    attempt. Returns the number of rows changed."""
+    attempt; moving to FAILED a failed attempt, with `failure_kind` (default permanent).
+    Returns the number of rows changed."""
     state = PageState(state)
     stmt = _page_move(counts_attempt=state is PageState.CLASSIFYING,
-                      restricted=only_from is not None, claims=False)
-    params = _page_move_params(page_ids, state, error, only_from)
+                      restricted=only_from is not None, claims=False,
+                      counts_failure=state is PageState.FAILED)
+    params = _page_move_params(page_ids, state, error, only_from, failure_kind)
     return sum(s.execute(stmt, p).rowcount for p in params)
 
 
@@ -401,6 +420,81 @@ def stuck_pages(
         .limit(limit)
     )
     return list(s.execute(query).scalars())
+
+
+def reclaim_documents(
+    s: Session, states: Iterable[DocumentState | str], before: datetime,
+    to: DocumentState | str, *, limit: int, now: datetime | None = None,
+) -> list[int]:
+    """The reconciler's take-back in one UPDATE ... RETURNING: documents in `states` not updated
+    since `before` (at most `limit`, oldest first) move to `to` with a fresh updated_at. The
+    condition is in the UPDATE itself, so a heartbeat committed meanwhile keeps its document."""
+    table = Document.__table__
+
+    def cond(t: Any) -> list[Any]:
+        return [t.c.state.in_([DocumentState(x).value for x in states]), t.c.updated_at < before]
+
+    inner = table.alias("stale")
+    pick = select(inner.c.id).where(*cond(inner)).order_by(inner.c.updated_at, inner.c.id)
+    stmt = (update(table).where(table.c.id.in_(pick.limit(limit).scalar_subquery()), *cond(table))
+            .values(state=DocumentState(to).value, updated_at=now or utcnow())
+            .returning(table.c.id))
+    return sorted(int(i) for i in s.execute(stmt).scalars())
+
+
+def reclaim_pages(
+    s: Session, states: Iterable[PageState | str], before: datetime, to: PageState | str, *,
+    limit: int, now: datetime | None = None, unless_document_in: Iterable[DocumentState] = (),
+) -> list[int]:
+    """reclaim_documents for pages; none of a document in `unless_document_in` (one being
+    ingested: its ingest enqueues its pending pages when it ends). No attempt is counted."""
+    table, docs = Page.__table__, Document.__table__
+    skip = [DocumentState(x).value for x in unless_document_in]
+
+    def cond(t: Any) -> list[Any]:
+        out = [t.c.state.in_([PageState(x).value for x in states]), t.c.updated_at < before]
+        if skip:
+            busy = select(docs.c.id).where(docs.c.id == t.c.document_id, docs.c.state.in_(skip))
+            out.append(~busy.exists())
+        return out
+
+    inner = table.alias("stale")
+    pick = select(inner.c.id).where(*cond(inner)).order_by(inner.c.updated_at, inner.c.id)
+    stmt = (update(table).where(table.c.id.in_(pick.limit(limit).scalar_subquery()), *cond(table))
+            .values(state=PageState(to).value, updated_at=now or utcnow())
+            .returning(table.c.id))
+    return sorted(int(i) for i in s.execute(stmt).scalars())
+
+
+def touch_document(s: Session, doc_id: int, state: DocumentState | str) -> bool:
+    """Refresh the document's updated_at if it is still in `state`, nothing else: the ingest
+    step's heartbeat (the reconciler leaves a document alone while it beats)."""
+    table = Document.__table__
+    stmt = (update(table).where(table.c.id == doc_id, table.c.state == DocumentState(state).value)
+            .values(updated_at=utcnow()))
+    return s.execute(stmt).rowcount > 0
+
+
+def hold_pages(s: Session, page_ids: Iterable[int], state: PageState | str) -> list[ClaimedPage]:
+    """The pages still in `state`, their updated_at refreshed (same state, no attempt counted),
+    by id: a full-depth batch's claim, so the reconciler does not hand them out again while the
+    batch runs."""
+    stmt = _page_move(counts_attempt=False, restricted=True, claims=True)
+    state = PageState(state)
+    held: list[ClaimedPage] = []
+    for params in _page_move_params(sorted(set(page_ids)), state, None, [state]):
+        held.extend(ClaimedPage(int(i), int(d), a) for i, d, a in s.execute(stmt, params))
+    return sorted(held, key=lambda c: c.id)
+
+
+def recent_latencies_ms(s: Session, pass_name: Pass | str, limit: int = 1000) -> list[float]:
+    """Per-page latency (batcher submit -> exit) of the newest `limit` predictions of a pass:
+    what the reconciler derives its bound for pages being classified from."""
+    query = (select(Prediction.latency_ms)
+             .where(Prediction.pass_name == Pass(pass_name).value,
+                    Prediction.latency_ms.is_not(None))
+             .order_by(Prediction.id.desc()).limit(limit))
+    return [float(x) for x in s.execute(query).scalars()]
 
 
 # --- predictions ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ class DocumentState(StrEnum):
     INGESTING = "INGESTING"  # an ingest worker has it
     INGESTED = "INGESTED"  # pages written and enqueued for classification
     DONE = "DONE"  # every page reached a final state
-    FAILED = "FAILED"  # permanent failure; `error` says why
+    FAILED = "FAILED"  # `error` says why; `failure_kind` whether it is retried
     SKIPPED = "SKIPPED"  # not a document (folder, unknown type, zero bytes); `error` says why
 
 
@@ -24,6 +24,13 @@ class PageState(StrEnum):
     REROUTED = "REROUTED"  # early pass stored, awaiting the full-depth pass
     DONE = "DONE"
     FAILED = "FAILED"
+
+
+class FailureKind(StrEnum):
+    """Why a document is FAILED: worth another try later, or not."""
+
+    TRANSIENT = "transient"  # an outside service was down or slow: the reconciler retries it
+    PERMANENT = "permanent"  # the input itself (or a bug): retried only by an operator
 
 
 class Pass(StrEnum):

@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "submit",
     "worker",
     "status",
+    "retry",
     "watch",
     "backlog",
 ]

@@ -19,6 +19,11 @@ def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
         "max_page_pixels": settings.max_page_pixels,
         "max_page_words": settings.max_page_words,
         "max_file_bytes": settings.max_file_bytes,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_page_objects": settings.max_page_objects,
+        "max_parse_mb": settings.max_parse_mb,
+        "max_artifact_bytes": settings.max_artifact_bytes,
+        "max_ingest_s": settings.max_ingest_s,
         "min_text_coverage": settings.min_text_coverage,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

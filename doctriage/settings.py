@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     max_page_pixels: int = 60_000_000
     max_page_words: int = 5000
     max_file_bytes: int = 200 * 1024 * 1024
+    # Budgets per image, page and document (pipelines/options.py says how each was chosen).
+    max_image_pixels: int = 60_000_000
+    max_page_objects: int = 100_000
+    max_parse_mb: int = 512
+    max_artifact_bytes: int = 1024 * 1024
+    max_ingest_s: float = 600.0
     # Local folders: a symlink whose target lies outside the folder is recorded SKIPPED and
     # never opened; DOCTRIAGE_FOLLOW_SYMLINKS=true reads it like any other file.
     follow_symlinks: bool = False
@@ -66,9 +72,27 @@ class Settings(BaseSettings):
     malloc_tuning: bool = True
 
     # Operations.
-    visibility_timeout_s: int = 3600
-    reconcile_every_s: float = 60.0
+    # Recovery (ARCHITECTURE.md, "Recovery"): the reconciler runs every reconcile_every_s and
+    # re-enqueues what nobody can be working on. A RECEIVED/PENDING/REROUTED row whose queue is
+    # empty has lost its message: lost_after_s; while the queue holds messages: stuck_after_s.
+    # INGESTING beats every 5 s between pages: ingest_stuck_after_s of silence (None: the
+    # slowest page, ocr_timeout_s + 30 s, at least 60 s). CLASSIFYING: max(classify_stuck_after_s,
+    # 4 x p99 measured page latency).
+    # visibility_timeout_s: Redis re-delivers an unacknowledged message after it; it should
+    # exceed the longest task (an ingest: max_ingest_s, 600 s) plus the longest retry countdown
+    # (300 s).
+    visibility_timeout_s: int = 900
+    reconcile_every_s: float = 10.0
     stuck_after_s: float = 900.0
+    lost_after_s: float = 30.0
+    ingest_stuck_after_s: float | None = None
+    classify_stuck_after_s: float = 30.0
+    # Documents FAILED for a transient reason (S3, the store or broker unreachable) go back to
+    # ingest after retry_backoff_s x 2^(failures-1) (jittered, capped at retry_backoff_max_s),
+    # until max_attempts ingests have failed; `doctriage retry` re-runs any of them by hand.
+    max_attempts: int = 5
+    retry_backoff_s: float = 30.0
+    retry_backoff_max_s: float = 1800.0
     backlog_hour: int = 2
     backlog_source: str | None = None
     metrics_port: int | None = None
@@ -86,6 +110,12 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_url(self) -> str:
         return self.artifact_url or str(self.home / "artifacts")
+
+    @property
+    def resolved_ingest_stuck_after_s(self) -> float:
+        # Heartbeats come between pages: silence must outlast the slowest page (OCR time-out,
+        # plus rendering at ocr_dpi and the artifact).
+        return self.ingest_stuck_after_s or max(60.0, self.ocr_timeout_s + 30.0)
 
     @property
     def default_model_dir(self) -> Path:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from pipelines.artifacts import ArtifactStore
     from workers.classify_runtime import BatcherOptions, ClassifyRuntime
+    from workers.retrying import RetryOptions
     from workers.steps import RerouteOptions, StepContext
 
 
@@ -43,6 +44,13 @@ def reroute_options(settings: Settings) -> RerouteOptions:
         audit_fraction=settings.audit_fraction,
         seed=settings.seed,
     )
+
+
+def retry_options(settings: Settings) -> RetryOptions:
+    from workers.retrying import RetryOptions
+
+    return RetryOptions(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s,
+                        backoff_max_s=settings.retry_backoff_max_s)
 
 
 def store(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
@@ -110,6 +118,7 @@ def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
         artifacts=artifact_store(settings),
         ingest=ingest_options(settings),
         reroute=reroute_options(settings),
+        retry=retry_options(settings),
     )
 
 
@@ -167,6 +176,9 @@ def queue_config(settings: Settings, *, preload_model: bool = False) -> Any:
         visibility_timeout_s=settings.visibility_timeout_s,
         reconcile_every_s=settings.reconcile_every_s,
         stuck_after_s=settings.stuck_after_s,
+        lost_after_s=settings.lost_after_s,
+        ingest_stuck_after_s=settings.resolved_ingest_stuck_after_s,
+        classify_stuck_after_s=settings.classify_stuck_after_s,
         classify_chunk=settings.max_batch,
         preload_model=preload_model,
         task_events=settings.task_events,

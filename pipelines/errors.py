@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import unicodedata
 
-# Characters that break a line or a terminal: C0/C1 controls, line and paragraph separators.
-_CONTROL = frozenset({"Cc", "Zl", "Zp"})
+# Characters that break a line or a terminal: C0/C1 controls, line and paragraph separators;
+# and lone surrogates, which no encoder accepts.
+_CONTROL = frozenset({"Cc", "Zl", "Zp", "Cs"})
+
+
+def _escape(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":  # a file name's undecodable byte (os.fsdecode): show the byte
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return repr(c)[1:-1]
 
 
 def one_line(text: object) -> str:
     r"""`text` with every control character escaped as repr() writes it (a newline becomes
-    ``\n``, ESC ``\x1b``), so a file name can never split an error or a summary line."""
+    ``\n``, ESC ``\x1b``), so a file name can never split an error or a summary line. Lone
+    surrogates are escaped too (a non-UTF-8 file name's byte 0xE9 becomes ``\xe9``): they
+    cannot be printed, encoded or stored in PostgreSQL text."""
     return "".join(
-        repr(c)[1:-1] if unicodedata.category(c) in _CONTROL else c for c in str(text)
+        _escape(c) if unicodedata.category(c) in _CONTROL else c for c in str(text)
     )
 
 

@@ -12,8 +12,9 @@ from PIL import Image, ImageOps
 from pipelines.errors import DocumentError
 from pipelines.sniff import Source
 
-# PIL's own guard: warn above this, refuse above twice this. Our per-page limit is checked first
-# (from the header, before any pixel is decoded); this keeps PIL from decoding bombs elsewhere.
+# PIL's own guard: warn above this, refuse above twice this. Our image budget is checked first
+# (every frame's header, before any pixel is decoded); `open_image` sets this to the budget, so
+# anything PIL opens elsewhere in the process is refused above twice it.
 Image.MAX_IMAGE_PIXELS = 60_000_000
 
 # Images that say nothing trustworthy about their resolution are OCRed with their longer side
@@ -33,14 +34,23 @@ def decode_error(name: str, exc: BaseException, page: int | None = None) -> Docu
     return DocumentError(name, f"{where}corrupt or unreadable image ({detail})", page)
 
 
-def open_image(source: Source) -> Image.Image:
+def open_image(source: Source, max_pixels: int | None = None) -> Image.Image:
+    """Open lazily (header only). With `max_pixels`, PIL's guard follows that budget."""
     data: Path | BinaryIO = source.data
     if not isinstance(data, Path):
         data.seek(0)
+    if max_pixels is not None:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return Image.open(data)
+    except Image.DecompressionBombError as exc:  # over twice the budget: PIL refused it
+        budget = f"{max_pixels:,}" if max_pixels else "pixel"
+        raise DocumentError(
+            source.name, f"page 1: image too large to decode safely (over the {budget}-pixel "
+            f"budget; {exc})", 1
+        ) from None
     except Exception as exc:  # decoder boundary: any failure is a bad document, not a crash
         raise decode_error(source.name, exc) from None
 
@@ -59,10 +69,12 @@ def count_frames(source: Source, im: Image.Image) -> int | None:
 
 
 def iter_frames(
-    source: Source, im: Image.Image, n: int | None, max_pages: int, max_page_pixels: int
+    source: Source, im: Image.Image, n: int | None, max_pages: int, max_image_pixels: int
 ) -> Iterator[tuple[int, Image.Image, tuple[float, float] | None]]:
-    """Yield (page number, decoded RGB frame, stated dpi or None), one frame in memory at a time.
-    With n None, frames are read until the file ends or a damaged frame is met."""
+    """Yield (page number, decoded frame (RGB, or L: see decoded_frame), stated dpi or None), one
+    frame in memory at a time.
+    With n None, frames are read until the file ends or a damaged frame is met. Each frame's
+    size is read from its header (seek) and checked against the budget before it is decoded."""
     number = 0
     while n is None or number < n:
         number += 1
@@ -81,16 +93,21 @@ def iter_frames(
                             source.name, f"too many pages (more than {max_pages})", number
                         )
                 w, h = im.size
-                if w * h > max_page_pixels:
+                if w <= 0 or h <= 0:  # a header that declares no pixels: nothing to decode
                     raise DocumentError(
-                        source.name,
-                        f"page {number} has too many pixels ({w}x{h} = {w * h}; "
-                        f"the limit is {max_page_pixels})",
+                        source.name, f"page {number}: corrupt image (it declares {w}x{h} px)",
                         number,
                     )
-                frame = to_rgb(im)
-                if source.kind == "jpeg":
-                    frame = ImageOps.exif_transpose(frame)
+                if w * h > max_image_pixels:
+                    raise DocumentError(
+                        source.name,
+                        f"page {number}: image {w}x{h} px over the "
+                        f"{max_image_pixels:,}-pixel budget",
+                        number,
+                    )
+                frame = decoded_frame(im)
+                if source.kind == "jpeg":  # in place: the frame is our own copy (no third one)
+                    ImageOps.exif_transpose(frame, in_place=True)
         except DocumentError:
             raise
         except Exception as exc:  # decoder boundary
@@ -98,7 +115,12 @@ def iter_frames(
         yield number, frame, stated_dpi(im)
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
+def decoded_frame(im: Image.Image) -> Image.Image:
+    """The frame decoded into a copy of our own: L for bilevel and grey frames (a third of RGB's
+    memory: a 7000x8000 fax frame is 56 MB instead of 168 MB; the rasters made from it are
+    converted after resizing), RGB for the rest."""
+    if im.mode in ("1", "L"):
+        return im.convert("L")
     if im.mode == "RGB":
         return im.copy()
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -107,7 +129,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
         white.paste(rgba, mask=rgba.getchannel("A"))  # transparent = paper, not black
         return white
     if im.mode.startswith("I;16") or im.mode == "I":
-        return im.point(lambda v: v / 256).convert("L").convert("RGB")
+        return im.point(lambda v: v / 256).convert("L")
     return im.convert("RGB")
 
 
@@ -132,22 +154,26 @@ def vision_raster(frame: Image.Image, dpi: int, src_dpi: tuple[float, float] | N
     if src_dpi is None:
         longest = round(PAGE_LONG_SIDE_IN * dpi)
         if max(frame.size) <= longest:
-            return frame
+            return _rgb(frame)
         f = longest / max(frame.size)
         size = (max(1, round(frame.width * f)), max(1, round(frame.height * f)))
-        return frame.resize(size, Image.Resampling.LANCZOS)
+        return _rgb(frame.resize(size, Image.Resampling.LANCZOS))
     w = max(1, round(frame.width * dpi / src_dpi[0]))
     h = max(1, round(frame.height * dpi / src_dpi[1]))
     if (w, h) == frame.size:
-        return frame
-    return frame.resize((w, h), Image.Resampling.LANCZOS)
+        return _rgb(frame)
+    return _rgb(frame.resize((w, h), Image.Resampling.LANCZOS))
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def ocr_raster(
     frame: Image.Image, ocr_dpi: int, src_dpi: tuple[float, float] | None, max_pixels: int
 ) -> tuple[Image.Image, int | None]:
     """A greyscale raster for tesseract, and the dpi to tell it (None when unknown)."""
-    grey = frame.convert("L")
+    grey = frame if frame.mode == "L" else frame.convert("L")  # only read, never changed
     if src_dpi is not None:
         fx, fy = ocr_dpi / src_dpi[0], ocr_dpi / src_dpi[1]
     else:

@@ -7,6 +7,7 @@ from typing import Literal
 
 OcrMode = Literal["auto", "ocr", "text"]
 OCR_MODES: tuple[str, ...] = ("auto", "ocr", "text")
+MIN_ARTIFACT_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,30 @@ class IngestOptions:
     # kept truncated (its `reason` says so) rather than failed.
     max_page_words: int = 5000
     max_file_bytes: int = 200 * 1024 * 1024
+    # Decoded pixels of any one image: every image a PDF declares, masks included (refused from
+    # its /Width x /Height before pdfium decodes it) and every frame of a TIFF/PNG/JPEG (from
+    # its header). Apart from max_page_pixels, which bounds the rasters *we* render at our dpi:
+    # an embedded image is decoded at the file's own resolution whatever the page size.
+    # realdocs: largest embedded image 14.9 Mpx, largest frame 34.8 Mpx (A4 at 600 dpi).
+    max_image_pixels: int = 60_000_000
+    # Page objects (text runs, paths, images) on one PDF page, counted right after pdfium
+    # parses the page and before any text page, raster or image walk is built: each costs
+    # ~1-1.5 us per object. realdocs' densest of 1,259 pages has 24,277; 4x that margin.
+    max_page_objects: int = 100_000
+    # MiB pdfium may grow by while it parses one PDF page (pipelines/parse_check.py: the pages are
+    # parsed first in a watched child process, killed past this). realdocs' densest page
+    # (24,277 objects) grows it by 10 MB; the object budget's 100,000 by ~45 MB.
+    max_parse_mb: int = 512
+    # Bytes of one page artifact (JSON: words, boxes, PNG raster). Over it the artifact keeps
+    # the first words that fit (the model reads only the first few hundred tokens) and, only
+    # if the raster alone is over, a smaller raster: a page is never failed for its size.
+    # realdocs' 1,259 PDF pages: median 80 KB, largest 278 KB; 1 MiB is ~3.8x that.
+    max_artifact_bytes: int = 1024 * 1024
+    # Wall-clock seconds for one document's ingest, checked between pages: over it the
+    # document fails with the pages read so far kept. 600 keeps the longest ingest task plus
+    # the longest retry countdown (300 s) under the broker's 900 s visibility timeout; at
+    # ~1.5-2 s per OCRed page on one core that is ~300-400 scanned pages (raise both for more).
+    max_ingest_s: float = 600.0
     # Share of the page's ink that text-layer words must cover on a scan-like page (images cover
     # at least `scan_image_area` of it) for the text layer to be trusted. Measured on realdocs:
     # scans whose layer is only a stamp/metadata block cover <= 0.21 of the ink, scans with a
@@ -42,9 +67,13 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if self.ocr_mode not in OCR_MODES:
             raise ValueError(f"ocr_mode must be one of {OCR_MODES}, not {self.ocr_mode!r}")
-        positive = ("dpi", "ocr_dpi", "max_pages", "max_page_pixels", "max_page_words")
+        positive = ("dpi", "ocr_dpi", "max_pages", "max_page_pixels", "max_page_words",
+                    "max_image_pixels", "max_page_objects", "max_parse_mb", "max_ingest_s")
         for field in (*positive, "max_file_bytes"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive")
         if self.ocr_timeout_s <= 0:
             raise ValueError("ocr_timeout_s must be positive")
+        if self.max_artifact_bytes < MIN_ARTIFACT_BYTES:
+            # below this even a wordless artifact with a tiny raster may not fit
+            raise ValueError(f"max_artifact_bytes must be at least {MIN_ARTIFACT_BYTES}")

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from pipelines import images, pdf
+from pipelines import images, parse_check, pdf
 from pipelines.coverage import Decision, decide
 from pipelines.errors import DocumentError
 from pipelines.ocr import OcrFailed, OcrResult, OcrTimeout, ocr_image
@@ -88,7 +88,7 @@ def count_pages(
                 return len(doc)
             finally:
                 doc.close()
-    im = images.open_image(src)
+    im = images.open_image(src, opts.max_image_pixels)
     try:
         n = images.count_frames(src, im)
         if n is None:
@@ -132,8 +132,12 @@ def _pdf_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page
         with pdf.PDFIUM_LOCK:
             n = len(doc)
         _check_count(src, n, opts)
+        _check_declared_images(src, opts)
+        parse_check.check_pages(src, opts.max_page_objects, opts.max_parse_mb, opts.max_ingest_s)
         truncated = pdf.is_truncated(src)
+        deadline = _Deadline(src, opts.max_ingest_s)
         for number in range(1, n + 1):
+            deadline.check(number - 1)
             t0 = time.perf_counter()
             try:
                 page = _pdf_page(src, doc, number, opts, run_ocr)
@@ -164,6 +168,7 @@ def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool)
                 src.name, f"page {number}: cannot be loaded ({exc})", number
             ) from None
         try:
+            scan = _check_scan(src, number, pdf.scan_page(page, opts.max_page_objects), opts)
             size = pdf.page_size_pt(page)
             _check_pixels(src, number, pdf.raster_size(size, opts.dpi), opts)
             image = pdf.render(page, opts.dpi)
@@ -175,7 +180,8 @@ def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool)
                 words, boxes = extract_words(page, opts.max_page_words + 1)
                 truncated_words = len(words) > opts.max_page_words
                 words, boxes = words[: opts.max_page_words], boxes[: opts.max_page_words]
-                area = pdf.image_area(page) if opts.ocr_mode == "auto" and words else None
+                if opts.ocr_mode == "auto" and words:
+                    area = pdf.image_area(page, scan.images)
             decision = decide(
                 opts.ocr_mode,
                 boxes,
@@ -201,20 +207,24 @@ def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool)
     page_out = _page(number, image, words, boxes, decision, size, ocr, area)
     if truncated_words and decision.text_source == "text_layer":
         page_out.reason += f"; text layer cut to its first {opts.max_page_words} words"
-    return page_out
+    return _cut_ocr_words(page_out, opts)
 
 
 def _image_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
-    im = images.open_image(src)
+    im = images.open_image(src, opts.max_image_pixels)
     try:
         n = images.count_frames(src, im)
         if n is None:  # damaged page chain: reopen (counting moved the decoder) and go lazily
             _close_image(src, im)
-            im = images.open_image(src)
+            im = images.open_image(src, opts.max_image_pixels)
         else:
             _check_count(src, n, opts)
-        frames = images.iter_frames(src, im, n, opts.max_pages, opts.max_page_pixels)
+        frames = images.iter_frames(src, im, n, opts.max_pages, opts.max_image_pixels)
+        deadline = _Deadline(src, opts.max_ingest_s)
+        done = 0
         while True:
+            if n is None or done < n:
+                deadline.check(done)
             t0 = time.perf_counter()
             try:
                 number, frame, src_dpi = next(frames)
@@ -229,6 +239,7 @@ def _image_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Pa
             del frame
             page.ms = (time.perf_counter() - t0) * 1000
             yield page
+            done = number
     finally:
         _close_image(src, im)
 
@@ -262,7 +273,7 @@ def _image_page(
     size = None
     if src_dpi is not None:
         size = (frame.width * 72 / src_dpi[0], frame.height * 72 / src_dpi[1])
-    return _page(number, image, words, boxes, decision, size, ocr, 1.0)
+    return _cut_ocr_words(_page(number, image, words, boxes, decision, size, ocr, 1.0), opts)
 
 
 def _page(
@@ -303,6 +314,66 @@ def _ocr(src: Source, number: int, grey: Image.Image, opts: IngestOptions, dpi: 
         )
     except (OcrTimeout, OcrFailed) as exc:
         raise DocumentError(src.name, f"page {number}: {exc}", number) from None
+
+
+class _Deadline:
+    """The document's ingest-time budget, checked between pages (a page under way finishes:
+    OCR has its own per-page timeout and the other per-page budgets bound the rest)."""
+
+    def __init__(self, src: Source, seconds: float) -> None:
+        self.src, self.seconds = src, seconds
+        self.start = time.monotonic()
+
+    def check(self, pages_done: int) -> None:
+        if pages_done and time.monotonic() - self.start > self.seconds:
+            raise DocumentError(
+                self.src.name,
+                f"ingest over {self.seconds:g} s after page {pages_done} (the budget per "
+                "document; the pages before it are kept)",
+                pages_done + 1,
+            )
+
+
+def _check_declared_images(src: Source, opts: IngestOptions) -> None:
+    """Every image the file declares, masks included (pdfium decodes an /SMask or /Mask at its
+    own size but reports only the base image's), against the image budget, before any page."""
+    for obj, w, h in pdf.declared_image_sizes(src):
+        if w * h > opts.max_image_pixels:
+            raise DocumentError(
+                src.name,
+                f"embedded image {w}x{h} px (object {obj}) over the "
+                f"{opts.max_image_pixels:,}-pixel budget",
+            )
+
+
+def _check_scan(src: Source, number: int, scan: pdf.PageScan, opts: IngestOptions) -> pdf.PageScan:
+    """Object and embedded-image budgets, before any text page, raster or image is built."""
+    if not scan.complete:
+        at_least = "at least " if scan.nested else ""  # the nested walk stopped early
+        raise DocumentError(
+            src.name,
+            f"page {number}: {at_least}{scan.objects:,} page objects over the "
+            f"{opts.max_page_objects:,}-object budget",
+            number,
+        )
+    for im in scan.images:
+        if im.width * im.height > opts.max_image_pixels:
+            raise DocumentError(
+                src.name,
+                f"page {number}: embedded image {im.width}x{im.height} px over the "
+                f"{opts.max_image_pixels:,}-pixel budget",
+                number,
+            )
+    return scan
+
+
+def _cut_ocr_words(page: Page, opts: IngestOptions) -> Page:
+    """OCR words under the same per-page word budget as the text layer (reading order kept)."""
+    if page.text_source == "ocr" and len(page.words) > opts.max_page_words:
+        page.words = page.words[: opts.max_page_words]
+        page.boxes = page.boxes[: opts.max_page_words]
+        page.reason += f"; OCR words cut to the first {opts.max_page_words}"
+    return page
 
 
 def _check_pixels(src: Source, number: int, size: tuple[int, int], opts: IngestOptions) -> None:

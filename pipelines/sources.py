@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 from pipelines.errors import one_line
 
@@ -37,6 +38,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def path_to_uri(path: Path) -> str:
+    """The path's bytes (os.fsencode), percent-escaped: ASCII whatever the file is called."""
     return path.resolve().as_uri()
 
 
@@ -44,7 +46,9 @@ def uri_to_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         raise ValueError(f"not a local file uri: {uri!r}")
-    return Path(unquote(parsed.path))
+    # Escapes decode to the path's bytes, not to UTF-8 text: a name that is not UTF-8 (Latin-1
+    # b"r\xe9sum\xe9.pdf") comes back as the same file (os.fsdecode: surrogateescape).
+    return Path(os.fsdecode(unquote_to_bytes(parsed.path)))
 
 
 class LocalSource:
@@ -130,5 +134,7 @@ def open_uri(uri: str, version: str | None = None) -> BinaryIO:
 
 
 def name_of(uri: str) -> str:
-    """A short display name for messages: the file name of the uri."""
-    return unquote(urlparse(uri).path.rsplit("/", 1)[-1]) or uri
+    """A short display name for messages: the file name of the uri, decoded; bytes that are not
+    UTF-8 shown escaped (``\\xe9``), so the name is always printable and storable."""
+    last = urlparse(uri).path.rsplit("/", 1)[-1]
+    return unquote_to_bytes(last).decode("utf-8", "backslashreplace") or uri

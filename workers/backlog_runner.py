@@ -16,6 +16,7 @@ from pipelines.s3 import S3Options
 from workers import context, steps
 from workers.celery_app import app
 from workers.classify_runtime import ClassifyRuntime
+from workers.failures import is_transient
 from workers.steps import StepContext
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ class EmbeddedEnqueue:
                 result = steps.ingest_document(self.ctx, int(doc_id))
             except Exception as exc:  # one bad document never stops the run
                 log.warning("document %s failed: %s", doc_id, exc)
-                steps.fail_document(self.ctx, int(doc_id), f"{type(exc).__name__}: {exc}")
+                steps.fail_document(self.ctx, int(doc_id), f"{type(exc).__name__}: {exc}",
+                                    transient=is_transient(exc))
                 continue
             if result.page_ids:
                 self.classify(result.page_ids)

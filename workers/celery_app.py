@@ -56,11 +56,17 @@ app = Celery(
 class QueueConfig:
     broker_url: str
     result_backend_url: str | None = None
-    # Redis re-delivers an unacknowledged message after this long. It must exceed the longest
-    # task (a 2000-page OCR ingest), or a still-running task is handed to a second worker.
-    visibility_timeout_s: int = 3600
-    reconcile_every_s: float = 60.0
+    # Redis re-delivers an unacknowledged message after this long: it should exceed the longest
+    # task (an ingest, bounded by max_ingest_s) plus the longest retry countdown (300 s). A
+    # task still running then is handed out again, which is safe (idempotent claims and upserts)
+    # but wasted. A dead worker's work comes back sooner through the reconciler.
+    visibility_timeout_s: int = 900
+    reconcile_every_s: float = 10.0
+    # The reconciler's bounds (workers.steps.StuckRules).
     stuck_after_s: float = 900.0
+    lost_after_s: float = 30.0
+    ingest_stuck_after_s: float = 90.0
+    classify_stuck_after_s: float = 30.0
     # Page ids per classify message: one batcher batch, so a task writes one transaction.
     classify_chunk: int = 16
     # Load the model when a prefork child starts (classify workers), not on the first task.
@@ -103,7 +109,13 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
             "reconcile": {
                 "task": "doctriage.reconcile",
                 "schedule": config.reconcile_every_s,
-                "kwargs": {"stuck_after_s": config.stuck_after_s},
+                "kwargs": {"stuck_after_s": config.stuck_after_s,
+                           "lost_after_s": config.lost_after_s,
+                           "ingest_after_s": config.ingest_stuck_after_s,
+                           "classify_after_s": config.classify_stuck_after_s},
+                # A sweep that waited three periods is stale (newer ones follow): dropped, so a
+                # maintenance worker back from an outage does not run hundreds of them.
+                "options": {"expires": 3 * config.reconcile_every_s},
             },
             **config.extra_beat,
         },

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from workers.classify_runtime import ClassifyRuntime
-from workers.steps import StepContext
+# Types only: importing them loads torch, and `doctriage submit` configures Celery (and so
+# imports this) to enqueue, where a bad broker must be reported in a second, not after torch.
+if TYPE_CHECKING:
+    from workers.classify_runtime import ClassifyRuntime
+    from workers.steps import StepContext
 
 _lock = threading.Lock()
 _context_factory: Callable[[], StepContext] | None = None

@@ -118,7 +118,8 @@ def run_embedded(
             result = steps.classify_pages(ctx, runtime, ids)
         except Exception as exc:  # as a task would: the pages fail with the reason, the run goes on
             log.warning("classifying %d pages failed: %s", len(ids), exc)
-            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
+            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}",
+                             transient=_is_transient(exc))
         else:
             classified += len(result.done) + len(result.rerouted)
         share(ids, time.perf_counter() - t0)
@@ -132,7 +133,8 @@ def run_embedded(
             doc_of_page.update(dict.fromkeys(result.page_ids, doc_id))
         except Exception as exc:  # one bad document never stops the run
             log.warning("document %s failed: %s", doc_id, one_line(exc))
-            steps.fail_document(ctx, doc_id, f"{type(exc).__name__}: {exc}")
+            steps.fail_document(ctx, doc_id, f"{type(exc).__name__}: {exc}",
+                                transient=_is_transient(exc))
         spent[doc_id] += time.perf_counter() - t0
         tick("document", 1)
         while len(pending) >= chunk:
@@ -151,7 +153,8 @@ def run_embedded(
             steps.full_depth_pages(ctx, runtime, ids)
         except Exception as exc:
             log.warning("full-depth pass over %d pages failed: %s", len(ids), exc)
-            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}")
+            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}",
+                             transient=_is_transient(exc))
         share(ids, time.perf_counter() - t0)
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_started
@@ -167,6 +170,13 @@ def run_embedded(
     summary.pages_per_s = round(classified / seconds, 3) if seconds > 0 else 0.0
     summary.batcher = runtime.stats()
     return summary
+
+
+def _is_transient(exc: BaseException) -> bool:
+    # Imported here: workers.failures loads botocore, kombu and redis, which `run` rarely needs.
+    from workers.failures import is_transient
+
+    return is_transient(exc)
 
 
 def record_skipped(s: Session, skipped: Iterable[tuple[str, str]]) -> list[int]:

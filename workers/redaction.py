@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from pipelines.errors import one_line
+
 MASK = "***"
 # Environment variables whose values are secrets wherever they show up.
 SECRET_ENV = (
@@ -54,7 +56,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def stored_error(text: str, limit: int = 2000) -> str:
-    """Error text as it may be stored (documents.error, pages.error) or reported: one line,
-    credentials masked (including this process's secret environment values), at most
-    `limit` characters (masked before cutting, so a cut never exposes half a secret)."""
-    return redact(" ".join(str(text).split()), env_secrets())[:limit]
+    """Error text as it may be stored (documents.error, pages.error) or reported: one line
+    (control characters and a file name's undecodable bytes escaped: PostgreSQL text takes no
+    lone surrogate), credentials masked (including this process's secret environment values),
+    at most `limit` characters (masked before cutting, so a cut never exposes half a secret)."""
+    return redact(one_line(" ".join(str(text).split())), env_secrets())[:limit]

@@ -21,6 +21,7 @@ from db.models import Document, Page, Prediction
 from db.session import session_scope
 from db.states import Pass
 from pipelines.errors import one_line
+from pipelines.sources import uri_to_path
 from workers.redaction import stored_error
 
 
@@ -182,7 +183,7 @@ def display_name(uri: str, roots: Sequence[str] = ()) -> str:
     name when it was given by itself."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
+        path = uri_to_path(uri)  # the file's own bytes: one_line shows a non-UTF-8 byte as \xe9
         for root in roots:
             if root.startswith("s3://"):
                 continue

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.inputs import PageInput
-from db.models import Document, Page
+from db.models import Document, Page, utcnow
 from db.repository import (
     ClaimedPage,
     PageRecord,
@@ -27,15 +28,18 @@ from db.repository import (
     claim_document,
     claim_pages,
     finish_documents,
+    hold_pages,
     mark_document,
     mark_pages,
+    recent_latencies_ms,
+    reclaim_documents,
+    reclaim_pages,
     record_predictions,
-    stuck_documents,
-    stuck_pages,
+    touch_document,
     upsert_pages,
 )
 from db.session import session_scope
-from db.states import DocumentState, PageState, Pass
+from db.states import DocumentState, FailureKind, PageState, Pass
 from pipelines.artifacts import ArtifactNotFound, ArtifactStore, decode_page, encode_page, page_key
 from pipelines.errors import DocumentError, one_line
 from pipelines.options import IngestOptions
@@ -43,11 +47,15 @@ from pipelines.sources import name_of, open_uri
 from workers import metrics
 from workers.classify_runtime import ClassifyRuntime
 from workers.redaction import stored_error
+from workers.retrying import RetryOptions
 
 log = logging.getLogger(__name__)
 
 # Pages written per store transaction while ingesting (a 2000-page PDF is never one transaction).
 INGEST_CHUNK = 32
+# An ingest touches its document's updated_at at least this often (between pages) while it
+# streams: the heartbeat that tells the reconciler a long ingest is alive.
+HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,11 @@ class StepContext:
     artifacts: ArtifactStore
     ingest: IngestOptions = field(default_factory=IngestOptions)
     reroute: RerouteOptions = field(default_factory=RerouteOptions)
+    retry: RetryOptions = field(default_factory=RetryOptions)
     open_uri: Callable[[str, str | None], BinaryIO] = open_uri
     # Imported lazily so an ingest-only worker never imports the page pipeline's heavy parts twice.
     iter_pages: Callable[..., Iterable[Any]] | None = None
+    heartbeat_s: float = HEARTBEAT_S
 
     def pages_of(self, stream: BinaryIO, name: str) -> Iterable[Any]:
         fn = self.iter_pages
@@ -122,6 +132,7 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
     buffered: list[PageRecord] = []
     count = 0
     error: str | None = None
+    beat = time.monotonic()  # the claim just set updated_at
 
     def flush(s: Session) -> None:
         if buffered:
@@ -137,7 +148,7 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
                     encode_page(
                         number=page.number, width=page.width, height=page.height,
                         text_source=page.text_source, words=page.words, boxes=page.boxes,
-                        image=page.image,
+                        image=page.image, max_bytes=ctx.ingest.max_artifact_bytes,
                     ),
                 )
                 buffered.append(
@@ -149,16 +160,19 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
                 )
                 count += 1
                 metrics.record_ingested_page(page.text_source, page.ms / 1000.0)
-                if len(buffered) >= INGEST_CHUNK:
+                if len(buffered) >= INGEST_CHUNK or time.monotonic() - beat >= ctx.heartbeat_s:
                     with session_scope(ctx.sessions) as s:
                         flush(s)
+                        touch_document(s, doc_id, DocumentState.INGESTING)  # the heartbeat
+                    beat = time.monotonic()
     except DocumentError as exc:
         error = stored_error(one_line(exc))  # a file name's newline stays visible: \n
         metrics.record_failure("ingest", exc)
     with session_scope(ctx.sessions) as s:
         flush(s)  # the last pages and the document's new state: one transaction
         if error is not None:
-            mark_document(s, doc_id, DocumentState.FAILED, error=error, page_count=count)
+            mark_document(s, doc_id, DocumentState.FAILED, error=error, page_count=count,
+                          failure_kind=FailureKind.PERMANENT)  # the input itself
             state = DocumentState.FAILED
         else:
             mark_document(s, doc_id, DocumentState.INGESTED, page_count=count)
@@ -176,10 +190,13 @@ def _pending_page_ids(s: Session, doc_id: int) -> list[int]:
     return [int(i) for i in s.execute(q).scalars()]
 
 
-def fail_document(ctx: StepContext, doc_id: int, reason: str) -> None:
-    """Permanent failure outside the page pipeline (e.g. retries exhausted)."""
+def fail_document(ctx: StepContext, doc_id: int, reason: str, *, transient: bool = False) -> None:
+    """Failure outside the page pipeline (e.g. retries exhausted). `transient`
+    (workers.failures.is_transient of the cause): the reconciler tries it again later."""
+    kind = FailureKind.TRANSIENT if transient else FailureKind.PERMANENT
     with session_scope(ctx.sessions) as s:
-        mark_document(s, doc_id, DocumentState.FAILED, error=stored_error(one_line(reason)))
+        mark_document(s, doc_id, DocumentState.FAILED, error=stored_error(one_line(reason)),
+                      failure_kind=kind)
 
 
 # -- classify ----------------------------------------------------------------------------------
@@ -212,11 +229,6 @@ def _load_inputs(
             continue
         ok.append((p.id, PageInput(words=art.words, boxes=art.boxes, image=art.image)))
     return ok, bad
-
-
-def _in_state(s: Session, page_ids: Sequence[int], states: Sequence[PageState]) -> list[Page]:
-    q = select(Page).where(Page.id.in_(list(page_ids)), Page.state.in_([x.value for x in states]))
-    return list(s.execute(q.order_by(Page.id)).scalars())
 
 
 def classify_pages(
@@ -256,7 +268,8 @@ def full_depth_pages(
     page is DONE (its final label is the full-depth one)."""
     ids = sorted(set(page_ids))
     with session_scope(ctx.sessions) as s:
-        pages = _in_state(s, ids, (PageState.REROUTED,))
+        # Still REROUTED, updated_at refreshed: the reconciler leaves a running batch alone.
+        pages = hold_pages(s, ids, PageState.REROUTED)
     claimed = {p.id for p in pages}
     ok, bad = _load_inputs(ctx, pages)
     answers = runtime.classify([inp for _, inp in ok], early_exit=False)
@@ -275,9 +288,13 @@ def full_depth_pages(
     return ClassifyResult(done, [], [i for i, _ in bad], [i for i in ids if i not in claimed])
 
 
-def fail_pages(ctx: StepContext, page_ids: Sequence[int], reason: str) -> None:
+def fail_pages(
+    ctx: StepContext, page_ids: Sequence[int], reason: str, *, transient: bool = False
+) -> None:
+    """`transient` as in fail_document: the reconciler classifies them again later."""
+    kind = FailureKind.TRANSIENT if transient else FailureKind.PERMANENT
     with session_scope(ctx.sessions) as s:
-        mark_pages(s, page_ids, PageState.FAILED, error=stored_error(reason))
+        mark_pages(s, page_ids, PageState.FAILED, error=stored_error(reason), failure_kind=kind)
         docs = s.execute(select(Page.document_id).where(Page.id.in_(list(page_ids)))).scalars()
         finish_documents(s, set(docs))
 
@@ -301,22 +318,78 @@ class ReconcilePlan:
     finished: list[int]  # documents found complete and marked DONE
 
 
-def reconcile(ctx: StepContext, stuck_after_s: float, limit: int = 1000) -> ReconcilePlan:
-    """The database is the truth: find documents and pages stuck in a non-final state for longer
-    than `stuck_after_s` and return them for re-enqueueing. Touching their `updated_at` here
-    keeps the next sweep from re-enqueueing them again while they wait in the queue."""
-    older = timedelta(seconds=stuck_after_s)
+@dataclass(frozen=True)
+class StuckRules:
+    """When the reconciler takes a row back (ARCHITECTURE.md, "Recovery"): only when nobody can
+    be working on it, so healthy work is never run twice.
+
+    - Waiting rows (RECEIVED documents, PENDING and REROUTED pages) have a message in their
+      step's queue. An empty queue means it is lost: `lost_after_s`. A queue holding messages
+      (or one whose depth cannot be read) may still hold theirs: `stuck_after_s`.
+    - INGESTING: the ingest beats (HEARTBEAT_S) between pages; `ingest_after_s` of silence
+      means its worker died.
+    - CLASSIFYING pages, and REROUTED ones a full-depth batch holds: a batch takes seconds, so
+      `max(classify_after_s, step_factor x p99 page latency measured over recent predictions)`.
+    """
+
+    stuck_after_s: float = 900.0
+    lost_after_s: float = 30.0
+    ingest_after_s: float = 90.0
+    classify_after_s: float = 30.0
+    step_factor: float = 4.0
+
+    @classmethod
+    def uniform(cls, seconds: float) -> StuckRules:
+        """One bound for every state, whatever the queues hold."""
+        return cls(seconds, seconds, seconds, seconds, 0.0)
+
+
+# The steps whose queues the reconciler asks about (named like the Celery queues).
+WAITING_QUEUES = ("ingest", "classify", "full_depth")
+
+
+def reconcile(
+    ctx: StepContext, rules: StuckRules | float, *, now: datetime | None = None,
+    depth: Callable[[str], int | None] = lambda _queue: None, limit: int = 1000,
+) -> ReconcilePlan:
+    """The database is the truth: take back the documents and pages `rules` say nobody is
+    working on and return them for re-enqueueing. `depth(queue)` is how many messages wait in
+    that step's queue (None: unknown); `now` is the clock. The take-back refreshes updated_at,
+    so the next sweeps leave the rows alone while their new messages wait."""
+    rules = rules if isinstance(rules, StuckRules) else StuckRules.uniform(float(rules))
+    now = now or utcnow()
+    empty = {q: depth(q) == 0 for q in WAITING_QUEUES}  # read before the transaction opens
+
+    def before(seconds: float) -> datetime:
+        return now - timedelta(seconds=seconds)
+
+    def waiting(queue: str, lost_s: float) -> datetime:
+        return before(lost_s if empty[queue] else rules.stuck_after_s)
+
     with session_scope(ctx.sessions) as s:
-        docs = [d.id for d in stuck_documents(s, older, limit=limit)]
-        for doc_id in docs:  # back to RECEIVED: nobody is ingesting it any more
-            mark_document(s, doc_id, DocumentState.RECEIVED,
-                          only_from=(DocumentState.RECEIVED, DocumentState.INGESTING))
-        pages = stuck_pages(s, older, limit=limit)
-        classify = [p.id for p in pages if p.state in (PageState.PENDING, PageState.CLASSIFYING)]
-        full = [p.id for p in pages if p.state == PageState.REROUTED]
-        # Same state, fresh updated_at (CLASSIFYING pages go back to PENDING: nobody has them).
-        mark_pages(s, classify, PageState.PENDING,
-                   only_from=(PageState.PENDING, PageState.CLASSIFYING))
-        mark_pages(s, full, PageState.REROUTED, only_from=(PageState.REROUTED,))
+        running = {p: max(rules.classify_after_s, rules.step_factor * _p99_s(s, p)) for p in Pass}
+        docs = sorted({  # back to RECEIVED: nobody is ingesting them
+            *reclaim_documents(s, [DocumentState.RECEIVED], waiting("ingest", rules.lost_after_s),
+                               DocumentState.RECEIVED, limit=limit, now=now),
+            *reclaim_documents(s, [DocumentState.INGESTING], before(rules.ingest_after_s),
+                               DocumentState.RECEIVED, limit=limit, now=now),
+        })
+        classify = sorted({  # CLASSIFYING ones back to PENDING: nobody has them
+            *reclaim_pages(s, [PageState.PENDING], waiting("classify", rules.lost_after_s),
+                           PageState.PENDING, limit=limit, now=now,
+                           unless_document_in=(DocumentState.RECEIVED, DocumentState.INGESTING)),
+            *reclaim_pages(s, [PageState.CLASSIFYING], before(running[Pass.EARLY]),
+                           PageState.PENDING, limit=limit, now=now),
+        })
+        full = reclaim_pages(
+            s, [PageState.REROUTED],
+            waiting("full_depth", max(rules.lost_after_s, running[Pass.FULL])),
+            PageState.REROUTED, limit=limit, now=now)
         finished = finish_documents(s)
     return ReconcilePlan(docs, classify, full, finished)
+
+
+def _p99_s(s: Session, pass_name: Pass) -> float:
+    """p99 of the recent per-page latency of a pass, in seconds (0 with none measured)."""
+    ms = sorted(recent_latencies_ms(s, pass_name))
+    return ms[int(0.99 * (len(ms) - 1))] / 1000.0 if ms else 0.0

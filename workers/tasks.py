@@ -5,14 +5,15 @@ exhausted) marks the document or pages FAILED with the reason."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery.exceptions import Ignore, Retry
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from workers import context, steps
+from workers import context, retrying, steps
 from workers.celery_app import CheckedTask, app
 from workers.failures import PERMANENT_TYPES, TRANSIENT_TYPES, is_transient
 from workers.redaction import stored_error
@@ -64,7 +65,8 @@ class RetryingTask(CheckedTask):
 class DocumentTask(RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         try:
-            steps.fail_document(context.step_context(), int(args[0]), _reason(exc))
+            steps.fail_document(context.step_context(), int(args[0]), _reason(exc),
+                                transient=is_transient(exc))
         except Exception:
             log.exception("could not mark document %s FAILED", args[0] if args else "?")
 
@@ -72,9 +74,23 @@ class DocumentTask(RetryingTask):
 class PagesTask(RetryingTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         try:
-            steps.fail_pages(context.step_context(), [int(i) for i in args[0]], _reason(exc))
+            steps.fail_pages(context.step_context(), [int(i) for i in args[0]], _reason(exc),
+                             transient=is_transient(exc))
         except Exception:
             log.exception("could not mark pages FAILED")
+
+
+_depth: tuple[int, Callable[[str], int | None]] | None = None
+
+
+def _queue_depth() -> Callable[[str], int | None]:
+    """Messages waiting in a queue, read over one broker connection per process."""
+    global _depth
+    if _depth is None or _depth[0] != os.getpid():
+        from workers.backlog_runner import queue_depth
+
+        _depth = (os.getpid(), queue_depth(app))
+    return _depth[1]
 
 
 def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
@@ -107,14 +123,21 @@ def full_depth(page_ids: list[int]) -> dict[str, int]:
 
 
 @app.task(name="doctriage.reconcile", base=RetryingTask, **RETRY)
-def reconcile(stuck_after_s: float = 900.0) -> dict[str, int]:
-    plan = steps.reconcile(context.step_context(), stuck_after_s)
-    for doc_id in plan.documents:
+def reconcile(stuck_after_s: float = 900.0, **bounds: float) -> dict[str, int]:
+    """`bounds`: the other steps.StuckRules fields (beat sends them; older beats did not)."""
+    rules = steps.StuckRules(stuck_after_s=stuck_after_s, **bounds)
+    plan = steps.reconcile(context.step_context(), rules, depth=_queue_depth())
+    ctx = context.step_context()
+    # Transiently FAILED documents whose backoff has passed: RECEIVED again, ingested again.
+    retried = retrying.retry_transient_failures(ctx.sessions, ctx.retry)
+    retried_pages = retrying.retry_transient_page_failures(ctx.sessions, ctx.retry)
+    for doc_id in [*plan.documents, *retried]:
         ingest.delay(doc_id)
     chunk = int(app.conf.get("doctriage_classify_chunk") or 16)
-    for ids in _chunks(plan.classify, chunk):
+    for ids in _chunks([*plan.classify, *retried_pages], chunk):
         classify.delay(ids)
     for ids in _chunks(plan.full_depth, chunk):
         full_depth.delay(ids)
     return {"documents": len(plan.documents), "classify": len(plan.classify),
-            "full_depth": len(plan.full_depth), "finished": len(plan.finished)}
+            "full_depth": len(plan.full_depth), "finished": len(plan.finished),
+            "retried": len(retried), "retried_pages": len(retried_pages)}

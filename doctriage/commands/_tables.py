@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 WRAP = 60  # characters per line of a wrapped list cell
 
@@ -32,7 +32,10 @@ def decoded(uri: str) -> str:
         bucket, _, key = uri[len("s3://"):].partition("/")
         return f"s3://{bucket}/{unquote(key)}"
     parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme == "file" else uri
+    if parsed.scheme != "file":
+        return uri
+    # the path's bytes; a name that is not UTF-8 shows its bytes escaped (\xe9), never U+FFFD
+    return unquote_to_bytes(parsed.path).decode("utf-8", "backslashreplace")
 
 
 def source_root(uris: Iterable[str]) -> str | None:

@@ -47,7 +47,7 @@ def backlog(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Find and enqueue the backlog of SOURCE."""
-    from doctriage import wiring
+    from doctriage import preflight, wiring
     from doctriage.s3_wiring import current_model_version, s3_options
     from doctriage.settings import get_settings
 
@@ -61,7 +61,14 @@ def backlog(
         raise fail("--limit must be at least 1")
     if not source.startswith("s3://") and not Path(source).exists():
         raise fail(f"no such folder: {source}")
-    # the store, S3 and queue modules (SQLAlchemy, boto3, Celery) load once the arguments pass
+    try:  # the store and the services first: a bad setting fails before the modules below load
+        sessions = wiring.store(settings)
+        # the broker it enqueues to; S3 it lists, and writes artifacts to when embedded
+        preflight.check_services(settings, broker=bool(settings.broker_url),
+                                 artifacts=not settings.broker_url, sources=[source])
+    except wiring.WiringError as exc:
+        raise fail(str(exc)) from None
+    # the S3 and queue modules (boto3, Celery, the steps) load once the arguments pass
     from tqdm import tqdm
 
     from pipelines.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
@@ -71,7 +78,6 @@ def backlog(
 
     try:
         prefix = source_prefix(source)
-        sessions = wiring.store(settings)
         if settings.broker_url:
             celery = wiring.configure_celery(settings)
             enqueue = CeleryEnqueue()

@@ -37,7 +37,7 @@ def run(
 
     Exit status 0: all classified; 1: a document or page failed (0 with --allow-failures).
     """
-    from doctriage import wiring
+    from doctriage import preflight, wiring
     from doctriage.s3_wiring import s3_options
     from doctriage.settings import get_settings
     from pipelines.sources_factory import source_for
@@ -47,8 +47,9 @@ def run(
         # folders, files, S3 prefixes (S3 options, and so boto3, only for s3:// paths)
         s3 = s3_options(settings) if any(p.startswith("s3://") for p in paths) else None
         source = source_for(paths, s3, follow_symlinks=settings.follow_symlinks)
+        preflight.check_s3(settings, sources=paths)  # s3:// paths are listed next, artifacts
         files = source.files()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, wiring.WiringError) as exc:
         raise fail(str(exc)) from None
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")

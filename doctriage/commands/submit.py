@@ -14,7 +14,7 @@ def submit(
     paths: Annotated[list[Path], typer.Argument(help="PDF/TIFF/PNG/JPEG files or folders.")],
 ) -> None:
     """Register each document once (by path and sha256) and put it on the ingest queue."""
-    from doctriage import wiring
+    from doctriage import preflight, wiring
     from doctriage.settings import get_settings
     from pipelines.sources import LocalSource
 
@@ -24,6 +24,7 @@ def submit(
         files = source.files()
         wiring.configure_celery(settings)
         sessions = wiring.store(settings)
+        preflight.check_services(settings, broker=True)  # before anything is registered
     except (FileNotFoundError, wiring.WiringError) as exc:
         raise fail(str(exc)) from None
     if not files:

@@ -111,7 +111,7 @@ def watch(
     """Watch an S3 prefix and process each new document once."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from doctriage import wiring
+    from doctriage import preflight, wiring
     from doctriage.s3_wiring import s3_options
     from doctriage.settings import get_settings
     from pipelines.s3 import S3Source, S3UriError, make_client, parse_s3_uri, register_s3_opener
@@ -127,6 +127,8 @@ def watch(
     register_s3_opener(options)  # the ingest step opens s3:// URIs in this process
     try:
         sessions = wiring.store(settings)
+        preflight.check_services(settings, broker=settings.broker_url is not None,
+                                 sources=[target])
         submit = _Submitter(settings, model)
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
@@ -153,6 +155,8 @@ def watch(
             step = _poll_step(sessions, source, submit, target)
         while True:
             step()
+            if not submit.celery:  # no reconciler in embedded mode: retry due transient failures
+                _retry_transient(sessions, submit, target)
             if once or stopping["now"]:
                 break
             if not (sqs or redis_events):
@@ -163,6 +167,18 @@ def watch(
         raise fail(f"{target}: {_one_line(exc)}") from None
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
+
+
+def _retry_transient(sessions: Any, submit: _Submitter, target: str) -> None:
+    """What the reconciler does with a broker: documents FAILED for a transient reason whose
+    backoff has passed are ingested again (workers.retrying)."""
+    from workers.retrying import retry_transient_failures
+
+    ctx = submit._ctx
+    ids = retry_transient_failures(ctx.sessions, ctx.retry)
+    if ids:
+        typer.echo(f"{target}: retrying {len(ids)} documents that failed for a transient reason; "
+                   f"{submit(sessions, ids)}")
 
 
 def _sleep(seconds: float, stopping: dict[str, bool]) -> None:

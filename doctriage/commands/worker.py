@@ -40,7 +40,7 @@ def worker(
     ] = None,
 ) -> None:
     """Start a Celery worker consuming the given queues."""
-    from doctriage import wiring
+    from doctriage import preflight, wiring
     from doctriage.settings import get_settings
     from workers.celery_app import CLASSIFY, FULL_DEPTH, QUEUES
 
@@ -68,6 +68,8 @@ def worker(
         wiring.store(settings)  # migrate once before the children start (and fail fast)
         if model_queues:
             wiring.model_dir(settings)  # fail now, not on the first task, if there is no model
+        # a dead broker would be retried forever, bad S3 settings fail every document later
+        preflight.check_services(settings, broker=True)
         app = wiring.configure_celery(settings, preload_model=bool(model_queues))
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None

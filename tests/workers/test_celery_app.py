@@ -20,7 +20,31 @@ def test_configuration_is_json_only_acks_late_prefetch_one() -> None:
     assert {q.name for q in conf.task_queues} == set(QUEUES)
     assert conf.task_routes is ROUTES
     beat = conf.beat_schedule["reconcile"]
-    assert beat["schedule"] == 30 and beat["kwargs"] == {"stuck_after_s": 99}
+    assert beat["schedule"] == 30 and beat["kwargs"] == {
+        "stuck_after_s": 99, "lost_after_s": 30.0, "ingest_after_s": 90.0,
+        "classify_after_s": 30.0}
+    assert beat["options"] == {"expires": 90}  # a stale sweep is dropped, not queued up
+
+
+def test_shipped_recovery_defaults_reach_the_beat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recovery in seconds with the defaults: a 10 s sweep, lost messages after 30 s, a
+    visibility timeout of 15 minutes (not an hour); the ingest bound follows the OCR timeout
+    (a heartbeat waits for the slowest page: OCR timeout + 30 s)."""
+    from workers import steps, tasks
+
+    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("DOCTRIAGE_OCR_TIMEOUT_S", "90")
+    get_settings.cache_clear()
+    conf = wiring.configure_celery(get_settings()).conf
+    get_settings.cache_clear()
+    assert conf.broker_transport_options["visibility_timeout"] == 900
+    beat = conf.beat_schedule["reconcile"]
+    assert beat["schedule"] == 10.0
+    assert beat["kwargs"] == {"stuck_after_s": 900.0, "lost_after_s": 30.0,
+                              "ingest_after_s": 120.0, "classify_after_s": 30.0}
+    # the task's keyword arguments are exactly StuckRules' fields
+    assert steps.StuckRules(**beat["kwargs"]).ingest_after_s == 120.0
+    assert tasks.reconcile.name == "doctriage.reconcile"
 
 
 def test_every_task_is_routed_to_its_queue() -> None:

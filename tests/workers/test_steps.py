@@ -123,16 +123,16 @@ def test_reconcile_hands_back_stuck_work_once(ctx_runtime, short_docs: Path) -> 
     ingested = _register(ctx, short_docs / "kleister-nda-503bf3d3c382b93016b28a53eba95a17.pdf")
     pages = steps.ingest_document(ctx, ingested).page_ids
     time.sleep(0.05)
-    plan = steps.reconcile(ctx, stuck_after_s=0.01)
+    plan = steps.reconcile(ctx, 0.01)
     assert plan.documents == [waiting]
     assert sorted(plan.classify) == sorted(pages)
     # touched: a second sweep right away finds nothing new
-    again = steps.reconcile(ctx, stuck_after_s=1.0)
+    again = steps.reconcile(ctx, 1.0)
     assert again.documents == [] and again.classify == []
     # pages an interrupted full-depth pass left REROUTED are handed to full_depth
     ctx.reroute = steps.RerouteOptions(reroute_below=1.01)  # every page re-routed
     result = steps.classify_pages(ctx, runtime, pages)
     assert sorted(result.rerouted) == sorted(pages)
     time.sleep(0.05)
-    plan = steps.reconcile(ctx, stuck_after_s=0.01)
+    plan = steps.reconcile(ctx, 0.01)
     assert sorted(plan.full_depth) == sorted(result.rerouted)

@@ -1,0 +1,167 @@
+"""Parse a PDF's pages once in a forked child, watched, before the real ingest parses them.
+
+pdfium builds every object of a page (each drawn copy of a form included) when the page loads,
+before anything can be counted or refused, and nothing can stop it halfway: a 2 KB PDF whose
+forms draw each other ten times, six deep, takes 1.7 GB and 3.5 s to load one page (seven
+deep: ten times that). The child loads each page and counts its objects; the parent watches
+the child's memory growth and time and kills it past the budget, so such a page costs at most
+the budget, in a process that can be killed, and the document fails with the page named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from pipelines import pdf
+from pipelines.errors import DocumentError
+from pipelines.sniff import Source
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_POLL_S = 0.003
+_PR_SET_PDEATHSIG = 1
+_SUPPORTED = hasattr(os, "fork") and Path("/proc/self/statm").exists()
+# Looked up here, not in the child: a dlopen after a fork can deadlock on the loader's lock.
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+def check_pages(src: Source, max_objects: int, max_parse_mb: int, max_s: float) -> None:
+    """Raise DocumentError for the first page whose parse grows past `max_parse_mb` MiB or whose
+    objects pass `max_objects`, or when parsing them all takes over `max_s` seconds. A document
+    pdfium cannot open passes: the ingest itself reports it. Linux only (fork, /proc); elsewhere
+    a no-op."""
+    if not _SUPPORTED:
+        return
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    with pdf.PDFIUM_LOCK:  # pdfium is consistent at the fork: no other thread is inside it
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.close(read_fd)
+                _die_with(parent)
+                code = _child(src, max_objects, write_fd)
+            finally:
+                os._exit(code)
+    os.close(write_fd)
+    try:
+        _watch(src, pid, read_fd, (max_objects, max_parse_mb, max_s))
+    finally:
+        os.close(read_fd)
+
+
+def _die_with(parent: int) -> None:
+    """A watcher that is killed (e.g. a worker SIGKILLed) takes the child with it: an orphan
+    would go on parsing with nobody to stop it."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
+
+
+def _reaped(pid: int, block: bool) -> bool:
+    try:
+        return os.waitpid(pid, 0 if block else os.WNOHANG)[0] != 0
+    except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): gone all the same
+        return True
+
+
+def _child(src: Source, max_objects: int, out: int) -> int:
+    os.write(out, f"base {_rss(os.getpid())}\n".encode())
+    try:
+        doc = pdf.open_pdf(_own_handle(src))
+    except DocumentError:
+        return 0
+    for number in range(1, len(doc) + 1):
+        os.write(out, f"page {number}\n".encode())
+        page = doc[number - 1]
+        scan = pdf.scan_page(page, max_objects)
+        if not scan.complete:
+            os.write(out, f"over {number} {scan.objects} {int(scan.nested)}\n".encode())
+            return 0
+        page.close()
+    return 0
+
+
+def _own_handle(src: Source) -> Source:
+    """The child reads through a file description of its own: a shared one would move the
+    parent's file offset under its buffered reader."""
+    if isinstance(src.data, Path):
+        return src
+    inner = getattr(src.data, "_file", src.data)  # a SpooledTemporaryFile's file
+    try:
+        fd = inner.fileno()
+    except (AttributeError, OSError, ValueError):
+        return src  # in memory: the child's pages are its own copy
+    return replace(src, data=open(f"/proc/self/fd/{fd}", "rb"))  # closed as the child exits
+
+
+def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
+    max_objects, max_parse_mb, max_s = budgets
+    start, buf, base, page = time.monotonic(), b"", None, 0
+    over: tuple[int, int, bool] | None = None
+    done = False
+    try:
+        while not done:
+            # Wake on the child's progress lines or its exit (end of the pipe), else every poll.
+            if select.select([read_fd], [], [], _POLL_S)[0]:
+                chunk = os.read(read_fd, 65536)
+                buf += chunk
+                if not chunk:  # the child is gone (or going): reap it
+                    done = _reaped(pid, block=True)
+            elif _reaped(pid, block=False):
+                done = True
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                kind, *vals = line.decode().split()
+                if kind == "base":
+                    base = int(vals[0])
+                elif kind == "page":
+                    page = int(vals[0])
+                elif kind == "over":
+                    over = (int(vals[0]), int(vals[1]), vals[2] == "1")
+            if done:
+                break
+            if base is not None and _rss(pid) - base > max_parse_mb << 20:
+                raise DocumentError(
+                    src.name,
+                    f"page {page}: parsing it takes over {max_parse_mb} MB (the parse budget; "
+                    "forms drawn many times over or a huge content stream)",
+                    page,
+                )
+            if time.monotonic() - start > max_s:
+                raise DocumentError(
+                    src.name, f"ingest over {max_s:g} s while parsing page {page}", page
+                )
+    finally:
+        if not done:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _reaped(pid, block=True)
+    if over is not None:
+        number, objects, nested = over
+        at_least = "at least " if nested else ""
+        raise DocumentError(
+            src.name,
+            f"page {number}: {at_least}{objects:,} page objects over the "
+            f"{max_objects:,}-object budget",
+            number,
+        )
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
