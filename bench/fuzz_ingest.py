@@ -1,0 +1,123 @@
+"""Does any mutated real document crash, hang or blow up an ingest process?
+
+    nice -n 19 .venv/bin/python bench/fuzz_ingest.py --cases 5000 [--seed 0] [--workers 2]
+        [--ocr-share 0.02] [--hang-s 60] [--rss-bound-mb 1024] [--max-seconds 3600]
+
+Cases are realdocs PDFs, PNGs, JPEGs and TIFFs, and realdocs page rasters re-encoded as
+standalone PNG/JPEG/TIFF (multi-frame TIFFs included), mutated (byte flips, truncations,
+splices, zeroed and repeated ranges, PDF numbers such as /Length /Count /Width set to extremes,
+image headers declaring huge dimensions, TIFF page chains repeated into many frames): case i is
+drawn from (seed, i) alone (tests/reliability/fuzzkit.py). Each goes through
+pipelines.pages.iter_pages (+ the page artifact encoding) in one of `--workers` long-lived child
+processes (tests/reliability/fuzz_child.py) with the shipped options except OCR, which is on
+for `--ocr-share` of the cases (text layer only otherwise). A case is a finding when the child
+crashes, answers nothing within --hang-s, raises anything but DocumentError, gives a multi-line
+error, or its peak RSS (VmHWM, reset per case) exceeds --rss-bound-mb; every finding is kept as
+a regression fixture in tests/reliability/fuzz_regressions/ (replayed by the default suite).
+
+Prints JSON and writes bench/results/fuzz_ingest.json. Exit 1 when there was a finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "reliability"))
+
+import fuzzkit  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--start", type=int, default=0, help="first case index (to replay a range)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--ocr-share", type=float, default=0.02)
+    ap.add_argument("--hang-s", type=float, default=fuzzkit.HANG_S)
+    ap.add_argument("--rss-bound-mb", type=float, default=fuzzkit.RSS_BOUND / fuzzkit.MIB)
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=3600.0,
+        help="stop starting new cases after this long (the run stays bounded)",
+    )
+    ap.add_argument("--no-fixtures", action="store_true", help="do not write findings")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fuzz_ingest.json")
+    args = ap.parse_args()
+    if not fuzzkit.realdocs_available():
+        sys.exit(f"error: realdocs not found at {fuzzkit.REALDOCS} (set DOCTRIAGE_REALDOCS)")
+    rss_bound = int(args.rss_bound_mb * fuzzkit.MIB)
+    started = time.time()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    last = [0.0]
+
+    def progress(stats: fuzzkit.RunStats) -> None:
+        if time.monotonic() - last[0] > 30:
+            last[0] = time.monotonic()
+            print(
+                f"{stats.cases} cases, {stats.outcomes}, findings {len(stats.findings)}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    stats = fuzzkit.run_cases(
+        range(args.start, args.start + args.cases),
+        lambda i: fuzzkit.draw_recipe(args.seed, i, ocr_share=args.ocr_share),
+        workers=args.workers,
+        hang_s=args.hang_s,
+        rss_bound=rss_bound,
+        max_seconds=args.max_seconds,
+        fixtures=None if args.no_fixtures else fuzzkit.REGRESSIONS,
+        progress=progress,
+    )
+    finding_kinds = ("crash", "hang", "exception", "multiline_error", "rss")
+    result = {
+        "question": "do mutated real documents crash, hang or blow up an ingest process?",
+        "command": "nice -n 19 .venv/bin/python bench/fuzz_ingest.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seed": args.seed,
+        "first_case": args.start,
+        "cases": stats.cases,
+        "stopped_early": stats.stopped_early,
+        "seconds": round(stats.seconds, 1),
+        "cases_per_s": round(stats.cases / stats.seconds, 2) if stats.seconds else None,
+        "workers": args.workers,
+        "ocr_cases": stats.ocr_cases,
+        "outcomes": stats.outcomes,
+        "crashes": stats.outcomes.get("crash", 0),
+        "hangs": stats.outcomes.get("hang", 0),
+        "findings": sum(stats.outcomes.get(k, 0) for k in finding_kinds),
+        "inputs_by_format": stats.formats,
+        "inputs_by_base": stats.families,
+        "hang_s": args.hang_s,
+        "rss_bound_mib": round(rss_bound / fuzzkit.MIB),
+        "peak_child_rss_mib": round(stats.peak_rss / fuzzkit.MIB, 1),
+        "peak_child_rss_case": stats.peak_rss_case,
+        "peak_tesseract_rss_mib": round(stats.peak_tesseract_rss / fuzzkit.MIB, 1),
+        "slowest_case_s": round(stats.slowest_s, 2),
+        "slowest_case": stats.slowest_case,
+        "child_starts": stats.child_starts,
+        "harness_errors": stats.harness_errors,
+        "finding_details": [dataclasses.asdict(f) for f in stats.findings],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    sys.exit(1 if result["findings"] or stats.harness_errors else 0)
+
+
+if __name__ == "__main__":
+    main()
