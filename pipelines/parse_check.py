@@ -79,6 +79,15 @@ def _reaped(pid: int, block: bool) -> bool:
 def _child(src: Source, max_objects: int, out: int) -> int:
     os.write(out, f"base {_rss(os.getpid())}\n".encode())
     try:
+        return _parse_all(src, max_objects, out)
+    finally:
+        # The peak, told before exit: a parse that grows and ends between two of the
+        # watcher's polls (a busy machine) is still seen.
+        os.write(out, f"peak {_peak(os.getpid())}\n".encode())
+
+
+def _parse_all(src: Source, max_objects: int, out: int) -> int:
+    try:
         doc = pdf.open_pdf(_own_handle(src))
     except DocumentError:
         return 0
@@ -108,7 +117,7 @@ def _own_handle(src: Source) -> Source:
 
 def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
     max_objects, max_parse_mb, max_s = budgets
-    start, buf, base, page = time.monotonic(), b"", None, 0
+    start, buf, base, page, peak = time.monotonic(), b"", None, 0, 0
     over: tuple[int, int, bool] | None = None
     done = False
     try:
@@ -121,6 +130,8 @@ def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float])
                     done = _reaped(pid, block=True)
             elif _reaped(pid, block=False):
                 done = True
+                while chunk := os.read(read_fd, 65536):  # what it wrote last; every writer is gone
+                    buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
                 kind, *vals = line.decode().split()
@@ -130,15 +141,19 @@ def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float])
                     page = int(vals[0])
                 elif kind == "over":
                     over = (int(vals[0]), int(vals[1]), vals[2] == "1")
-            if done:
-                break
-            if base is not None and _rss(pid) - base > max_parse_mb << 20:
+                elif kind == "peak":
+                    peak = int(vals[0])
+            if not done:
+                peak = max(peak, _peak(pid))
+            if base is not None and peak - base > max_parse_mb << 20:
                 raise DocumentError(
                     src.name,
                     f"page {page}: parsing it takes over {max_parse_mb} MB (the parse budget; "
                     "forms drawn many times over or a huge content stream)",
                     page,
                 )
+            if done:
+                break
             if time.monotonic() - start > max_s:
                 raise DocumentError(
                     src.name, f"ingest over {max_s:g} s while parsing page {page}", page
@@ -157,6 +172,18 @@ def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float])
             f"{max_objects:,}-object budget",
             number,
         )
+
+
+def _peak(pid: int) -> int:
+    """The process's peak resident set (VmHWM), bytes; a forked child's starts at its RSS."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 def _rss(pid: int) -> int:
