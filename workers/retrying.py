@@ -11,6 +11,7 @@ back spread out, and every sweep (and every test) computes the same due time for
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import utcnow
 from db.retries import (
+    FailedDocument,
+    FailedPage,
     reset_failed,
     reset_failed_pages,
     transient_candidates,
@@ -63,8 +66,7 @@ def retry_transient_failures(
         candidates = transient_candidates(
             s, max_attempts=options.max_attempts, updated_before=earliest, limit=limit
         )
-        due = [c.id for c in candidates
-               if c.updated_at <= now - backoff(c.id, c.failed_attempts, options)]
+        due = _due(candidates, now, options)
         # The same guards again in the UPDATE: a row another sweep took (or that failed again)
         # since the SELECT is left alone.
         return reset_failed(s, due, kinds=(FailureKind.TRANSIENT,),
@@ -92,10 +94,15 @@ def retry_transient_page_failures(
         )
         # Seeded by the page id, like documents by theirs (a page and a document may share an
         # id: the same jitter for both is harmless).
-        due = [c.id for c in candidates
-               if c.updated_at <= now - backoff(c.id, c.failed_attempts, options)]
-        return reset_failed_pages(s, due, max_attempts=options.max_attempts,
-                                  updated_before=earliest)
+        return reset_failed_pages(s, _due(candidates, now, options),
+                                  max_attempts=options.max_attempts, updated_before=earliest)
+
+
+def _due(candidates: Sequence[FailedDocument | FailedPage], now: datetime,
+         options: RetryOptions) -> list[int]:
+    """The candidates whose own backoff has passed."""
+    return [c.id for c in candidates
+            if c.updated_at <= now - backoff(c.id, c.failed_attempts, options)]
 
 
 def _earliest(now: datetime, options: RetryOptions) -> datetime:
