@@ -88,8 +88,8 @@ def _predictions(
             confidence=float(conf[i]),
             exit_stage=stage,
             exit_layer=model.exit_layers[stage],
-            trail=[float(v) for v in tops[i]],
-            probs=[float(v) for v in probs[i]],
+            trail=tuple(float(v) for v in tops[i]),
+            probs=tuple(float(v) for v in probs[i]),
         )
         for i in range(len(positions))
     ]

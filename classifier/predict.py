@@ -1,11 +1,14 @@
-"""Prediction through the one early-exit engine, the stage batcher (classifier/stage_batcher.py),
-in drain mode: pages are batched per exit stage, and a page that exits is never computed further.
-Full depth is the same batcher with `early_exit=False` (no intermediate heads). Also the bundle's
-exit policy as the batcher's decider (`make_decider`), which the workers serve with."""
+"""Prediction through the one early-exit engine, the stage batcher (classifier/stage_batcher.py):
+pages are batched per exit stage, and a page that exits is never computed further. Full depth is
+the same batcher with `early_exit=False` (no intermediate heads). Written once here and used by
+`predict_pages`, evaluation and the workers' classify runtime: the bundle's exit policy as the
+batcher's decider (`make_decider`: confidence, trail, exit or not), and the batcher's raw answer
+made into the page's answer (`PagePrediction`: label name, exit layer) by `answer_of`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +23,19 @@ from classifier.stage_batcher import Decider, ExitResult, StageBatcher, StageDec
 ENGINE = "stage_batcher"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PagePrediction:
+    """One page's answer: what the workers store (with the page id, pass and model version),
+    what `predict_pages` returns and what evaluation scores."""
+
     label: str
     confidence: float  # calibrated probability of `label` at the exit taken
     exit_stage: int
     exit_layer: int  # encoder layers run for this page (0 = pre-encoder exit)
-    trail: list[float] = field(default_factory=list)  # calibrated top probability per exit passed
-    probs: list[float] = field(default_factory=list)  # calibrated class probabilities at the exit
+    trail: tuple[float, ...] = ()  # calibrated top probability per exit passed, stage 0 first
+    probs: tuple[float, ...] = ()  # calibrated class probabilities at the exit
+    # submit -> exit in the batcher, queueing included: a measurement, not part of the answer
+    latency_ms: float | None = field(default=None, compare=False)
 
 
 def model_policy(model: EarlyExitModel) -> ExitPolicy:
@@ -49,6 +57,19 @@ def make_decider(model: EarlyExitModel, policy: ExitPolicy | None = None) -> Dec
         return StageDecision(confidence=conf, label=label, exit=exits, probs=probs)
 
     return decide
+
+
+def answer_of(model: EarlyExitModel, result: ExitResult) -> PagePrediction:
+    """The batcher's answer (label index, exit stage) as the page's answer."""
+    return PagePrediction(
+        label=model.label_names[result.label],
+        confidence=result.confidence,
+        exit_stage=result.exit_stage,
+        exit_layer=int(model.exit_layers[result.exit_stage]),
+        trail=result.trail,
+        probs=result.probs,
+        latency_ms=result.latency_ms,
+    )
 
 
 def split_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -83,11 +104,15 @@ def page_batcher(
     return StageBatcher(model, make_decider(model, policy), early_exit=early_exit, **options)
 
 
-def drain_rows(batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]) -> list[ExitResult]:
-    """Submit encoded rows to a batcher without a loop thread, drain it, answers in row order."""
-    futures = batcher.submit(rows, list(range(len(rows))))
-    batcher.drain()
-    return [f.result() for f in futures]
+def run_rows(
+    model: EarlyExitModel, batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]
+) -> list[PagePrediction]:
+    """Encoded one-page rows through `batcher`, answers in row order. A batcher whose loop
+    thread runs batches them with other callers' pages; otherwise this thread drains it."""
+    futures: list[Future] = batcher.submit(rows, list(range(len(rows))))
+    if not batcher.threaded:
+        batcher.drain()
+    return [answer_of(model, f.result()) for f in futures]
 
 
 def predict_pages(
@@ -117,17 +142,6 @@ def predict_rows(
     batch_size: int = 16,
     policy: ExitPolicy | None = None,
 ) -> list[PagePrediction]:
-    """Encoded one-page rows through the stage batcher, answers in row order."""
+    """Encoded one-page rows through a fresh stage batcher, drained here, answers in row order."""
     batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
-    names, layers = model.label_names, model.exit_layers
-    return [
-        PagePrediction(
-            label=names[r.label],
-            confidence=r.confidence,
-            exit_stage=r.exit_stage,
-            exit_layer=layers[r.exit_stage],
-            trail=list(r.trail),
-            probs=list(r.probs),
-        )
-        for r in drain_rows(batcher, rows)
-    ]
+    return run_rows(model, batcher, rows)

@@ -12,8 +12,8 @@ Two ways to drive it:
 - threaded: ``start()`` runs a loop thread; callers from any thread ``submit()`` and wait on the
   returned futures (a classify worker process feeds one batcher from concurrent tasks);
 - synchronous drain: ``submit()`` a backlog, then ``drain()`` in the caller's thread runs batches
-  until every queue is empty (the embedded runner, `classifier.predict.predict_pages`,
-  evaluation's timing and the benchmarks).
+  until every queue is empty (`classifier.predict.predict_pages`, evaluation, the embedded
+  runner and the benchmarks).
 
 The one early-exit engine: serving and measuring both run it. Knows nothing of Celery, SQL or
 metrics: it takes a staged model, an exit decider (`classifier.predict.make_decider`) and
@@ -198,6 +198,11 @@ class StageBatcher:
             if self._hooks is not None:
                 self._hooks.queued(list(self._sizes))
         return [it.future for it in items]
+
+    @property
+    def threaded(self) -> bool:
+        """Whether a loop thread runs batches (else the caller drains)."""
+        return self._thread is not None
 
     def pending(self) -> list[int]:
         with self._cond:
