@@ -12,7 +12,8 @@ import torch
 
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit
-from classifier.predict import PagePrediction, model_policy
+from classifier.predict import model_policy
+from classifier.stage_batcher import PagePrediction
 
 
 @torch.inference_mode()

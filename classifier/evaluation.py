@@ -17,7 +17,8 @@ from classifier.calibration import ece, reliability_bins
 from classifier.model import EarlyExitModel
 from classifier.plots import reliability_plot, tradeoff_plot
 from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, Patience
-from classifier.predict import ENGINE, PagePrediction, model_policy, predict_rows, split_rows
+from classifier.predict import ENGINE, model_policy, predict_rows, split_rows
+from classifier.stage_batcher import PagePrediction
 from classifier.thresholds import simulate
 from classifier.training import Inputs, all_logits_and_gates
 

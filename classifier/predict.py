@@ -2,14 +2,14 @@
 pages are batched per exit stage, and a page that exits is never computed further. Full depth is
 the same batcher with `early_exit=False` (no intermediate heads). Written once here and used by
 `predict_pages`, evaluation and the workers' classify runtime: the bundle's exit policy as the
-batcher's decider (`make_decider`: confidence, trail, exit or not), and the batcher's raw answer
-made into the page's answer (`PagePrediction`: label name, exit layer) by `answer_of`."""
+batcher's decider (`make_decider`: confidence, trail, exit or not), a batcher answering with the
+model's names (`page_batcher`) and the way through it (`run_rows`). Answers are
+`PagePrediction`s (defined beside the batcher, which makes them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,25 +17,10 @@ import torch
 from classifier.inputs import PageLike
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit, policy_from_json
-from classifier.stage_batcher import Decider, ExitResult, StageBatcher, StageDecision
+from classifier.stage_batcher import Decider, PagePrediction, StageBatcher, StageDecision
 
 # What times `evaluate`'s speed-up (reported as early_exit.engine).
 ENGINE = "stage_batcher"
-
-
-@dataclass(frozen=True)
-class PagePrediction:
-    """One page's answer: what the workers store (with the page id, pass and model version),
-    what `predict_pages` returns and what evaluation scores."""
-
-    label: str
-    confidence: float  # calibrated probability of `label` at the exit taken
-    exit_stage: int
-    exit_layer: int  # encoder layers run for this page (0 = pre-encoder exit)
-    trail: tuple[float, ...] = ()  # calibrated top probability per exit passed, stage 0 first
-    probs: tuple[float, ...] = ()  # calibrated class probabilities at the exit
-    # submit -> exit in the batcher, queueing included: a measurement, not part of the answer
-    latency_ms: float | None = field(default=None, compare=False)
 
 
 def model_policy(model: EarlyExitModel) -> ExitPolicy:
@@ -57,19 +42,6 @@ def make_decider(model: EarlyExitModel, policy: ExitPolicy | None = None) -> Dec
         return StageDecision(confidence=conf, label=label, exit=exits, probs=probs)
 
     return decide
-
-
-def answer_of(model: EarlyExitModel, result: ExitResult) -> PagePrediction:
-    """The batcher's answer (label index, exit stage) as the page's answer."""
-    return PagePrediction(
-        label=model.label_names[result.label],
-        confidence=result.confidence,
-        exit_stage=result.exit_stage,
-        exit_layer=int(model.exit_layers[result.exit_stage]),
-        trail=result.trail,
-        probs=result.probs,
-        latency_ms=result.latency_ms,
-    )
 
 
 def split_rows(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -101,18 +73,25 @@ def page_batcher(
     policy = policy or model_policy(model)
     if isinstance(policy, NeverExit):
         early_exit = False
-    return StageBatcher(model, make_decider(model, policy), early_exit=early_exit, **options)
+    return StageBatcher(
+        model,
+        make_decider(model, policy),
+        early_exit=early_exit,
+        label_names=model.label_names,
+        exit_layers=model.exit_layers,
+        **options,
+    )
 
 
 def run_rows(
-    model: EarlyExitModel, batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]
+    batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]
 ) -> list[PagePrediction]:
     """Encoded one-page rows through `batcher`, answers in row order. A batcher whose loop
     thread runs batches them with other callers' pages; otherwise this thread drains it."""
     futures: list[Future] = batcher.submit(rows, list(range(len(rows))))
     if not batcher.threaded:
         batcher.drain()
-    return [answer_of(model, f.result()) for f in futures]
+    return [f.result() for f in futures]
 
 
 def predict_pages(
@@ -144,4 +123,4 @@ def predict_rows(
 ) -> list[PagePrediction]:
     """Encoded one-page rows through a fresh stage batcher, drained here, answers in row order."""
     batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
-    return run_rows(model, batcher, rows)
+    return run_rows(batcher, rows)

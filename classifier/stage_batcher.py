@@ -16,8 +16,9 @@ Two ways to drive it:
   runner and the benchmarks).
 
 The one early-exit engine: serving and measuring both run it. Knows nothing of Celery, SQL or
-metrics: it takes a staged model, an exit decider (`classifier.predict.make_decider`) and
-optional hooks (workers pass Prometheus ones, workers/metrics.py).
+metrics: it takes a staged model, an exit decider (`classifier.predict.make_decider`), the
+names to answer with (label names, encoder layers per exit) and optional hooks (workers pass
+Prometheus ones, workers/metrics.py). Every page's answer is a `PagePrediction` on its future.
 """
 
 from __future__ import annotations
@@ -71,15 +72,18 @@ InputCollator = Callable[[Sequence[dict[str, torch.Tensor]]], dict[str, torch.Te
 
 
 @dataclass(frozen=True)
-class ExitResult:
-    """One page's answer: where it left the network and what it said on the way."""
+class PagePrediction:
+    """One page's answer, the engine's one answer type: what `predict_pages` returns, evaluation
+    scores and the workers store (with the page id, pass and model version)."""
 
-    label: int
-    confidence: float
+    label: str  # the label's name (its index as text for a batcher given no names)
+    confidence: float  # calibrated probability of `label` at the exit taken
     exit_stage: int
-    trail: tuple[float, ...]  # confidence at each exit visited, stage 0 first
-    latency_ms: float  # submit -> exit, including queueing
+    exit_layer: int  # encoder layers run for this page (0 = pre-encoder exit)
+    trail: tuple[float, ...] = ()  # confidence at each exit visited, stage 0 first
     probs: tuple[float, ...] = ()  # class probabilities at the exit (empty: decider gave none)
+    # submit -> exit in the batcher, queueing included: a measurement, not part of the answer
+    latency_ms: float | None = field(default=None, compare=False)
 
 
 class BatcherHooks(Protocol):
@@ -149,6 +153,8 @@ class StageBatcher:
         collate: InputCollator = default_collate,
         state_cat: Callable[[Sequence[Any]], Any] | None = None,
         hooks: BatcherHooks | None = None,
+        label_names: Sequence[str] | None = None,
+        exit_layers: Sequence[int] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -176,6 +182,9 @@ class StageBatcher:
         # Most pages ever parked with a hidden state (stages > 0): the batcher's memory high-water.
         self.peak_parked = 0
         self._hooks = hooks
+        # What answers are named with: the model's label names and encoder layers per exit.
+        self._label_names = list(label_names) if label_names is not None else None
+        self._exit_layers = list(exit_layers) if exit_layers is not None else None
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -367,6 +376,8 @@ class StageBatcher:
             return
         exits = decision.exit.tolist() if (self.early_exit and not final) else [final] * len(batch)
         exit_stage = self.num_stages - 1 if final else stage
+        exit_layer = exit_stage if self._exit_layers is None else self._exit_layers[exit_stage]
+        names = self._label_names
         confs = decision.confidence.tolist()
         labels = decision.label.tolist()
         probs = decision.probs
@@ -381,14 +392,16 @@ class StageBatcher:
                 it.past.append(probs[i])
             if exits[i]:
                 exited += 1
+                label = int(labels[i])
                 it.future.set_result(
-                    ExitResult(
-                        label=int(labels[i]),
+                    PagePrediction(
+                        label=names[label] if names is not None else str(label),
                         confidence=float(confs[i]),
                         exit_stage=exit_stage,
+                        exit_layer=int(exit_layer),
                         trail=tuple(it.trail),
-                        latency_ms=(now - it.submitted) * 1000.0,
                         probs=tuple(prob_rows[i]) if prob_rows is not None else (),
+                        latency_ms=(now - it.submitted) * 1000.0,
                     )
                 )
             else:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from classifier.predict import PagePrediction, encode_rows, page_batcher, run_rows
-from classifier.stage_batcher import Schedule
+from classifier.predict import encode_rows, page_batcher, run_rows
+from classifier.stage_batcher import PagePrediction, Schedule
 from workers.metrics import BatcherMetrics
 
 
@@ -62,7 +62,7 @@ class ClassifyRuntime:
             return []
         # Encode in chunks of max_batch: tokenising is the caller's CPU work, not the batcher's.
         rows = encode_rows(self.model, pages, self.options.max_batch)
-        return run_rows(self.model, self.early if early_exit else self.full, rows)
+        return run_rows(self.early if early_exit else self.full, rows)
 
     def stats(self) -> dict[str, list[dict[str, float]]]:
         return {"early": self.early.stats_dict(), "full": self.full.stats_dict()}
