@@ -352,19 +352,9 @@ class StageBatcher:
 
     def _run_batch(self, stage: int, batch: list[_Item], states: list[Any]) -> None:
         t0 = time.perf_counter()
-        final = stage == self.num_stages - 1
         try:
             with torch.inference_mode():
-                if stage == 0 and not self.early_exit:  # full depth: no exit heads on the way
-                    state = self.model.embed(self._collate([it.payload for it in batch]))
-                    logits, next_state = self.model.advance(state, stages=self.num_stages - 1)
-                    final = True
-                elif stage == 0:  # embeddings, then the pre-encoder exit
-                    next_state = self.model.embed(self._collate([it.payload for it in batch]))
-                    logits = self.model.exit_logits(next_state)
-                else:  # the layers from the previous exit up to this one
-                    state = states[0] if len(states) == 1 else self._cat_states(states)
-                    logits, next_state = self.model.advance(state)
+                logits, next_state, final = self._forward(stage, batch, states)
                 past = None
                 if stage > 0 and batch[0].past:
                     past = torch.stack([torch.stack(it.past) for it in batch])
@@ -376,8 +366,6 @@ class StageBatcher:
             return
         exits = decision.exit.tolist() if (self.early_exit and not final) else [final] * len(batch)
         exit_stage = self.num_stages - 1 if final else stage
-        exit_layer = exit_stage if self._exit_layers is None else self._exit_layers[exit_stage]
-        names = self._label_names
         confs = decision.confidence.tolist()
         labels = decision.label.tolist()
         probs = decision.probs
@@ -385,38 +373,59 @@ class StageBatcher:
         prob_rows = probs.tolist() if probs is not None else None
         now = time.perf_counter()
         stay: list[int] = []
-        exited = 0
         for i, it in enumerate(batch):
             it.trail.append(float(confs[i]))
             if probs is not None and not final:
                 it.past.append(probs[i])
             if exits[i]:
-                exited += 1
-                label = int(labels[i])
-                it.future.set_result(
-                    PagePrediction(
-                        label=names[label] if names is not None else str(label),
-                        confidence=float(confs[i]),
-                        exit_stage=exit_stage,
-                        exit_layer=int(exit_layer),
-                        trail=tuple(it.trail),
-                        probs=tuple(prob_rows[i]) if prob_rows is not None else (),
-                        latency_ms=(now - it.submitted) * 1000.0,
-                    )
-                )
+                row = tuple(prob_rows[i]) if prob_rows is not None else ()
+                answer = self._answer(int(labels[i]), float(confs[i]), exit_stage, it, row, now)
+                it.future.set_result(answer)
             else:
                 stay.append(i)
         if stay:
-            for i in stay:
-                batch[i].payload = None  # inputs are not needed past the embeddings
             survivors = next_state if len(stay) == len(batch) else next_state.select(stay)
-            with self._cond:
-                self._queues[stage + 1].append(_Group([batch[i] for i in stay], survivors, now))
-                self._sizes[stage + 1] += len(stay)
-                parked = sum(self._sizes[1:])
-                self.peak_parked = max(self.peak_parked, parked)
-                self._cond.notify_all()
-        self._record(stage, len(batch), exited, now - t0)
+            self._park(stage + 1, [batch[i] for i in stay], survivors, now)
+        self._record(stage, len(batch), len(batch) - len(stay), now - t0)
+
+    def _forward(
+        self, stage: int, batch: list[_Item], states: list[Any]
+    ) -> tuple[torch.Tensor, Any, bool]:
+        """The model's work for one batch: (logits at the exit reached, state there, final?)."""
+        if stage == 0 and not self.early_exit:  # full depth: no exit heads on the way
+            state = self.model.embed(self._collate([it.payload for it in batch]))
+            logits, next_state = self.model.advance(state, stages=self.num_stages - 1)
+            return logits, next_state, True
+        if stage == 0:  # embeddings, then the pre-encoder exit
+            next_state = self.model.embed(self._collate([it.payload for it in batch]))
+            return self.model.exit_logits(next_state), next_state, self.num_stages == 1
+        # the layers from the previous exit up to this one
+        state = states[0] if len(states) == 1 else self._cat_states(states)
+        logits, next_state = self.model.advance(state)
+        return logits, next_state, stage == self.num_stages - 1
+
+    def _answer(self, label: int, confidence: float, exit_stage: int, item: _Item,
+                probs: tuple[float, ...], now: float) -> PagePrediction:
+        names, layers = self._label_names, self._exit_layers
+        return PagePrediction(
+            label=names[label] if names is not None else str(label),
+            confidence=confidence,
+            exit_stage=exit_stage,
+            exit_layer=int(layers[exit_stage]) if layers is not None else exit_stage,
+            trail=tuple(item.trail),
+            probs=probs,
+            latency_ms=(now - item.submitted) * 1000.0,
+        )
+
+    def _park(self, stage: int, items: list[_Item], state: Any, now: float) -> None:
+        """Pages that did not exit wait at `stage` with their hidden state."""
+        for it in items:
+            it.payload = None  # inputs are not needed past the embeddings
+        with self._cond:
+            self._queues[stage].append(_Group(items, state, now))
+            self._sizes[stage] += len(items)
+            self.peak_parked = max(self.peak_parked, sum(self._sizes[1:]))
+            self._cond.notify_all()
 
     def _record(self, stage: int, size: int, exited: int, seconds: float) -> None:
         with self._cond:
