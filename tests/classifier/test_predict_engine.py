@@ -38,6 +38,19 @@ def compacted(model, pages, **kw) -> list:
     return out
 
 
+def log_drains(monkeypatch) -> list[tuple[bool, int, int]]:
+    """Every stage-batcher drain from now on, as (early_exit, max_batch, pages waiting)."""
+    drains: list[tuple[bool, int, int]] = []
+    original = StageBatcher.drain
+
+    def drain(self, *args, **kwargs):
+        drains.append((self.early_exit, self.max_batch, self.pending()[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StageBatcher, "drain", drain)
+    return drains
+
+
 def assert_same(got: list, want: list) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
@@ -76,14 +89,7 @@ def test_speedup_is_timed_on_the_stage_batcher(model, page_factory, monkeypatch)
     early-exit stage batcher (max_batch = the batch size), alternating, after one warm-up
     batch each."""
     pages, _ = page_factory(10, seed=2)
-    drains: list[tuple[bool, int, int]] = []
-    original = StageBatcher.drain
-
-    def drain(self, *args, **kwargs):
-        drains.append((self.early_exit, self.max_batch, self.pending()[0]))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(StageBatcher, "drain", drain)
+    drains = log_drains(monkeypatch)
     timing = measure_speedup(model, model.encode(pages), spread_policy(model, pages), 4, rounds=2)
     assert timing["engine"] == "stage_batcher" and timing["max_batch"] == 4
     assert drains == [(False, 4, 4), (True, 4, 4)] + [(False, 4, 10), (True, 4, 10)] * 2
@@ -115,19 +121,11 @@ def test_evaluate_scores_the_stage_batchers_answers(model, page_factory, monkeyp
     probabilities (what the sweeps use)."""
     pages, labels = page_factory(30, seed=5)
     policy = spread_policy(model, pages)
-    drains: list[tuple[bool, int]] = []
-    original = StageBatcher.drain
-
-    def drain(self, *args, **kwargs):
-        drains.append((self.early_exit, self.pending()[0]))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(StageBatcher, "drain", drain)
+    drains = log_drains(monkeypatch)
     report = evaluate(
         model, model.encode(pages), labels, batch_size=BATCH, timing_rounds=0, policy=policy
     )
-    assert drains == [(True, 30)]  # timing_rounds=0: the answers' drain only
-    monkeypatch.setattr(StageBatcher, "drain", original)
+    assert drains == [(True, BATCH, 30)]  # timing_rounds=0: the answers' drain only
     answers = predict_pages(model, pages, policy=policy, batch_size=BATCH)
     names = model.label_names
     ee = report["early_exit"]
