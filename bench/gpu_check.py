@@ -47,7 +47,7 @@ from classifier.config import NAMED_SIZES
 from classifier.factory import new_model
 from classifier.policy import ExitPolicy
 from classifier.predict import make_decider, split_rows
-from classifier.stage_batcher import ExitResult, StageBatcher
+from classifier.stage_batcher import PagePrediction, StageBatcher
 from classifier.tokenizer import train_tokenizer
 from workers.metrics import BatcherMetrics
 
@@ -147,7 +147,7 @@ def pure_full(model: Any, batches: list[dict[str, torch.Tensor]], device: str) -
 
 
 def run_batcher(model: Any, rows: list, b: int, early_exit: bool, share: float,
-                device: str) -> tuple[float, StageBatcher, list[ExitResult]]:
+                device: str) -> tuple[float, StageBatcher, list[PagePrediction]]:
     """One drain of every row through a fresh batcher: (seconds, batcher, each page's answer).
     Checks that every page left exactly once."""
     policy = FixedShare(model.num_stages, share=share, seed=b)
@@ -174,7 +174,7 @@ def best_of(repeat: int, fn: Callable[[], tuple]) -> tuple:
 
 
 def batcher_report(model: Any, n: int, seconds: float, batcher: StageBatcher,
-                   results: list[ExitResult]) -> dict:
+                   results: list[PagePrediction]) -> dict:
     exits = [r.exit_stage for r in results]
     hist = Counter(exits)
     layers = model.exit_layers

@@ -17,7 +17,7 @@ _HOMES = {
     "save_bundle": "classifier.bundle",
     "PageInput": "classifier.inputs",
     "EarlyExitModel": "classifier.model",
-    "PagePrediction": "classifier.predict",
+    "PagePrediction": "classifier.stage_batcher",
     "predict_pages": "classifier.predict",
     "StageState": "classifier.state",
 }

@@ -12,7 +12,8 @@ import torch
 
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit
-from classifier.predict import PagePrediction, model_policy
+from classifier.predict import model_policy
+from classifier.stage_batcher import PagePrediction
 
 
 @torch.inference_mode()
@@ -88,8 +89,8 @@ def _predictions(
             confidence=float(conf[i]),
             exit_stage=stage,
             exit_layer=model.exit_layers[stage],
-            trail=[float(v) for v in tops[i]],
-            probs=[float(v) for v in probs[i]],
+            trail=tuple(float(v) for v in tops[i]),
+            probs=tuple(float(v) for v in probs[i]),
         )
         for i in range(len(positions))
     ]

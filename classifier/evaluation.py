@@ -1,11 +1,12 @@
-"""Evaluate a bundle on labelled encoded pages: per-exit accuracy and calibration, the early-exit
-policy's accuracy and compute, threshold sweeps per policy, and measured wall-clock speed-up
-through the serving engine, the stage batcher (full depth vs early exit: same pages, same batch
-size, same run)."""
+"""Evaluate a bundle on labelled encoded pages: per-exit accuracy and calibration, threshold
+sweeps per policy (replayed on every exit's probabilities), and the early-exit policy as served:
+accuracy, exit counts and compute of the stage batcher's answers, and its measured wall-clock
+speed-up over full depth through the same batcher (same pages, same batch size, same run)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from classifier.calibration import ece, reliability_bins
 from classifier.model import EarlyExitModel
 from classifier.plots import reliability_plot, tradeoff_plot
 from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, Patience
-from classifier.predict import ENGINE, drain_rows, model_policy, page_batcher, split_rows
+from classifier.predict import ENGINE, model_policy, predict_rows, split_rows
+from classifier.stage_batcher import PagePrediction
 from classifier.thresholds import simulate
 from classifier.training import Inputs, all_logits_and_gates
 
@@ -31,15 +33,65 @@ def evaluate(
     timing_rounds: int = 2,
     policy: ExitPolicy | None = None,
 ) -> dict:
+    """Per-exit figures from every exit's logits; the early-exit figures from the answers of
+    the engine that serves (the stage batcher, max_batch = `batch_size`), which also times it."""
     model.eval()
     n = len(labels)
     logits, gates = all_logits_and_gates(model, inputs, batch_size)  # (N, S, C), (N, S)
-    # gate target: the final head is right for this page
-    final_right = logits[:, -1].argmax(-1) == labels
     probs = torch.stack(
         [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1
     )
+    exits = exit_reports(model, logits, gates, probs, labels)
+    full_acc = exits[-1]["accuracy"]
+    policy = policy or model_policy(model)
     costs = stage_cost_layers(model)
+    answers = predict_rows(model, split_rows(inputs), batch_size=batch_size, policy=policy)
+    early = early_exit_figures(model, answers, labels, costs)
+    timing = measure_speedup(model, inputs, policy, batch_size, timing_rounds)
+    report = {
+        "pages": n,
+        "model_version": model.version,
+        "batch_size": batch_size,
+        "full_depth": {"accuracy": full_acc, "layers": model.exit_layers[-1]},
+        "exits": [{k: v for k, v in e.items() if not k.startswith("bins")} for e in exits],
+        "early_exit": {
+            "policy": policy.to_json(),
+            "accuracy": early["accuracy"],
+            "accuracy_drop_points": 100 * (full_acc - early["accuracy"]),
+            "mean_layers": early["mean_layers"],
+            "flops_ratio": early["flops_ratio"],
+            "ideal_speedup": 1.0 / early["flops_ratio"] if early["flops_ratio"] else None,
+            "speedup_wall": timing["speedup_wall"],
+            "engine": timing["engine"],
+            "exit_counts": early["exit_counts"],
+            "timing": timing,
+        },
+        "sweeps": policy_sweeps(model, probs, labels, costs),
+    }
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report["plots"] = {
+            "tradeoff": str(
+                tradeoff_plot(
+                    report["sweeps"], report["early_exit"], full_acc, out_dir / "tradeoff.png"
+                )
+            ),
+            "reliability": str(reliability_plot(exits, out_dir / "reliability.png")),
+        }
+    return report
+
+
+def exit_reports(
+    model: EarlyExitModel,
+    logits: torch.Tensor,
+    gates: torch.Tensor,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+) -> list[dict]:
+    """Accuracy, calibration (raw and calibrated) and gate accuracy of every exit."""
+    n = len(labels)
+    # gate target: the final head is right for this page
+    final_right = logits[:, -1].argmax(-1) == labels
     exits = []
     for k in range(model.num_stages):
         raw = torch.softmax(logits[:, k].double(), -1)
@@ -63,43 +115,28 @@ def evaluate(
                 "bins_calibrated": reliability_bins(cal_conf, correct),
             }
         )
-    full_acc = exits[-1]["accuracy"]
-    policy = policy or model_policy(model)
-    sim = simulate(policy, probs, labels, costs)
-    layers = np.array(model.exit_layers)[sim.exit_stage] if n else np.array([0])
-    timing = measure_speedup(model, inputs, policy, batch_size, timing_rounds)
-    counts = np.bincount(sim.exit_stage, minlength=model.num_stages).tolist() if n else []
-    report = {
-        "pages": n,
-        "model_version": model.version,
-        "batch_size": batch_size,
-        "full_depth": {"accuracy": full_acc, "layers": model.exit_layers[-1]},
-        "exits": [{k: v for k, v in e.items() if not k.startswith("bins")} for e in exits],
-        "early_exit": {
-            "policy": policy.to_json(),
-            "accuracy": sim.accuracy,
-            "accuracy_drop_points": 100 * (full_acc - sim.accuracy),
-            "mean_layers": float(layers.mean()),
-            "flops_ratio": sim.mean_cost,
-            "ideal_speedup": 1.0 / sim.mean_cost if sim.mean_cost else None,
-            "speedup_wall": timing["speedup_wall"],
-            "engine": timing["engine"],
-            "exit_counts": counts,
-            "timing": timing,
-        },
-        "sweeps": policy_sweeps(model, probs, labels, costs),
+    return exits
+
+
+def early_exit_figures(
+    model: EarlyExitModel,
+    answers: Sequence[PagePrediction],
+    labels: torch.Tensor,
+    stage_costs: Sequence[float],
+) -> dict:
+    """Accuracy, exit counts, mean layers and compute (in `stage_costs` units, full depth = 1)
+    of the engine's answers against the labels (indices into the model's label names)."""
+    if not answers:
+        return {"accuracy": 0.0, "mean_layers": 0.0, "flops_ratio": 0.0, "exit_counts": []}
+    names = model.label_names
+    stages = np.array([a.exit_stage for a in answers], dtype=np.int64)
+    right = [a.label == names[int(y)] for a, y in zip(answers, labels.tolist(), strict=True)]
+    return {
+        "accuracy": float(np.mean(right)),
+        "mean_layers": float(np.mean([a.exit_layer for a in answers])),
+        "flops_ratio": float(np.asarray(stage_costs, dtype=np.float64)[stages].mean()),
+        "exit_counts": np.bincount(stages, minlength=model.num_stages).tolist(),
     }
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report["plots"] = {
-            "tradeoff": str(
-                tradeoff_plot(
-                    report["sweeps"], report["early_exit"], full_acc, out_dir / "tradeoff.png"
-                )
-            ),
-            "reliability": str(reliability_plot(exits, out_dir / "reliability.png")),
-        }
-    return report
 
 
 def policy_sweeps(
@@ -141,8 +178,7 @@ def measure_speedup(
 
     def drain_s(early_exit: bool, pages: list[dict[str, torch.Tensor]]) -> float:
         t0 = time.perf_counter()
-        batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
-        drain_rows(batcher, pages)
+        predict_rows(model, pages, early_exit=early_exit, batch_size=batch_size, policy=policy)
         return time.perf_counter() - t0
 
     model.eval()

@@ -1,12 +1,15 @@
-"""Prediction through the one early-exit engine, the stage batcher (classifier/stage_batcher.py),
-in drain mode: pages are batched per exit stage, and a page that exits is never computed further.
-Full depth is the same batcher with `early_exit=False` (no intermediate heads). Also the bundle's
-exit policy as the batcher's decider (`make_decider`), which the workers serve with."""
+"""Prediction through the one early-exit engine, the stage batcher (classifier/stage_batcher.py):
+pages are batched per exit stage, and a page that exits is never computed further. Full depth is
+the same batcher with `early_exit=False` (no intermediate heads). Written once here and used by
+`predict_pages`, evaluation and the workers' classify runtime: the bundle's exit policy as the
+batcher's decider (`make_decider`: confidence, trail, exit or not), a batcher answering with the
+model's names (`page_batcher`) and the way through it (`run_rows`). Answers are
+`PagePrediction`s (defined beside the batcher, which makes them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -14,20 +17,10 @@ import torch
 from classifier.inputs import PageLike
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit, policy_from_json
-from classifier.stage_batcher import Decider, ExitResult, StageBatcher, StageDecision
+from classifier.stage_batcher import Decider, PagePrediction, StageBatcher, StageDecision
 
 # What times `evaluate`'s speed-up (reported as early_exit.engine).
 ENGINE = "stage_batcher"
-
-
-@dataclass
-class PagePrediction:
-    label: str
-    confidence: float  # calibrated probability of `label` at the exit taken
-    exit_stage: int
-    exit_layer: int  # encoder layers run for this page (0 = pre-encoder exit)
-    trail: list[float] = field(default_factory=list)  # calibrated top probability per exit passed
-    probs: list[float] = field(default_factory=list)  # calibrated class probabilities at the exit
 
 
 def model_policy(model: EarlyExitModel) -> ExitPolicy:
@@ -80,13 +73,24 @@ def page_batcher(
     policy = policy or model_policy(model)
     if isinstance(policy, NeverExit):
         early_exit = False
-    return StageBatcher(model, make_decider(model, policy), early_exit=early_exit, **options)
+    return StageBatcher(
+        model,
+        make_decider(model, policy),
+        early_exit=early_exit,
+        label_names=model.label_names,
+        exit_layers=model.exit_layers,
+        **options,
+    )
 
 
-def drain_rows(batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]) -> list[ExitResult]:
-    """Submit encoded rows to a batcher without a loop thread, drain it, answers in row order."""
-    futures = batcher.submit(rows, list(range(len(rows))))
-    batcher.drain()
+def run_rows(
+    batcher: StageBatcher, rows: Sequence[dict[str, torch.Tensor]]
+) -> list[PagePrediction]:
+    """Encoded one-page rows through `batcher`, answers in row order. A batcher whose loop
+    thread runs batches them with other callers' pages; otherwise this thread drains it."""
+    futures: list[Future] = batcher.submit(rows, list(range(len(rows))))
+    if not batcher.threaded:
+        batcher.drain()
     return [f.result() for f in futures]
 
 
@@ -117,17 +121,6 @@ def predict_rows(
     batch_size: int = 16,
     policy: ExitPolicy | None = None,
 ) -> list[PagePrediction]:
-    """Encoded one-page rows through the stage batcher, answers in row order."""
+    """Encoded one-page rows through a fresh stage batcher, drained here, answers in row order."""
     batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
-    names, layers = model.label_names, model.exit_layers
-    return [
-        PagePrediction(
-            label=names[r.label],
-            confidence=r.confidence,
-            exit_stage=r.exit_stage,
-            exit_layer=layers[r.exit_stage],
-            trail=list(r.trail),
-            probs=list(r.probs),
-        )
-        for r in drain_rows(batcher, rows)
-    ]
+    return run_rows(batcher, rows)

@@ -12,12 +12,13 @@ Two ways to drive it:
 - threaded: ``start()`` runs a loop thread; callers from any thread ``submit()`` and wait on the
   returned futures (a classify worker process feeds one batcher from concurrent tasks);
 - synchronous drain: ``submit()`` a backlog, then ``drain()`` in the caller's thread runs batches
-  until every queue is empty (the embedded runner, `classifier.predict.predict_pages`,
-  evaluation's timing and the benchmarks).
+  until every queue is empty (`classifier.predict.predict_pages`, evaluation, the embedded
+  runner and the benchmarks).
 
 The one early-exit engine: serving and measuring both run it. Knows nothing of Celery, SQL or
-metrics: it takes a staged model, an exit decider (`classifier.predict.make_decider`) and
-optional hooks (workers pass Prometheus ones, workers/metrics.py).
+metrics: it takes a staged model, an exit decider (`classifier.predict.make_decider`), the
+names to answer with (label names, encoder layers per exit) and optional hooks (workers pass
+Prometheus ones, workers/metrics.py). Every page's answer is a `PagePrediction` on its future.
 """
 
 from __future__ import annotations
@@ -71,15 +72,18 @@ InputCollator = Callable[[Sequence[dict[str, torch.Tensor]]], dict[str, torch.Te
 
 
 @dataclass(frozen=True)
-class ExitResult:
-    """One page's answer: where it left the network and what it said on the way."""
+class PagePrediction:
+    """One page's answer, the engine's one answer type: what `predict_pages` returns, evaluation
+    scores and the workers store (with the page id, pass and model version)."""
 
-    label: int
-    confidence: float
+    label: str  # the label's name (its index as text for a batcher given no names)
+    confidence: float  # calibrated probability of `label` at the exit taken
     exit_stage: int
-    trail: tuple[float, ...]  # confidence at each exit visited, stage 0 first
-    latency_ms: float  # submit -> exit, including queueing
+    exit_layer: int  # encoder layers run for this page (0 = pre-encoder exit)
+    trail: tuple[float, ...] = ()  # confidence at each exit visited, stage 0 first
     probs: tuple[float, ...] = ()  # class probabilities at the exit (empty: decider gave none)
+    # submit -> exit in the batcher, queueing included: a measurement, not part of the answer
+    latency_ms: float | None = field(default=None, compare=False)
 
 
 class BatcherHooks(Protocol):
@@ -149,6 +153,8 @@ class StageBatcher:
         collate: InputCollator = default_collate,
         state_cat: Callable[[Sequence[Any]], Any] | None = None,
         hooks: BatcherHooks | None = None,
+        label_names: Sequence[str] | None = None,
+        exit_layers: Sequence[int] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -176,6 +182,9 @@ class StageBatcher:
         # Most pages ever parked with a hidden state (stages > 0): the batcher's memory high-water.
         self.peak_parked = 0
         self._hooks = hooks
+        # What answers are named with: the model's label names and encoder layers per exit.
+        self._label_names = list(label_names) if label_names is not None else None
+        self._exit_layers = list(exit_layers) if exit_layers is not None else None
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -198,6 +207,11 @@ class StageBatcher:
             if self._hooks is not None:
                 self._hooks.queued(list(self._sizes))
         return [it.future for it in items]
+
+    @property
+    def threaded(self) -> bool:
+        """Whether a loop thread runs batches (else the caller drains)."""
+        return self._thread is not None
 
     def pending(self) -> list[int]:
         with self._cond:
@@ -338,19 +352,9 @@ class StageBatcher:
 
     def _run_batch(self, stage: int, batch: list[_Item], states: list[Any]) -> None:
         t0 = time.perf_counter()
-        final = stage == self.num_stages - 1
         try:
             with torch.inference_mode():
-                if stage == 0 and not self.early_exit:  # full depth: no exit heads on the way
-                    state = self.model.embed(self._collate([it.payload for it in batch]))
-                    logits, next_state = self.model.advance(state, stages=self.num_stages - 1)
-                    final = True
-                elif stage == 0:  # embeddings, then the pre-encoder exit
-                    next_state = self.model.embed(self._collate([it.payload for it in batch]))
-                    logits = self.model.exit_logits(next_state)
-                else:  # the layers from the previous exit up to this one
-                    state = states[0] if len(states) == 1 else self._cat_states(states)
-                    logits, next_state = self.model.advance(state)
+                logits, next_state, final = self._forward(stage, batch, states)
                 past = None
                 if stage > 0 and batch[0].past:
                     past = torch.stack([torch.stack(it.past) for it in batch])
@@ -369,36 +373,59 @@ class StageBatcher:
         prob_rows = probs.tolist() if probs is not None else None
         now = time.perf_counter()
         stay: list[int] = []
-        exited = 0
         for i, it in enumerate(batch):
             it.trail.append(float(confs[i]))
             if probs is not None and not final:
                 it.past.append(probs[i])
             if exits[i]:
-                exited += 1
-                it.future.set_result(
-                    ExitResult(
-                        label=int(labels[i]),
-                        confidence=float(confs[i]),
-                        exit_stage=exit_stage,
-                        trail=tuple(it.trail),
-                        latency_ms=(now - it.submitted) * 1000.0,
-                        probs=tuple(prob_rows[i]) if prob_rows is not None else (),
-                    )
-                )
+                row = tuple(prob_rows[i]) if prob_rows is not None else ()
+                answer = self._answer(int(labels[i]), float(confs[i]), exit_stage, it, row, now)
+                it.future.set_result(answer)
             else:
                 stay.append(i)
         if stay:
-            for i in stay:
-                batch[i].payload = None  # inputs are not needed past the embeddings
             survivors = next_state if len(stay) == len(batch) else next_state.select(stay)
-            with self._cond:
-                self._queues[stage + 1].append(_Group([batch[i] for i in stay], survivors, now))
-                self._sizes[stage + 1] += len(stay)
-                parked = sum(self._sizes[1:])
-                self.peak_parked = max(self.peak_parked, parked)
-                self._cond.notify_all()
-        self._record(stage, len(batch), exited, now - t0)
+            self._park(stage + 1, [batch[i] for i in stay], survivors, now)
+        self._record(stage, len(batch), len(batch) - len(stay), now - t0)
+
+    def _forward(
+        self, stage: int, batch: list[_Item], states: list[Any]
+    ) -> tuple[torch.Tensor, Any, bool]:
+        """The model's work for one batch: (logits at the exit reached, state there, final?)."""
+        if stage == 0 and not self.early_exit:  # full depth: no exit heads on the way
+            state = self.model.embed(self._collate([it.payload for it in batch]))
+            logits, next_state = self.model.advance(state, stages=self.num_stages - 1)
+            return logits, next_state, True
+        if stage == 0:  # embeddings, then the pre-encoder exit
+            next_state = self.model.embed(self._collate([it.payload for it in batch]))
+            return self.model.exit_logits(next_state), next_state, self.num_stages == 1
+        # the layers from the previous exit up to this one
+        state = states[0] if len(states) == 1 else self._cat_states(states)
+        logits, next_state = self.model.advance(state)
+        return logits, next_state, stage == self.num_stages - 1
+
+    def _answer(self, label: int, confidence: float, exit_stage: int, item: _Item,
+                probs: tuple[float, ...], now: float) -> PagePrediction:
+        names, layers = self._label_names, self._exit_layers
+        return PagePrediction(
+            label=names[label] if names is not None else str(label),
+            confidence=confidence,
+            exit_stage=exit_stage,
+            exit_layer=int(layers[exit_stage]) if layers is not None else exit_stage,
+            trail=tuple(item.trail),
+            probs=probs,
+            latency_ms=(now - item.submitted) * 1000.0,
+        )
+
+    def _park(self, stage: int, items: list[_Item], state: Any, now: float) -> None:
+        """Pages that did not exit wait at `stage` with their hidden state."""
+        for it in items:
+            it.payload = None  # inputs are not needed past the embeddings
+        with self._cond:
+            self._queues[stage].append(_Group(items, state, now))
+            self._sizes[stage] += len(items)
+            self.peak_parked = max(self.peak_parked, sum(self._sizes[1:]))
+            self._cond.notify_all()
 
     def _record(self, stage: int, size: int, exited: int, seconds: float) -> None:
         with self._cond:

@@ -4,9 +4,9 @@ One per worker process (built after fork, see workers/context.py) or per embedde
 `classify(pages, early_exit=...)` encodes the pages, feeds them to the early-exit batcher (or
 the full-depth one) and waits for every page's answer. With the batchers' loop threads started,
 pages from concurrent callers share batches; without, the caller drains the backlog itself.
-The batcher and its exit decisions are classifier's (classifier/stage_batcher.py,
-classifier/predict.py: the engine `predict_pages` and `evaluate` measure); this module adds what
-is about serving: loop threads, per-page latency, the worker's metrics hooks.
+The engine, its exit decisions and the page's answer are classifier's
+(classifier/stage_batcher.py, classifier/predict.py: the engine `predict_pages` and `evaluate`
+run); this module adds what is about serving: loop threads and the worker's metrics hooks.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from classifier.predict import encode_rows, page_batcher
-from classifier.stage_batcher import Schedule
+from classifier.predict import encode_rows, page_batcher, run_rows
+from classifier.stage_batcher import PagePrediction, Schedule
 from workers.metrics import BatcherMetrics
 
 
@@ -25,16 +25,6 @@ class BatcherOptions:
     max_batch: int = 16
     max_delay_ms: float = 20.0
     schedule: Schedule = "deepest_full"
-
-
-@dataclass(frozen=True)
-class PageAnswer:
-    label: str
-    confidence: float
-    exit_stage: int
-    exit_layer: int
-    trail: tuple[float, ...]
-    latency_ms: float
 
 
 class ClassifyRuntime:
@@ -49,49 +39,30 @@ class ClassifyRuntime:
         # The bundle's policy decides; batch fill and queue depths go to the worker's metrics.
         self.early = page_batcher(model, early_exit=True, hooks=BatcherMetrics("early"), **common)
         self.full = page_batcher(model, early_exit=False, hooks=BatcherMetrics("full"), **common)
-        self.threaded = False
 
     @property
     def version(self) -> str:
         return str(self.model.version)
 
+    @property
+    def threaded(self) -> bool:
+        return self.early.threaded
+
     def start(self) -> ClassifyRuntime:
         """Run the batchers' loop threads (a worker process fed by concurrent tasks)."""
         self.early.start()
         self.full.start()
-        self.threaded = True
         return self
 
     def stop(self, finish: bool = True) -> list[Any]:
-        returned = self.early.stop(finish=finish) + self.full.stop(finish=finish)
-        self.threaded = False
-        return returned
+        return self.early.stop(finish=finish) + self.full.stop(finish=finish)
 
-    def classify(self, pages: Sequence[Any], *, early_exit: bool = True) -> list[PageAnswer]:
+    def classify(self, pages: Sequence[Any], *, early_exit: bool = True) -> list[PagePrediction]:
         if not pages:
             return []
-        batcher = self.early if early_exit else self.full
         # Encode in chunks of max_batch: tokenising is the caller's CPU work, not the batcher's.
         rows = encode_rows(self.model, pages, self.options.max_batch)
-        futures = batcher.submit(rows, list(range(len(rows))))
-        if not self.threaded:
-            batcher.drain()
-        names = self.model.label_names
-        layers = self.model.exit_layers
-        out = []
-        for fut in futures:
-            r = fut.result()
-            out.append(
-                PageAnswer(
-                    label=names[r.label],
-                    confidence=r.confidence,
-                    exit_stage=r.exit_stage,
-                    exit_layer=int(layers[r.exit_stage]),
-                    trail=r.trail,
-                    latency_ms=r.latency_ms,
-                )
-            )
-        return out
+        return run_rows(self.early if early_exit else self.full, rows)
 
     def stats(self) -> dict[str, list[dict[str, float]]]:
         return {"early": self.early.stats_dict(), "full": self.full.stats_dict()}

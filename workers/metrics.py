@@ -174,7 +174,7 @@ def reason_of(exc: BaseException | str) -> str:
 
 
 def record_answers(answers: Iterable[Any], pass_name: str) -> None:
-    """Answers with .label, .exit_stage, .confidence (PageAnswer or stored predictions)."""
+    """Answers with .label, .exit_stage, .confidence (PagePrediction or stored predictions)."""
     m = metrics()
     for a in answers:
         m.pages_classified.labels(str(a.label), str(a.exit_stage), pass_name).inc()

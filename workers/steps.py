@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.inputs import PageInput
+from classifier.stage_batcher import PagePrediction
 from db.models import Document, Page, utcnow
 from db.repository import (
     ClaimedPage,
@@ -299,7 +300,8 @@ def fail_pages(
         finish_documents(s, set(docs))
 
 
-def _record(page_id: int, version: str, pass_name: Pass, a: Any) -> PredictionRecord:
+def _record(page_id: int, version: str, pass_name: Pass, a: PagePrediction) -> PredictionRecord:
+    """The engine's answer as the store's row: the page, model version and pass added."""
     return PredictionRecord(
         page_id=page_id, model_version=version, pass_name=pass_name.value, label=a.label,
         confidence=a.confidence, exit_stage=a.exit_stage, exit_layer=a.exit_layer,

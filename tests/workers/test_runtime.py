@@ -52,6 +52,8 @@ def test_batcher_matches_predict_pages(model, early_exit: bool) -> None:
     for g, w in zip(got, want, strict=True):
         assert g.confidence == pytest.approx(w.confidence, abs=1e-4)
         assert list(g.trail) == pytest.approx(w.trail, abs=1e-4)
+        assert g.probs == pytest.approx(w.probs, abs=1e-4)
+        assert g.latency_ms is not None and g.latency_ms >= 0  # stored with the prediction
     stages = {g.exit_stage for g in got}
     if early_exit:
         assert len(stages) > 1, "the tiny model should spread exits over several stages"

@@ -25,7 +25,7 @@ def test_drain_every_page_exits_once_at_its_stage(schedule: str) -> None:
     assert batcher.pending() == [0, 0, 0, 0]
     for (pid, exit_at), fut in zip(specs, futures, strict=True):
         res = fut.result(timeout=0)
-        assert res.label == pid  # the page's own answer, not a neighbour's
+        assert res.label == str(pid)  # the page's own answer, not a neighbour's
         assert res.exit_stage == min(exit_at, 3)  # final stage always exits
         assert len(res.trail) == res.exit_stage + 1
     # each page went through each stage up to its exit exactly once
@@ -96,7 +96,7 @@ def test_concurrent_callers_share_batches_and_get_their_own_pages() -> None:
             futs = batcher.submit(page_inputs(specs), [p for p, _ in specs])
             for (pid, exit_at), f in zip(specs, futs, strict=True):
                 r = f.result(timeout=30)
-                assert r.label == pid
+                assert r.label == str(pid)
                 assert r.exit_stage == min(exit_at, 3)
         except BaseException as exc:
             errors.append(exc)
@@ -148,7 +148,7 @@ def test_a_failing_batch_fails_its_pages_not_the_batcher() -> None:
     batcher.drain()
     with pytest.raises(RuntimeError, match="boom"):
         futs[1].result(timeout=0)
-    assert futs[2].result(timeout=0).label == 14
+    assert futs[2].result(timeout=0).label == "14"
 
 
 def test_hooks_see_every_submission_and_batch() -> None:
@@ -178,3 +178,22 @@ def test_hooks_see_every_submission_and_batch() -> None:
     # deepest_full: the four pages moved on to stage 1 make a full batch there first
     assert hooks.batches == [
         (0, 4, 4, [3, 4, 0]), (1, 4, 4, [3, 0, 0]), (0, 3, 4, [0, 2, 0]), (1, 2, 4, [0, 0, 0])]
+
+
+def test_answers_are_named_with_the_given_labels_and_layers() -> None:
+    """Given the model's names, each page's answer carries its label's name and the encoder
+    layers run for it; without them, the label index as text and the stage."""
+    layers = [0, 2, 5]
+    named = StageBatcher(FakeStagedModel(3), fake_decide, max_batch=4,
+                         label_names=[f"class{i}" for i in range(12)], exit_layers=layers)
+    plain = StageBatcher(FakeStagedModel(3), fake_decide, max_batch=4)
+    specs = [(pid, pid % 4) for pid in range(12)]
+    answers = {}
+    for name, batcher in (("named", named), ("plain", plain)):
+        futures = batcher.submit(page_inputs(specs), [pid for pid, _ in specs])
+        batcher.drain()
+        answers[name] = [f.result(timeout=0) for f in futures]
+    for (pid, exit_at), a, p in zip(specs, answers["named"], answers["plain"], strict=True):
+        assert a.exit_stage == p.exit_stage == min(exit_at, 2)
+        assert (a.label, a.exit_layer) == (f"class{pid}", layers[a.exit_stage])
+        assert (p.label, p.exit_layer) == (str(pid), p.exit_stage)
