@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doctriage.options import ingest_options
 from doctriage.settings import Settings, get_settings
+from doctriage.wiring import ingest_options
 
 SHIPPED_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
 BUILD_COMMAND = "python -m doctriage.default_model doctriage/default_bundle"

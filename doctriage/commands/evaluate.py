@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from doctriage.commands._common import fail, set_torch_threads
 
 
@@ -42,8 +41,8 @@ def evaluate(
 ) -> None:
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
     from doctriage import wiring
-    from doctriage.options import ingest_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import ingest_options
 
     if split not in ("all", "val", "train"):
         raise fail(f"--split must be all, val or train, not {split!r}")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from doctriage.commands._common import fail, set_torch_threads
 
 
@@ -71,8 +70,8 @@ def train(
     ] = None,
 ) -> None:
     """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
-    from doctriage.options import ingest_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import ingest_options
 
     if strategy not in ("joint", "two-stage"):
         raise fail(f"--strategy must be joint or two-stage, not {strategy!r}")
