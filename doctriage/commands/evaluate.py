@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from doctriage.commands._common import fail, set_torch_threads
 
 
@@ -56,7 +57,7 @@ def evaluate(
     ingest = ingest_options(settings)
     set_torch_threads(threads)
     from classifier.bundle import BundleError
-    from doctriage.modeling import evaluate_bundle
+    from doctriage.bundle_evaluation import evaluate_bundle
     from pipelines.dataset import DatasetError
 
     try:
