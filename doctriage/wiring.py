@@ -228,10 +228,16 @@ def classify_runtime(settings: Settings, override: Path | None = None, *,
 
 
 def current_model_version(settings: Settings, override: Path | None = None) -> str | None:
-    """The version in the configured bundle's exits.json, without loading (or building) it."""
-    path = Path(override or settings.resolved_model_dir) / "exits.json"
+    """The version of the bundle a worker would load (--model, DOCTRIAGE_MODEL_DIR, else the
+    default bundle: the shipped one), read from its exits.json without loading or building it;
+    None when there is none."""
+    from doctriage import default_model
+
+    folder = override or settings.model_dir or default_model.existing_default_bundle(settings)
+    if folder is None:
+        return None
     try:
-        return str(json.loads(path.read_text())["version"])
+        return str(json.loads((Path(folder) / "exits.json").read_text())["version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -134,3 +134,20 @@ def test_the_embedded_path_still_builds_a_missing_default_bundle(
     assert built == []
     assert wiring.model_dir(settings) == settings.default_model_dir  # run's default
     assert built == [settings.default_model_dir]
+
+
+def test_the_model_version_is_the_bundle_a_worker_loads(tmp_path: Path, tiny_bundle: Path):
+    """The backlog's "no prediction by the current version" rule and its beat entry read the
+    version of the bundle workers serve: the shipped default one when none is configured (it
+    read DOCTRIAGE_HOME/models/default, which a shipped install never has, and got None)."""
+    import json
+
+    def version(folder: Path) -> str:
+        return json.loads((folder / "exits.json").read_text())["version"]
+
+    home = Settings(home=tmp_path)
+    assert wiring.current_model_version(home) == version(default_model.SHIPPED_BUNDLE)
+    assert wiring.current_model_version(home, tiny_bundle) == version(tiny_bundle)
+    configured = Settings(home=tmp_path, model_dir=tiny_bundle)
+    assert wiring.current_model_version(configured) == version(tiny_bundle)
+    assert wiring.current_model_version(Settings(home=tmp_path, model_dir=tmp_path / "no")) is None
