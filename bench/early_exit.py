@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from classifier.bundle import BundleError
-from doctriage.modeling import evaluate_bundle
+from doctriage.bundle_evaluation import evaluate_bundle
 from pipelines.dataset import DatasetError
 from workers.allocator import tune_malloc
 

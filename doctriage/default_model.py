@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doctriage.options import ingest_options
 from doctriage.settings import Settings, get_settings
+from doctriage.wiring import ingest_options
 
 SHIPPED_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
 BUILD_COMMAND = "python -m doctriage.default_model doctriage/default_bundle"
@@ -138,7 +138,8 @@ def build_default_bundle(
     """Train the recipe to its last epoch (no time cap: a bundle cut short is never the default),
     store it as int8 (a scale per row), measure it on the demo corpus, and move it to `target` in
     one rename."""
-    from doctriage.modeling import train_bundle
+    from classifier.training import TrainOptions
+    from doctriage.bundle_training import BundleTrainOptions, train_bundle
     from pipelines.synth import generate_corpus
     from workers.allocator import tune_malloc
 
@@ -157,28 +158,23 @@ def build_default_bundle(
         )
     staging = target.with_name(target.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
-    train_bundle(
-        corpus,
-        staging,
+    train_bundle(BundleTrainOptions(
+        data_dir=corpus,
+        out_dir=staging,
+        training=TrainOptions(strategy="joint", epochs=epochs, lr=TRAIN_LR, max_minutes=None,
+                              seed=CORPUS_SEED, progress=progress),
         config=config,
         placements=PLACEMENTS,
-        strategy="joint",
-        epochs=epochs,
-        lr=TRAIN_LR,
-        max_minutes=None,
-        seed=CORPUS_SEED,
-        workers=2,
         val_fraction=VAL_FRACTION,
         cache_dir=cache / "pages",
+        workers=2,
         ingest=ingest_options(settings),
-        progress=progress,
-        log=log,
         weights_dtype="int8",
         extra_metadata={
             "recipe": recipe(per_class, epochs, config),
             "corpus": recipe(per_class, epochs, config)["corpus"],
         },
-    )
+    ), log=log)
     shutil.rmtree(staging / "checkpoint", ignore_errors=True)  # training state is not needed
     if measure_demo:
         record_demo_accuracy(staging, settings, progress=progress, log=log)
@@ -195,7 +191,7 @@ def demo_accuracy(
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Full-depth and early-exit accuracy of `bundle` on the README's demo corpus."""
-    from doctriage.modeling import evaluate_bundle
+    from doctriage.bundle_evaluation import evaluate_bundle
     from pipelines.synth import generate_corpus
 
     with tempfile.TemporaryDirectory(prefix="doctriage-demo-") as tmp:

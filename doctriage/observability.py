@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doctriage.logging_setup import configure_from_settings
 from workers import metrics
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from doctriage.settings import Settings
 
 
 def _leave_logging_to_us(**_: Any) -> None:
     """Celery's setup_logging receiver: its presence tells Celery not to configure logging."""
 
 
-def prepare_worker(settings: Any) -> Any:
+def prepare_worker(settings: Settings) -> WSGIServer | None:
     """Logging, then the metrics endpoint (if configured). Returns the HTTP server or None."""
     from celery.signals import setup_logging
 

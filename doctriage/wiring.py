@@ -1,6 +1,11 @@
-"""Builds the workflow's parts from Settings: option objects, the store, the artifact store,
-the model and its runtime, the Celery configuration. The one place that reads settings for
+"""The runtime, built from Settings: option objects, the store, the artifact store, the model and
+its runtime, the Celery configuration and its beat entries. The one place that reads settings for
 workers/pipelines/classifier/db, so those packages stay free of doctriage.
+
+Model resolution: a folder a user names (--model, DOCTRIAGE_MODEL_DIR) must be a bundle; else the
+default bundle (`doctriage.default_model`). Only the embedded commands (`run`, embedded `watch`,
+`retry`, `backlog`) may build a missing default bundle; workers never train: they fail at start-up
+with one line naming the command that builds one (`build_default=False`).
 
 `celery -A doctriage.wiring:celery worker -Q classify` gets a configured app (module attribute
 `celery`, built on first access).
@@ -8,19 +13,26 @@ workers/pipelines/classifier/db, so those packages stay free of doctriage.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doctriage.options import ingest_options
 from doctriage.settings import Settings, get_settings
+from pipelines.options import IngestOptions
 from workers.allocator import tune_malloc
 
 # Imported where used: workers.classify_runtime and workers.steps load torch and transformers,
-# and `doctriage status` or a bad argument must not wait for them (doctriage/cli.py).
+# celery and sqlalchemy take a second, and `doctriage status` or a bad argument must not wait
+# for them (doctriage/cli.py).
 if TYPE_CHECKING:
+    from celery import Celery
     from sqlalchemy.orm import Session, sessionmaker
 
+    from classifier.model import EarlyExitModel
     from pipelines.artifacts import ArtifactStore
+    from pipelines.s3 import S3Options
+    from workers.celery_app import QueueConfig
     from workers.classify_runtime import BatcherOptions, ClassifyRuntime
     from workers.retrying import RetryOptions
     from workers.steps import RerouteOptions, StepContext
@@ -28,6 +40,39 @@ if TYPE_CHECKING:
 
 class WiringError(ValueError):
     """A setting or argument that cannot be used; the message is one line for the user."""
+
+
+# --- settings -> the plain option objects of pipelines and workers ---------------------------
+
+
+def ingest_options(settings: Settings, **overrides: object) -> IngestOptions:
+    """IngestOptions from the settings; keyword overrides that are not None win (CLI flags)."""
+    values: dict[str, object] = {
+        "ocr_mode": settings.ocr_mode,
+        "dpi": settings.dpi,
+        "ocr_dpi": settings.ocr_dpi,
+        "ocr_timeout_s": settings.ocr_timeout_s,
+        "ocr_lang": settings.ocr_lang,
+        "min_ocr_conf": settings.min_ocr_conf,
+        "max_pages": settings.max_pages,
+        "max_page_pixels": settings.max_page_pixels,
+        "max_page_words": settings.max_page_words,
+        "max_file_bytes": settings.max_file_bytes,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_page_objects": settings.max_page_objects,
+        "max_parse_mb": settings.max_parse_mb,
+        "max_artifact_bytes": settings.max_artifact_bytes,
+        "max_ingest_s": settings.max_ingest_s,
+        "min_text_coverage": settings.min_text_coverage,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return IngestOptions(**values)  # type: ignore[arg-type]
+
+
+def s3_options(settings: Settings) -> S3Options:
+    from pipelines.s3 import S3Options  # boto3: only when S3 options are really built
+
+    return S3Options(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
 
 
 def batcher_options(settings: Settings) -> BatcherOptions:
@@ -51,6 +96,9 @@ def retry_options(settings: Settings) -> RetryOptions:
 
     return RetryOptions(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s,
                         backoff_max_s=settings.retry_backoff_max_s)
+
+
+# --- the store, the artifacts, the step context ----------------------------------------------
 
 
 def store(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
@@ -108,7 +156,6 @@ def artifact_store(settings: Settings) -> ArtifactStore:
 
 
 def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
-    from doctriage.s3_wiring import s3_options
     from pipelines.s3 import register_s3_opener
     from workers.steps import StepContext
 
@@ -122,6 +169,9 @@ def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
     )
 
 
+# --- the model ---------------------------------------------------------------------------------
+
+
 def bundle_folder(path: Path | str) -> Path:
     """The one check of a model folder a user names (--model, DOCTRIAGE_MODEL_DIR, evaluate's
     MODEL_DIR), made before anything heavy loads, so every command words it the same way."""
@@ -133,22 +183,32 @@ def bundle_folder(path: Path | str) -> Path:
     return path
 
 
-def model_dir(settings: Settings, override: Path | None = None) -> Path:
-    """--model, else DOCTRIAGE_MODEL_DIR, else the default bundle (built on first use)."""
+def model_dir(settings: Settings, override: Path | None = None, *,
+              build_default: bool = True) -> Path:
+    """--model, else DOCTRIAGE_MODEL_DIR, else the default bundle. A missing default bundle is
+    built (minutes) only with `build_default`; without it, a WiringError names the command."""
     chosen = override or settings.model_dir
     if chosen is not None:
         return bundle_folder(chosen)
-    try:
-        from doctriage.default_model import ensure_default_bundle
-    except ImportError:
-        raise WiringError("no default model available: pass --model DIR") from None
-    return Path(ensure_default_bundle(settings))
+    from doctriage import default_model
+
+    found = default_model.existing_default_bundle(settings)
+    if found is not None:
+        return found
+    if not build_default:
+        raise WiringError(
+            "no model bundle: DOCTRIAGE_MODEL_DIR is unset and no default bundle is installed;"
+            f" build it with `python -m doctriage.default_model {settings.default_model_dir}`"
+            " (or `doctriage train DATA --out DIR` and set DOCTRIAGE_MODEL_DIR=DIR)"
+        )
+    return default_model.ensure_default_bundle(settings)
 
 
-def load_model(settings: Settings, override: Path | None = None) -> Any:
+def load_model(settings: Settings, override: Path | None = None, *,
+               build_default: bool = True) -> EarlyExitModel:
     from classifier.bundle import BundleError, load_bundle
 
-    path = model_dir(settings, override)
+    path = model_dir(settings, override, build_default=build_default)
     try:
         model = load_bundle(path, settings.device)
     except BundleError as exc:
@@ -157,19 +217,40 @@ def load_model(settings: Settings, override: Path | None = None) -> Any:
     return model
 
 
-def classify_runtime(settings: Settings, override: Path | None = None) -> ClassifyRuntime:
+def classify_runtime(settings: Settings, override: Path | None = None, *,
+                     build_default: bool = True) -> ClassifyRuntime:
     from workers.classify_runtime import ClassifyRuntime
 
     if settings.malloc_tuning:
         tune_malloc()  # before the model's first allocations
-    return ClassifyRuntime(load_model(settings, override), batcher_options(settings))
+    model = load_model(settings, override, build_default=build_default)
+    return ClassifyRuntime(model, batcher_options(settings))
 
 
-def queue_config(settings: Settings, *, preload_model: bool = False) -> Any:
+def current_model_version(settings: Settings, override: Path | None = None) -> str | None:
+    """The version of the bundle a worker would load (--model, DOCTRIAGE_MODEL_DIR, else the
+    default bundle: the shipped one), read from its exits.json without loading or building it;
+    None when there is none."""
+    from doctriage import default_model
+
+    folder = override or settings.model_dir or default_model.existing_default_bundle(settings)
+    if folder is None:
+        return None
+    try:
+        return str(json.loads((Path(folder) / "exits.json").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --- Celery ------------------------------------------------------------------------------------
+
+
+def queue_config(settings: Settings, *, preload_model: bool = False) -> QueueConfig:
     from workers.celery_app import QueueConfig
 
     if not settings.broker_url:
         raise WiringError("no broker: set DOCTRIAGE_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    beat = backlog_beat(settings)
     return QueueConfig(
         broker_url=settings.broker_url,
         result_backend_url=settings.result_backend_url,
@@ -182,30 +263,66 @@ def queue_config(settings: Settings, *, preload_model: bool = False) -> Any:
         classify_chunk=settings.max_batch,
         preload_model=preload_model,
         task_events=settings.task_events,
-        extra_beat=_backlog_beat(settings),
+        extra_beat={"backlog": beat} if beat else {},
     )
 
 
-def _backlog_beat(settings: Settings) -> dict[str, Any]:
-    from doctriage.s3_wiring import backlog_beat
+def backlog_beat(settings: Settings) -> dict[str, Any] | None:
+    """The beat entry for the nightly backlog (settings.backlog_hour, settings.backlog_source),
+    or None when no backlog source is configured. The model version is read when beat starts."""
+    if not settings.backlog_source:
+        return None
+    from workers.backlog_runner import backlog_beat_entry
 
-    entry = backlog_beat(settings)
-    return {"backlog": entry} if entry else {}
+    return backlog_beat_entry(
+        settings.backlog_hour,
+        settings.backlog_source,
+        model_version=current_model_version(settings),
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        grace_s=settings.stuck_after_s,
+    )
 
 
-def configure_celery(settings: Settings | None = None, *, preload_model: bool = False) -> Any:
+def configure_celery(settings: Settings | None = None, *, preload_model: bool = False) -> Celery:
     """The Celery app configured from settings, with this process's resource factories
-    installed (built lazily in each worker process, after fork)."""
+    installed (built lazily in each worker process, after fork). A worker never trains a model:
+    one that consumes a model queue without a bundle stops at start-up (_refuse_modelless)."""
+    from celery.signals import worker_init
+
     from workers import context
     from workers.celery_app import app, configure
 
     settings = settings or get_settings()
     configure(queue_config(settings, preload_model=preload_model))
-    context.install(lambda: step_context(settings), lambda: classify_runtime(settings))
+    context.install(lambda: step_context(settings),
+                    lambda: classify_runtime(settings, build_default=False))
+    _celery_settings[:] = [settings]
+    worker_init.connect(_refuse_modelless, weak=False, dispatch_uid="doctriage.model_check")
     return app
 
 
-def __getattr__(name: str) -> Any:
+# The settings of the last configure_celery, for the worker_init check (a signal has no room).
+_celery_settings: list[Settings] = []
+
+
+def _refuse_modelless(sender: Any = None, **_: object) -> None:
+    """A worker (also `celery -A doctriage.wiring:celery worker`) consuming classify or
+    full_depth with no bundle: one line and exit 2 before it connects, not a failure per task.
+    SystemExit, because Celery logs and swallows a signal handler's exceptions."""
+    from workers.celery_app import CLASSIFY, FULL_DEPTH
+
+    queues = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
+    if not _celery_settings or not queues & {CLASSIFY, FULL_DEPTH}:
+        return
+    try:
+        model_dir(_celery_settings[0], build_default=False)
+    except WiringError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> Celery:
     if name == "celery":
         return configure_celery()
     raise AttributeError(name)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from workers.steps import StepContext
 
 _lock = threading.Lock()
+# Installed by doctriage.wiring.configure_celery: building these needs the settings, and workers
+# never import doctriage (`doctriage -> workers`), so the wiring hands its factories down.
 _context_factory: Callable[[], StepContext] | None = None
 _runtime_factory: Callable[[], ClassifyRuntime] | None = None
 _context: tuple[int, StepContext] | None = None

@@ -25,10 +25,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
@@ -147,7 +150,7 @@ def registry() -> CollectorRegistry:
     return reg
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> Any:  # noqa: S104 - a container port
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> WSGIServer:  # noqa: S104 - a container port
     """Serve /metrics on `port` from a daemon thread; returns the server (`.shutdown()`)."""
     metrics()  # declare every metric, so a scrape before the first task already lists them
     server, _thread = prometheus_client.start_http_server(port, addr=addr, registry=registry())

@@ -48,8 +48,8 @@ def backlog(
 ) -> None:
     """Find and enqueue the backlog of SOURCE."""
     from doctriage import preflight, wiring
-    from doctriage.s3_wiring import current_model_version, s3_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import current_model_version, s3_options
 
     settings = get_settings()
     start, end = _date(since, "--since"), _date(until, "--until")

@@ -42,8 +42,8 @@ def evaluate(
 ) -> None:
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
     from doctriage import wiring
-    from doctriage.options import ingest_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import ingest_options
 
     if split not in ("all", "val", "train"):
         raise fail(f"--split must be all, val or train, not {split!r}")
@@ -57,7 +57,7 @@ def evaluate(
     ingest = ingest_options(settings)
     set_torch_threads(threads)
     from classifier.bundle import BundleError
-    from doctriage.modeling import evaluate_bundle
+    from doctriage.bundle_evaluation import evaluate_bundle
     from pipelines.dataset import DatasetError
 
     try:

@@ -66,8 +66,8 @@ def pages(
     dpi: Annotated[int | None, typer.Option("--dpi", help="Raster resolution (dpi).")] = None,
 ) -> None:
     """Print one line per page: size, where its words came from, word count, time."""
-    from doctriage.options import ingest_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import ingest_options
 
     try:
         options = ingest_options(get_settings(), ocr_mode=ocr.value if ocr else None, dpi=dpi)

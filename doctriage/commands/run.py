@@ -38,8 +38,8 @@ def run(
     Exit status 0: all classified; 1: a document or page failed (0 with --allow-failures).
     """
     from doctriage import preflight, wiring
-    from doctriage.s3_wiring import s3_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import s3_options
     from pipelines.sources_factory import source_for
 
     settings = get_settings()

@@ -1,78 +1,68 @@
-"""`doctriage train DATA --out MODEL_DIR`: train, calibrate and save an early-exit bundle."""
+"""`doctriage train DATA --out MODEL_DIR`: train, calibrate and save an early-exit bundle.
+
+The command parses its arguments into one `BundleTrainOptions` and calls
+`doctriage.bundle_training.train_bundle` with it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from doctriage.commands._common import fail, set_torch_threads
 
+if TYPE_CHECKING:  # loads torch: imported in train() once the arguments are known to be usable
+    from doctriage.bundle_training import BundleTrainOptions
+
+Data = Annotated[Path, typer.Argument(
+    help="Folder with manifest.csv (path,label) or one sub-folder per class.")]
+Out = Annotated[Path, typer.Option("--out", help="Bundle directory to write.")]
+Config = Annotated[str, typer.Option("--config", help="Named backbone size: tiny, small, base.")]
+Backbone = Annotated[Path | None, typer.Option("--backbone", help=(
+    "A LayoutLMv3 checkpoint directory (save_pretrained layout) instead of --config."))]
+Placements = Annotated[str, typer.Option("--placements", help=(
+    "Exit layers: every, every_other, quarter, final, or e.g. 1,3,6."))]
+Strategy = Annotated[str, typer.Option("--strategy", help="joint or two-stage.")]
+MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help=(
+    "Stop training after this many minutes (calibration still runs)."))]
+ValFraction = Annotated[float, typer.Option("--val-fraction", help=(
+    "Share of documents (per class) held out for validation."))]
+Budget = Annotated[float, typer.Option("--budget", help=(
+    "Allowed early-exit accuracy loss vs full depth, in points."))]
+Resume = Annotated[bool, typer.Option("--resume", help=(
+    "Continue from MODEL_DIR/checkpoint (last finished epoch)."))]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help=(
+    "Page cache (default: DOCTRIAGE_HOME/cache/pages)."))]
+Workers = Annotated[int, typer.Option("--workers", help=(
+    "Processes for ingesting uncached documents."))]
+Threads = Annotated[int | None, typer.Option("--threads", help=(
+    "torch CPU threads (1 is fastest on a busy machine)."))]
+
 
 def train(
-    data: Annotated[
-        Path,
-        typer.Argument(help="Folder with manifest.csv (path,label) or one sub-folder per class."),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
-    config: Annotated[
-        str, typer.Option("--config", help="Named backbone size: tiny, small, base.")
-    ] = "small",
-    backbone: Annotated[
-        Path | None,
-        typer.Option(
-            "--backbone",
-            help="A LayoutLMv3 checkpoint directory (save_pretrained layout) instead of --config.",
-        ),
-    ] = None,
-    placements: Annotated[
-        str,
-        typer.Option(
-            "--placements", help="Exit layers: every, every_other, quarter, final, or e.g. 1,3,6."
-        ),
-    ] = "every",
-    strategy: Annotated[str, typer.Option("--strategy", help="joint or two-stage.")] = "joint",
+    data: Data,
+    out: Out,
+    config: Config = "small",
+    backbone: Backbone = None,
+    placements: Placements = "every",
+    strategy: Strategy = "joint",
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(
-            "--max-minutes", help="Stop training after this many minutes (calibration still runs)."
-        ),
-    ] = None,
+    max_minutes: MaxMinutes = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    val_fraction: Annotated[
-        float,
-        typer.Option(
-            "--val-fraction", help="Share of documents (per class) held out for validation."
-        ),
-    ] = 0.2,
-    budget: Annotated[
-        float,
-        typer.Option("--budget", help="Allowed early-exit accuracy loss vs full depth, in points."),
-    ] = 0.5,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue from MODEL_DIR/checkpoint (last finished epoch)."),
-    ] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", help="Processes for ingesting uncached documents.")
-    ] = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", help="torch CPU threads (1 is fastest on a busy machine)."),
-    ] = None,
+    val_fraction: ValFraction = 0.2,
+    budget: Budget = 0.5,
+    resume: Resume = False,
+    cache_dir: CacheDir = None,
+    workers: Workers = 1,
+    threads: Threads = None,
 ) -> None:
     """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
-    from doctriage.options import ingest_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import ingest_options
 
     if strategy not in ("joint", "two-stage"):
         raise fail(f"--strategy must be joint or two-stage, not {strategy!r}")
@@ -82,40 +72,48 @@ def train(
         raise fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
     set_torch_threads(threads)
     # torch and transformers load only now, after the arguments are known to be usable
-    from classifier.bundle import BundleError
-    from doctriage.modeling import train_bundle
-    from pipelines.dataset import DatasetError
+    from classifier.training import TrainOptions
+    from doctriage.bundle_training import BundleTrainOptions
 
     settings = get_settings()
+    options = BundleTrainOptions(
+        data_dir=data,
+        out_dir=out,
+        training=TrainOptions(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr,
+                              max_minutes=max_minutes, seed=seed),
+        config=config,
+        backbone=backbone,
+        placements=placements,
+        val_fraction=val_fraction,
+        resume=resume,
+        budget_points=budget,
+        cache_dir=cache_dir or settings.home / "cache" / "pages",
+        workers=workers,
+        ingest=ingest_options(settings),
+    )
     if settings.malloc_tuning:
         from workers.allocator import tune_malloc
 
         tune_malloc()
-    ingest = ingest_options(settings)
+    typer.echo(json.dumps(summary(run_training(options)), indent=2))
+
+
+def run_training(options: BundleTrainOptions) -> dict[str, Any]:
+    """train_bundle, with what can go wrong in the data or the bundle as one line (exit 2)."""
+    from classifier.bundle import BundleError
+    from doctriage.bundle_training import train_bundle
+    from pipelines.dataset import DatasetError
+
     try:
-        report = train_bundle(
-            data,
-            out,
-            config=config,
-            backbone=backbone,
-            placements=placements,
-            strategy=strategy,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            max_minutes=max_minutes,
-            seed=seed,
-            val_fraction=val_fraction,
-            resume=resume,
-            budget_points=budget,
-            cache_dir=cache_dir or settings.home / "cache" / "pages",
-            workers=workers,
-            ingest=ingest,
-        )
+        return train_bundle(options)
     except (DatasetError, BundleError, ValueError, OSError) as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What the command prints of the training report."""
     cal = report["calibration"]
-    summary = {
+    return {
         "bundle": report["bundle"],
         "version": report["version"],
         "train_pages": report["train_pages"],
@@ -126,7 +124,6 @@ def train(
         "val_early_exit_accuracy": cal.get("early_exit_val_accuracy"),
         "val_flops_ratio": cal.get("val_flops_ratio"),
     }
-    typer.echo(json.dumps(summary, indent=2))
 
 
 def register(app: typer.Typer) -> None:

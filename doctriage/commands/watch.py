@@ -112,8 +112,8 @@ def watch(
     from botocore.exceptions import BotoCoreError, ClientError
 
     from doctriage import preflight, wiring
-    from doctriage.s3_wiring import s3_options
     from doctriage.settings import get_settings
+    from doctriage.wiring import s3_options
     from pipelines.s3 import S3Source, S3UriError, make_client, parse_s3_uri, register_s3_opener
 
     settings = get_settings()

@@ -67,7 +67,8 @@ def worker(
     try:
         wiring.store(settings)  # migrate once before the children start (and fail fast)
         if model_queues:
-            wiring.model_dir(settings)  # fail now, not on the first task, if there is no model
+            # fail now, not on the first task, if there is no model: workers never train one
+            wiring.model_dir(settings, build_default=False)
         # a dead broker would be retried forever, bad S3 settings fail every document later
         preflight.check_services(settings, broker=True)
         app = wiring.configure_celery(settings, preload_model=bool(model_queues))

@@ -296,8 +296,8 @@ def test_ocr_words_fall_under_the_word_budget(tmp_path, monkeypatch):
 
 
 def test_budget_settings_reach_the_ingest_options(monkeypatch):
-    from doctriage.options import ingest_options
     from doctriage.settings import Settings
+    from doctriage.wiring import ingest_options
 
     for var, value in (("MAX_IMAGE_PIXELS", "123"), ("MAX_PAGE_OBJECTS", "456"),
                        ("MAX_ARTIFACT_BYTES", "70000"), ("MAX_INGEST_S", "7.5")):

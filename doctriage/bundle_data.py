@@ -1,0 +1,54 @@
+"""A DATA folder's documents as pages and model inputs, for training and evaluating bundles:
+the page cache (pipelines.dataset) with a progress bar, and encoding in chunks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from classifier.model import EarlyExitModel
+from pipelines.dataset import CachedPage, DatasetError, DocumentEntry, load_pages
+from pipelines.options import IngestOptions
+
+
+def stderr_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_split_pages(
+    docs: Sequence[DocumentEntry],
+    cache_dir: Path,
+    image_size: int,
+    ingest: IngestOptions,
+    workers: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> list[CachedPage]:
+    # disable=None: tqdm draws only on a terminal, so redirected logs get no '\r' fragments
+    bar = tqdm(total=len(docs), desc="pages (ingest/cache)", unit="doc",
+               disable=None if progress else True)
+
+    def tick(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+
+    pages, errors = load_pages(docs, cache_dir, image_size, ingest, workers=workers, progress=tick)
+    bar.close()
+    for err in errors:
+        log(f"skipped unreadable document: {err}")
+    return pages
+
+
+def encode_pages(
+    model: EarlyExitModel, pages: Sequence[CachedPage], progress: bool, chunk: int = 64
+) -> dict[str, torch.Tensor]:
+    parts = []
+    bar_off = None if progress and pages else True  # None: on a terminal only
+    for s in tqdm(range(0, len(pages), chunk), desc="encode", disable=bar_off):
+        parts.append(model.encode(pages[s : s + chunk]))
+    if not parts:
+        raise DatasetError("no pages to encode")
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,219 @@
+"""Train a model bundle from a DATA folder (`doctriage train`, the default bundle's recipe): the
+document-level split and the page cache (pipelines.dataset), a new model or a LayoutLMv3
+checkpoint, classifier.training, calibration, and the bundle with its metadata and report.
+
+The model itself (the nn.Module) is classifier.model; this module is the glue around it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LayoutLMv3Config
+
+from classifier.bundle import from_checkpoint, save_bundle
+from classifier.calibrate import calibrate_model
+from classifier.config import NAMED_SIZES, exit_layers_for
+from classifier.factory import new_model
+from classifier.model import EarlyExitModel
+from classifier.tokenizer import load_tokenizer, train_tokenizer
+from classifier.training import TrainOptions, TrainResult, all_logits, set_seed, train
+from doctriage.bundle_data import encode_pages, load_split_pages, stderr_line
+from pipelines.dataset import (
+    CachedPage,
+    DatasetError,
+    DocumentEntry,
+    read_documents,
+    split_documents,
+)
+from pipelines.options import IngestOptions
+
+
+@dataclass(frozen=True)
+class BundleTrainOptions:
+    """Everything one training run takes. `training` is the optimisation itself (strategy,
+    epochs, batch size, lr, time cap, seed, progress bars); the rest is about the bundle."""
+
+    data_dir: Path
+    out_dir: Path
+    training: TrainOptions = field(default_factory=TrainOptions)
+    config: str = "small"  # a named size (classifier.config.NAMED_SIZES), unless `backbone`
+    backbone: Path | None = None  # a LayoutLMv3 checkpoint folder instead of `config`
+    placements: str = "every"
+    val_fraction: float = 0.2
+    resume: bool = False  # continue from out_dir/checkpoint (the last finished epoch)
+    budget_points: float = 0.5  # allowed early-exit accuracy loss vs full depth, in points
+    cache_dir: Path | None = None  # the page cache (default: out_dir/page-cache)
+    workers: int = 1  # processes ingesting uncached documents
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    # "float16" or "int8" stores the weights at 1/2 or 1/4 of the size (they load back as
+    # float32; classifier/weight_storage.py)
+    weights_dtype: str = "float32"
+    # merged into the bundle's metadata (e.g. the default bundle's recipe)
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    @property
+    def bundle_name(self) -> str:
+        return self.config if self.backbone is None else "layoutlmv3"
+
+
+@dataclass
+class _Split:
+    """The documents of DATA, split by document, and their readable pages."""
+
+    docs: list[DocumentEntry]
+    train_docs: list[DocumentEntry]
+    val_docs: list[DocumentEntry]
+    labels: list[str]
+    train_pages: list[CachedPage] = field(default_factory=list)
+    val_pages: list[CachedPage] = field(default_factory=list)
+    ingest_s: float = 0.0
+
+    def targets(self, pages: list[CachedPage]) -> torch.Tensor:
+        index = {name: i for i, name in enumerate(self.labels)}
+        by_key = {d.key: index[d.label] for d in self.docs}
+        return torch.tensor([by_key[p.doc_key] for p in pages])
+
+
+def train_bundle(options: BundleTrainOptions, *,
+                 log: Callable[[str], None] = stderr_line) -> dict[str, Any]:
+    """Train, calibrate and save a bundle in `options.out_dir`; returns the training report."""
+    started = time.monotonic()
+    _check(options)
+    split = _split(options, log)
+    set_seed(options.training.seed)
+    # a checkpoint's model is built before the pages (its image size decides their raster)
+    model = None
+    if options.backbone is not None:
+        model = _from_backbone(options.backbone, options.placements, split.labels)
+    image_size = (model.preprocessing.image_size if model is not None
+                  else NAMED_SIZES[options.config].image_size)
+    _load_pages(options, split, image_size, log)
+    if model is None:
+        model = _new_model(options, split)
+    options.checkpoint.mkdir(parents=True, exist_ok=True)
+    model.tokenizer.save_pretrained(str(options.checkpoint))
+
+    progress = options.training.progress
+    train_inputs = encode_pages(model, split.train_pages, progress)
+    val_inputs = encode_pages(model, split.val_pages, progress) if split.val_pages else None
+    y_val = split.targets(split.val_pages) if split.val_pages else None
+    log(f"pages: {len(split.train_pages)} train, {len(split.val_pages)} validation "
+        f"(ingest {split.ingest_s:.0f} s)")
+    result = train(model, train_inputs, split.targets(split.train_pages), val_inputs, y_val,
+                   options.training, checkpoint_dir=options.checkpoint, resume=options.resume,
+                   log=log)
+    if val_inputs is not None and y_val is not None:
+        calibration = calibrate_model(model, all_logits(model, val_inputs, 32), y_val,
+                                      budget=options.budget_points / 100)
+    else:
+        calibration = {"note": "no validation pages: temperatures 1, early exit disabled"}
+        log("warning: no validation pages; early exit stays disabled (thresholds 1.0)")
+    model.metadata = _metadata(options, split, result, calibration)
+    save_bundle(model, options.out_dir, name=options.bundle_name,
+                weights_dtype=getattr(torch, options.weights_dtype))
+    return _write_report(options, model, split, time.monotonic() - started)
+
+
+def _check(options: BundleTrainOptions) -> None:
+    """Fail on an unknown size or placement before any ingest."""
+    if options.backbone is not None:
+        return
+    if options.config not in NAMED_SIZES:
+        raise DatasetError(
+            f"unknown --config {options.config!r}; choose from {', '.join(NAMED_SIZES)}"
+        )
+    exit_layers_for(options.placements, NAMED_SIZES[options.config].layers)
+
+
+def _split(options: BundleTrainOptions, log: Callable[[str], None]) -> _Split:
+    docs = read_documents(options.data_dir)
+    train_docs, val_docs = split_documents(docs, options.val_fraction, options.training.seed)
+    split = _Split(docs, train_docs, val_docs, sorted({d.label for d in docs}))
+    log(f"data: {len(docs)} documents ({len(train_docs)} train, {len(val_docs)} validation), "
+        f"{len(split.labels)} classes")
+    return split
+
+
+def _load_pages(options: BundleTrainOptions, split: _Split, image_size: int,
+                log: Callable[[str], None]) -> None:
+    cache = options.cache_dir or options.out_dir / "page-cache"
+    progress = options.training.progress
+    t0 = time.monotonic()
+    split.train_pages = load_split_pages(split.train_docs, cache, image_size, options.ingest,
+                                         options.workers, progress, log)
+    split.val_pages = load_split_pages(split.val_docs, cache, image_size, options.ingest,
+                                       options.workers, progress, log)
+    split.ingest_s = time.monotonic() - t0
+    if not split.train_pages:
+        raise DatasetError(f"{options.data_dir}: no readable training pages")
+
+
+def _from_backbone(backbone: Path, placements: str, labels: list[str]) -> EarlyExitModel:
+    layers = LayoutLMv3Config.from_pretrained(str(backbone)).num_hidden_layers
+    return from_checkpoint(backbone, labels, exit_layers_for(placements, layers))
+
+
+def _new_model(options: BundleTrainOptions, split: _Split) -> EarlyExitModel:
+    """A named size with a BPE vocabulary trained on the training pages (or the checkpoint's,
+    when resuming)."""
+    if options.resume and (options.checkpoint / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(options.checkpoint)
+    else:
+        tokenizer = train_tokenizer((" ".join(p.words) for p in split.train_pages),
+                                    NAMED_SIZES[options.config].vocab_size)
+    set_seed(options.training.seed)
+    return new_model(options.config, options.placements, split.labels, tokenizer)
+
+
+def _metadata(options: BundleTrainOptions, split: _Split, result: TrainResult,
+              calibration: dict[str, Any]) -> dict[str, Any]:
+    training = options.training
+    return {
+        "config": options.config if options.backbone is None
+        else f"checkpoint:{options.backbone.name}",
+        "data_split": {
+            "seed": training.seed,
+            "val_fraction": options.val_fraction,
+            "val_documents": sorted(d.key for d in split.val_docs),
+            "train_documents": len(split.train_docs),
+        },
+        "training": {
+            "strategy": training.strategy,
+            "epochs_done": result.epochs_done,
+            "stopped_by_max_minutes": result.stopped_early,
+            "train_seconds": round(result.seconds, 1),
+            "history": result.history,
+            "batch_size": training.batch_size,
+            "lr": training.lr,
+            "placements": options.placements,
+        },
+        "calibration": calibration,
+        **options.extra_metadata,
+    }
+
+
+def _write_report(options: BundleTrainOptions, model: EarlyExitModel, split: _Split,
+                  seconds: float) -> dict[str, Any]:
+    report = {
+        "bundle": str(options.out_dir),
+        "version": model.version,
+        "labels": split.labels,
+        "exit_layers": model.exit_layers,
+        "train_pages": len(split.train_pages),
+        "val_pages": len(split.val_pages),
+        "ingest_seconds": round(split.ingest_s, 1),
+        "total_seconds": round(seconds, 1),
+        **model.metadata,
+    }
+    (options.out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    return report
