@@ -83,13 +83,16 @@ class Claimed:
 
 
 class Enqueue(Protocol):
-    """Where claimed work goes: Celery tasks, or the in-process runner in embedded mode."""
+    """Where claimed work goes: the shape of workers.orchestration.Orchestrator (Celery
+    messages, or the steps run in this process), which this package cannot import."""
 
     def ingest(self, doc_ids: Sequence[int]) -> None: ...
 
     def classify(self, page_ids: Sequence[int]) -> None: ...
 
     def full_depth(self, page_ids: Sequence[int]) -> None: ...
+
+    def drain(self) -> None: ...
 
 
 @dataclass
@@ -289,3 +292,4 @@ def _send(enqueue: Enqueue, pacer: Pacer, got: Claimed, message_pages: int) -> N
         for start in range(0, len(ids), message_pages):
             pacer.admit(queue)
             send(ids[start:start + message_pages])
+    enqueue.drain()  # in process: run this chunk's work now (Celery: already sent)

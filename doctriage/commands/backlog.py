@@ -74,17 +74,22 @@ def backlog(
     from pipelines.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
     from pipelines.backlog_scan import scan_source, source_prefix
     from pipelines.s3 import S3UriError
-    from workers.backlog_runner import CeleryEnqueue, EmbeddedEnqueue, queue_depth
+    from workers.backlog_runner import queue_depth
+    from workers.orchestration import InProcessOrchestrator, Orchestrator
 
+    enqueue: Orchestrator
     try:
         prefix = source_prefix(source)
         if settings.broker_url:
             celery = wiring.configure_celery(settings)
-            enqueue = CeleryEnqueue()
+            from workers.tasks import CeleryOrchestrator
+
+            enqueue = CeleryOrchestrator()
             pacer = Pacer(depth=queue_depth(celery), max_in_queue=max_in_queue, max_rate=rate)
         else:
             ctx = wiring.step_context(settings)
-            enqueue = EmbeddedEnqueue(ctx, lambda: wiring.classify_runtime(settings, model))
+            enqueue = InProcessOrchestrator(
+                ctx, runtime_factory=lambda: wiring.classify_runtime(settings, model))
             pacer = Pacer(max_rate=rate)
     except (S3UriError, wiring.WiringError) as exc:
         raise fail(str(exc)) from None
@@ -106,6 +111,7 @@ def backlog(
                            disable=None):  # None: drawn only on a terminal
             pacer.admit("ingest")
             enqueue.ingest([doc_id])
+        enqueue.drain()
 
     query = BacklogQuery(source_prefix=prefix, since=start, until=end, model_version=version,
                          reclassify_below=reclassify_below, limit=limit,

@@ -35,7 +35,9 @@ def submit(
     from db.session import session_scope
     from db.states import DocumentState
     from workers.embedded import record_skipped
-    from workers.tasks import ingest
+    from workers.tasks import CeleryOrchestrator
+
+    queue = CeleryOrchestrator()
 
     created = queued = documents = 0
     for uri, sha in source:  # a file deleted since it was listed is left out (a warning)
@@ -48,7 +50,7 @@ def submit(
         # A new document, or one never ingested, goes on the queue; done ones are not redone.
         if new or state == DocumentState.RECEIVED:
             try:
-                ingest.delay(doc_id)
+                queue.ingest([doc_id])
             except Exception as exc:  # the broker is down or misconfigured
                 raise fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
             queued += 1

@@ -27,7 +27,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Submitter:
-    """New document ids -> the ingest queue, or the embedded runner (model loaded once)."""
+    """New document ids -> the orchestration seam: the ingest queue (CeleryOrchestrator), or
+    the embedded runner's in-process orchestrator (model loaded once)."""
 
     def __init__(self, settings: Any, model: Path | None) -> None:
         from doctriage import wiring
@@ -46,28 +47,23 @@ class _Submitter:
         if not doc_ids:
             return ""
         if self.celery:
-            from workers.tasks import ingest
+            from workers.tasks import CeleryOrchestrator
 
-            for doc_id in doc_ids:
-                ingest.delay(int(doc_id))
+            CeleryOrchestrator().ingest(doc_ids)
             return f"{len(doc_ids)} queued for ingest"
         from tqdm import tqdm
 
-        from db.models import Document
-        from db.session import session_scope
         from doctriage import wiring
-        from workers.embedded import run_embedded
+        from workers.embedded import run_documents
 
         if self._runtime is None:
             self._runtime = wiring.classify_runtime(self.settings, self.model)
-        with session_scope(sessions) as s:
-            docs = [s.get(Document, i) for i in doc_ids]
-            pairs = [(d.source_uri, d.version_key) for d in docs if d is not None]
         # disable=None: the bar is drawn only when stderr is a terminal
-        with tqdm(total=len(pairs), unit="doc", desc="documents", leave=False,
+        with tqdm(total=len(doc_ids), unit="doc", desc="documents", leave=False,
                   disable=None) as bar:
-            summary = run_embedded(self._ctx, self._runtime, pairs,
-                                   progress=lambda e, n: bar.update(n) if e == "document" else None)
+            summary = run_documents(
+                self._ctx, self._runtime, doc_ids,
+                progress=lambda e, n: bar.update(n) if e == "document" else None)
         failed = len(summary.failed_documents)
         return (f"{summary.documents} ingested ({failed} failed), {summary.pages} pages, "
                 f"classes: {', '.join(f'{k} {v}' for k, v in summary.pages_per_class.items())}")

@@ -47,6 +47,9 @@ class Recorder:
         self.deep += page_ids
         self.messages += 1
 
+    def drain(self) -> None:
+        pass
+
 
 def _doc(s: Any, uri: str, state: DocumentState, pages: int = 0,
          page_state: PageState = PageState.DONE, preds: Sequence[Any] = (),
