@@ -12,10 +12,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.repository import register_document
-from db.session import session_scope
+from pipelines.registration import register_documents
 from pipelines.s3 import PollMark, S3Options, S3Source, make_client, object_uri, parse_s3_uri, poll
-from pipelines.s3_intake import register_objects
 from pipelines.sources import LocalSource, path_to_uri
 
 
@@ -45,14 +43,8 @@ def scan_source(sessions: sessionmaker[Session], source: str,
         options = s3 or S3Options()
         s3_source = S3Source(source, make_client(options), options)
         listed = poll(s3_source, PollMark(), force_sweep=True).objects
-        got = register_objects(sessions, s3_source, listed)
-        result.new_ids, result.skipped, result.known = got.new_ids, len(got.skipped), got.known
-        return result
-    for uri, sha in LocalSource([source]):
-        with session_scope(sessions) as s:
-            doc_id, created = register_document(s, uri, sha256=sha)
-        if created:
-            result.new_ids.append(doc_id)
-        else:
-            result.known += 1
+        got = register_documents(sessions, s3_source.refs(listed), screen=s3_source.screen)
+    else:
+        got = register_documents(sessions, LocalSource([source]))
+    result.new_ids, result.skipped, result.known = got.new_ids, len(got.skipped), got.known
     return result

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipelines import pdf
 from pipelines.errors import DocumentError
-from pipelines.sniff import Source
+from pipelines.sniff import OpenedDocument
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _POLL_S = 0.003
@@ -34,7 +34,7 @@ except (OSError, AttributeError):
     _PRCTL = None
 
 
-def check_pages(src: Source, max_objects: int, max_parse_mb: int, max_s: float) -> None:
+def check_pages(src: OpenedDocument, max_objects: int, max_parse_mb: int, max_s: float) -> None:
     """Raise DocumentError for the first page whose parse grows past `max_parse_mb` MiB or whose
     objects pass `max_objects`, or when parsing them all takes over `max_s` seconds. A document
     pdfium cannot open passes: the ingest itself reports it. Linux only (fork, /proc); elsewhere
@@ -76,7 +76,7 @@ def _reaped(pid: int, block: bool) -> bool:
         return True
 
 
-def _child(src: Source, max_objects: int, out: int) -> int:
+def _child(src: OpenedDocument, max_objects: int, out: int) -> int:
     os.write(out, f"base {_rss(os.getpid())}\n".encode())
     try:
         doc = pdf.open_pdf(_own_handle(src))
@@ -93,7 +93,7 @@ def _child(src: Source, max_objects: int, out: int) -> int:
     return 0
 
 
-def _own_handle(src: Source) -> Source:
+def _own_handle(src: OpenedDocument) -> OpenedDocument:
     """The child reads through a file description of its own: a shared one would move the
     parent's file offset under its buffered reader."""
     if isinstance(src.data, Path):
@@ -106,7 +106,7 @@ def _own_handle(src: Source) -> Source:
     return replace(src, data=open(f"/proc/self/fd/{fd}", "rb"))  # closed as the child exits
 
 
-def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
+def _watch(src: OpenedDocument, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
     max_objects, max_parse_mb, max_s = budgets
     start, buf, base, page = time.monotonic(), b"", None, 0
     over: tuple[int, int, bool] | None = None

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Document, Page
-from db.repository import mark_document, register_document
 from db.session import session_scope
 from db.states import DOCUMENT_FINAL, DocumentState, PageState
-from pipelines.errors import one_line
+from pipelines.registration import Screen, register_documents
+from pipelines.sources import DocumentRef
 from workers.classify_runtime import ClassifyRuntime
 from workers.orchestration import InProcessOrchestrator
 from workers.redaction import stored_error
@@ -74,26 +74,19 @@ Progress = Callable[[str, int], None]  # (event, amount): "document" done, "page
 def run_embedded(
     ctx: StepContext,
     runtime: ClassifyRuntime,
-    documents: Iterable[tuple[str, str]],
+    documents: Iterable[DocumentRef],
     *,
+    screen: Screen | None = None,
     progress: Progress | None = None,
     roots: Sequence[str] = (),
 ) -> RunSummary:
-    """Ingest and classify `documents` ((uri, etag or sha256) pairs); `roots`, the folders or
-    prefixes they were found under, only name them in the per-document report."""
-    with session_scope(ctx.sessions) as s:
-        doc_ids: list[int] = []
-        for uri, version in documents:
-            # Sources yield (uri, etag) for object stores and (uri, sha256) for files.
-            if uri.startswith("s3://"):
-                doc_id, _ = register_document(s, uri, etag=version)
-            else:
-                doc_id, _ = register_document(s, uri, sha256=version)
-            doc_ids.append(doc_id)
-        # What a source listed but refused (a symlink leaving its folder): SKIPPED, never read.
-        skipped_ids = record_skipped(s, getattr(documents, "skipped", ()))
-    return run_documents(ctx, runtime, doc_ids, skipped_ids=skipped_ids, progress=progress,
-                         roots=roots)
+    """Register `documents` (a source's references; `screen`, the source's, refuses what needs
+    a look at the bytes), then ingest and classify them; refused ones are recorded SKIPPED with
+    the reason and reported. `roots`, the folders or prefixes they were found under, only name
+    them in the per-document report."""
+    registered = register_documents(ctx.sessions, documents, screen=screen)
+    return run_documents(ctx, runtime, registered.documents, skipped_ids=registered.skipped_ids,
+                         progress=progress, roots=roots)
 
 
 class _RunObserver:
@@ -162,17 +155,6 @@ def run_documents(
     summary.pages_per_s = round(observer.pages_done / seconds, 3) if seconds > 0 else 0.0
     summary.batcher = runtime.stats()
     return summary
-
-
-def record_skipped(s: Session, skipped: Iterable[tuple[str, str]]) -> list[int]:
-    """Register each refused ``(uri, reason)`` once and mark it SKIPPED with the reason."""
-    ids = []
-    for uri, reason in skipped:
-        doc_id, created = register_document(s, uri)
-        if created:
-            mark_document(s, doc_id, DocumentState.SKIPPED, error=one_line(reason))
-        ids.append(doc_id)
-    return ids
 
 
 def _cpu_seconds() -> float:

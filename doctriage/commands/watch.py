@@ -186,8 +186,8 @@ def _sleep(seconds: float, stopping: dict[str, bool]) -> None:
 def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> Callable[[], None]:
     from db.repository import get_watermark, set_watermark
     from db.session import session_scope
+    from pipelines.registration import register_documents
     from pipelines.s3 import PollMark, poll, watermark_name
-    from pipelines.s3_intake import register_objects
 
     name = watermark_name(source.location)
 
@@ -195,7 +195,7 @@ def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> C
         with session_scope(sessions) as s:
             mark = PollMark.from_json(get_watermark(s, name))
         result = poll(source, mark)
-        got = register_objects(sessions, source, result.objects)
+        got = register_documents(sessions, source.refs(result.objects), screen=source.screen)
         # Only after the rows are committed: a crash before this re-lists, which is a no-op.
         with session_scope(sessions) as s:
             set_watermark(s, name, result.mark.to_json())
@@ -211,8 +211,8 @@ def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> C
 def _sqs_step(sessions: Any, source: Any, queue_url: str | None, options: Any, submit: _Submitter,
               once: bool, target: str, redis_events: str | None = None,
               events_key: str = "doctriage:minio-events") -> Callable[[], None]:
+    from pipelines.registration import register_documents
     from pipelines.s3 import make_client
-    from pipelines.s3_intake import register_objects
     from pipelines.sqs import SqsConsumer
 
     consumer: Any
@@ -232,7 +232,8 @@ def _sqs_step(sessions: Any, source: Any, queue_url: str | None, options: Any, s
 
         def handle(objects: Sequence[Any]) -> None:
             nonlocal skipped, known
-            got = register_objects(sessions, source, objects)  # commits before returning
+            # commits before returning
+            got = register_documents(sessions, source.refs(objects), screen=source.screen)
             new.extend(got.new_ids)
             skipped += len(got.skipped)
             known += got.known
