@@ -10,11 +10,11 @@ from typing import Any
 
 from amqp.exceptions import ChannelError
 
-from pipelines.backlog import BacklogQuery, Pacer, run_backlog
-from pipelines.backlog_scan import scan_source
 from pipelines.s3 import S3Options
 from workers import context
 from workers.celery_app import app
+from workers.intake.backlog import BacklogQuery, Pacer, run_backlog
+from workers.intake.scan import scan_source
 
 log = logging.getLogger(__name__)
 

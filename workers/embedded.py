@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from db.models import Document, Page
 from db.session import session_scope
 from db.states import DOCUMENT_FINAL, DocumentState, PageState
-from pipelines.registration import Screen, register_documents
 from pipelines.sources import DocumentRef
 from workers.classify_runtime import ClassifyRuntime
+from workers.intake.registration import Screen, register_documents
 from workers.orchestration import InProcessOrchestrator
 from workers.redaction import stored_error
 from workers.run_report import DocumentReport, document_reports, predictions_by_pass

@@ -71,10 +71,10 @@ def backlog(
     # the S3 and queue modules (boto3, Celery, the steps) load once the arguments pass
     from tqdm import tqdm
 
-    from pipelines.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
-    from pipelines.backlog_scan import scan_source, source_prefix
     from pipelines.s3 import S3UriError
     from workers.backlog_runner import queue_depth
+    from workers.intake.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
+    from workers.intake.scan import scan_source, source_prefix
     from workers.orchestration import InProcessOrchestrator, Orchestrator
 
     enqueue: Orchestrator

@@ -30,7 +30,7 @@ def submit(
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     # Only now: a bad path above is reported without loading the store and task modules.
-    from pipelines.registration import register_documents
+    from workers.intake.registration import register_documents
     from workers.tasks import CeleryOrchestrator
 
     # A file deleted since it was listed is left out (a warning); symlinks leaving their folder

@@ -186,8 +186,8 @@ def _sleep(seconds: float, stopping: dict[str, bool]) -> None:
 def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> Callable[[], None]:
     from db.repository import get_watermark, set_watermark
     from db.session import session_scope
-    from pipelines.registration import register_documents
     from pipelines.s3 import PollMark, poll, watermark_name
+    from workers.intake.registration import register_documents
 
     name = watermark_name(source.location)
 
@@ -211,9 +211,9 @@ def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> C
 def _sqs_step(sessions: Any, source: Any, queue_url: str | None, options: Any, submit: _Submitter,
               once: bool, target: str, redis_events: str | None = None,
               events_key: str = "doctriage:minio-events") -> Callable[[], None]:
-    from pipelines.registration import register_documents
     from pipelines.s3 import make_client
     from pipelines.sqs import SqsConsumer
+    from workers.intake.registration import register_documents
 
     consumer: Any
     if redis_events:  # MinIO: its Redis notification target (pipelines/minio_events.py)

@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from db.models import Document, Page, Prediction
 from db.session import session_scope
-from pipelines.registration import register_documents
 from pipelines.s3 import S3Options, S3Source, make_client, object_uri, register_s3_opener
 from pipelines.sqs import SqsConsumer
 from workers.embedded import run_documents
+from workers.intake.registration import register_documents
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -23,7 +23,7 @@ from db.repository import (
 )
 from db.session import session_scope
 from db.states import DocumentState, PageState
-from pipelines.backlog import BacklogQuery, Pacer, run_backlog
+from workers.intake.backlog import BacklogQuery, Pacer, run_backlog
 
 OLD = datetime(2026, 1, 10, tzinfo=UTC)
 

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from db.models import Document
 from db.session import session_scope
 from db.states import DocumentState
-from pipelines.registration import register_documents
 from pipelines.s3 import (
     ObjectChanged,
     PollMark,
@@ -30,6 +29,7 @@ from pipelines.s3 import (
     sniff_type,
     split_object_uri,
 )
+from workers.intake.registration import register_documents
 
 
 def _register(store: Any, source: S3Source, objects: Any) -> Any:

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from db.models import Document
 from db.session import session_scope
-from pipelines.registration import register_documents
 from pipelines.s3 import S3Location, S3Object, S3Options, S3Source, object_uri
 from pipelines.sqs import PoisonMessage, SqsConsumer, parse_body
+from workers.intake.registration import register_documents
 
 
 def _register(store: Any, source: S3Source, objects: Any) -> Any:

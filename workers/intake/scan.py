@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipelines.registration import register_documents
 from pipelines.s3 import PollMark, S3Options, S3Source, make_client, object_uri, parse_s3_uri, poll
 from pipelines.sources import LocalSource, path_to_uri
+from workers.intake.registration import register_documents
 
 
 @dataclass

@@ -29,11 +29,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from hashlib import sha256
-from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,6 +47,7 @@ from db.repository import (
 )
 from db.session import session_scope
 from db.states import DocumentState, PageState, Pass
+from workers.orchestration import Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ class Claimed:
         self.classify += other.classify
         self.full_depth += other.full_depth
         self.documents += other.documents
-
-
-class Enqueue(Protocol):
-    """Where claimed work goes: the shape of workers.orchestration.Orchestrator (Celery
-    messages, or the steps run in this process), which this package cannot import."""
-
-    def ingest(self, doc_ids: Sequence[int]) -> None: ...
-
-    def classify(self, page_ids: Sequence[int]) -> None: ...
-
-    def full_depth(self, page_ids: Sequence[int]) -> None: ...
-
-    def drain(self) -> None: ...
 
 
 @dataclass
@@ -226,7 +213,7 @@ class BacklogReport:
 def run_backlog(
     sessions: sessionmaker[Session],
     q: BacklogQuery,
-    enqueue: Enqueue,
+    enqueue: Orchestrator,
     pacer: Pacer | None = None,
     *,
     chunk_docs: int = 200,
@@ -283,7 +270,7 @@ def _last_claimed(got: Claimed, s: Session) -> int:
     return max(docs)
 
 
-def _send(enqueue: Enqueue, pacer: Pacer, got: Claimed, message_pages: int) -> None:
+def _send(enqueue: Orchestrator, pacer: Pacer, got: Claimed, message_pages: int) -> None:
     for doc_id in got.ingest:
         pacer.admit("ingest")
         enqueue.ingest([doc_id])
