@@ -13,7 +13,7 @@ from amqp.exceptions import ChannelError
 from pipelines.s3 import S3Options
 from workers import context
 from workers.celery_app import app
-from workers.intake.backlog import BacklogQuery, Pacer, run_backlog
+from workers.intake.backlog import BacklogQuery, Pacer, run_backlog, send_new
 from workers.intake.scan import scan_source
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ def nightly_backlog(source: str, model_version: str | None = None,
     scan = scan_source(ctx.sessions, source, S3Options(s3_endpoint_url, s3_region))
     enqueue = CeleryOrchestrator()
     pacer = Pacer(depth=queue_depth(), max_in_queue=max_in_queue)
-    for doc_id in scan.new_ids:
-        pacer.admit("ingest")
-        enqueue.ingest([doc_id])
+    send_new(scan.new_ids, enqueue, pacer)
     report = run_backlog(ctx.sessions, BacklogQuery(
         source_prefix=scan.prefix, model_version=model_version,
         reclassify_below=reclassify_below, limit=limit, grace_s=grace_s), enqueue, pacer)

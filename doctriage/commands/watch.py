@@ -69,23 +69,6 @@ class _Submitter:
                 f"classes: {', '.join(f'{k} {v}' for k, v in summary.pages_per_class.items())}")
 
 
-def _leftovers(sessions: Any, prefix: str) -> list[int]:
-    """Documents of this prefix registered but never ingested (a watcher stopped between
-    committing the row and running it). The embedded mode has no reconciler, so take them."""
-    from sqlalchemy import select
-
-    from db.models import Document
-    from db.session import session_scope
-    from db.states import DocumentState
-
-    with session_scope(sessions) as s:
-        return [int(i) for i in s.execute(
-            select(Document.id).where(
-                Document.state == DocumentState.RECEIVED.value,
-                Document.source_uri.startswith(prefix, autoescape=True),
-            ).order_by(Document.id)).scalars()]
-
-
 def watch(
     target: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX to take documents from.")],
     sqs: Annotated[str | None, typer.Option(
@@ -136,10 +119,10 @@ def watch(
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        if not submit.celery:
-            from pipelines.s3 import object_uri
+        if not submit.celery:  # the embedded mode has no reconciler: take them here
+            from workers.intake.watch import received_under
 
-            left = _leftovers(sessions, object_uri(location.bucket, location.prefix))
+            left = received_under(sessions, source)
             if left:
                 typer.echo(f"{target}: resuming {len(left)} registered, unprocessed documents")
                 typer.echo(submit(sessions, left))
@@ -184,21 +167,11 @@ def _sleep(seconds: float, stopping: dict[str, bool]) -> None:
 
 
 def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> Callable[[], None]:
-    from db.repository import get_watermark, set_watermark
-    from db.session import session_scope
-    from pipelines.s3 import PollMark, poll, watermark_name
-    from workers.intake.registration import register_documents
-
-    name = watermark_name(source.location)
+    from workers.intake.watch import poll_and_register
 
     def step() -> None:
-        with session_scope(sessions) as s:
-            mark = PollMark.from_json(get_watermark(s, name))
-        result = poll(source, mark)
-        got = register_documents(sessions, source.refs(result.objects), screen=source.screen)
-        # Only after the rows are committed: a crash before this re-lists, which is a no-op.
-        with session_scope(sessions) as s:
-            set_watermark(s, name, result.mark.to_json())
+        polled = poll_and_register(sessions, source)
+        result, got = polled.listing, polled.registered
         kind = "sweep" if result.swept else "tail"
         line = (f"{target}: {kind} listed {result.listed} ({result.list_requests} requests), "
                 f"{len(got.new_ids)} new, {len(got.skipped)} skipped, {got.known} known")

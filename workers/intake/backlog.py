@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from hashlib import sha256
@@ -260,6 +260,18 @@ def run_backlog(
             on_progress(sum(1 for i in ids if i <= last))
     return BacklogReport(total, scanned, cursor.after_id if not cursor.done else 0, complete,
                          time.monotonic() - started, pacer.waited_s)
+
+
+def send_new(doc_ids: Sequence[int], enqueue: Orchestrator, pacer: Pacer,
+             on_progress: Callable[[int], None] | None = None) -> None:
+    """Documents a scan registered go to ingest, one paced message each, then drain (in
+    process: run them now)."""
+    for doc_id in doc_ids:
+        pacer.admit("ingest")
+        enqueue.ingest([doc_id])
+        if on_progress:
+            on_progress(1)
+    enqueue.drain()
 
 
 def _last_claimed(got: Claimed, s: Session) -> int:
