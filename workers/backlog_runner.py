@@ -14,7 +14,7 @@ from pipelines.s3 import S3Options
 from workers import context
 from workers.celery_app import app
 from workers.intake.backlog import BacklogQuery, Pacer, run_backlog, send_new
-from workers.intake.scan import scan_source
+from workers.intake.registration import scan_source
 
 log = logging.getLogger(__name__)
 

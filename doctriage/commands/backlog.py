@@ -78,7 +78,7 @@ def backlog(
 
     from pipelines.s3 import S3UriError
     from workers.intake.backlog import BacklogQuery, count_in_scope, run_backlog
-    from workers.intake.scan import source_prefix
+    from workers.intake.registration import source_prefix
 
     try:
         prefix = source_prefix(source)
@@ -128,7 +128,7 @@ def _scan(settings: Settings, sessions: Any, source: str, enqueue: Orchestrator,
     from doctriage.s3_wiring import s3_options
     from pipelines.s3 import register_s3_opener
     from workers.intake.backlog import send_new
-    from workers.intake.scan import scan_source
+    from workers.intake.registration import scan_source
 
     register_s3_opener(s3_options(settings))
     try:

@@ -120,7 +120,7 @@ def watch(
     signal.signal(signal.SIGTERM, _stop)
     try:
         if not submit.celery:  # the embedded mode has no reconciler: take them here
-            from workers.intake.watch import received_under
+            from workers.intake.registration import received_under
 
             left = received_under(sessions, source)
             if left:
@@ -167,7 +167,7 @@ def _sleep(seconds: float, stopping: dict[str, bool]) -> None:
 
 
 def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> Callable[[], None]:
-    from workers.intake.watch import poll_and_register
+    from workers.intake.registration import poll_and_register
 
     def step() -> None:
         polled = poll_and_register(sessions, source)

@@ -1,5 +1,8 @@
 """The one registration path: document references (pipelines.sources.DocumentRef) from any
-source -> document rows, once each.
+source -> document rows, once each; and the listings that feed it: `watch`'s poll of an S3
+prefix (``poll_and_register``, with its stored mark), the backlog's full scan of a source
+(``scan_source``), and the documents an interrupted embedded watcher left unprocessed
+(``received_under``).
 
 Idempotent on (uri, etag or sha256): a re-listed object, a redelivered event or a second drop
 of the same file registers nothing new. References that are not documents get a SKIPPED row
@@ -14,16 +17,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import Document
-from db.repository import mark_document, register_document, version_key
+from db.repository import (
+    get_watermark,
+    mark_document,
+    register_document,
+    set_watermark,
+    version_key,
+)
 from db.session import session_scope
 from db.states import DocumentState
 from pipelines.errors import one_line
-from pipelines.sources import DocumentRef
+from pipelines.s3 import (
+    PollMark,
+    PollResult,
+    S3Options,
+    S3Source,
+    make_client,
+    object_uri,
+    parse_s3_uri,
+    poll,
+    watermark_name,
+)
+from pipelines.sources import DocumentRef, LocalSource, path_to_uri
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +127,73 @@ def _note(result: Registered, doc_id: int, state: str) -> None:
         result.skipped_ids.append(doc_id)
     elif state == DocumentState.RECEIVED.value:
         result.received_ids.append(doc_id)
+
+
+# --- the backlog's scan: a full listing is the safety net under live drops (a lost event, a key
+# the poller's tail did not reach yet, a watcher that was down); what is new goes to ingest.
+
+@dataclass
+class ScanResult:
+    prefix: str  # source_uri prefix of the source's documents in the store
+    new_ids: list[int] = field(default_factory=list)
+    skipped: int = 0
+    known: int = 0
+
+
+def source_prefix(source: str) -> str:
+    """The ``documents.source_uri`` prefix under which a source's documents are stored."""
+    if source.startswith("s3://"):
+        loc = parse_s3_uri(source)
+        return object_uri(loc.bucket, loc.prefix)
+    path = Path(source)
+    uri = path_to_uri(path)
+    return uri + "/" if path.is_dir() else uri
+
+
+def scan_source(sessions: sessionmaker[Session], source: str,
+                s3: S3Options | None = None) -> ScanResult:
+    """Register every object of ``source`` (an s3:// prefix or a local file/folder)."""
+    result = ScanResult(source_prefix(source))
+    if source.startswith("s3://"):
+        options = s3 or S3Options()
+        s3_source = S3Source(source, make_client(options), options)
+        listed = poll(s3_source, PollMark(), force_sweep=True).objects
+        got = register_documents(sessions, s3_source.refs(listed), screen=s3_source.screen)
+    else:
+        got = register_documents(sessions, LocalSource([source]))
+    result.new_ids, result.skipped, result.known = got.new_ids, len(got.skipped), got.known
+    return result
+
+
+# --- `watch`: one poll of an S3 prefix, and what an interrupted embedded watcher left behind.
+
+@dataclass
+class Polled:
+    listing: PollResult
+    registered: Registered
+
+
+def poll_and_register(sessions: sessionmaker[Session], source: S3Source) -> Polled:
+    """One poll (tail or sweep, pipelines.s3.poll) of ``source``, its candidates registered.
+    The mark is stored only after the registrations commit: a crash in between re-lists, which
+    is a no-op."""
+    name = watermark_name(source.location)
+    with session_scope(sessions) as s:
+        mark = PollMark.from_json(get_watermark(s, name))
+    listing = poll(source, mark)
+    got = register_documents(sessions, source.refs(listing.objects), screen=source.screen)
+    with session_scope(sessions) as s:
+        set_watermark(s, name, listing.mark.to_json())
+    return Polled(listing, got)
+
+
+def received_under(sessions: sessionmaker[Session], source: S3Source) -> list[int]:
+    """Documents under the source's prefix registered but never ingested (a watcher stopped
+    between committing the row and running it), in id order."""
+    prefix = object_uri(source.location.bucket, source.location.prefix)
+    with session_scope(sessions) as s:
+        return [int(i) for i in s.execute(
+            select(Document.id).where(
+                Document.state == DocumentState.RECEIVED.value,
+                Document.source_uri.startswith(prefix, autoescape=True),
+            ).order_by(Document.id)).scalars()]
