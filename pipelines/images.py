@@ -10,7 +10,7 @@ from typing import BinaryIO
 from PIL import Image, ImageOps
 
 from pipelines.errors import DocumentError
-from pipelines.sniff import Source
+from pipelines.sniff import OpenedDocument
 
 # PIL's own guard: warn above this, refuse above twice this. Our image budget is checked first
 # (every frame's header, before any pixel is decoded); `open_image` sets this to the budget, so
@@ -34,7 +34,7 @@ def decode_error(name: str, exc: BaseException, page: int | None = None) -> Docu
     return DocumentError(name, f"{where}corrupt or unreadable image ({detail})", page)
 
 
-def open_image(source: Source, max_pixels: int | None = None) -> Image.Image:
+def open_image(source: OpenedDocument, max_pixels: int | None = None) -> Image.Image:
     """Open lazily (header only). With `max_pixels`, PIL's guard follows that budget."""
     data: Path | BinaryIO = source.data
     if not isinstance(data, Path):
@@ -55,7 +55,7 @@ def open_image(source: Source, max_pixels: int | None = None) -> Image.Image:
         raise decode_error(source.name, exc) from None
 
 
-def count_frames(source: Source, im: Image.Image) -> int | None:
+def count_frames(source: OpenedDocument, im: Image.Image) -> int | None:
     """Frames in the file; None when a TIFF's chain of pages is damaged somewhere (the good pages
     before the damage are then read one by one until it is reached)."""
     if source.kind != "tiff":
@@ -69,7 +69,7 @@ def count_frames(source: Source, im: Image.Image) -> int | None:
 
 
 def iter_frames(
-    source: Source, im: Image.Image, n: int | None, max_pages: int, max_image_pixels: int
+    source: OpenedDocument, im: Image.Image, n: int | None, max_pages: int, max_image_pixels: int
 ) -> Iterator[tuple[int, Image.Image, tuple[float, float] | None]]:
     """Yield (page number, decoded frame (RGB, or L: see decoded_frame), stated dpi or None), one
     frame in memory at a time.

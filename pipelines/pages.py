@@ -25,7 +25,7 @@ from pipelines.errors import DocumentError
 from pipelines.ocr import OcrFailed, OcrResult, OcrTimeout, ocr_image
 from pipelines.options import IngestOptions
 from pipelines.reading_order import sort_reading_order
-from pipelines.sniff import Source, detect_kind, open_source, source_name
+from pipelines.sniff import OpenedDocument, detect_kind, open_source, source_name
 from pipelines.textlayer import extract_words
 
 __all__ = [
@@ -109,14 +109,14 @@ def _iter(
         yield from _image_pages(src, opts, run_ocr)
 
 
-def _check_count(src: Source, n: int, opts: IngestOptions) -> None:
+def _check_count(src: OpenedDocument, n: int, opts: IngestOptions) -> None:
     if n == 0:
         raise DocumentError(src.name, "document has no pages")
     if n > opts.max_pages:
         raise DocumentError(src.name, f"too many pages ({n}; the limit is {opts.max_pages})")
 
 
-def _open_pdf(src: Source):
+def _open_pdf(src: OpenedDocument):
     try:
         return pdf.open_pdf(src)
     except DocumentError:
@@ -125,7 +125,7 @@ def _open_pdf(src: Source):
         raise
 
 
-def _pdf_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
+def _pdf_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
     with pdf.PDFIUM_LOCK:
         doc = _open_pdf(src)
     try:
@@ -157,7 +157,7 @@ def _pdf_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page
             doc.close()
 
 
-def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool) -> Page:
+def _pdf_page(src: OpenedDocument, doc, number: int, opts: IngestOptions, run_ocr: bool) -> Page:
     # pdfium work under the process-wide lock; tesseract (a subprocess) outside it, so threads
     # ingesting different documents overlap their OCR.
     with pdf.PDFIUM_LOCK:
@@ -210,7 +210,7 @@ def _pdf_page(src: Source, doc, number: int, opts: IngestOptions, run_ocr: bool)
     return _cut_ocr_words(page_out, opts)
 
 
-def _image_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
+def _image_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
     im = images.open_image(src, opts.max_image_pixels)
     try:
         n = images.count_frames(src, im)
@@ -244,13 +244,13 @@ def _image_pages(src: Source, opts: IngestOptions, run_ocr: bool) -> Iterator[Pa
         _close_image(src, im)
 
 
-def _close_image(src: Source, im: Image.Image) -> None:
+def _close_image(src: OpenedDocument, im: Image.Image) -> None:
     if isinstance(src.data, Path):  # a caller's stream stays the caller's to close
         im.close()
 
 
 def _image_page(
-    src: Source,
+    src: OpenedDocument,
     number: int,
     frame: Image.Image,
     src_dpi: tuple[float, float] | None,
@@ -303,7 +303,7 @@ def _page(
     )
 
 
-def _ocr(src: Source, number: int, grey: Image.Image, opts: IngestOptions, dpi: int | None):
+def _ocr(src: OpenedDocument, number: int, grey: Image.Image, opts: IngestOptions, dpi: int | None):
     try:
         return ocr_image(
             grey,
@@ -320,7 +320,7 @@ class _Deadline:
     """The document's ingest-time budget, checked between pages (a page under way finishes:
     OCR has its own per-page timeout and the other per-page budgets bound the rest)."""
 
-    def __init__(self, src: Source, seconds: float) -> None:
+    def __init__(self, src: OpenedDocument, seconds: float) -> None:
         self.src, self.seconds = src, seconds
         self.start = time.monotonic()
 
@@ -334,7 +334,7 @@ class _Deadline:
             )
 
 
-def _check_declared_images(src: Source, opts: IngestOptions) -> None:
+def _check_declared_images(src: OpenedDocument, opts: IngestOptions) -> None:
     """Every image the file declares, masks included (pdfium decodes an /SMask or /Mask at its
     own size but reports only the base image's), against the image budget, before any page."""
     for obj, w, h in pdf.declared_image_sizes(src):
@@ -346,7 +346,8 @@ def _check_declared_images(src: Source, opts: IngestOptions) -> None:
             )
 
 
-def _check_scan(src: Source, number: int, scan: pdf.PageScan, opts: IngestOptions) -> pdf.PageScan:
+def _check_scan(src: OpenedDocument, number: int, scan: pdf.PageScan,
+                opts: IngestOptions) -> pdf.PageScan:
     """Object and embedded-image budgets, before any text page, raster or image is built."""
     if not scan.complete:
         at_least = "at least " if scan.nested else ""  # the nested walk stopped early
@@ -376,7 +377,8 @@ def _cut_ocr_words(page: Page, opts: IngestOptions) -> Page:
     return page
 
 
-def _check_pixels(src: Source, number: int, size: tuple[int, int], opts: IngestOptions) -> None:
+def _check_pixels(src: OpenedDocument, number: int, size: tuple[int, int],
+                  opts: IngestOptions) -> None:
     w, h = size
     if w * h > opts.max_page_pixels:
         raise DocumentError(
@@ -395,6 +397,6 @@ def _fit_dpi(size_pt: tuple[float, float], dpi: int, max_pixels: int) -> int:
     return max(1, math.floor(math.sqrt(max_pixels / (w_in * h_in))))
 
 
-def _unexpected(src: Source, number: int, exc: Exception) -> DocumentError:
+def _unexpected(src: OpenedDocument, number: int, exc: Exception) -> DocumentError:
     detail = str(exc).strip() or type(exc).__name__
     return DocumentError(src.name, f"page {number}: cannot be read ({detail})", number)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipelines import pdf
 from pipelines.errors import DocumentError
-from pipelines.sniff import Source
+from pipelines.sniff import OpenedDocument
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _POLL_S = 0.003
@@ -39,7 +39,7 @@ except (OSError, AttributeError):
     _PRCTL = None
 
 
-def check_pages(src: Source, max_objects: int, max_parse_mb: int, max_s: float) -> None:
+def check_pages(src: OpenedDocument, max_objects: int, max_parse_mb: int, max_s: float) -> None:
     """Raise DocumentError for the first page whose parse grows past `max_parse_mb` MiB or whose
     objects pass `max_objects`, or when parsing them all takes over `max_s` seconds. A document
     pdfium cannot open passes: the ingest itself reports it. Linux only (fork, /proc); elsewhere
@@ -81,7 +81,7 @@ def _reaped(pid: int, block: bool) -> bool:
         return True
 
 
-def _child(src: Source, max_objects: int, out: int) -> int:
+def _child(src: OpenedDocument, max_objects: int, out: int) -> int:
     me = os.getpid()
     os.write(out, f"base {_rss(me)} {_private(me)}\n".encode())
     try:
@@ -92,7 +92,7 @@ def _child(src: Source, max_objects: int, out: int) -> int:
         os.write(out, f"peak {_peak(os.getpid())}\n".encode())
 
 
-def _parse_all(src: Source, max_objects: int, out: int) -> int:
+def _parse_all(src: OpenedDocument, max_objects: int, out: int) -> int:
     try:
         doc = pdf.open_pdf(_own_handle(src))
     except DocumentError:
@@ -111,7 +111,7 @@ def _parse_all(src: Source, max_objects: int, out: int) -> int:
     return 0
 
 
-def _own_handle(src: Source) -> Source:
+def _own_handle(src: OpenedDocument) -> OpenedDocument:
     """The child reads through a file description of its own: a shared one would move the
     parent's file offset under its buffered reader."""
     if isinstance(src.data, Path):
@@ -124,7 +124,7 @@ def _own_handle(src: Source) -> Source:
     return replace(src, data=open(f"/proc/self/fd/{fd}", "rb"))  # closed as the child exits
 
 
-def _watch(src: Source, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
+def _watch(src: OpenedDocument, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
     max_objects, max_parse_mb, max_s = budgets
     start, buf, page, peak, private = time.monotonic(), b"", 0, 0, 0
     base: tuple[int, int] | None = None  # the child's (RSS, private bytes) as it started

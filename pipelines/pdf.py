@@ -22,7 +22,7 @@ import pypdfium2.raw as raw
 from PIL import Image
 
 from pipelines.errors import DocumentError
-from pipelines.sniff import Source
+from pipelines.sniff import OpenedDocument
 
 _LOAD_ERRORS = {
     raw.FPDF_ERR_FILE: "cannot open the file",
@@ -37,7 +37,7 @@ PDFIUM_LOCK = threading.RLock()
 _IMAGE_GRID = 64  # resolution of the grid on which image coverage is measured
 
 
-def open_pdf(source: Source) -> pdfium.PdfDocument:
+def open_pdf(source: OpenedDocument) -> pdfium.PdfDocument:
     """Load the document; the caller holds PDFIUM_LOCK. A PDF that loads with zero pages comes
     back as a document of length 0 (the caller reports "no pages")."""
     try:
@@ -66,7 +66,7 @@ def _load(data: Path | BinaryIO) -> tuple[Any, tuple[object, ...]]:
     return raw.FPDF_LoadCustomDocument(reader, None), (data, *keepalive)
 
 
-def is_truncated(source: Source) -> bool:
+def is_truncated(source: OpenedDocument) -> bool:
     """A complete PDF ends with %%EOF (some writers add a little junk after it)."""
     return b"%%EOF" not in source.tail(2048)
 
@@ -180,7 +180,7 @@ _SCAN_CHUNK = 8 << 20
 _SCAN_OVERLAP = 64 << 10  # a stream dictionary longer than this across a chunk edge is missed
 
 
-def declared_image_sizes(source: Source) -> Iterator[tuple[int, int, int]]:
+def declared_image_sizes(source: OpenedDocument) -> Iterator[tuple[int, int, int]]:
     """(object number, width, height) of every stream in the file whose dictionary declares a
     /Width and a /Height: images on pages, and the ones pdfium decodes without reporting them
     (an image's /SMask or /Mask, images in patterns, annotations or fonts). From the raw bytes,
@@ -207,7 +207,7 @@ def _unescape(m: re.Match[bytes]) -> bytes:
     return bytes([int(m.group(1), 16)])
 
 
-def _chunks(source: Source) -> Iterator[bytes]:
+def _chunks(source: OpenedDocument) -> Iterator[bytes]:
     """The file in overlapping chunks (each starts with the last 64 KB of the one before)."""
     fh: BinaryIO = open(source.data, "rb") if isinstance(source.data, Path) else source.data  # noqa: SIM115
     pos = fh.tell() if fh is source.data else 0
@@ -237,7 +237,7 @@ def _stream_dicts(buf: bytes) -> Iterator[tuple[int, bytes]]:
         last = m.end()
 
 
-def _integer_objects(source: Source) -> dict[int, int]:
+def _integer_objects(source: OpenedDocument) -> dict[int, int]:
     out: dict[int, int] = {}
     for buf in _chunks(source):
         for m in _INT_OBJ.finditer(buf):

@@ -28,8 +28,8 @@ import os
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipelines.artifacts import ArtifactNotFound
 from pipelines.sniff import HEAD_BYTES, detect_kind
-from pipelines.sources import DOCUMENT_SUFFIXES, register_opener
+from pipelines.sources import DOCUMENT_SUFFIXES, DocumentRef, register_opener
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,11 @@ def needs_sniff(obj: S3Object) -> bool:
     return PurePosixPath(obj.key).suffix.lower() not in DOCUMENT_SUFFIXES
 
 
+def _listed_ok(obj: S3Object) -> bool:
+    """Nothing the listing alone refuses (the checks skip_reason makes before sniffing)."""
+    return not (key_problem(obj.key) or obj.key.endswith("/") or obj.size == 0)
+
+
 def make_client(options: S3Options, service: str = "s3") -> Any:
     """A boto3 client for ``service`` ("s3" or "sqs"). Credentials come from the usual boto3
     chain (env, profile, instance role); ``endpoint_url`` points at MinIO, moto, ...."""
@@ -181,8 +186,8 @@ def _strip_etag(etag: str | None) -> str:
 
 
 class S3Source:
-    """The objects under one ``s3://bucket/prefix``. Implements the folder source's protocol
-    (iterate ``(uri, etag)`` of documents; ``open(uri)``) plus what the poller needs."""
+    """The objects under one ``s3://bucket/prefix``. Implements the DocumentSource protocol
+    (iterate DocumentRefs, ``screen``, ``open(uri)``) plus what the poller needs."""
 
     def __init__(self, location: S3Location | str, client: Any, options: S3Options = S3Options()):
         self.location = parse_s3_uri(location) if isinstance(location, str) else location
@@ -229,20 +234,36 @@ class S3Source:
             return skip_reason(obj)
         return skip_reason(obj, self.head_bytes(obj))
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        for obj in self.documents():
-            yield obj.uri, obj.etag
+    def refs(self, objects: Iterable[S3Object]) -> list[DocumentRef]:
+        """Listed objects as document references, with the reasons a listing tells (key,
+        folder marker, zero bytes); an unknown type is found by ``screen``."""
+        return [DocumentRef(o.uri, etag=o.etag, size=o.size,
+                            skip=None if needs_sniff(o) and _listed_ok(o) else skip_reason(o))
+                for o in objects]
 
-    def documents(self) -> list[S3Object]:
-        """The document objects under the prefix (non-documents left out)."""
+    def screen(self, refs: Sequence[DocumentRef]) -> list[DocumentRef]:
+        """Sniff (ranged GET) the refs of this bucket whose key has no known document suffix
+        and that nothing else refused; the others come back as they are."""
+        out = []
+        for ref in refs:
+            obj = self._object_of(ref)
+            if obj is not None and ref.skip is None and needs_sniff(obj):
+                ref = replace(ref, skip=self.skip_reason(obj))
+            out.append(ref)
+        return out
+
+    def _object_of(self, ref: DocumentRef) -> S3Object | None:
+        if not ref.uri.startswith(object_uri(self.location.bucket, self.location.prefix)):
+            return None  # another source's
+        bucket, key = split_object_uri(ref.uri)
+        return S3Object(bucket, key, ref.etag or "", size=ref.size)
+
+    def __iter__(self) -> Iterator[DocumentRef]:
+        """Everything under the prefix, listed once (see ``refs``)."""
         try:
-            return [o for o in self.list_objects() if self.skip_reason(o) is None]
+            yield from self.refs(list(self.list_objects()))
         except (BotoCoreError, ClientError) as exc:
             raise S3SourceError(f"{self.location.uri}: cannot list ({exc})") from None
-
-    def files(self) -> list[str]:
-        """Document URIs, like LocalSource.files() (for counting and an empty check)."""
-        return [o.uri for o in self.documents()]
 
     def open(self, uri: str, etag: str | None = None, version_id: str | None = None) -> BinaryIO:
         """A seekable stream of the object's bytes. With ``etag`` (or ``version_id``) a

@@ -27,7 +27,7 @@ def detect_kind(head: bytes) -> Kind | None:
 
 
 @dataclass
-class Source:
+class OpenedDocument:
     """A readable document: `data` is a path (read lazily by the decoders) or a seekable stream
     positioned at its start."""
 
@@ -58,7 +58,7 @@ def source_name(source: str | Path | BinaryIO, name: str | None) -> str:
     return str(getattr(source, "name", None) or "<stream>")
 
 
-def open_source(source: str | Path | BinaryIO, name: str, max_file_bytes: int) -> Source:
+def open_source(source: str | Path | BinaryIO, name: str, max_file_bytes: int) -> OpenedDocument:
     """Check existence, size and kind; raise DocumentError with a plain reason otherwise."""
     if isinstance(source, str | Path):
         path = Path(source)
@@ -76,7 +76,7 @@ def open_source(source: str | Path | BinaryIO, name: str, max_file_bytes: int) -
                 head = fh.read(HEAD_BYTES)
         except OSError as exc:
             raise DocumentError(name, f"cannot read file ({exc.strerror or exc})") from None
-        return Source(name, _kind_or_error(name, head), path, size)
+        return OpenedDocument(name, _kind_or_error(name, head), path, size)
 
     stream = _seekable_from_start(source, name, max_file_bytes)
     size = stream.seek(0, io.SEEK_END)
@@ -84,7 +84,7 @@ def open_source(source: str | Path | BinaryIO, name: str, max_file_bytes: int) -
     _check_size(name, size, max_file_bytes)
     head = stream.read(HEAD_BYTES)
     stream.seek(0)
-    return Source(name, _kind_or_error(name, head), stream, size)
+    return OpenedDocument(name, _kind_or_error(name, head), stream, size)
 
 
 def _seekable_from_start(stream: BinaryIO, name: str, max_file_bytes: int) -> BinaryIO:

@@ -1,14 +1,16 @@
-"""Where documents come from. A source yields ``(uri, etag_or_sha256)`` and opens a uri as a
-binary stream; the store keys documents on that pair, so a second drop of the same file is a
-no-op. Here: local files and folders (``file://`` URIs). Other sources (S3, ...) implement the
-same two calls and register an opener for their scheme."""
+"""Where documents come from. A source yields one reference type, ``DocumentRef`` (uri, etag,
+sha256), for everything it found, non-documents included (with the reason in ``skip``), and
+opens a uri as a binary stream; the store keys documents on (uri, etag or sha256), so a second
+drop of the same file is a no-op. Here: local files and folders (``file://`` URIs). Other
+sources (S3, ...) implement the same calls and register an opener for their scheme."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes, urlparse
@@ -23,8 +25,27 @@ DOCUMENT_SUFFIXES = frozenset({".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SYMLINK_OUTSIDE = "symlink leaves the input folder"
 
 
-class Source(Protocol):
-    def __iter__(self) -> Iterator[tuple[str, str]]: ...
+@dataclass(frozen=True)
+class DocumentRef:
+    """One thing a source found: its uri and version (an object store's etag, a file's sha256),
+    its size when known, and ``skip``: why it is not a document (recorded SKIPPED with that
+    reason, never read), None for a document."""
+
+    uri: str
+    etag: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    skip: str | None = None
+
+
+class DocumentSource(Protocol):
+    """Iterating lists the source (cheap checks only); ``screen`` adds the reasons that need a
+    look at the bytes (an S3 key with no known suffix), for the refs the caller does not know
+    yet; ``open`` reads one."""
+
+    def __iter__(self) -> Iterator[DocumentRef]: ...
+
+    def screen(self, refs: Sequence[DocumentRef]) -> list[DocumentRef]: ...
 
     def open(self, uri: str) -> BinaryIO: ...
 
@@ -100,14 +121,22 @@ class LocalSource:
                 unique.append(f)
         return unique
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
+    def __iter__(self) -> Iterator[DocumentRef]:
+        """The documents (with their sha256), then what was refused (with the reason)."""
         for f in self.files():
             try:
                 sha = sha256_file(f)
+                size = f.stat().st_size
             except FileNotFoundError:  # deleted (or moved) since it was listed
                 log.warning("skipped %s: it is gone (deleted after it was listed)", one_line(f))
                 continue
-            yield path_to_uri(f), sha
+            yield DocumentRef(path_to_uri(f), sha256=sha, size=size)
+        for uri, reason in self.skipped:
+            yield DocumentRef(uri, skip=reason)
+
+    def screen(self, refs: Sequence[DocumentRef]) -> list[DocumentRef]:
+        """Nothing to add: every reason is known from the listing."""
+        return list(refs)
 
     def open(self, uri: str) -> BinaryIO:
         return open(uri_to_path(uri), "rb")

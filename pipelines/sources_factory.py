@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from pipelines.sources import LocalSource, Source, open_uri
+from pipelines.sources import DocumentRef, DocumentSource, LocalSource, open_uri
 
 if TYPE_CHECKING:  # pipelines.s3 loads boto3: imported below only for s3:// targets
     from pipelines.s3 import S3Options
@@ -14,36 +14,35 @@ if TYPE_CHECKING:  # pipelines.s3 loads boto3: imported below only for s3:// tar
 class ChainSource:
     """Several sources as one: iterate each in turn; open by the uri's scheme."""
 
-    def __init__(self, sources: Sequence[Source]) -> None:
+    def __init__(self, sources: Sequence[DocumentSource]) -> None:
         self.sources = list(sources)
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
+    def __iter__(self) -> Iterator[DocumentRef]:
         for source in self.sources:
             yield from source
+
+    def screen(self, refs: Sequence[DocumentRef]) -> list[DocumentRef]:
+        """Each source screens its own refs and passes the others through."""
+        out = list(refs)
+        for source in self.sources:
+            out = source.screen(out)
+        return out
 
     def open(self, uri: str) -> BinaryIO:
         return open_uri(uri)
 
-    def files(self) -> list[Any]:
-        return [f for source in self.sources for f in source.files()]  # type: ignore[attr-defined]
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """What the sources listed but refused, as ``(uri, reason)`` (see LocalSource)."""
-        return [item for source in self.sources for item in getattr(source, "skipped", ())]
-
 
 def source_for(targets: str | Sequence[str], s3: S3Options | None = None, *,
-               follow_symlinks: bool = False) -> Source:
+               follow_symlinks: bool = False) -> DocumentSource:
     """``s3://bucket/prefix`` targets become S3 sources (and s3:// URIs become openable in
-    this process), everything else local files or folders. Every source has ``files()``;
-    a bad s3 uri raises S3SourceError (a FileNotFoundError) here, an unlistable bucket or a
-    missing path raises it from ``files()``/iteration, like LocalSource. ``follow_symlinks``
+    this process), everything else local files or folders. A bad s3 uri raises S3SourceError
+    (a FileNotFoundError) here, an unlistable bucket or a missing path raises it from
+    iteration, like LocalSource. ``follow_symlinks``
     lets local folders yield symlinks that resolve outside them (LocalSource)."""
     items = [targets] if isinstance(targets, str) else list(targets)
     s3_targets = [t for t in items if t.startswith("s3://")]
     local = [t for t in items if not t.startswith("s3://")]
-    sources: list[Source] = []
+    sources: list[DocumentSource] = []
     if s3_targets:
         from pipelines.s3 import (
             S3Options,

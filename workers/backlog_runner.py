@@ -1,47 +1,24 @@
-"""Where the backlog's claimed work goes: Celery tasks (with the queue depth the pacer reads)
-or, with no broker, the steps in this process. Also the nightly Celery beat task and the beat
-entry that schedules it (doctriage.wiring builds it from settings)."""
+"""The backlog on Celery: the queue depth the pacer reads, the nightly beat task and the beat
+entry that schedules it (doctriage.wiring builds it from settings). Claimed work goes through
+the orchestration seam (workers.orchestration; workers.tasks.CeleryOrchestrator here)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from amqp.exceptions import ChannelError
 
-from pipelines.backlog import BacklogQuery, Pacer, run_backlog
-from pipelines.backlog_scan import scan_source
 from pipelines.s3 import S3Options
-from workers import context, steps
+from workers import context
 from workers.celery_app import app
-from workers.classify_runtime import ClassifyRuntime
-from workers.failures import is_transient
-from workers.steps import StepContext
+from workers.intake.backlog import BacklogQuery, Pacer, run_backlog, send_new
+from workers.intake.registration import scan_source
 
 log = logging.getLogger(__name__)
 
 BACKLOG_TASK = "doctriage.backlog"
-
-
-class CeleryEnqueue:
-    """Sends claimed work as the same messages live drops produce."""
-
-    def ingest(self, doc_ids: Sequence[int]) -> None:
-        from workers.tasks import ingest
-
-        for doc_id in doc_ids:
-            ingest.delay(int(doc_id))
-
-    def classify(self, page_ids: Sequence[int]) -> None:
-        from workers.tasks import classify
-
-        classify.delay([int(i) for i in page_ids])
-
-    def full_depth(self, page_ids: Sequence[int]) -> None:
-        from workers.tasks import full_depth
-
-        full_depth.delay([int(i) for i in page_ids])
 
 
 def queue_depth(target: Any = app) -> Callable[[str], int | None]:
@@ -69,44 +46,14 @@ def queue_depth(target: Any = app) -> Callable[[str], int | None]:
     return depth
 
 
-class EmbeddedEnqueue:
-    """No broker: run the steps at once, in this process (the model is loaded on first use)."""
+def __getattr__(name: str) -> Any:
+    # `CeleryEnqueue` was this module's name for workers.tasks.CeleryOrchestrator (bench scripts
+    # still import it); resolved lazily because workers.tasks imports this module's queue_depth.
+    if name == "CeleryEnqueue":
+        from workers.tasks import CeleryOrchestrator
 
-    def __init__(self, ctx: StepContext, runtime: Callable[[], ClassifyRuntime],
-                 chunk: int = 64) -> None:
-        self.ctx = ctx
-        self._runtime_factory = runtime
-        self._runtime: ClassifyRuntime | None = None
-        self.chunk = chunk
-
-    @property
-    def runtime(self) -> ClassifyRuntime:
-        if self._runtime is None:
-            self._runtime = self._runtime_factory()
-        return self._runtime
-
-    def ingest(self, doc_ids: Sequence[int]) -> None:
-        for doc_id in doc_ids:
-            try:
-                result = steps.ingest_document(self.ctx, int(doc_id))
-            except Exception as exc:  # one bad document never stops the run
-                log.warning("document %s failed: %s", doc_id, exc)
-                steps.fail_document(self.ctx, int(doc_id), f"{type(exc).__name__}: {exc}",
-                                    transient=is_transient(exc))
-                continue
-            if result.page_ids:
-                self.classify(result.page_ids)
-
-    def classify(self, page_ids: Sequence[int]) -> None:
-        for start in range(0, len(page_ids), self.chunk):
-            ids = page_ids[start:start + self.chunk]
-            result = steps.classify_pages(self.ctx, self.runtime, ids)
-            if result.rerouted:
-                self.full_depth(result.rerouted)
-
-    def full_depth(self, page_ids: Sequence[int]) -> None:
-        for start in range(0, len(page_ids), self.chunk):
-            steps.full_depth_pages(self.ctx, self.runtime, page_ids[start:start + self.chunk])
+        return CeleryOrchestrator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backlog_beat_entry(hour: int, source: str, **kwargs: Any) -> dict[str, Any]:
@@ -128,13 +75,13 @@ def nightly_backlog(source: str, model_version: str | None = None,
                     grace_s: float = 900.0, limit: int | None = None) -> dict[str, Any]:
     """Scan ``source`` for unregistered objects, then claim and enqueue its backlog, paced by
     the depth of the live queues. Safe to run twice: claims are state changes."""
+    from workers.tasks import CeleryOrchestrator  # here: workers.tasks imports this module
+
     ctx = context.step_context()
     scan = scan_source(ctx.sessions, source, S3Options(s3_endpoint_url, s3_region))
-    enqueue = CeleryEnqueue()
+    enqueue = CeleryOrchestrator()
     pacer = Pacer(depth=queue_depth(), max_in_queue=max_in_queue)
-    for doc_id in scan.new_ids:
-        pacer.admit("ingest")
-        enqueue.ingest([doc_id])
+    send_new(scan.new_ids, enqueue, pacer)
     report = run_backlog(ctx.sessions, BacklogQuery(
         source_prefix=scan.prefix, model_version=model_version,
         reclassify_below=reclassify_below, limit=limit, grace_s=grace_s), enqueue, pacer)

@@ -1,9 +1,10 @@
 """The embedded runner: the distributed workflow's steps, in-process, with no broker.
 
-Documents are registered, ingested one at a time (pages stream into artifacts), and their pages
-are classified in chunks through the stage batcher in drain mode, so batches stay full across
-document boundaries; re-routed pages get the full-depth pass at the end. A bad document is
-recorded FAILED with its reason and the run goes on. The summary is read back from the store,
+Documents are registered, then handed to workers.orchestration.InProcessOrchestrator: ingested
+one at a time (pages stream into artifacts), their pages classified in chunks through the stage
+batcher in drain mode, so batches stay full across document boundaries; re-routed pages get the
+full-depth pass at the end. A bad document is recorded FAILED with its reason and the run goes
+on. The summary is read back from the store,
 so it describes what was stored, not what was intended.
 """
 
@@ -21,21 +22,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Document, Page
-from db.repository import mark_document, register_document
 from db.session import session_scope
 from db.states import DOCUMENT_FINAL, DocumentState, PageState
-from pipelines.errors import one_line
-from workers import steps
+from pipelines.sources import DocumentRef
 from workers.classify_runtime import ClassifyRuntime
+from workers.intake.registration import Screen, register_documents
+from workers.orchestration import InProcessOrchestrator
 from workers.redaction import stored_error
 from workers.run_report import DocumentReport, document_reports, predictions_by_pass
-from workers.steps import StepContext
+from workers.steps import ClassifyResult, IngestResult, StepContext
 
 log = logging.getLogger(__name__)
-
-# Pages per classify step call: several batcher batches, one store transaction.
-CLASSIFY_CHUNK_BATCHES = 4
-
 
 @dataclass
 class RunSummary:
@@ -77,117 +74,87 @@ Progress = Callable[[str, int], None]  # (event, amount): "document" done, "page
 def run_embedded(
     ctx: StepContext,
     runtime: ClassifyRuntime,
-    documents: Iterable[tuple[str, str]],
+    documents: Iterable[DocumentRef],
     *,
+    screen: Screen | None = None,
     progress: Progress | None = None,
     roots: Sequence[str] = (),
 ) -> RunSummary:
-    """Ingest and classify `documents` ((uri, etag or sha256) pairs); `roots`, the folders or
-    prefixes they were found under, only name them in the per-document report."""
+    """Register `documents` (a source's references; `screen`, the source's, refuses what needs
+    a look at the bytes), then ingest and classify them; refused ones are recorded SKIPPED with
+    the reason and reported. `roots`, the folders or prefixes they were found under, only name
+    them in the per-document report."""
+    registered = register_documents(ctx.sessions, documents, screen=screen)
+    return run_documents(ctx, runtime, registered.documents, skipped_ids=registered.skipped_ids,
+                         progress=progress, roots=roots)
+
+
+class _RunObserver:
+    """Per-document time and progress, told by the orchestrator after each step call. A
+    document's time is its ingest plus an even share of each classify call its pages were in
+    (batches span documents, so a page's compute cannot be told apart from its batch-mates')."""
+
+    def __init__(self, tick: Progress) -> None:
+        self.tick = tick
+        self.spent: dict[int, float] = defaultdict(float)
+        self.doc_of_page: dict[int, int] = {}
+        self.pages_done = 0
+
+    def ingested(self, doc_id: int, result: IngestResult | None, seconds: float) -> None:
+        if result is not None:
+            self.doc_of_page.update(dict.fromkeys(result.page_ids, doc_id))
+        self.spent[doc_id] += seconds
+        self.tick("document", 1)
+
+    def classified(self, page_ids: Sequence[int], result: ClassifyResult | None,
+                   seconds: float, *, full: bool) -> None:
+        for page_id in page_ids:
+            if page_id in self.doc_of_page:
+                self.spent[self.doc_of_page[page_id]] += seconds / len(page_ids)
+        if not full:
+            if result is not None:
+                self.pages_done += len(result.done) + len(result.rerouted)
+            self.tick("pages", len(page_ids))
+
+
+def run_documents(
+    ctx: StepContext,
+    runtime: ClassifyRuntime,
+    doc_ids: Sequence[int],
+    *,
+    skipped_ids: Sequence[int] = (),
+    progress: Progress | None = None,
+    roots: Sequence[str] = (),
+) -> RunSummary:
+    """Ingest and classify registered documents through the in-process orchestrator, then read
+    the summary back from the store (`skipped_ids`: refused ones, reported only)."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    tick = progress or (lambda _e, _n: None)
-    doc_ids: list[int] = []
     with session_scope(ctx.sessions) as s:
-        for uri, version in documents:
-            # Sources yield (uri, etag) for object stores and (uri, sha256) for files.
-            if uri.startswith("s3://"):
-                doc_id, _ = register_document(s, uri, etag=version)
-            else:
-                doc_id, _ = register_document(s, uri, sha256=version)
-            doc_ids.append(doc_id)
-        # What a source listed but refused (a symlink leaving its folder): SKIPPED, never read.
-        skipped_ids = record_skipped(s, getattr(documents, "skipped", ()))
         already = _final_already(s, doc_ids)
-    chunk = runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
-    pending: list[int] = []
-    classified = 0
-    # Time per document: its ingest, plus an even share of each classify call its pages were in
-    # (batches span documents, so a page's compute cannot be told apart from its batch-mates').
-    spent: dict[int, float] = defaultdict(float)
-    doc_of_page: dict[int, int] = {}
-
-    def share(ids: Sequence[int], seconds: float) -> None:
-        for page_id in ids:
-            if page_id in doc_of_page:
-                spent[doc_of_page[page_id]] += seconds / len(ids)
-
-    def classify(ids: Sequence[int]) -> None:
-        nonlocal classified
-        t0 = time.perf_counter()
-        try:
-            result = steps.classify_pages(ctx, runtime, ids)
-        except Exception as exc:  # as a task would: the pages fail with the reason, the run goes on
-            log.warning("classifying %d pages failed: %s", len(ids), exc)
-            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}",
-                             transient=_is_transient(exc))
-        else:
-            classified += len(result.done) + len(result.rerouted)
-        share(ids, time.perf_counter() - t0)
-        tick("pages", len(ids))
-
-    for doc_id in doc_ids:
-        t0 = time.perf_counter()
-        try:
-            result = steps.ingest_document(ctx, doc_id)
-            pending.extend(result.page_ids)
-            doc_of_page.update(dict.fromkeys(result.page_ids, doc_id))
-        except Exception as exc:  # one bad document never stops the run
-            log.warning("document %s failed: %s", doc_id, one_line(exc))
-            steps.fail_document(ctx, doc_id, f"{type(exc).__name__}: {exc}",
-                                transient=_is_transient(exc))
-        spent[doc_id] += time.perf_counter() - t0
-        tick("document", 1)
-        while len(pending) >= chunk:
-            classify(pending[:chunk])
-            del pending[:chunk]
-    if pending:
-        classify(pending)
-    # Re-routed pages, including any an earlier, interrupted run of these documents left behind.
-    rerouted_pages = _pages_in(ctx, doc_ids, PageState.REROUTED)
-    doc_of_page.update(rerouted_pages)
-    rerouted = list(rerouted_pages)
-    for start in range(0, len(rerouted), chunk):
-        ids = rerouted[start : start + chunk]
-        t0 = time.perf_counter()
-        try:
-            steps.full_depth_pages(ctx, runtime, ids)
-        except Exception as exc:
-            log.warning("full-depth pass over %d pages failed: %s", len(ids), exc)
-            steps.fail_pages(ctx, ids, f"{type(exc).__name__}: {exc}",
-                             transient=_is_transient(exc))
-        share(ids, time.perf_counter() - t0)
+    observer = _RunObserver(progress or (lambda _e, _n: None))
+    run = InProcessOrchestrator(ctx, runtime, observer=observer)
+    # Re-routed pages an earlier, interrupted run of these documents left behind (no reconciler
+    # here): the full-depth pass at the end takes them with this run's.
+    leftover = _pages_in(ctx, doc_ids, PageState.REROUTED)
+    observer.doc_of_page.update(leftover)
+    run.full_depth(list(leftover))
+    run.ingest(doc_ids)
+    run.drain()
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_started
-    summary = summarize(ctx, [*doc_ids, *skipped_ids], runtime.version)
+    reported = [*doc_ids, *skipped_ids]
+    summary = summarize(ctx, reported, runtime.version)
     summary.documents_already_classified = len(already)
     summary.per_document = document_reports(
-        ctx.sessions, [*doc_ids, *skipped_ids], runtime.version,
-        roots=roots, seconds=spent, already=already,
+        ctx.sessions, reported, runtime.version,
+        roots=roots, seconds=observer.spent, already=already,
     )
     summary.seconds = round(seconds, 3)
     summary.cpu_seconds = round(cpu_seconds, 3)
-    summary.pages_classified_this_run = classified
-    summary.pages_per_s = round(classified / seconds, 3) if seconds > 0 else 0.0
+    summary.pages_classified_this_run = observer.pages_done
+    summary.pages_per_s = round(observer.pages_done / seconds, 3) if seconds > 0 else 0.0
     summary.batcher = runtime.stats()
     return summary
-
-
-def _is_transient(exc: BaseException) -> bool:
-    # Imported here: workers.failures loads botocore, kombu and redis, which `run` rarely needs.
-    from workers.failures import is_transient
-
-    return is_transient(exc)
-
-
-def record_skipped(s: Session, skipped: Iterable[tuple[str, str]]) -> list[int]:
-    """Register each refused ``(uri, reason)`` once and mark it SKIPPED with the reason."""
-    ids = []
-    for uri, reason in skipped:
-        doc_id, created = register_document(s, uri)
-        if created:
-            mark_document(s, doc_id, DocumentState.SKIPPED, error=one_line(reason))
-        ids.append(doc_id)
-    return ids
 
 
 def _cpu_seconds() -> float:

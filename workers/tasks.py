@@ -1,5 +1,6 @@
-"""Celery tasks: decode the message (ids only), call the step, enqueue the next step, and
-re-raise transient errors for a retry with backoff. A permanent failure (a bug, or retries
+"""Celery tasks: decode the message (ids only), call the step, hand what follows to the
+orchestration seam (workers.orchestration's follow-on rules, sent through CeleryOrchestrator),
+and re-raise transient errors for a retry with backoff. A permanent failure (a bug, or retries
 exhausted) marks the document or pages FAILED with the reason."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from workers import context, retrying, steps
 from workers.celery_app import CheckedTask, app
 from workers.failures import PERMANENT_TYPES, TRANSIENT_TYPES, is_transient
+from workers.orchestration import after_classify, after_ingest, chunks
 from workers.redaction import stored_error
 
 log = logging.getLogger(__name__)
@@ -93,24 +95,45 @@ def _queue_depth() -> Callable[[str], int | None]:
     return _depth[1]
 
 
-def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
-    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+class CeleryOrchestrator:
+    """The orchestration seam over the broker: one ingest message per document, page ids in
+    messages of ``chunk`` (default ``doctriage_classify_chunk`` = ``max_batch``: one batcher
+    batch). Workers run the steps; the tasks below apply the follow-on rules."""
+
+    def __init__(self, chunk: int | None = None) -> None:
+        self._chunk = chunk
+
+    @property
+    def chunk(self) -> int:
+        return self._chunk or int(app.conf.get("doctriage_classify_chunk") or 16)
+
+    def ingest(self, doc_ids: Sequence[int]) -> None:
+        for doc_id in doc_ids:
+            ingest.delay(int(doc_id))
+
+    def classify(self, page_ids: Sequence[int]) -> None:
+        for ids in chunks(page_ids, self.chunk):
+            classify.delay(ids)
+
+    def full_depth(self, page_ids: Sequence[int]) -> None:
+        for ids in chunks(page_ids, self.chunk):
+            full_depth.delay(ids)
+
+    def drain(self) -> None:
+        """Nothing to wait for: the messages are sent."""
 
 
 @app.task(name="doctriage.ingest", base=DocumentTask, **RETRY)
 def ingest(doc_id: int) -> dict[str, Any]:
     result = steps.ingest_document(context.step_context(), int(doc_id))
-    chunk = int(app.conf.get("doctriage_classify_chunk") or 16)
-    for ids in _chunks(result.page_ids, chunk):
-        classify.delay(ids)
+    after_ingest(result, CeleryOrchestrator())
     return {"document": result.document_id, "pages": len(result.page_ids), "state": result.state}
 
 
 @app.task(name="doctriage.classify", base=PagesTask, **RETRY)
 def classify(page_ids: list[int]) -> dict[str, int]:
     result = steps.classify_pages(context.step_context(), context.classify_runtime(), page_ids)
-    if result.rerouted:
-        full_depth.delay(result.rerouted)
+    after_classify(result, CeleryOrchestrator())
     return {
         "done": len(result.done), "rerouted": len(result.rerouted), "failed": len(result.failed)
     }
@@ -131,13 +154,10 @@ def reconcile(stuck_after_s: float = 900.0, **bounds: float) -> dict[str, int]:
     # Transiently FAILED documents whose backoff has passed: RECEIVED again, ingested again.
     retried = retrying.retry_transient_failures(ctx.sessions, ctx.retry)
     retried_pages = retrying.retry_transient_page_failures(ctx.sessions, ctx.retry)
-    for doc_id in [*plan.documents, *retried]:
-        ingest.delay(doc_id)
-    chunk = int(app.conf.get("doctriage_classify_chunk") or 16)
-    for ids in _chunks([*plan.classify, *retried_pages], chunk):
-        classify.delay(ids)
-    for ids in _chunks(plan.full_depth, chunk):
-        full_depth.delay(ids)
+    then = CeleryOrchestrator()
+    then.ingest([*plan.documents, *retried])
+    then.classify([*plan.classify, *retried_pages])
+    then.full_depth(plan.full_depth)
     return {"documents": len(plan.documents), "classify": len(plan.classify),
             "full_depth": len(plan.full_depth), "finished": len(plan.finished),
             "retried": len(retried), "retried_pages": len(retried_pages)}

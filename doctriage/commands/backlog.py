@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from doctriage.commands._common import fail, quiet_workers_logs
+
+if TYPE_CHECKING:  # loaded by the command once its arguments pass
+    from doctriage.settings import Settings
+    from workers.intake.backlog import Pacer
+    from workers.orchestration import Orchestrator
 
 
 def _date(value: str | None, flag: str) -> datetime | None:
@@ -49,7 +54,7 @@ def backlog(
     """Find and enqueue the backlog of SOURCE."""
     from doctriage import preflight, wiring
     from doctriage.settings import get_settings
-    from doctriage.wiring import current_model_version, s3_options
+    from doctriage.wiring import current_model_version
 
     settings = get_settings()
     start, end = _date(since, "--since"), _date(until, "--until")
@@ -71,41 +76,18 @@ def backlog(
     # the S3 and queue modules (boto3, Celery, the steps) load once the arguments pass
     from tqdm import tqdm
 
-    from pipelines.backlog import BacklogQuery, Pacer, count_in_scope, run_backlog
-    from pipelines.backlog_scan import scan_source, source_prefix
     from pipelines.s3 import S3UriError
-    from workers.backlog_runner import CeleryEnqueue, EmbeddedEnqueue, queue_depth
+    from workers.intake.backlog import BacklogQuery, count_in_scope, run_backlog
+    from workers.intake.registration import source_prefix
 
     try:
         prefix = source_prefix(source)
-        if settings.broker_url:
-            celery = wiring.configure_celery(settings)
-            enqueue = CeleryEnqueue()
-            pacer = Pacer(depth=queue_depth(celery), max_in_queue=max_in_queue, max_rate=rate)
-        else:
-            ctx = wiring.step_context(settings)
-            enqueue = EmbeddedEnqueue(ctx, lambda: wiring.classify_runtime(settings, model))
-            pacer = Pacer(max_rate=rate)
+        enqueue, pacer = _orchestrator(settings, model, max_in_queue, rate)
     except (S3UriError, wiring.WiringError) as exc:
         raise fail(str(exc)) from None
     version = model_version or current_model_version(settings, model)
 
-    registered = skipped = 0
-    if scan:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from pipelines.s3 import register_s3_opener
-
-        register_s3_opener(s3_options(settings))
-        try:
-            found = scan_source(sessions, source, s3_options(settings))
-        except (BotoCoreError, ClientError) as exc:
-            raise fail(f"cannot list {source}: {' '.join(str(exc).split())}") from None
-        registered, skipped = len(found.new_ids), found.skipped
-        for doc_id in tqdm(found.new_ids, desc="new documents", unit="doc", leave=False,
-                           disable=None):  # None: drawn only on a terminal
-            pacer.admit("ingest")
-            enqueue.ingest([doc_id])
+    registered, skipped = _scan(settings, sessions, source, enqueue, pacer) if scan else (0, 0)
 
     query = BacklogQuery(source_prefix=prefix, since=start, until=end, model_version=version,
                          reclassify_below=reclassify_below, limit=limit,
@@ -135,6 +117,50 @@ def backlog(
         f"{out['classify_pages']} pages to classify, {out['full_depth_pages']} to full depth "
         f"({'complete' if report.complete else 'stopped at --limit; the next run resumes'})"
     )
+
+
+def _scan(settings: Settings, sessions: Any, source: str, enqueue: Orchestrator,
+          pacer: Pacer) -> tuple[int, int]:
+    """Register what SOURCE holds that the store lacks and send it to ingest: (new, skipped)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from tqdm import tqdm
+
+    from doctriage.wiring import s3_options
+    from pipelines.s3 import register_s3_opener
+    from workers.intake.backlog import send_new
+    from workers.intake.registration import scan_source
+
+    register_s3_opener(s3_options(settings))
+    try:
+        found = scan_source(sessions, source, s3_options(settings))
+    except (BotoCoreError, ClientError) as exc:
+        raise fail(f"cannot list {source}: {' '.join(str(exc).split())}") from None
+    # disable=None: drawn only on a terminal
+    with tqdm(total=len(found.new_ids), desc="new documents", unit="doc", leave=False,
+              disable=None) as bar:
+        send_new(found.new_ids, enqueue, pacer, on_progress=bar.update)
+    return len(found.new_ids), found.skipped
+
+
+def _orchestrator(settings: Settings, model: Path | None, max_in_queue: int,
+                  rate: float | None) -> tuple[Orchestrator, Pacer]:
+    """Where the backlog's work goes: the queues, paced by their depth, with a broker; the steps
+    in this process without one (nothing to starve: only the rate cap)."""
+    from doctriage import wiring
+    from workers.backlog_runner import queue_depth
+    from workers.intake.backlog import Pacer
+    from workers.orchestration import InProcessOrchestrator
+
+    if settings.broker_url:
+        celery = wiring.configure_celery(settings)
+        from workers.tasks import CeleryOrchestrator
+
+        return CeleryOrchestrator(), Pacer(depth=queue_depth(celery), max_in_queue=max_in_queue,
+                                           max_rate=rate)
+    ctx = wiring.step_context(settings)
+    return (InProcessOrchestrator(
+        ctx, runtime_factory=lambda: wiring.classify_runtime(settings, model)),
+        Pacer(max_rate=rate))
 
 
 def register(app: typer.Typer) -> None:

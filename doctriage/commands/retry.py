@@ -92,10 +92,9 @@ def _enqueue(settings: Settings, ids: list[int]) -> None:
 
     try:
         wiring.configure_celery(settings)
-        from workers.tasks import ingest
+        from workers.tasks import CeleryOrchestrator
 
-        for doc_id in ids:
-            ingest.delay(doc_id)
+        CeleryOrchestrator().ingest(ids)
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # the broker is down: the reconciler takes the RECEIVED rows later
@@ -112,10 +111,11 @@ def _run_here(settings: Settings, ids: list[int]) -> dict[int, str]:
         raise fail(str(exc)) from None
     from db.models import Document
     from db.session import session_scope
-    from workers.backlog_runner import EmbeddedEnqueue
+    from workers.orchestration import InProcessOrchestrator
 
-    runner = EmbeddedEnqueue(ctx, lambda: wiring.classify_runtime(settings))
-    runner.ingest(ids)
+    run = InProcessOrchestrator(ctx, runtime_factory=lambda: wiring.classify_runtime(settings))
+    run.ingest(ids)
+    run.drain()
     with session_scope(ctx.sessions) as s:
         return {i: doc.state for i in ids if (doc := s.get(Document, i)) is not None}
 

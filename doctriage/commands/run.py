@@ -48,10 +48,11 @@ def run(
         s3 = s3_options(settings) if any(p.startswith("s3://") for p in paths) else None
         source = source_for(paths, s3, follow_symlinks=settings.follow_symlinks)
         preflight.check_s3(settings, sources=paths)  # s3:// paths are listed next, artifacts
-        files = source.files()
+        refs = list(source)  # listed once; non-documents come with their reason
     except (FileNotFoundError, wiring.WiringError) as exc:
         raise fail(str(exc)) from None
-    if not files:
+    candidates = sum(ref.skip is None for ref in refs)
+    if not candidates:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     try:
         if model is not None:
@@ -65,13 +66,14 @@ def run(
     from workers.embedded import run_embedded
 
     with (
-        tqdm(total=len(files), unit="doc", desc="documents", leave=False, disable=None) as docs_bar,
+        tqdm(total=candidates, unit="doc", desc="documents", leave=False, disable=None) as docs_bar,
         tqdm(unit="page", desc="pages", leave=False, disable=None) as pages_bar,  # None: TTY only
     ):
         def progress(event: str, n: int) -> None:
             (docs_bar if event == "document" else pages_bar).update(n)
 
-        summary = run_embedded(ctx, runtime, source, progress=progress, roots=paths)
+        summary = run_embedded(ctx, runtime, refs, screen=source.screen, progress=progress,
+                               roots=paths)
     from workers.model_fit import fit_warning
 
     default = model is None and settings.model_dir is None

@@ -30,30 +30,19 @@ def submit(
     if not files:
         raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
     # Only now: a bad path above is reported without loading the store and task modules.
-    from db.models import Document
-    from db.repository import register_document
-    from db.session import session_scope
-    from db.states import DocumentState
-    from workers.embedded import record_skipped
-    from workers.tasks import ingest
+    from workers.intake.registration import register_documents
+    from workers.tasks import CeleryOrchestrator
 
-    created = queued = documents = 0
-    for uri, sha in source:  # a file deleted since it was listed is left out (a warning)
-        documents += 1
-        with session_scope(sessions) as s:
-            doc_id, new = register_document(s, uri, sha256=sha)
-            doc = s.get(Document, doc_id)
-            state = doc.state if doc is not None else None
-        created += new
-        # A new document, or one never ingested, goes on the queue; done ones are not redone.
-        if new or state == DocumentState.RECEIVED:
-            try:
-                ingest.delay(doc_id)
-            except Exception as exc:  # the broker is down or misconfigured
-                raise fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
-            queued += 1
-    with session_scope(sessions) as s:
-        skipped = len(record_skipped(s, source.skipped))  # symlinks leaving their folder
+    # A file deleted since it was listed is left out (a warning); symlinks leaving their folder
+    # are recorded SKIPPED.
+    got = register_documents(sessions, source)
+    documents, created, skipped = len(got.documents), len(got.new_ids), len(got.skipped_ids)
+    # A new document, or one never ingested, goes on the queue; done ones are not redone.
+    queued = len(got.received_ids)
+    try:
+        CeleryOrchestrator().ingest(got.received_ids)
+    except Exception as exc:  # the broker is down or misconfigured
+        raise fail(f"cannot enqueue: {' '.join(str(exc).split())}") from None
     typer.echo(
         f"submit: {documents} documents, {created} new, {queued} queued for ingest"
         + (f", {skipped} skipped" if skipped else "")

@@ -27,7 +27,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Submitter:
-    """New document ids -> the ingest queue, or the embedded runner (model loaded once)."""
+    """New document ids -> the orchestration seam: the ingest queue (CeleryOrchestrator), or
+    the embedded runner's in-process orchestrator (model loaded once)."""
 
     def __init__(self, settings: Any, model: Path | None) -> None:
         from doctriage import wiring
@@ -46,48 +47,26 @@ class _Submitter:
         if not doc_ids:
             return ""
         if self.celery:
-            from workers.tasks import ingest
+            from workers.tasks import CeleryOrchestrator
 
-            for doc_id in doc_ids:
-                ingest.delay(int(doc_id))
+            CeleryOrchestrator().ingest(doc_ids)
             return f"{len(doc_ids)} queued for ingest"
         from tqdm import tqdm
 
-        from db.models import Document
-        from db.session import session_scope
         from doctriage import wiring
-        from workers.embedded import run_embedded
+        from workers.embedded import run_documents
 
         if self._runtime is None:
             self._runtime = wiring.classify_runtime(self.settings, self.model)
-        with session_scope(sessions) as s:
-            docs = [s.get(Document, i) for i in doc_ids]
-            pairs = [(d.source_uri, d.version_key) for d in docs if d is not None]
         # disable=None: the bar is drawn only when stderr is a terminal
-        with tqdm(total=len(pairs), unit="doc", desc="documents", leave=False,
+        with tqdm(total=len(doc_ids), unit="doc", desc="documents", leave=False,
                   disable=None) as bar:
-            summary = run_embedded(self._ctx, self._runtime, pairs,
-                                   progress=lambda e, n: bar.update(n) if e == "document" else None)
+            summary = run_documents(
+                self._ctx, self._runtime, doc_ids,
+                progress=lambda e, n: bar.update(n) if e == "document" else None)
         failed = len(summary.failed_documents)
         return (f"{summary.documents} ingested ({failed} failed), {summary.pages} pages, "
                 f"classes: {', '.join(f'{k} {v}' for k, v in summary.pages_per_class.items())}")
-
-
-def _leftovers(sessions: Any, prefix: str) -> list[int]:
-    """Documents of this prefix registered but never ingested (a watcher stopped between
-    committing the row and running it). The embedded mode has no reconciler, so take them."""
-    from sqlalchemy import select
-
-    from db.models import Document
-    from db.session import session_scope
-    from db.states import DocumentState
-
-    with session_scope(sessions) as s:
-        return [int(i) for i in s.execute(
-            select(Document.id).where(
-                Document.state == DocumentState.RECEIVED.value,
-                Document.source_uri.startswith(prefix, autoescape=True),
-            ).order_by(Document.id)).scalars()]
 
 
 def watch(
@@ -132,126 +111,131 @@ def watch(
         submit = _Submitter(settings, model)
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
-    source = S3Source(location, make_client(options), options)
-    stopping = {"now": False}
-
-    def _stop(*_: Any) -> None:
-        stopping["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
+    w = _Watch(sessions, S3Source(location, make_client(options), options), submit, target,
+               once)
+    signal.signal(signal.SIGTERM, w.stop)
     try:
-        if not submit.celery:
-            from pipelines.s3 import object_uri
-
-            left = _leftovers(sessions, object_uri(location.bucket, location.prefix))
-            if left:
-                typer.echo(f"{target}: resuming {len(left)} registered, unprocessed documents")
-                typer.echo(submit(sessions, left))
-        step: Callable[[], None]
-        if sqs or redis_events:
-            step = _sqs_step(sessions, source, sqs, options, submit, once, target,
-                             redis_events=redis_events, events_key=events_key)
-        else:
-            step = _poll_step(sessions, source, submit, target)
-        while True:
-            step()
-            if not submit.celery:  # no reconciler in embedded mode: retry due transient failures
-                _retry_transient(sessions, submit, target)
-            if once or stopping["now"]:
-                break
-            if not (sqs or redis_events):
-                _sleep(interval, stopping)
-            if stopping["now"]:
-                break
+        if not submit.celery:  # the embedded mode has no reconciler: take them here
+            w.resume_leftovers()
+        events = sqs is not None or redis_events is not None
+        consumer = _consumer(w, options, sqs, redis_events, events_key) if events else None
+        w.serve(w.poll if consumer is None else lambda: w.drain_events(consumer),
+                interval=None if events else interval)
     except (BotoCoreError, ClientError) as exc:
         raise fail(f"{target}: {_one_line(exc)}") from None
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
 
 
-def _retry_transient(sessions: Any, submit: _Submitter, target: str) -> None:
-    """What the reconciler does with a broker: documents FAILED for a transient reason whose
-    backoff has passed are ingested again (workers.retrying)."""
-    from workers.retrying import retry_transient_failures
+@dataclasses.dataclass
+class _Watch:
+    """One watched prefix: each step registers what it found (workers.intake.registration)
+    and hands the new document ids to the orchestration seam (`submit`)."""
 
-    ctx = submit._ctx
-    ids = retry_transient_failures(ctx.sessions, ctx.retry)
-    if ids:
-        typer.echo(f"{target}: retrying {len(ids)} documents that failed for a transient reason; "
-                   f"{submit(sessions, ids)}")
+    sessions: Any
+    source: Any  # pipelines.s3.S3Source
+    submit: _Submitter
+    target: str
+    once: bool
+    stopping: bool = False
 
+    def serve(self, step: Callable[[], None], *, interval: float | None) -> None:
+        """Run `step` until --once or SIGTERM; `interval`: seconds between polls (None: event
+        consumers wait in their own long poll)."""
+        while True:
+            step()
+            if not self.submit.celery:  # no reconciler in embedded mode: retry due failures
+                self.retry_transient()
+            if self.once or self.stopping:
+                break
+            if interval is not None:
+                self._sleep(interval)
+            if self.stopping:
+                break
 
-def _sleep(seconds: float, stopping: dict[str, bool]) -> None:
-    end = time.monotonic() + seconds
-    while not stopping["now"] and (left := end - time.monotonic()) > 0:
-        time.sleep(min(left, 0.5))
+    def stop(self, *_: Any) -> None:
+        """SIGTERM: finish the step under way, then return."""
+        self.stopping = True
 
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.5))
 
-def _poll_step(sessions: Any, source: Any, submit: _Submitter, target: str) -> Callable[[], None]:
-    from db.repository import get_watermark, set_watermark
-    from db.session import session_scope
-    from pipelines.s3 import PollMark, poll, watermark_name
-    from pipelines.s3_intake import register_objects
+    def resume_leftovers(self) -> None:
+        from workers.intake.registration import received_under
 
-    name = watermark_name(source.location)
+        left = received_under(self.sessions, self.source)
+        if left:
+            typer.echo(f"{self.target}: resuming {len(left)} registered, unprocessed documents")
+            typer.echo(self.submit(self.sessions, left))
 
-    def step() -> None:
-        with session_scope(sessions) as s:
-            mark = PollMark.from_json(get_watermark(s, name))
-        result = poll(source, mark)
-        got = register_objects(sessions, source, result.objects)
-        # Only after the rows are committed: a crash before this re-lists, which is a no-op.
-        with session_scope(sessions) as s:
-            set_watermark(s, name, result.mark.to_json())
+    def retry_transient(self) -> None:
+        """What the reconciler does with a broker: documents FAILED for a transient reason whose
+        backoff has passed are ingested again (workers.retrying)."""
+        from workers.retrying import retry_transient_failures
+
+        ctx = self.submit._ctx
+        ids = retry_transient_failures(ctx.sessions, ctx.retry)
+        if ids:
+            typer.echo(f"{self.target}: retrying {len(ids)} documents that failed for a transient "
+                       f"reason; {self.submit(self.sessions, ids)}")
+
+    def poll(self) -> None:
+        from workers.intake.registration import poll_and_register
+
+        polled = poll_and_register(self.sessions, self.source)
+        result, got = polled.listing, polled.registered
         kind = "sweep" if result.swept else "tail"
-        line = (f"{target}: {kind} listed {result.listed} ({result.list_requests} requests), "
-                f"{len(got.new_ids)} new, {len(got.skipped)} skipped, {got.known} known")
-        done = submit(sessions, got.new_ids)
+        line = (f"{self.target}: {kind} listed {result.listed} ({result.list_requests} "
+                f"requests), {len(got.new_ids)} new, {len(got.skipped)} skipped, "
+                f"{got.known} known")
+        done = self.submit(self.sessions, got.new_ids)
         typer.echo(line + (f"; {done}" if done else ""))
 
-    return step
+    def drain_events(self, consumer: Any) -> None:
+        """Receive event messages (with --once: until none is left), register their objects,
+        then submit what is new."""
+        from workers.intake.registration import register_documents
 
-
-def _sqs_step(sessions: Any, source: Any, queue_url: str | None, options: Any, submit: _Submitter,
-              once: bool, target: str, redis_events: str | None = None,
-              events_key: str = "doctriage:minio-events") -> Callable[[], None]:
-    from pipelines.s3 import make_client
-    from pipelines.s3_intake import register_objects
-    from pipelines.sqs import SqsConsumer
-
-    consumer: Any
-    if redis_events:  # MinIO: its Redis notification target (pipelines/minio_events.py)
-        from pipelines.minio_events import RedisEventConsumer
-
-        consumer = RedisEventConsumer.from_url(redis_events, events_key, source.location,
-                                               wait_s=1 if once else 20)
-        consumer.recover()
-    else:
-        consumer = SqsConsumer(make_client(options, "sqs"), queue_url, source.location,
-                               wait_s=1 if once else 20)
-
-    def step() -> None:
         new: list[int] = []
-        skipped = known = messages = 0
+        counts = {"skipped": 0, "known": 0, "messages": 0}
 
         def handle(objects: Sequence[Any]) -> None:
-            nonlocal skipped, known
-            got = register_objects(sessions, source, objects)  # commits before returning
+            # commits before returning (the consumer deletes the message only then)
+            got = register_documents(self.sessions, self.source.refs(objects),
+                                      screen=self.source.screen)
             new.extend(got.new_ids)
-            skipped += len(got.skipped)
-            known += got.known
+            counts["skipped"] += len(got.skipped)
+            counts["known"] += got.known
 
-        while True:  # with --once: drain what is there now
+        while True:
             stats = consumer.poll_once(handle)
-            messages += stats.received
-            if not once or stats.received == 0:
+            counts["messages"] += stats.received
+            if not self.once or stats.received == 0:
                 break
-        if messages:
-            done = submit(sessions, new)
-            typer.echo(f"{target}: {messages} messages, {len(new)} new, {skipped} skipped, "
-                       f"{known} known" + (f"; {done}" if done else ""))
+        if counts["messages"]:
+            done = self.submit(self.sessions, new)
+            typer.echo(f"{self.target}: {counts['messages']} messages, {len(new)} new, "
+                       f"{counts['skipped']} skipped, {counts['known']} known"
+                       + (f"; {done}" if done else ""))
 
-    return step
+
+def _consumer(w: _Watch, options: Any, queue_url: str | None, redis_events: str | None,
+              events_key: str) -> Any:
+    """The bucket's event notifications: SQS, or MinIO's Redis notification target."""
+    wait_s = 1 if w.once else 20
+    if redis_events:  # pipelines/minio_events.py
+        from pipelines.minio_events import RedisEventConsumer
+
+        consumer = RedisEventConsumer.from_url(redis_events, events_key, w.source.location,
+                                               wait_s=wait_s)
+        consumer.recover()
+        return consumer
+    from pipelines.s3 import make_client
+    from pipelines.sqs import SqsConsumer
+
+    return SqsConsumer(make_client(options, "sqs"), queue_url, w.source.location, wait_s=wait_s)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from db.models import Document, Page, Prediction
 from db.session import session_scope
 from pipelines.options import IngestOptions
-from pipelines.sources import path_to_uri, sha256_file
+from pipelines.sources import DocumentRef, path_to_uri, sha256_file
 from workers.embedded import run_embedded
 
 OPTIONS = IngestOptions(max_pages=MAX_PAGES)
@@ -46,7 +46,7 @@ def test_bad_documents_fail_alone_and_good_ones_are_classified_once(
         order += [g, *bad_paths[i * 2 : i * 2 + 2]]
     order += [*bad_paths[len(order) - len(good) - 1:], good[0]]
     assert set(order) == set(bad_paths) | set(good) | {twin}
-    documents = [(path_to_uri(p), sha256_file(p)) for p in order]
+    documents = [DocumentRef(path_to_uri(p), sha256=sha256_file(p)) for p in order]
 
     emb = make_embedded(OPTIONS)
     t0 = time.perf_counter()
@@ -101,7 +101,8 @@ def test_a_page_that_makes_tesseract_time_out(tmp_path: Path, make_embedded) -> 
     name, build, reason = SLOW_OCR
     slow = tmp_path / name
     slow.write_bytes(build())
-    documents = [(path_to_uri(p), sha256_file(p)) for p in (good[0], slow, good[1])]
+    documents = [DocumentRef(path_to_uri(p), sha256=sha256_file(p))
+                 for p in (good[0], slow, good[1])]
     emb = make_embedded(IngestOptions(ocr_timeout_s=OCR_TIMEOUT_S))
     t0 = time.perf_counter()
     summary = run_embedded(emb.ctx, emb.runtime, documents)
@@ -121,7 +122,8 @@ def test_a_crashing_document_does_not_stop_the_run(tmp_path: Path, make_embedded
     good = write_corpus(tmp_path / "good", [2, 2])
     gone = tmp_path / "good" / "gone.pdf"
     gone.write_bytes(good[0].read_bytes() + b"\n")
-    documents = [(path_to_uri(p), sha256_file(p)) for p in (good[0], gone, good[1])]
+    documents = [DocumentRef(path_to_uri(p), sha256=sha256_file(p))
+                 for p in (good[0], gone, good[1])]
     gone.unlink()
     emb = make_embedded()
     summary = run_embedded(emb.ctx, emb.runtime, documents)

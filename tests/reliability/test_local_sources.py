@@ -52,7 +52,7 @@ def test_file_deleted_after_listing_is_left_out(
     assert source.files() == [a, b, c]
     _delete_before_hashing(monkeypatch, b)
     with caplog.at_level("WARNING", logger="pipelines.sources"):
-        yielded = [uri for uri, _sha in source]
+        yielded = [ref.uri for ref in source]
     assert yielded == [path_to_uri(a), path_to_uri(c)]
     assert any(b.name in r.getMessage() and "gone" in r.getMessage() for r in caplog.records)
 
@@ -142,7 +142,7 @@ def test_follow_symlinks_setting_reads_them(
     assert settings.follow_symlinks is True
     source = source_for([str(tmp_path / "in")], follow_symlinks=settings.follow_symlinks)
     assert sorted(p.resolve() for p in source.files()) == sorted([inside, secret])
-    assert sorted(uri for uri, _ in source) == sorted([path_to_uri(inside), path_to_uri(secret)])
+    assert sorted(ref.uri for ref in source) == sorted([path_to_uri(inside), path_to_uri(secret)])
     assert source.skipped == []  # type: ignore[attr-defined]
 
 

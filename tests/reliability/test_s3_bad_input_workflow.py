@@ -19,12 +19,17 @@ from sqlalchemy import select
 from db.models import Document, Page, Prediction
 from db.session import session_scope
 from pipelines.s3 import S3Options, S3Source, make_client, object_uri, register_s3_opener
-from pipelines.s3_intake import register_objects
 from pipelines.sqs import SqsConsumer
-from workers.embedded import run_embedded
+from workers.embedded import run_documents
+from workers.intake.registration import register_documents
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _register(store: Any, source: S3Source, objects: Any) -> Any:
+    """The watch path: listed objects -> references -> the one registration path."""
+    return register_documents(store, source.refs(objects), screen=source.screen)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +48,7 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Options:
 
 
 def _run(emb: Any, ids: list[int]) -> Any:
-    with session_scope(emb.ctx.sessions) as s:
-        pairs = [(d.source_uri, d.version_key) for d in
-                 s.execute(select(Document).where(Document.id.in_(ids))).scalars()]
-    return run_embedded(emb.ctx, emb.runtime, pairs)
+    return run_documents(emb.ctx, emb.runtime, sorted(ids))
 
 
 def _docs(emb: Any) -> dict[str, tuple[str, str | None, int]]:
@@ -83,8 +85,8 @@ def test_hostile_keys_and_a_vanished_object(aws: S3Options, make_embedded) -> No
     listed = list(source.list_objects())
     assert {o.key for o in listed} == set(objects)  # the server kept every key verbatim
     emb = make_embedded()
-    result = register_objects(emb.ctx.sessions, source, listed)
-    again = register_objects(emb.ctx.sessions, source, listed)  # a second listing: no-op
+    result = _register(emb.ctx.sessions, source, listed)
+    again = _register(emb.ctx.sessions, source, listed)  # a second listing: no-op
     assert again.new_ids == [] and again.known == len(objects)
     s3.delete_object(Bucket=bucket, Key="in/vanishes.pdf")  # between the event and ingestion
     summary = _run(emb, result.new_ids)
@@ -160,7 +162,7 @@ def test_malformed_and_duplicate_sqs_events(aws: S3Options, make_embedded) -> No
     stats = []
     for _ in range(4):
         stats.append(consumer.poll_once(
-            lambda objs: new.extend(register_objects(emb.ctx.sessions, source, objs).new_ids)))
+            lambda objs: new.extend(_register(emb.ctx.sessions, source, objs).new_ids)))
     poison = sum(st.poison for st in stats)
     handled = sum(st.handled for st in stats)
     assert poison >= 4 and handled == 4 and sum(st.failed for st in stats) == 0

@@ -28,7 +28,7 @@ from db.repository import register_document
 from db.session import session_scope
 from pipelines.errors import DocumentError
 from pipelines.s3 import ObjectChanged
-from pipelines.sources import path_to_uri, sha256_file
+from pipelines.sources import DocumentRef, path_to_uri, sha256_file
 from workers import steps, tasks
 from workers.embedded import run_embedded
 from workers.failures import is_transient
@@ -188,7 +188,8 @@ def test_stored_error_and_run_summary_mask_the_endpoint_password(
     paths = write_corpus(tmp_path / "docs", [1])
     emb.ctx.artifacts = FlakyArtifacts(emb.ctx.artifacts, EndpointConnectionError(
         endpoint_url=ENDPOINT))
-    summary = run_embedded(emb.ctx, emb.runtime, [(path_to_uri(p), sha256_file(p)) for p in paths])
+    summary = run_embedded(emb.ctx, emb.runtime,
+                           [DocumentRef(path_to_uri(p), sha256=sha256_file(p)) for p in paths])
     assert summary.documents_by_state == {"FAILED": 1}
     (failed,) = summary.failed_documents
     assert "EndpointConnectionError" in failed["error"]

@@ -23,9 +23,9 @@ def _ingest(folder: Path, monkeypatch: pytest.MonkeyPatch, **env: str):
         monkeypatch.setenv(f"DOCTRIAGE_{k}", v)
     get_settings.cache_clear()
     ctx = wiring.step_context(get_settings())
-    (uri, sha), = LocalSource([folder])
+    (ref,) = LocalSource([folder])
     with session_scope(ctx.sessions) as s:
-        doc_id = register_document(s, uri, sha256=sha)[0]
+        doc_id = register_document(s, ref.uri, sha256=ref.sha256)[0]
     return ctx, doc_id, steps.ingest_document(ctx, doc_id)
 
 

@@ -50,7 +50,7 @@ def test_local_source_walks_folders_and_hashes(tmp_path: Path) -> None:
     (tmp_path / ".hidden" / "x.pdf").write_bytes(b"%PDF")
     items = list(LocalSource([tmp_path]))
     assert len(items) == 1
-    uri, sha = items[0]
+    uri, sha = items[0].uri, items[0].sha256
     assert uri.startswith("file://") and uri_to_path(uri).name == "a b, c.pdf"
     assert len(sha) == 64
     with open_uri(uri) as fh:
@@ -75,9 +75,9 @@ def ctx_runtime(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _register(ctx, path: Path) -> int:
-    (uri, sha), = LocalSource([path])
+    (ref,) = LocalSource([path])
     with session_scope(ctx.sessions) as s:
-        return register_document(s, uri, sha256=sha)[0]
+        return register_document(s, ref.uri, sha256=ref.sha256)[0]
 
 
 def _count(ctx, model) -> int:

@@ -23,7 +23,7 @@ from db.repository import (
 )
 from db.session import session_scope
 from db.states import DocumentState, PageState
-from pipelines.backlog import BacklogQuery, Pacer, run_backlog
+from workers.intake.backlog import BacklogQuery, Pacer, run_backlog
 
 OLD = datetime(2026, 1, 10, tzinfo=UTC)
 
@@ -46,6 +46,9 @@ class Recorder:
     def full_depth(self, page_ids: Sequence[int]) -> None:
         self.deep += page_ids
         self.messages += 1
+
+    def drain(self) -> None:
+        pass
 
 
 def _doc(s: Any, uri: str, state: DocumentState, pages: int = 0,

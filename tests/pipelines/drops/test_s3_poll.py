@@ -29,7 +29,12 @@ from pipelines.s3 import (
     sniff_type,
     split_object_uri,
 )
-from pipelines.s3_intake import register_objects
+from workers.intake.registration import register_documents
+
+
+def _register(store: Any, source: S3Source, objects: Any) -> Any:
+    """The watch path: listed objects -> references -> the one registration path."""
+    return register_documents(store, source.refs(objects), screen=source.screen)
 
 
 def test_parse_s3_uri() -> None:
@@ -87,7 +92,7 @@ def test_poll_registers_each_pdf_once_and_idle_poll_is_one_request(
 
     first = poll(source, PollMark())
     assert first.swept and len(first.objects) == 3
-    got = register_objects(store, source, first.objects)
+    got = _register(store, source, first.objects)
     assert len(got.new_ids) == 3 and not got.skipped
 
     # Nothing changed: one ListObjectsV2 request (StartAfter the high-water key), nothing new.
@@ -96,16 +101,16 @@ def test_poll_registers_each_pdf_once_and_idle_poll_is_one_request(
     assert not second.swept
     assert counter.calls - calls == 1 == second.list_requests
     assert second.objects == []
-    assert register_objects(store, source, second.objects).new_ids == []
+    assert _register(store, source, second.objects).new_ids == []
 
     # A later key is found by the tail listing at once, in one request.
     s3.put_object(Bucket=bucket, Key="in/2026/03/d.pdf", Body=make_pdf("d"))
     third = poll(source, second.mark)
     assert [o.key for o in third.objects] == ["in/2026/03/d.pdf"] and third.list_requests == 1
-    assert len(register_objects(store, source, third.objects).new_ids) == 1
+    assert len(_register(store, source, third.objects).new_ids) == 1
 
     # Re-registering everything again (a redelivery, an overlap) creates nothing.
-    again = register_objects(store, source, first.objects + third.objects)
+    again = _register(store, source, first.objects + third.objects)
     assert again.new_ids == [] and again.known == 4
     assert len(_uris(store)) == 4
 
@@ -117,7 +122,7 @@ def test_sweep_finds_keys_before_the_high_water_mark_and_replaced_objects(
     source = S3Source(f"s3://{bucket}/", s3, S3Options(s3_options.endpoint_url, sweep_every_s=600))
     t0 = datetime.now(UTC)
     r = poll(source, PollMark(), now=t0)
-    register_objects(store, source, r.objects)
+    _register(store, source, r.objects)
 
     s3.put_object(Bucket=bucket, Key="a-early.pdf", Body=make_pdf("early"))  # sorts before "m"
     s3.put_object(Bucket=bucket, Key="m.pdf", Body=make_pdf("m, second version"))  # replaced
@@ -126,7 +131,7 @@ def test_sweep_finds_keys_before_the_high_water_mark_and_replaced_objects(
 
     sweep = poll(source, tail.mark, now=t0 + timedelta(seconds=601))
     assert sweep.swept
-    got = register_objects(store, source, sweep.objects)
+    got = _register(store, source, sweep.objects)
     assert len(got.new_ids) == 2
     uris = _uris(store)
     assert object_uri(bucket, "a-early.pdf") in uris
@@ -167,7 +172,7 @@ def test_non_documents_are_skipped_with_a_reason(
     source = S3Source(f"s3://{bucket}/in/", s3, s3_options)
     listed = poll(source, PollMark()).objects
     assert {o.key for o in listed} == set(objects)
-    got = register_objects(store, source, listed)
+    got = _register(store, source, listed)
     assert len(got.new_ids) == 2  # good.pdf and the sniffed PNG
     rows = _uris(store)
     reason = {k: rows[object_uri(bucket, k)] for k in objects}
@@ -179,10 +184,17 @@ def test_non_documents_are_skipped_with_a_reason(
     assert reason["in/no-suffix-scan"] == (DocumentState.RECEIVED, None)
     assert reason["in/good.pdf"] == (DocumentState.RECEIVED, None)
     # Skipped once means skipped for good: a second pass registers and sniffs nothing.
-    assert register_objects(store, source, listed).known == len(objects)
-    # The source protocol (used by `doctriage run s3://...`) yields only the documents.
-    assert sorted(uri for uri, _ in source) == sorted(
+    assert _register(store, source, listed).known == len(objects)
+    # The source protocol (used by `doctriage run s3://...`): every object, from one listing,
+    # with the listing's reasons; its screen sniffs the rest and leaves the documents.
+    calls = source.list_requests
+    refs = list(source)
+    assert source.list_requests == calls + 1 and len(refs) == len(objects)
+    screened = {r.uri: r.skip for r in source.screen(refs)}
+    assert sorted(u for u, skip in screened.items() if skip is None) == sorted(
         object_uri(bucket, k) for k in ("in/good.pdf", "in/no-suffix-scan"))
+    assert screened[object_uri(bucket, "in/notes.txt")] == reason["in/notes.txt"][1]
+    assert screened[object_uri(bucket, "in/folder/")] == "folder marker"
 
 
 def test_open_notices_a_replaced_object(s3: Any, bucket: str, s3_options: S3Options) -> None:

@@ -16,8 +16,13 @@ from sqlalchemy import func, select
 from db.models import Document
 from db.session import session_scope
 from pipelines.s3 import S3Location, S3Object, S3Options, S3Source, object_uri
-from pipelines.s3_intake import register_objects
 from pipelines.sqs import PoisonMessage, SqsConsumer, parse_body
+from workers.intake.registration import register_documents
+
+
+def _register(store: Any, source: S3Source, objects: Any) -> Any:
+    """The watch path: listed objects -> references -> the one registration path."""
+    return register_documents(store, source.refs(objects), screen=source.screen)
 
 
 def _event(bucket: str, key: str, etag: str = "abc", size: int = 10,
@@ -85,7 +90,7 @@ def test_bucket_notifications_register_each_upload_once(
     new: list[int] = []
 
     def handle(objects: list[S3Object]) -> None:
-        new.extend(register_objects(store, source, objects).new_ids)
+        new.extend(_register(store, source, objects).new_ids)
 
     with caplog.at_level(logging.INFO, logger="pipelines.sqs"):
         stats = _drain(consumer, handle)

@@ -131,15 +131,49 @@ def test_watch_sqs_once_and_duplicate_event(cli: Any, s3: Any, sqs: Any, bucket:
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
-def test_run_accepts_an_s3_prefix(cli: Any, s3: Any, bucket: str, isolated_home: Path) -> None:
+def test_run_accepts_an_s3_prefix_and_records_non_documents(
+    cli: Any, s3: Any, bucket: str, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run s3://` lists the prefix once, sniffs each unknown key once, and records what is not
+    a document SKIPPED with the reason, as `watch` does."""
+    from pipelines.s3 import S3Source, object_uri
+
     s3.put_object(Bucket=bucket, Key="batch/x.pdf", Body=make_pdf("x"))
     s3.put_object(Bucket=bucket, Key="batch/notes.txt", Body=b"text")
+    s3.put_object(Bucket=bucket, Key="batch/sub/", Body=b"")
+    calls = {"list": 0, "sniff": 0}
+    real_list, real_head = S3Source.list_objects, S3Source.head_bytes
+
+    def counted_list(self: S3Source, *args: Any, **kwargs: Any) -> Any:
+        calls["list"] += 1
+        return real_list(self, *args, **kwargs)
+
+    def counted_head(self: S3Source, *args: Any, **kwargs: Any) -> bytes:
+        calls["sniff"] += 1
+        return real_head(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Source, "list_objects", counted_list)
+    monkeypatch.setattr(S3Source, "head_bytes", counted_head)
     summary = json.loads(cli("run", f"s3://{bucket}/batch/", "--json").stdout)
-    assert summary["documents"] == 1 and summary["pages"] == 1
-    assert summary["documents_by_state"] == {"DONE": 1}
-    # Registered on the same (uri, etag) key `watch` uses: a later watch finds it known.
+    assert calls == {"list": 1, "sniff": 1}  # one listing; notes.txt sniffed once
+    assert summary["pages"] == 1 and summary["documents"] == 3
+    assert summary["documents_by_state"] == {"DONE": 1, "SKIPPED": 2}
+    docs = _docs(isolated_home)
+    assert docs[object_uri(bucket, "batch/x.pdf")] == (DocumentState.DONE, None)
+    state, reason = docs[object_uri(bucket, "batch/notes.txt")]
+    assert state == DocumentState.SKIPPED and reason is not None
+    assert reason.startswith("unknown type: suffix .txt")
+    assert docs[object_uri(bucket, "batch/sub/")] == (DocumentState.SKIPPED, "folder marker")
+    skipped = {d["name"]: d["error"] for d in summary["per_document"] if d["state"] == "SKIPPED"}
+    assert len(skipped) == 2 and reason in skipped.values()
+    # Registered on the same (uri, etag) key `watch` uses: a later watch finds all three known.
     out = cli("watch", f"s3://{bucket}/batch/", "--once").output
-    assert "0 new, 1 skipped, 1 known" in out  # notes.txt is recorded SKIPPED only now
+    assert "0 new, 0 skipped, 3 known" in out
+    # And the same run again sniffs nothing: what is known is not looked at again.
+    calls.update(list=0, sniff=0)
+    again = json.loads(cli("run", f"s3://{bucket}/batch/", "--json").stdout)
+    assert calls == {"list": 1, "sniff": 0}
+    assert again["documents_by_state"] == {"DONE": 1, "SKIPPED": 2}
 
 
 def test_bad_targets_fail_with_one_line(cli: Any, bucket: str) -> None:

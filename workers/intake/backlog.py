@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from hashlib import sha256
-from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,6 +47,7 @@ from db.repository import (
 )
 from db.session import session_scope
 from db.states import DocumentState, PageState, Pass
+from workers.orchestration import Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,6 @@ class Claimed:
         self.classify += other.classify
         self.full_depth += other.full_depth
         self.documents += other.documents
-
-
-class Enqueue(Protocol):
-    """Where claimed work goes: Celery tasks, or the in-process runner in embedded mode."""
-
-    def ingest(self, doc_ids: Sequence[int]) -> None: ...
-
-    def classify(self, page_ids: Sequence[int]) -> None: ...
-
-    def full_depth(self, page_ids: Sequence[int]) -> None: ...
 
 
 @dataclass
@@ -223,7 +213,7 @@ class BacklogReport:
 def run_backlog(
     sessions: sessionmaker[Session],
     q: BacklogQuery,
-    enqueue: Enqueue,
+    enqueue: Orchestrator,
     pacer: Pacer | None = None,
     *,
     chunk_docs: int = 200,
@@ -272,6 +262,18 @@ def run_backlog(
                          time.monotonic() - started, pacer.waited_s)
 
 
+def send_new(doc_ids: Sequence[int], enqueue: Orchestrator, pacer: Pacer,
+             on_progress: Callable[[int], None] | None = None) -> None:
+    """Documents a scan registered go to ingest, one paced message each, then drain (in
+    process: run them now)."""
+    for doc_id in doc_ids:
+        pacer.admit("ingest")
+        enqueue.ingest([doc_id])
+        if on_progress:
+            on_progress(1)
+    enqueue.drain()
+
+
 def _last_claimed(got: Claimed, s: Session) -> int:
     page_ids = got.classify + got.full_depth
     docs = set(got.ingest)
@@ -280,7 +282,7 @@ def _last_claimed(got: Claimed, s: Session) -> int:
     return max(docs)
 
 
-def _send(enqueue: Enqueue, pacer: Pacer, got: Claimed, message_pages: int) -> None:
+def _send(enqueue: Orchestrator, pacer: Pacer, got: Claimed, message_pages: int) -> None:
     for doc_id in got.ingest:
         pacer.admit("ingest")
         enqueue.ingest([doc_id])
@@ -289,3 +291,4 @@ def _send(enqueue: Enqueue, pacer: Pacer, got: Claimed, message_pages: int) -> N
         for start in range(0, len(ids), message_pages):
             pacer.admit(queue)
             send(ids[start:start + message_pages])
+    enqueue.drain()  # in process: run this chunk's work now (Celery: already sent)

@@ -1,0 +1,190 @@
+"""The orchestration seam: what follows a step, written once, and the in-process way to run it.
+
+Every entry point (`run`, `submit`, `watch`, `backlog`, `retry`, the Celery tasks and the
+reconciler) hands ids to an `Orchestrator`: ``ingest(doc_ids)``, ``classify(page_ids)``,
+``full_depth(page_ids)``, then ``drain()``. Two implementations:
+
+- ``workers.tasks.CeleryOrchestrator`` sends messages (one per document; page ids in chunks of
+  ``doctriage_classify_chunk`` = ``max_batch``, one batcher batch per message); ``drain`` is a
+  no-op because workers run the steps and the tasks apply the same follow-on rules.
+- ``InProcessOrchestrator`` (here) runs the steps in this process, with no broker.
+
+The follow-on rules (``after_ingest``, ``after_classify``) are the only place that says what
+comes next: after an ingest, its pending pages are classified; after a classify, the re-routed
+pages get the full-depth pass. Documents are finished by the steps themselves (the classify and
+full-depth transactions mark a document DONE once every page is final).
+
+Error rule, in process: a step that raises fails its document or pages with
+``"<ExceptionType>: <message>"`` and the failure kind (``workers.failures.is_transient``), as a
+Celery task does once its retries are spent, and the run goes on; nothing escapes to the caller.
+(The backlog's old in-process runner let classify errors escape; `run`'s never did.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from pipelines.errors import one_line
+from workers import steps
+from workers.classify_runtime import ClassifyRuntime
+from workers.steps import ClassifyResult, IngestResult, StepContext
+
+log = logging.getLogger(__name__)
+
+# In process, pages per classify step call: several batcher batches (batches span documents),
+# one store transaction.
+CLASSIFY_CHUNK_BATCHES = 4
+
+
+class Orchestrator(Protocol):
+    """Where ids go to be worked on. Calls may return before the work is done; ``drain`` returns
+    once everything handed over so far has been run (in process) or sent (Celery)."""
+
+    def ingest(self, doc_ids: Sequence[int]) -> None: ...
+
+    def classify(self, page_ids: Sequence[int]) -> None: ...
+
+    def full_depth(self, page_ids: Sequence[int]) -> None: ...
+
+    def drain(self) -> None: ...
+
+
+def chunks(ids: Sequence[int], size: int) -> list[list[int]]:
+    """``ids`` in order, ``size`` at a time (the one chunking rule; the size is the
+    implementation's: a message in Celery, a store transaction in process)."""
+    return [[int(i) for i in ids[start:start + size]] for start in range(0, len(ids), size)]
+
+
+def after_ingest(result: IngestResult, then: Orchestrator) -> None:
+    """An ingested document's pending pages are classified next."""
+    if result.page_ids:
+        then.classify(result.page_ids)
+
+
+def after_classify(result: ClassifyResult, then: Orchestrator) -> None:
+    """Pages the early pass re-routed get the full-depth pass next."""
+    if result.rerouted:
+        then.full_depth(result.rerouted)
+
+
+class StepObserver(Protocol):
+    """What the in-process runner reports about each step call (timings, progress)."""
+
+    def ingested(self, doc_id: int, result: IngestResult | None, seconds: float) -> None: ...
+
+    def classified(self, page_ids: Sequence[int], result: ClassifyResult | None,
+                   seconds: float, *, full: bool) -> None: ...
+
+
+class _Quiet:
+    def ingested(self, doc_id: int, result: IngestResult | None, seconds: float) -> None:
+        pass
+
+    def classified(self, page_ids: Sequence[int], result: ClassifyResult | None,
+                   seconds: float, *, full: bool) -> None:
+        pass
+
+
+def _is_transient(exc: BaseException) -> bool:
+    # Imported here: workers.failures loads botocore, kombu and redis, which `run` rarely needs.
+    from workers.failures import is_transient
+
+    return is_transient(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class InProcessOrchestrator:
+    """Runs the steps here. Documents are ingested one at a time as they are handed over; their
+    pages queue up and are classified ``chunk`` at a time as soon as a chunk is full, so batches
+    span documents; re-routed pages wait for ``drain``, which classifies what is left and then
+    runs the full-depth pass over every re-routed page handed over (page id order, once each).
+
+    ``runtime`` is the classify runtime, or ``runtime_factory`` builds it on first use (so a run
+    with nothing to classify never loads a model); ``chunk`` defaults to
+    ``CLASSIFY_CHUNK_BATCHES`` x the batcher's ``max_batch``."""
+
+    def __init__(self, ctx: StepContext, runtime: ClassifyRuntime | None = None, *,
+                 runtime_factory: Callable[[], ClassifyRuntime] | None = None,
+                 chunk: int | None = None, observer: StepObserver | None = None) -> None:
+        if (runtime is None) == (runtime_factory is None):
+            raise TypeError("give either runtime or runtime_factory")
+        self.ctx = ctx
+        self._runtime = runtime
+        self._factory = runtime_factory
+        self._chunk = chunk
+        self.observer: StepObserver = observer or _Quiet()
+        self._pending: list[int] = []
+        self._rerouted: dict[int, None] = {}  # an ordered set
+
+    @property
+    def runtime(self) -> ClassifyRuntime:
+        if self._runtime is None:
+            assert self._factory is not None
+            self._runtime = self._factory()
+        return self._runtime
+
+    @property
+    def chunk(self) -> int:
+        return self._chunk or self.runtime.options.max_batch * CLASSIFY_CHUNK_BATCHES
+
+    def ingest(self, doc_ids: Sequence[int]) -> None:
+        for doc_id in doc_ids:
+            t0 = time.perf_counter()
+            result: IngestResult | None = None
+            try:
+                result = steps.ingest_document(self.ctx, int(doc_id))
+            except Exception as exc:  # one bad document never stops the run
+                log.warning("document %s failed: %s", doc_id, one_line(exc))
+                steps.fail_document(self.ctx, int(doc_id), _reason(exc),
+                                    transient=_is_transient(exc))
+            self.observer.ingested(int(doc_id), result, time.perf_counter() - t0)
+            if result is not None:
+                after_ingest(result, self)
+
+    def classify(self, page_ids: Sequence[int]) -> None:
+        self._pending.extend(int(i) for i in page_ids)
+        while self._pending and len(self._pending) >= self.chunk:
+            ids, self._pending = self._pending[:self.chunk], self._pending[self.chunk:]
+            self._classify_now(ids)
+
+    def full_depth(self, page_ids: Sequence[int]) -> None:
+        self._rerouted.update(dict.fromkeys(int(i) for i in page_ids))
+
+    def drain(self) -> None:
+        while self._pending or self._rerouted:
+            if self._pending:
+                for ids in chunks(self._pending, self.chunk):
+                    self._classify_now(ids)  # may re-route more pages into _rerouted
+                self._pending = []
+                continue
+            rerouted, self._rerouted = sorted(self._rerouted), {}
+            for ids in chunks(rerouted, self.chunk):
+                self._full_depth_now(ids)
+
+    def _classify_now(self, ids: list[int]) -> None:
+        t0 = time.perf_counter()
+        result: ClassifyResult | None = None
+        try:
+            result = steps.classify_pages(self.ctx, self.runtime, ids)
+        except Exception as exc:  # as a task would: the pages fail with the reason, the run goes on
+            log.warning("classifying %d pages failed: %s", len(ids), one_line(exc))
+            steps.fail_pages(self.ctx, ids, _reason(exc), transient=_is_transient(exc))
+        self.observer.classified(ids, result, time.perf_counter() - t0, full=False)
+        if result is not None:
+            after_classify(result, self)
+
+    def _full_depth_now(self, ids: list[int]) -> None:
+        t0 = time.perf_counter()
+        result: ClassifyResult | None = None
+        try:
+            result = steps.full_depth_pages(self.ctx, self.runtime, ids)
+        except Exception as exc:
+            log.warning("full-depth pass over %d pages failed: %s", len(ids), one_line(exc))
+            steps.fail_pages(self.ctx, ids, _reason(exc), transient=_is_transient(exc))
+        self.observer.classified(ids, result, time.perf_counter() - t0, full=True)
