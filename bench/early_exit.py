@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="timing passes over all pages")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".doctriage/cache/pages")
     args = ap.parse_args()
+    harness.resolve_model(args.model)
     run = harness.start(args)
     started = time.time()
     try:
