@@ -8,7 +8,10 @@ transport does) and spends `--service-ms` on each. Reported: how long live messa
 queue (p50/p95/max) and how long the whole backlog took, without pacing (everything enqueued at
 once) and with the depth-capped pacer (`--max-in-queue`).
 
-    .venv/bin/python bench/backlog_pacing.py [--docs 1500] [--service-ms 4] [--max-in-queue 32]
+    python -m bench.backlog_pacing [--docs 1500] [--service-ms 4] [--max-in-queue 32]
+        [--broker redis://127.0.0.1:6379/11] [--out FILE]
+
+Prints JSON and writes bench/results/backlog_pacing.json (or --out).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,15 +29,13 @@ from typing import Any
 import redis
 from sqlalchemy import update
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from db.models import Document  # noqa: E402
-from db.repository import register_document  # noqa: E402
-from db.session import make_engine, migrate, session_factory, session_scope  # noqa: E402
-from pipelines.backlog import BacklogQuery, Pacer, run_backlog  # noqa: E402
-from workers.backlog_runner import CeleryEnqueue, queue_depth  # noqa: E402
-from workers.celery_app import QueueConfig, app, configure  # noqa: E402
+from bench import harness
+from db.models import Document
+from db.repository import register_document
+from db.session import make_engine, migrate, session_factory, session_scope
+from pipelines.backlog import BacklogQuery, Pacer, run_backlog
+from workers.backlog_runner import CeleryEnqueue, queue_depth
+from workers.celery_app import QueueConfig, app, configure
 
 LIVE_BASE = 10_000_000
 
@@ -117,29 +117,29 @@ def one_run(args: argparse.Namespace, paced: bool, r: redis.Redis) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    p = harness.parser(__doc__, "backlog_pacing", threads=False)
     p.add_argument("--docs", type=int, default=1500)
     p.add_argument("--service-ms", type=float, default=4.0)
     p.add_argument("--live-every-ms", type=float, default=50.0)
     p.add_argument("--max-in-queue", type=int, default=32)
     p.add_argument("--broker", default="redis://127.0.0.1:6379/11")
     args = p.parse_args()
+    if min(args.docs, args.max_in_queue) < 1:
+        raise harness.BadInput("--docs and --max-in-queue must be positive")
+    run = harness.start(args, malloc=False)
     configure(QueueConfig(broker_url=args.broker))
     r = redis.Redis.from_url(args.broker)
     runs = [one_run(args, False, r), one_run(args, True, r)]
     out = {
         "bench": "backlog_pacing",
-        "params": vars(args),
+        "params": {k: v for k, v in vars(args).items() if k != "out"},
         "runs": runs,
         "note": "2-core machine shared with other jobs; consumer is a simulated worker",
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "backlog_pacing.json").write_text(text + "\n")
+    harness.write_result(out, args.out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

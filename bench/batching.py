@@ -13,7 +13,7 @@ Reports pages/s, ratios to full depth, mean layers per page and the stage batche
 per stage; and, by replaying the measured exit stages through the batcher with a no-compute
 model, the fill each drain schedule would give.
 
-    python bench/batching.py MODEL DATA [--batches 8,32,64] [--max-pages 128] [--device cpu]
+    python -m bench.batching MODEL DATA [--batches 8,32,64] [--max-pages 128] [--device cpu]
 
 DATA: a folder of documents (or a realdocs-style folder with manifest.csv). Pages come from the
 text layer only (no OCR: the bench times the model, not tesseract). Prints JSON and writes
@@ -22,11 +22,9 @@ bench/results/batching.json (or --out).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import platform
-import resource
 import sys
 import time
 from collections import Counter
@@ -34,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import harness
+from bench.cpu_time import CpuClock
 from classifier.baselines import predict_compacted
 from classifier.bundle import load_bundle
 from classifier.policy import MaxSoftmax
@@ -46,9 +44,6 @@ from pipelines.errors import DocumentError
 from pipelines.options import IngestOptions
 from pipelines.pages import iter_pages
 from pipelines.sources import LocalSource
-from workers.allocator import tune_malloc
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def document_paths(data: Path) -> list[Path]:
@@ -91,14 +86,11 @@ def timed(fn) -> tuple[float, object]:
 
 
 def cpu_timed(fn) -> tuple[float, float, int, object]:
-    """(wall s, this process's CPU s, minor page faults, result). CPU time is the steadier
-    figure on a machine shared with other jobs: their load stretches our wall time, much less
-    our CPU time. Page faults show the allocator at work (see workers/allocator.py)."""
-    w0, c0 = time.perf_counter(), time.process_time()
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    out = fn()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return time.perf_counter() - w0, time.process_time() - c0, faults, out
+    """(wall s, this process's CPU s, minor page faults, result). Page faults show the
+    allocator at work (see workers/allocator.py)."""
+    with CpuClock() as clock:
+        out = fn()
+    return clock.wall_s, clock.self_s, clock.minor_faults, out
 
 
 def ideal_speedup(model, exit_stages: list[int]) -> float:
@@ -227,30 +219,27 @@ def agreement(a: list[int], b: list[int]) -> float:
     return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 4)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", type=Path)
+def main() -> int:
+    ap = harness.parser(__doc__, "batching", device=True, model="positional")
     ap.add_argument("data", type=Path)
     ap.add_argument("--batches", default="8,32,64")
     ap.add_argument("--max-pages", type=int, default=128)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--exit-share", type=float, default=None,
                     help="replace the bundle's thresholds so about this share of the pages "
                          "still running exits at each stage (an operating point for an "
                          "under-trained model whose own thresholds exit everything at once)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "batching.json")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="tuned: the workers' glibc malloc settings (workers/allocator.py)")
     args = ap.parse_args()
-    malloc = tune_malloc() if args.malloc == "tuned" else "glibc defaults"
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_bundle(args.model, args.device)
+    model_dir = harness.resolve_model(args.model)
+    if not args.data.is_dir():
+        raise harness.BadInput(f"{args.data}: no such folder")
+    run = harness.start(args, malloc=args.malloc == "tuned")
+    model = load_bundle(model_dir, args.device)
     t_ingest, pages = timed(lambda: load_pages(args.data, args.max_pages))
     if not pages:
-        sys.exit(f"error: no pages with a text layer found in {args.data}")
+        raise harness.BadInput(f"no pages with a text layer found in {args.data}")
     rows = split_rows(model.encode(pages))
     policy = model_policy(model) if args.exit_share is None else share_policy(
         model, rows, args.exit_share)
@@ -320,13 +309,12 @@ def main() -> None:
         "exit_stage_histogram": {str(k): hist[k] for k in sorted(hist)},
         "mean_layers_per_page": round(sum(layers[s] for s in ex_stage) / len(ex_stage), 3),
         "full_layers": layers[-1],
-        "torch_threads": torch.get_num_threads(), "malloc": malloc, "machine": platform.platform(),
-        "results": results,
+        "torch_threads": torch.get_num_threads(), "malloc": run.malloc,
+        "machine": platform.platform(), "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    harness.write_result(report, args.out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

@@ -4,36 +4,31 @@ a full raster), at a given batch size and torch thread count. Random weights: sp
 depend on what the model learned. The full-depth figure is the early-exit pass's upper bound
 of cost; docs/operations.md scales it by the measured mean depth (bench/results/early_exit.json).
 
-    python bench/capacity.py [--sizes small,base] [--batch 8] [--threads 1,2] [--repeats 2]
-                             [--device cpu|cuda]
+    python -m bench.capacity [--sizes small,base] [--batch 8] [--threads 1,2] [--repeats 2]
+                             [--device cpu|cuda] [--seed 0] [--out FILE]
 
-Prints JSON and writes bench/results/capacity.json.
+Prints JSON and writes bench/results/capacity.json (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import random
 import sys
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import harness
 from classifier.config import NAMED_SIZES
 from classifier.factory import new_model
 from classifier.inputs import PageInput
 from classifier.model import EarlyExitModel
 from classifier.tokenizer import train_tokenizer
-from workers.allocator import tune_malloc
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = ["a", "b", "c", "d"]
 WORDS = ["invoice", "total", "amount", "due", "date", "signature", "agreement", "parties",
          "section", "table", "figure", "abstract", "results", "method", "account", "number",
@@ -53,10 +48,10 @@ def dense_pages(n: int, seed: int = 0) -> list[PageInput]:
     return pages
 
 
-def build(size_name: str) -> EarlyExitModel:
+def build(size_name: str, seed: int = 0) -> EarlyExitModel:
     size = NAMED_SIZES[size_name]
     tok = train_tokenizer([" ".join(WORDS)] * 50, vocab_size=min(size.vocab_size, 2000))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return new_model(size_name, "every", LABELS, tok).eval()
 
 
@@ -65,9 +60,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(model: EarlyExitModel, batch: int, repeats: int, device: str = "cpu"
-            ) -> dict[str, float]:
-    inputs = {k: v.to(device) for k, v in model.encode(dense_pages(batch)).items()}
+def measure(model: EarlyExitModel, batch: int, repeats: int, device: str = "cpu",
+            seed: int = 0) -> dict[str, float]:
+    inputs = {k: v.to(device) for k, v in model.encode(dense_pages(batch, seed)).items()}
     with torch.inference_mode():
         state = model.embed(inputs)  # warm-up
         model.advance(state, stages=model.num_stages - 1)
@@ -80,7 +75,7 @@ def measure(model: EarlyExitModel, batch: int, repeats: int, device: str = "cpu"
         seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         for _ in range(repeats):
-            model.encode(dense_pages(batch, seed=1))
+            model.encode(dense_pages(batch, seed=seed + 1))
         encode_s = time.perf_counter() - t1
     pages = batch * repeats
     return {"pages_per_s": round(pages / seconds, 3),
@@ -88,33 +83,36 @@ def measure(model: EarlyExitModel, batch: int, repeats: int, device: str = "cpu"
             "encode_ms_per_page": round(1000 * encode_s / pages, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    # --threads here is the list of torch thread counts to sweep, not the common single count.
+    ap = harness.parser(__doc__, "capacity", threads=False, device=True, seed=0)
     ap.add_argument("--sizes", default="small,base")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", dest="thread_counts", default="1,2",
+                    help="torch thread counts to measure, in turn")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    malloc = tune_malloc()  # as the workers run (workers/allocator.py)
+    unknown = [s for s in args.sizes.split(",") if s not in NAMED_SIZES]
+    if unknown:
+        raise harness.BadInput(f"unknown size {unknown[0]!r} (use {', '.join(NAMED_SIZES)})")
+    run = harness.start(args)
     results = []
     for name in args.sizes.split(","):
-        model = build(name).to(args.device)
-        for threads in (int(t) for t in args.threads.split(",")):
+        model = build(name, args.seed).to(args.device)
+        for threads in (int(t) for t in args.thread_counts.split(",")):
             torch.set_num_threads(threads)
             row = {"size": name, "layers": NAMED_SIZES[name].layers, "batch": args.batch,
                    "torch_threads": threads,
-                   **measure(model, args.batch, args.repeats, args.device)}
+                   **measure(model, args.batch, args.repeats, args.device, args.seed)}
             print(json.dumps(row), file=sys.stderr, flush=True)
             results.append(row)
-    out = {"bench": "capacity", "malloc": malloc,
+    out = {"bench": "capacity", "malloc": run.malloc,
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
            "shared with other jobs (loaded)", "device": args.device, "torch": torch.__version__,
            "results": results}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "capacity.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    harness.write_result(out, args.out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

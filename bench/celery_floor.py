@@ -11,7 +11,7 @@ Per task: the worker's CPU (main process + prefork children), Redis's, and the p
 (what `ingest.delay(...)` costs the submitter or an ingest worker publishing classify work).
 Medians of `--repeat` rounds; every round is listed.
 
-    python bench/celery_floor.py [--tasks 2000] [--repeat 3] [--pin-cpus]
+    python -m bench.celery_floor [--tasks 2000] [--repeat 3] [--pin-cpus] [--pools solo]
 
 Needs Redis (`--redis`, DB `--redis-db`, which must be empty). Prints JSON and writes
 bench/results/celery_floor.json (or --out).
@@ -19,29 +19,23 @@ bench/results/celery_floor.json (or --out).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis
 from celery import Celery
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_time import named_cpu, self_cpu, tree_cpu  # noqa: E402
+from bench import harness
+from bench.cpu_time import named_cpu, self_cpu, tree_cpu
+from workers.celery_app import MAINTENANCE, QueueConfig, configure
 
-from workers.celery_app import MAINTENANCE, QueueConfig, configure  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 POOLS = {"prefork": 1, "threads": 8, "solo": 1}  # concurrency as doctriage deploys each pool
 
-# The worker subprocess imports this module (`celery -A celery_floor`) and finds the app here.
+# The worker subprocess imports this module (`celery -A bench.celery_floor`) and finds the app
+# here.
 app = Celery("celery_floor")
 configure(QueueConfig(broker_url=os.environ.get("FLOOR_BROKER", "redis://127.0.0.1:6379/13")),
           target=app)
@@ -66,9 +60,9 @@ def measure(pool: str, tasks: int, repeat: int, broker: str, pin: bool) -> list[
         os.sched_setaffinity(0, {0})
     env = {**os.environ, "FLOOR_BROKER": broker}
     worker = subprocess.Popen(
-        [*pin_worker, sys.executable, "-m", "celery", "-A", "celery_floor", "worker", "-Q",
-         MAINTENANCE, "--pool", pool, "-c", str(POOLS[pool]), "--loglevel", "WARNING"],
-        cwd=Path(__file__).parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [*pin_worker, sys.executable, "-m", "celery", "-A", "bench.celery_floor", "worker",
+         "-Q", MAINTENANCE, "--pool", pool, "-c", str(POOLS[pool]), "--loglevel", "WARNING"],
+        cwd=harness.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rounds = []
     try:
         noop.delay([0, 1])  # warm: the worker is up once it has run one
@@ -100,8 +94,8 @@ def measure(pool: str, tasks: int, repeat: int, broker: str, pin: bool) -> list[
     return rounds
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main() -> int:
+    ap = harness.parser(__doc__, "celery_floor", threads=False)
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pools", default="prefork,threads,solo")
@@ -109,15 +103,15 @@ def main() -> None:
     ap.add_argument("--redis-db", type=int, default=13)
     ap.add_argument("--pin-cpus", action="store_true",
                     help="worker on core 1, this publisher on core 0")
-    ap.add_argument("--out", type=Path, default=RESULTS / "celery_floor.json")
     args = ap.parse_args()
     pools = [p for p in args.pools.split(",") if p]
     unknown = [p for p in pools if p not in POOLS]
-    if unknown:
-        raise SystemExit(f"error: unknown pool {unknown[0]!r} (use {', '.join(POOLS)})")
+    if unknown or not pools:
+        raise harness.BadInput(f"unknown pool {(unknown or [''])[0]!r} (use {', '.join(POOLS)})")
     broker = f"{args.redis}/{args.redis_db}"
     if redis.Redis.from_url(broker).dbsize():
-        raise SystemExit(f"error: Redis DB {args.redis_db} is in use; pick another with --redis-db")
+        raise harness.BadInput(f"Redis DB {args.redis_db} is in use; pick another with --redis-db")
+    run = harness.start(args, malloc=False)
     report: dict = {"tasks": args.tasks, "repeat": args.repeat, "pin_cpus": args.pin_cpus,
                     "cpu_cores": os.cpu_count(), "pools": {}}
     for pool in pools:
@@ -130,10 +124,9 @@ def main() -> None:
         }
     report["note"] = ("a no-op task through doctriage's broker settings: what Celery + Redis "
                       "cost per message before any step runs (worker, Redis server, publisher)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    harness.write_result(report, args.out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

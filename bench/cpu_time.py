@@ -1,10 +1,13 @@
-"""CPU seconds of this process, of worker process trees and of servers by name: the one way the
-benchmarks that count CPU (queue_overhead, celery_floor, step_costs) read it."""
+"""CPU seconds of this process (and its finished children), of worker process trees and of
+servers by name: the one way the benchmarks that count CPU (pipeline, batching, queue_overhead,
+celery_floor, step_costs) read it."""
 
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Iterable
+from types import TracebackType
 
 import psutil
 
@@ -13,6 +16,41 @@ def self_cpu() -> float:
     """This process's user + system seconds (all its threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def children_cpu() -> float:
+    """User + system seconds of this process's finished (waited-for) children, e.g. tesseract."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuClock:
+    """Wall seconds, this process's CPU seconds, its finished children's and its minor page
+    faults over a `with` block. CPU time is the steadier figure on a machine shared with other
+    jobs: their load stretches our wall time, much less our CPU time."""
+
+    wall_s = self_s = children_s = 0.0
+    minor_faults = 0
+
+    def __enter__(self) -> CpuClock:
+        self._start = (time.perf_counter(), self_cpu(), children_cpu(), _minflt())
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        w0, s0, c0, f0 = self._start
+        self.wall_s = time.perf_counter() - w0
+        self.self_s = self_cpu() - s0
+        self.children_s = children_cpu() - c0
+        self.minor_faults = _minflt() - f0
+
+    def cpu_s(self) -> dict[str, float]:
+        """{"self": s, "children": s}, rounded for a report."""
+        return {"self": round(self.self_s, 2), "children": round(self.children_s, 2)}
+
+
+def _minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def tree_cpu(pids: Iterable[int]) -> float:

@@ -2,45 +2,36 @@
 speed-up through the stage batcher that serves (same pages, same batch size, same run), FLOPs
 ratio, mean exit layer.
 
-    .venv/bin/python bench/early_exit.py MODEL_DIR DATA [--split val] [--device cuda]
-        [--batch-size 16] [--rounds 2]
+    python -m bench.early_exit MODEL_DIR DATA [--split val] [--device cuda]
+        [--batch-size 16] [--rounds 2] [--threads N] [--out FILE]
 
-Prints JSON and writes bench/results/early_exit.json."""
+Prints JSON and writes bench/results/early_exit.json (its plots beside it, in early_exit_plots/).
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bench import harness
 from classifier.bundle import BundleError
 from doctriage.bundle_evaluation import evaluate_bundle
 from pipelines.dataset import DatasetError
-from workers.allocator import tune_malloc
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path)
+    ap = harness.parser(__doc__, "early_exit", device=True, model="positional")
     ap.add_argument("data", type=Path)
     ap.add_argument("--split", default="all", choices=["all", "val", "train"])
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2, help="timing passes over all pages")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".doctriage/cache/pages")
-    ap.add_argument("--out", type=Path, default=RESULTS / "early_exit.json")
     args = ap.parse_args()
-    malloc = tune_malloc()  # as the workers run (workers/allocator.py)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    harness.resolve_model(args.model)
+    run = harness.start(args)
     started = time.time()
     try:
         report = evaluate_bundle(
@@ -54,8 +45,7 @@ def main() -> int:
             out_dir=args.out.parent / "early_exit_plots",
         )
     except (BundleError, DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise harness.BadInput(str(exc)) from None
     ee = report["early_exit"]
     result = {
         "model": str(args.model),
@@ -68,7 +58,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "machine": platform.node(),
-        "malloc": malloc,
+        "malloc": run.malloc,
         "accuracy_full_depth": report["full_depth"]["accuracy"],
         "accuracy_early_exit": ee["accuracy"],
         "accuracy_drop_points": ee["accuracy_drop_points"],
@@ -84,11 +74,9 @@ def main() -> int:
         "exits": report["exits"],
         "seconds": round(time.time() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    harness.write_result(result, args.out, run)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run_main(main)

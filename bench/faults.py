@@ -2,9 +2,9 @@
 on real PostgreSQL/Redis/Celery workers/moto S3, bad inputs through the workflow, the fuzz run)
 and prints one JSON table: fault, pages in, pages out, duplicates, time to recover.
 
-    python bench/faults.py                 # faults + bad inputs + small fuzz
-    python bench/faults.py --only faults   # just the fault-injection runs
-    python bench/faults.py --slow          # also the large fuzz run (OCR on)
+    python -m bench.faults                 # faults + bad inputs + small fuzz
+    python -m bench.faults --only faults   # just the fault-injection runs
+    python -m bench.faults --slow          # also the large fuzz run (OCR on)
 
 Each scenario asserts its own invariants (one prediction per page and pass, nothing stuck,
 counts match); a row whose test failed is kept and marked `passed: false`. Writes
@@ -15,7 +15,6 @@ the shipped recovery settings (reconcile period, stuck bounds, visibility timeou
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import harness
+
+REPO = harness.REPO
 SUITES = {
     "faults": (["tests/reliability/test_faults.py"], "faults"),
     "bad_input": (["tests/reliability/test_bad_input_workflow.py",
@@ -45,14 +46,14 @@ def run_suite(paths: list[str], marker: str, results: Path, slow: bool) -> tuple
     return proc.returncode, proc.stdout[-4000:]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main() -> int:
+    ap = harness.parser(__doc__, "faults", threads=False)
     ap.add_argument("--only", choices=sorted(SUITES), action="append")
     ap.add_argument("--slow", action="store_true", help="include the large fuzz run")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of suites not run now from the existing --out file")
     args = ap.parse_args()
+    run = harness.start(args, malloc=False)
     chosen = args.only or list(SUITES)
     rows: list[dict] = []
     suites: dict[str, dict] = {}
@@ -85,10 +86,10 @@ def main() -> None:
     out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, shared and loaded)",
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "table": table, "details": rows, "suites": suites}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    harness.write_result(out, args.out, run, echo=False)
     print(json.dumps(out["table"], indent=2, ensure_ascii=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

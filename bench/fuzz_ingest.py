@@ -1,6 +1,6 @@
 """Does any mutated real document crash, hang or blow up an ingest process?
 
-    nice -n 19 .venv/bin/python bench/fuzz_ingest.py --cases 5000 [--seed 0] [--workers 2]
+    nice -n 19 python -m bench.fuzz_ingest --cases 5000 [--seed 0] [--workers 2]
         [--ocr-share 0.02] [--hang-s 60] [--rss-bound-mb 1024] [--max-seconds 3600]
 
 Cases are realdocs PDFs, PNGs, JPEGs and TIFFs, and realdocs page rasters re-encoded as
@@ -20,26 +20,36 @@ Prints JSON and writes bench/results/fuzz_ingest.json. Exit 1 when there was a f
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
+import importlib.util
 import os
 import platform
 import sys
 import time
-from pathlib import Path
+from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "reliability"))
-
-import fuzzkit  # noqa: E402
+from bench import harness
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def load_fuzzkit() -> ModuleType:
+    """tests/reliability/fuzzkit.py, the fuzzing engine this script shares with the default
+    suite's fuzz test (tests/ folders are not packages: it is loaded from its file)."""
+    path = harness.REPO / "tests" / "reliability" / "fuzzkit.py"
+    spec = importlib.util.spec_from_file_location("fuzzkit", path)
+    if spec is None or spec.loader is None:
+        raise harness.BadInput(f"{path}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fuzzkit"] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzzkit = load_fuzzkit()
+
+
+def main() -> int:
+    ap = harness.parser(__doc__, "fuzz_ingest", threads=False, seed=0)
     ap.add_argument("--cases", type=int, default=5000)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0, help="first case index (to replay a range)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ocr-share", type=float, default=0.02)
@@ -52,10 +62,11 @@ def main() -> None:
         help="stop starting new cases after this long (the run stays bounded)",
     )
     ap.add_argument("--no-fixtures", action="store_true", help="do not write findings")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fuzz_ingest.json")
     args = ap.parse_args()
     if not fuzzkit.realdocs_available():
-        sys.exit(f"error: realdocs not found at {fuzzkit.REALDOCS} (set DOCTRIAGE_REALDOCS)")
+        raise harness.BadInput(f"realdocs not found at {fuzzkit.REALDOCS} "
+                               "(set DOCTRIAGE_REALDOCS)")
+    run = harness.start(args, malloc=False)
     rss_bound = int(args.rss_bound_mb * fuzzkit.MIB)
     started = time.time()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
@@ -83,7 +94,7 @@ def main() -> None:
     finding_kinds = ("crash", "hang", "exception", "multiline_error", "rss")
     result = {
         "question": "do mutated real documents crash, hang or blow up an ingest process?",
-        "command": "nice -n 19 .venv/bin/python bench/fuzz_ingest.py " + " ".join(sys.argv[1:]),
+        "command": harness.command_line(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
         "loadavg_at_start": load_at_start,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
@@ -113,11 +124,9 @@ def main() -> None:
         "harness_errors": stats.harness_errors,
         "finding_details": [dataclasses.asdict(f) for f in stats.findings],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    sys.exit(1 if result["findings"] or stats.harness_errors else 0)
+    harness.write_result(result, args.out, run)
+    return 1 if result["findings"] or stats.harness_errors else 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

@@ -18,7 +18,7 @@ to the ideal speed-up by FLOPs (as bench/batching.py computes it). Stops adding 
 once --budget-s has passed; writes the JSON after every configuration, so a run cut short still
 leaves what it measured.
 
-    python bench/gpu_check.py [--device cuda] [--config base] [--dtypes bf16,fp16]
+    python -m bench.gpu_check [--device cuda] [--config base] [--dtypes bf16,fp16]
         [--batch-sizes 64,256,512] [--pages 8192] [--exit-share 0.3] [--out FILE]
 
 Imports only torch, transformers (4.x), tokenizers, safetensors, numpy, pillow and
@@ -41,8 +41,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import harness
 from classifier.config import NAMED_SIZES
 from classifier.factory import new_model
 from classifier.policy import ExitPolicy
@@ -272,7 +271,8 @@ def library_versions() -> dict[str, str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # --out: no default (the shell wrapper passes $OUT/gpu_check.json); torch threads: torch's.
+    ap = harness.parser(__doc__, "gpu_check", out=False, threads=False)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--config", default="base", choices=sorted(NAMED_SIZES))
     ap.add_argument("--dtypes", default=None,
@@ -292,8 +292,9 @@ def main() -> int:
                     help="start no new configuration after this many seconds")
     ap.add_argument("--no-host-inputs", action="store_true",
                     help="skip the early-exit run with inputs in host memory")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", "--json", dest="out", type=Path, default=None)
     args = ap.parse_args()
+    run = harness.Run(malloc=None)  # glibc's malloc, as this check always measured
     started = time.perf_counter()
     on_device = args.device != "cpu"
     try:
@@ -301,25 +302,17 @@ def main() -> int:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        print(f"error: --batch-sizes wants positive integers, got {args.batch_sizes!r}",
-              file=sys.stderr)
-        return 2
+        raise harness.BadInput(f"--batch-sizes wants positive integers, got {args.batch_sizes!r}")
     dtypes = [d.strip() for d in (args.dtypes or ("bf16" if on_device else "fp32")).split(",")]
     if not all(d in DTYPES for d in dtypes):
-        print(f"error: --dtypes takes {', '.join(DTYPES)}, got {args.dtypes!r}", file=sys.stderr)
-        return 2
+        raise harness.BadInput(f"--dtypes takes {', '.join(DTYPES)}, got {args.dtypes!r}")
     attentions = [a.strip() for a in args.attention.split(",") if a.strip()]
     if not attentions or not set(attentions) <= {"eager", "fused"}:
-        print(f"error: --attention takes eager and/or fused, got {args.attention!r}",
-              file=sys.stderr)
-        return 2
+        raise harness.BadInput(f"--attention takes eager and/or fused, got {args.attention!r}")
     if not 0.0 <= args.exit_share < 1.0 or args.pages < 1 or args.repeat < 1:
-        print("error: --exit-share must be in [0, 1), --pages and --repeat at least 1",
-              file=sys.stderr)
-        return 2
+        raise harness.BadInput("--exit-share must be in [0, 1), --pages and --repeat at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
+        raise harness.BadInput("--device cuda but torch sees no CUDA device")
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # only matters for fp32
     model = build_model(args.config, args.device, DTYPES[dtypes[0]], args.labels)
@@ -359,9 +352,7 @@ def main() -> int:
                 "meets_goal": best["early_exit"]["pages_per_s"] >= GOAL_EARLY_EXIT_PAGES_PER_S,
             }
         report["elapsed_s"] = round(time.perf_counter() - started, 2)
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=2))
+        harness.write_result(report, args.out, run, echo=False)
 
     variants = [(a, d) for a in attentions for d in dtypes]
     for attention, dtype_name in variants:
@@ -427,4 +418,4 @@ def summary(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run_main(main)

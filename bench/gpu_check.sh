@@ -2,7 +2,7 @@
 # GPU check (issue 18): early-exit and batching throughput of a random `base` model in bf16 on
 # a CUDA machine, in under 5 minutes. Run from the repository root:
 #
-#     bash bench/gpu_check.sh [extra bench/gpu_check.py options]
+#     bash bench/gpu_check.sh [extra `python -m bench.gpu_check` options]
 #
 # If .whl/ (or $GPU_CHECK_WHEELS) holds wheels (transformers 4.x and what it needs: this project
 # requires transformers<5), they are installed into /tmp/site (or $GPU_CHECK_SITE), put first on
@@ -37,7 +37,7 @@ if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
     out_args=(--out "$OUT/gpu_check.json")
 fi
-timeout "${GPU_CHECK_TIMEOUT_S:-280}" "$PY" bench/gpu_check.py "${out_args[@]}" "$@"
+timeout "${GPU_CHECK_TIMEOUT_S:-280}" "$PY" -m bench.gpu_check "${out_args[@]}" "$@"
 rc=$?
 [ "$rc" -eq 124 ] && echo "gpu_check: hard time limit reached; the JSON holds what finished" >&2
 exit "$rc"

@@ -1,8 +1,8 @@
 """How fast are pages ingested, and how many realdocs pages need OCR?
 
-    nice -n 10 .venv/bin/python bench/ingest.py [--realdocs DIR] [--ocr-per-source 2]
+    nice -n 10 python -m bench.ingest [--realdocs DIR] [--ocr-per-source 2] [--out FILE]
 
-Prints JSON and writes bench/results/ingest.json:
+Prints JSON and writes bench/results/ingest.json (or --out):
 - text_layer: per-page time (render at 100 dpi + words + reading order + the OCR decision) over
   every realdocs page decided `text_layer` in auto mode; median ms and pages/s.
 - ocr: per-page time over a sample of pages decided `ocr` (the first page of the first
@@ -13,10 +13,9 @@ Prints JSON and writes bench/results/ingest.json:
 
 from __future__ import annotations
 
-import argparse
 import collections
+import contextlib
 import csv
-import json
 import os
 import platform
 import statistics
@@ -27,10 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from pipelines.pages import IngestOptions, iter_pages, plan_pages  # noqa: E402
+from bench import harness
+from pipelines.pages import IngestOptions, iter_pages, plan_pages
 
 
 def median(xs: list[float]) -> float | None:
@@ -78,17 +75,21 @@ def ocr_sample(planned: list[dict], root: Path, opts: IngestOptions, per_source:
 
 
 def compare_renderers(pdfs: list[Path]) -> dict:
-    """pypdfium2 vs pdf2image (poppler) at 100 dpi; our text layer vs pdftotext vs pdfplumber."""
-    import pdfplumber
+    """pypdfium2 vs pdf2image (poppler) at 100 dpi; our text layer vs pdftotext vs pdfplumber
+    (pdfplumber is no dependency of the project: left out where it is not installed)."""
     import pypdfium2 as pdfium
     from pdf2image import convert_from_path
 
     from pipelines.textlayer import extract_words
 
+    try:
+        import pdfplumber
+    except ImportError:
+        pdfplumber = None
     t: dict[str, list[float]] = collections.defaultdict(list)
     for path in pdfs:
         doc = pdfium.PdfDocument(str(path))
-        with pdfplumber.open(str(path)) as plumber:
+        with (pdfplumber.open(str(path)) if pdfplumber else contextlib.nullcontext()) as plumber:
             for i in range(min(2, len(doc))):
                 page = doc[i]
                 s = time.perf_counter()
@@ -107,23 +108,28 @@ def compare_renderers(pdfs: list[Path]) -> dict:
                     check=False,
                 )
                 t["text_pdftotext_bbox"].append((time.perf_counter() - s) * 1000)
-                s = time.perf_counter()
-                plumber.pages[i].extract_words()
-                t["text_pdfplumber"].append((time.perf_counter() - s) * 1000)
+                if plumber is not None:
+                    s = time.perf_counter()
+                    plumber.pages[i].extract_words()
+                    t["text_pdfplumber"].append((time.perf_counter() - s) * 1000)
                 page.close()
         doc.close()
     return {k: {"median_ms": median(v), "n": len(v)} for k, v in t.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main() -> int:
+    ap = harness.parser(__doc__, "ingest", threads=False)
     default_root = os.environ.get(
-        "DOCTRIAGE_REALDOCS", str(REPO.parent / "shared" / "datasets" / "realdocs")
+        "DOCTRIAGE_REALDOCS", str(harness.REPO.parent / "shared" / "datasets" / "realdocs")
     )
-    ap.add_argument("--realdocs", type=Path, default=Path(default_root))
+    ap.add_argument("--realdocs", type=Path, default=Path(default_root),
+                    help="a realdocs-style folder (manifest.csv with path, source)")
     ap.add_argument("--ocr-per-source", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
     args = ap.parse_args()
+    if not (args.realdocs / "manifest.csv").exists():
+        raise harness.BadInput(f"{args.realdocs}: no manifest.csv (set --realdocs or "
+                               "DOCTRIAGE_REALDOCS)")
+    run = harness.start(args, malloc=False)
     with open(args.realdocs / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     opts = IngestOptions()
@@ -170,10 +176,9 @@ def main() -> None:
         "renderers_and_text_extractors": compare_renderers(pdfs),
         "seconds": round(time.time() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    harness.write_result(result, args.out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

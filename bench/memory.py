@@ -16,11 +16,11 @@ stage batcher. Each scenario runs in its own subprocess so their peaks never mix
 Peak RSS is sampled every 10 ms by a thread (psutil; tesseract children included separately)
 and cross-checked with getrusage's ru_maxrss.
 
-    .venv/bin/python bench/memory.py [--pages 500] [--backlog 5000] [--model DIR]
-        [--walk-backlog 1000] [--device cuda] [--threads N]
-        [--only ingest|backlog|backlog_never_exit]
+    python -m bench.memory [--pages 500] [--backlog 5000] [--model DIR]
+        [--walk-backlog 1000] [--device cuda] [--threads N] [--seed 0]
+        [--only ingest|backlog|backlog_never_exit] [--out FILE]
 
-Prints JSON and writes bench/results/memory.json.
+Prints JSON and writes bench/results/memory.json (or --out).
 """
 
 from __future__ import annotations
@@ -40,26 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import harness
 
-RESULTS = Path(__file__).resolve().parent / "results"
-KNOWN_BUNDLES = (
-    Path.home() / ".doctriage/models/default",
-    Path("/tmp/dhome/models/default"),
-)
 GOAL_INGEST_BYTES = 1.5e9
 MIB = 1024 * 1024
-
-
-def find_model(given: Path | None) -> Path:
-    for cand in ([given] if given else list(KNOWN_BUNDLES)):
-        if (cand / "exits.json").exists() and (cand / "model.safetensors").exists():
-            return cand
-    what = f"{given}: not a model bundle" if given else "no trained bundle found"
-    print(f"error: {what} (need exits.json + model.safetensors); pass --model DIR",
-          file=sys.stderr)
-    raise SystemExit(2)
 
 
 class PeakSampler:
@@ -149,10 +133,6 @@ def make_pdf(path: Path, pages: int, seed: int = 0) -> Path:
 
 
 def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     home = Path(args.home)
     os.environ["DOCTRIAGE_HOME"] = str(home)
     from classifier.bundle import load_bundle
@@ -201,8 +181,6 @@ def scenario_backlog_never_exit(args: argparse.Namespace) -> dict[str, Any]:
 def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dict[str, Any]:
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from classifier.bundle import load_bundle
     from classifier.policy import NeverExit
     from classifier.predict import make_decider, model_policy, split_rows
@@ -294,14 +272,15 @@ SCENARIOS = {"ingest": scenario_ingest, "backlog": scenario_backlog,
 
 
 def run_child(name: str, args: argparse.Namespace, pdf: Path, home: Path) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", name, "--pdf", str(pdf), "--home", str(home),
+    cmd = [sys.executable, "-m", "bench.memory", "--child", name, "--pdf", str(pdf),
+           "--home", str(home),
            "--model", str(args.model), "--device", args.device,
            "--backlog", str(args.backlog), "--walk-backlog", str(args.walk_backlog),
            "--distinct", str(args.distinct),
            "--max-batch", str(args.max_batch)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=harness.REPO)
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise SystemExit(f"error: scenario {name} failed: {tail[0]}")
@@ -309,7 +288,7 @@ def run_child(name: str, args: argparse.Namespace, pdf: Path, home: Path) -> dic
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__, "memory", device=True, seed=0, model="option")
     ap.add_argument("--pages", type=int, default=500, help="pages of the generated PDF")
     ap.add_argument("--backlog", type=int, default=5000, help="pages held in the stage batcher")
     ap.add_argument("--walk-backlog", type=int, default=1000,
@@ -318,26 +297,20 @@ def main() -> int:
     ap.add_argument("--distinct", type=int, default=64,
                     help="distinct encoded pages the backlog is copied from")
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--only", choices=sorted(SCENARIOS), default=None)
-    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     ap.add_argument("--child", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
     ap.add_argument("--pdf", help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        from workers.allocator import tune_malloc
-
-        malloc = tune_malloc()  # as the workers run: freed memory stays in the heap
-        print(json.dumps({**SCENARIOS[args.child](args), "malloc": malloc}))
+        run = harness.start(args)  # as the workers run: freed memory stays in the heap
+        print(json.dumps({**SCENARIOS[args.child](args), "malloc": run.malloc}))
         return 0
     if min(args.pages, args.backlog, args.walk_backlog, args.distinct, args.max_batch) < 1:
-        print("error: --pages, --backlog, --walk-backlog, --distinct, --max-batch must be "
-              "positive", file=sys.stderr)
-        return 2
-    args.model = find_model(args.model)
+        raise harness.BadInput("--pages, --backlog, --walk-backlog, --distinct, --max-batch "
+                               "must be positive")
+    args.model = harness.resolve_model(args.model)
+    run = harness.Run(malloc="tuned in each scenario's process")  # torch: only there too
     started = time.time()
     result: dict[str, Any] = {
         "model": str(args.model),
@@ -347,7 +320,7 @@ def main() -> int:
         "backlog": args.backlog,
     }
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        pdf = make_pdf(Path(tmp) / f"generated-{args.pages}p.pdf", args.pages)
+        pdf = make_pdf(Path(tmp) / f"generated-{args.pages}p.pdf", args.pages, args.seed)
         result["pdf_mib"] = mib(pdf.stat().st_size)
         for name in SCENARIOS:
             if args.only in (None, name):
@@ -355,11 +328,9 @@ def main() -> int:
     result["seconds"] = round(time.time() - started, 1)
     result["note"] = ("each scenario in its own process; RSS sampled every 10 ms (psutil) and "
                       "ru_maxrss; the backlog's pages are copies of --distinct encoded pages")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    harness.write_result(result, args.out, run)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run_main(main)

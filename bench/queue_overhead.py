@@ -18,8 +18,8 @@ paired within each repetition and the median reported. `--pick shortest` (defaul
 shortest documents, the hard case for per-document costs; `--pick sample` a seeded draw of the
 collection's own mix.
 
-    python bench/queue_overhead.py MODEL DATA [--docs 120] [--repeat 3] [--pin-cpus]
-        [--pick shortest|sample] [--max-doc-pages 3] [--classify-procs 1,2]
+    python -m bench.queue_overhead MODEL DATA [--docs 120] [--repeat 3] [--pin-cpus]
+        [--pick shortest|sample] [--seed 0] [--max-doc-pages 3] [--classify-procs 1,2]
         [--task-events on|off] [--device cuda] [--profile DIR] [--out FILE]
 
 DATA: a folder (or realdocs-style folder with manifest.csv); PDFs are picked, and the text
@@ -29,7 +29,6 @@ writes bench/results/queue_overhead.json (or --out).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -49,16 +48,16 @@ import psycopg2
 import redis
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_time import self_cpu, servers_cpu, tree_cpu
+from bench import harness
+from bench.cpu_time import self_cpu, servers_cpu, tree_cpu
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = harness.REPO
 POLL_S = 0.05  # the finish is seen at most this late: 0.2 ms/page at 250 pages
 DOCTRIAGE = str(Path(sys.executable).parent / "doctriage")
 
 
-def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str) -> list[Path]:
+def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str,
+                   seed: int = 0) -> list[Path]:
     """`shortest`: the n shortest PDFs of at most max_pages pages (the hard case: per-document
     costs shared by the fewest pages); `sample`: n PDFs drawn at random (seeded) from all
     sizes up to max_pages, i.e. the collection's own mix."""
@@ -69,12 +68,13 @@ def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str) 
         rows = sorted((r for r in rows if int(r["pages"]) <= max_pages),
                       key=lambda r: (int(r["pages"]), r["path"]))
         if pick == "sample":
-            rows = random.Random(0).sample(rows, min(n, len(rows)))
+            rows = random.Random(seed).sample(rows, min(n, len(rows)))
         paths = [data / r["path"] for r in rows][:n]
     else:
         paths = sorted(p for p in data.rglob("*.pdf"))[:n]
+    # Copies, not links: `doctriage run` skips a link that leaves its input folder.
     for i, p in enumerate(paths):
-        (folder / f"{i:03d}-{p.name}").symlink_to(p.resolve())
+        shutil.copyfile(p, folder / f"{i:03d}-{p.name}")
     return paths
 
 
@@ -118,7 +118,6 @@ def run_cli(args: list[str], env: dict[str, str]) -> str:
 def in_process_submitter(env: dict[str, str]):
     """`doctriage submit` without the CLI's start-up: register and enqueue from this process."""
     os.environ.update({k: v for k, v in env.items() if k.startswith("DOCTRIAGE_")})
-    sys.path.insert(0, str(ROOT))
     from db.repository import register_document
     from db.session import session_scope
     from doctriage import wiring
@@ -134,7 +133,7 @@ def in_process_submitter(env: dict[str, str]):
     def submit(folder: Path) -> None:
         ids = []
         with session_scope(sessions) as s:
-            for uri, sha in LocalSource([folder], follow_symlinks=True):  # links to the data
+            for uri, sha in LocalSource([folder]):
                 ids.append(register_document(s, uri, sha256=sha)[0])
         for doc_id in ids:
             ingest.delay(doc_id)
@@ -319,9 +318,10 @@ def summarize(runs: list[dict], procs_list: list[int]) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", type=Path)
+def main() -> int:
+    # One OpenMP/torch thread per process in every mode: not a choice here.
+    ap = harness.parser(__doc__, "queue_overhead", threads=False, device=True, seed=0,
+                        model="positional")
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=12)
     ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest",
@@ -336,8 +336,6 @@ def main() -> None:
                          "each (e.g. 1,2 for the scaling)")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379")
     ap.add_argument("--redis-db", type=int, default=14)
-    ap.add_argument("--device", default="cpu",
-                    help="where the workers and `doctriage run` put the model (e.g. cuda)")
     ap.add_argument("--ocr-mode", default="text",
                     help="text (default): no OCR, so the queue/store overhead is not buried "
                          "under tesseract time; auto: the real ingest")
@@ -350,16 +348,23 @@ def main() -> None:
     ap.add_argument("--pin-cpus", action="store_true",
                     help="pin each worker to its own core (taskset: ingest on core 0, classify "
                          "process k on core k), as one core per worker container would")
-    ap.add_argument("--out", type=Path, default=RESULTS / "queue_overhead.json")
     args = ap.parse_args()
+    harness.resolve_model(args.model)
+    if not args.data.is_dir():
+        raise harness.BadInput(f"{args.data}: no such folder")
     if args.profile:
         py_spy()  # fail now, not after the first runs
+    bench_run = harness.start(args, malloc=False)
 
     tmp = Path(tempfile.mkdtemp(prefix="queue-overhead-"))
     warm, docs = tmp / "warm", tmp / "docs"
     warm.mkdir()
     docs.mkdir()
-    picked = pick_documents(args.data, args.docs + 1, docs, args.max_doc_pages, args.pick)
+    picked = pick_documents(args.data, args.docs + 1, docs, args.max_doc_pages, args.pick,
+                            args.seed)
+    if len(picked) < 2:
+        raise harness.BadInput(f"{args.data}: fewer than 2 PDFs of at most "
+                               f"{args.max_doc_pages} pages (one warms the workers up)")
     first = sorted(docs.iterdir())[0]
     first.rename(warm / first.name)  # the warm-up document, not timed
 
@@ -378,7 +383,7 @@ def main() -> None:
 
     r = redis.Redis.from_url(f"{args.redis}/{args.redis_db}")
     if r.dbsize():
-        raise SystemExit(f"error: Redis DB {args.redis_db} is in use; pick another with --redis-db")
+        raise harness.BadInput(f"Redis DB {args.redis_db} is in use; pick another with --redis-db")
     admin = psycopg2.connect(args.pg)
     admin.autocommit = True
     procs_list = [int(x) for x in args.classify_procs.split(",")]
@@ -422,10 +427,9 @@ def main() -> None:
                       "(distributed, from submit to every document final, polled every "
                       f"{POLL_S} s) against `doctriage run`'s own CPU + the servers' (embedded); "
                       "overheads are paired within each repetition, then the median")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    harness.write_result(report, args.out, bench_run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

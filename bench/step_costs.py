@@ -12,8 +12,8 @@ each on SQLite and on PostgreSQL. Per page: this process's CPU for ingest and fo
 split queue_overhead's figure into the store's share and the per-document calls' share; what is
 left is Celery and Redis (bench/celery_floor.py measures that floor per task).
 
-    python bench/step_costs.py MODEL DATA [--docs 120] [--pick shortest|sample]
-        [--max-doc-pages 3] [--repeat 3] [--pin-cpu] [--device cuda]
+    python -m bench.step_costs MODEL DATA [--docs 120] [--pick shortest|sample] [--seed 0]
+        [--max-doc-pages 3] [--repeat 3] [--pin-cpu] [--device cuda] [--out FILE]
 
 Text layer only (`ocr_mode=text`) and one thread, as in queue_overhead. Prints JSON and writes
 bench/results/step_costs.json (or --out).
@@ -21,11 +21,8 @@ bench/results/step_costs.json (or --out).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -33,14 +30,10 @@ from pathlib import Path
 
 import psycopg2
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import harness
+from bench.cpu_time import named_cpu, self_cpu
+from bench.queue_overhead import pick_documents
 
-from cpu_time import named_cpu, self_cpu  # noqa: E402
-from queue_overhead import pick_documents  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK = 64  # the embedded runner's classify call: max_batch 16 x 4 batches
 
 
@@ -107,9 +100,10 @@ def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
             "total": ms(ingest[0] + ingest[1] + classify[0] + classify[1])}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", type=Path)
+def main() -> int:
+    # One torch thread, as in queue_overhead: not a choice here.
+    ap = harness.parser(__doc__, "step_costs", threads=False, device=True, seed=0,
+                        model="positional")
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest")
@@ -117,14 +111,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--pin-cpu", action="store_true", help="run on core 0 only")
-    ap.add_argument("--device", default="cpu", help="where the model runs (e.g. cuda)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "step_costs.json")
     args = ap.parse_args()
-    if not args.model.is_dir():
-        raise SystemExit(f"error: no model folder at {args.model}")
+    harness.resolve_model(args.model)
     if args.pin_cpu:
         os.sched_setaffinity(0, {0})
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    run = harness.start(args, malloc=False)  # glibc's malloc, as this bench always measured
     import torch
 
     from classifier.bundle import load_bundle
@@ -133,7 +125,7 @@ def main() -> None:
     model = load_bundle(args.model, args.device)
 
     folder = Path(tempfile.mkdtemp(prefix="step-costs-"))
-    pick_documents(args.data, args.docs, folder, args.max_doc_pages, args.pick)
+    pick_documents(args.data, args.docs, folder, args.max_doc_pages, args.pick, args.seed)
     docs = sorted(folder.iterdir())
     admin = psycopg2.connect(args.pg)
     admin.autocommit = True
@@ -171,10 +163,9 @@ def main() -> None:
                  "in-process: per_document = as the Celery tasks call them, chunked = as the "
                  "embedded runner does; no Celery, no Redis"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    harness.write_result(report, args.out, run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_main(main)

@@ -76,7 +76,9 @@ class StepContext:
     reroute: RerouteOptions = field(default_factory=RerouteOptions)
     retry: RetryOptions = field(default_factory=RetryOptions)
     open_uri: Callable[[str, str | None], BinaryIO] = open_uri
-    # Imported lazily so an ingest-only worker never imports the page pipeline's heavy parts twice.
+    # The page source (None: pipelines.pages.iter_pages, imported lazily so an ingest-only worker
+    # never imports the page pipeline's heavy parts twice). Tests pass fakes in; bench/pipeline.py
+    # passes one that counts pages by text source.
     iter_pages: Callable[..., Iterable[Any]] | None = None
     heartbeat_s: float = HEARTBEAT_S
 

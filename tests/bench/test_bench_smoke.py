@@ -1,22 +1,42 @@
-"""Smoke runs of bench/pipeline.py, bench/memory.py and bench/step_costs.py on tiny inputs, as
-a user runs them (a subprocess), checking that the figures they print are consistent with what
-they ran."""
+"""Smoke runs of the benchmarks on tiny inputs, as a user runs them (`python -m bench.NAME` in a
+subprocess): each exits 0 and writes the JSON keys its readers rely on, with the conditions of
+the run. The pipeline, memory and step-cost runs are also checked for figures consistent with
+what they ran. gpu_check has its own tests (test_gpu_check.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+CONDITIONS = {"date", "host", "cores", "loadavg_before", "loadavg_after", "torch_threads",
+              "git_commit", "command"}
 
 
 def run_bench(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *map(str, args)],
+        [sys.executable, "-m", f"bench.{script.removesuffix('.py')}", *map(str, args)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
+
+
+def finished(proc: subprocess.CompletedProcess[str], out: Path, *,
+             echoed: bool = True) -> dict[str, Any]:
+    """The run's JSON (checked against stdout when the script echoes it), its conditions
+    present."""
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    if echoed:
+        assert json.loads(proc.stdout[proc.stdout.index("{"):]) == result
+    assert set(result["conditions"]) >= CONDITIONS, result["conditions"]
+    assert result["conditions"]["command"].startswith("python -m bench.")
+    return result
 
 
 def test_pipeline_compares_embedded_and_naive_on_the_same_pages(
@@ -24,19 +44,21 @@ def test_pipeline_compares_embedded_and_naive_on_the_same_pages(
 ) -> None:
     out = tmp_path / "pipeline.json"
     proc = run_bench("pipeline.py", bench_docs, "--model", bench_bundle, "--threads", "1",
-                     "--out", out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
-    assert json.loads(out.read_text()) == result
+                     "--sample-ms", "0.5", "--out", out)
+    result = finished(proc, out)
     emb, naive = result["embedded"], result["naive"]
     assert result["documents"] == 2
     assert emb["pages"] == naive["pages"] == 2
     assert emb["documents_by_state"] == {"DONE": 2}
     # The PDF's text layer is used; the image goes to tesseract. The naive run OCRs both.
     assert emb["pages_by_text_source"] == {"ocr": 1, "text_layer": 1}
-    for part in ("rasterise", "text_layer", "ocr", "classification", "storage"):
+    assert set(emb["split_s"]) == {"rasterise", "text_layer", "text_source_decision", "ocr",
+                                   "classification", "storage", "other"}
+    # Sampled: the parts that take milliseconds or more on two pages are seen (the text layer
+    # of one short page may fall between two samples).
+    for part in ("rasterise", "ocr", "classification", "storage"):
         assert emb["split_s"][part] > 0, part
-    # The timers account for the run: what no timer saw ("other") is a small part of it.
+    # The parts account for the run: what no part covers ("other") is a small part of it.
     assert emb["split_s"]["other"] < 0.25 * emb["wall_s"], emb["split_s"]
     assert naive["split_s"]["ocr"] > 0 and naive["split_s"]["classification"] > 0
     assert result["ratio_pages_per_s"] == round(emb["pages_per_s"] / naive["pages_per_s"], 2)
@@ -64,8 +86,7 @@ def test_memory_reports_peaks_per_scenario(bench_bundle: Path, tmp_path: Path) -
     proc = run_bench("memory.py", "--pages", "3", "--backlog", "40", "--walk-backlog", "20",
                      "--distinct", "3", "--max-batch", "8", "--threads", "1",
                      "--model", bench_bundle, "--out", out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    result = finished(proc, out)
     ingest, backlog, walk = result["ingest"], result["backlog"], result["backlog_never_exit"]
     assert ingest["pages"] == 3 and ingest["documents_by_state"] == {"DONE": 1}
     assert ingest["peak_rss_mib"] >= ingest["rss_model_loaded_mib"] > 0
@@ -87,9 +108,7 @@ def test_step_costs_splits_each_path_by_phase_and_store(
     out = tmp_path / "steps.json"
     proc = run_bench("step_costs.py", bench_bundle, bench_docs, "--docs", "1", "--repeat", "1",
                      "--pg", PG_ADMIN, "--out", out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
-    assert json.loads(out.read_text()) == result
+    result = finished(proc, out)
     medians = result["median_cpu_ms_per_page"]
     assert set(medians) == {"chunked_sqlite", "chunked_postgres", "per_document_sqlite",
                             "per_document_postgres"}
@@ -101,3 +120,189 @@ def test_step_costs_splits_each_path_by_phase_and_store(
         if name.endswith("sqlite"):  # no server to count
             assert m["ingest_postgres"] == m["classify_postgres"] == 0, name
     assert result["over_chunked_sqlite"]["chunked_sqlite"] == 0
+
+
+# -- every other script at its smallest size -------------------------------------------------
+
+
+def _capacity(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        (row,) = r["results"]
+        assert (row["size"], row["batch"], row["torch_threads"]) == ("tiny", 2, 1)
+        assert row["pages_per_s"] > 0 and row["encode_ms_per_page"] > 0
+
+    return ["--sizes", "tiny", "--batch", "2", "--threads", "1", "--repeats", "1"], check
+
+
+def _batching(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert r["pages"] == 1 and r["torch_threads"] == 1  # only the PDF has a text layer
+        assert sum(r["exit_stage_histogram"].values()) == 1
+        (row,) = r["results"]
+        assert row["batch"] == 2
+        assert set(row["pages_per_s"]) == {"full", "sync", "compaction", "stage_batcher"}
+        # Batching never changes a page's decision.
+        assert row["exit_agreement"] == {"sync_vs_stage": 1.0, "compaction_vs_stage": 1.0}
+        assert row["stage_batcher_stages"] and row["schedule_fill_replay"]
+
+    return [fx.bundle(), fx.docs(), "--batches", "2", "--max-pages", "4", "--repeat", "1",
+            "--threads", "1"], check
+
+
+def _early_exit(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert r["pages"] == 2 and r["documents"] == 2
+        assert 0 <= r["accuracy_early_exit"] <= 1 and 0 <= r["accuracy_full_depth"] <= 1
+        assert sum(r["exit_counts"]) == 2 and r["speedup_wall"] > 0
+        assert r["speedup_engine"] == "stage_batcher"
+
+    return [fx.bundle(), fx.docs(), "--batch-size", "2", "--rounds", "1", "--threads", "1",
+            "--cache-dir", fx.tmp / "cache"], check
+
+
+def _ingest(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert (r["documents"], r["pages"]) == (2, 2)
+        assert r["text_layer"]["pages"] == 1 and r["text_layer"]["median_ms"] > 0
+        assert r["ocr_share"]["pages_needing_ocr"] == 1 and r["ocr_share"]["share"] == 0.5
+        assert r["ocr"]["sampled_pages"] == 1 and r["ocr"]["median_ms"] > 0
+        assert r["renderers_and_text_extractors"]["render_pypdfium2"]["n"] == 1
+
+    return ["--realdocs", fx.docs(), "--ocr-per-source", "1"], check
+
+
+def _backlog_pacing(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert [run["paced"] for run in r["runs"]] == [False, True]
+        for run in r["runs"]:
+            assert run["backlog_docs"] == 30 and run["backlog_drained_s"] is not None
+            assert run["live_messages"] > 0 and run["live_wait_ms_max"] >= run["live_wait_ms_p50"]
+
+    return ["--docs", "30", "--service-ms", "1", "--live-every-ms", "20", "--max-in-queue", "4",
+            "--broker", fx.redis(claimed=True)], check
+
+
+def _celery_floor(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        solo = r["pools"]["solo"]
+        assert len(solo["rounds"]) == 1 and solo["median_tasks_per_s"] > 0
+        # CPU times tick in 10 ms: a few dozen no-op tasks may read 0, never less.
+        for key in ("worker", "redis", "publish"):
+            assert solo[f"median_{key}_cpu_ms_per_task"] >= 0, key
+
+    url = fx.redis(claimed=False)  # the script wants an empty DB
+    base, db = url.rsplit("/", 1)
+    return ["--tasks", "50", "--repeat", "1", "--pools", "solo", "--redis", base,
+            "--redis-db", db], check
+
+
+def _fuzz_ingest(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert r["cases"] == 3 and r["findings"] == 0 and r["crashes"] == r["hangs"] == 0
+        assert sum(r["outcomes"].values()) == 3
+
+    fx.realdocs()
+    return ["--cases", "3", "--workers", "1", "--ocr-share", "0", "--no-fixtures"], check
+
+
+SMOKE: dict[str, Callable[[Fixtures], tuple[list[Any], Callable[[dict], None]]]] = {
+    "capacity": _capacity,
+    "batching": _batching,
+    "early_exit": _early_exit,
+    "ingest": _ingest,
+    "backlog_pacing": _backlog_pacing,
+    "celery_floor": _celery_floor,
+    "fuzz_ingest": _fuzz_ingest,
+}
+
+
+class Fixtures:
+    """What a smoke run needs, made only when asked for (the realdocs-free runs stay free)."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp: Path) -> None:
+        self.request, self.tmp = request, tmp
+
+    def bundle(self) -> Path:
+        return self.request.getfixturevalue("bench_bundle")
+
+    def docs(self) -> Path:
+        return self.request.getfixturevalue("bench_docs")
+
+    def realdocs(self) -> Path:
+        return self.request.getfixturevalue("realdocs_dir")
+
+    def redis(self, *, claimed: bool) -> str:
+        """A spare Redis DB's URL, flushed afterwards; `claimed=False` takes the claim key back
+        out for a script that insists on an empty DB (another run may then claim it too: the
+        window is the script's start-up)."""
+        import redis
+        from servicekit import CLAIM_KEY, spare_redis_db
+
+        url = self.request.getfixturevalue("bench_redis_stack").enter_context(spare_redis_db())
+        if not claimed:
+            redis.Redis.from_url(url).delete(CLAIM_KEY)
+        return url
+
+
+@pytest.fixture
+def bench_redis_stack() -> Any:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_bench_script_runs_at_its_smallest_size(
+    script: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    args, check = SMOKE[script](Fixtures(request, tmp_path))
+    out = tmp_path / f"{script}.json"
+    proc = run_bench(script, *args, "--out", out)
+    check(finished(proc, out))
+
+
+@pytest.mark.slow  # a minute or more: three `doctriage` processes, workers started and warmed
+def test_queue_overhead_runs_at_its_smallest_size(
+    bench_bundle: Path, tmp_path: Path, bench_redis_stack: Any
+) -> None:
+    import redis
+    from servicekit import CLAIM_KEY, PG_ADMIN, spare_redis_db
+
+    from pipelines.synth import generate_corpus
+
+    data = tmp_path / "docs"
+    generate_corpus(data, 1, 0, scanned_fraction=0.0, classes=["letter", "memo"],
+                    progress=False)
+    url = bench_redis_stack.enter_context(spare_redis_db())
+    redis.Redis.from_url(url).delete(CLAIM_KEY)
+    base, db = url.rsplit("/", 1)
+    out = tmp_path / "qo.json"
+    proc = run_bench("queue_overhead", bench_bundle, data, "--docs", "1", "--repeat", "1",
+                     "--max-doc-pages", "100", "--redis", base, "--redis-db", db,
+                     "--pg", PG_ADMIN, "--out", out)
+    result = finished(proc, out)
+    assert result["documents"] == 1 and result["pages"] >= 1
+    assert set(result["median_cpu_ms_per_page"]) == {"embedded_sqlite", "embedded_postgres",
+                                                     "distributed_1proc"}
+    assert "distributed_1proc_vs_embedded_sqlite" in result["overhead_cpu_ms_per_page"]
+
+
+@pytest.mark.slow  # runs the bad-input suites (real PostgreSQL, Redis, Celery workers)
+def test_faults_table_of_the_bad_input_suites(tmp_path: Path) -> None:
+    out = tmp_path / "faults.json"
+    proc = run_bench("faults", "--only", "bad_input", "--out", out)
+    result = finished(proc, out, echoed=False)
+    assert result["suites"]["bad_input"]["exit_code"] == 0, result["suites"]
+    assert result["table"] and all(r["passed"] for r in result["table"])
+    assert {"fault", "pages_in", "pages_out", "duplicates"} <= set(result["table"][0])
+
+
+# Scripts with a smoke test of their own above (or in test_gpu_check.py).
+DEDICATED = {"pipeline", "memory", "step_costs", "queue_overhead", "faults", "gpu_check"}
+
+
+def test_every_bench_script_has_a_smoke_test() -> None:
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")
+               if 'if __name__ == "__main__":' in p.read_text()}
+    assert scripts == set(SMOKE) | DEDICATED

@@ -1,6 +1,6 @@
 """Fuzzing ingestion, shared by tests/reliability/test_fuzz_ingest.py and bench/fuzz_ingest.py
-(imported as `fuzzkit`: tests/ folders are not packages; the bench script puts this folder on
-sys.path).
+(imported as `fuzzkit`: tests/ folders are not packages; the bench script loads this file by
+its path).
 
 - `Child`: the long-lived ingestion process (fuzz_child.py), one JSON request and answer per
   line, restarted after a crash or a hang. It reports each case's peak RSS (VmHWM, reset per

@@ -131,6 +131,8 @@ def test_every_command_fails_on_a_bad_broker_or_s3_setting_in_one_line(tmp_path:
         assert not (home / "models").exists(), f"{where}: built a model before the check"
         if command == "submit":  # nothing registered that could never be enqueued
             assert _documents(home) == 0, f"{where}: registered documents before failing"
+        # A liveness bound: a bad setting fails the command at once, not after a client's
+        # own retries (minutes); generous for four commands starting at once on a loaded machine.
         assert seconds < 60, f"{where}: took {seconds:.1f} s"
 
 
@@ -171,7 +173,9 @@ def test_a_broker_that_never_answers_fails_within_the_bound(silent_server: int,
     t0 = time.monotonic()
     with pytest.raises(wiring.WiringError) as caught:
         preflight.check_broker(settings, timeout_s=1.0)
-    assert time.monotonic() - t0 < 4.0
+    # A liveness bound: the check gives up after its 1-s time-out, where the client's defaults
+    # wait a minute or for ever; 10 s leaves room for a loaded machine (client set-up included).
+    assert time.monotonic() - t0 < 10.0
     message = str(caught.value)
     assert message.startswith(f"cannot reach the broker {scheme}://u:***@127.0.0.1:"), message
     assert "\n" not in message and SECRET not in message
@@ -187,7 +191,9 @@ def test_an_s3_endpoint_that_never_answers_fails_within_the_bound(silent_server:
     t0 = time.monotonic()
     with pytest.raises(wiring.WiringError, match=r"^cannot reach S3 at http://127\.0\.0\.1:"):
         preflight.check_s3(settings, timeout_s=1.0)
-    assert time.monotonic() - t0 < 4.0
+    # A liveness bound: the check gives up after its 1-s time-out, where the client's defaults
+    # wait a minute or for ever; 10 s leaves room for a loaded machine (client set-up included).
+    assert time.monotonic() - t0 < 10.0
 
 
 class _Forbidden(BaseHTTPRequestHandler):
