@@ -1,12 +1,12 @@
 """Does the nightly backlog starve live drops? Measured on the real Redis broker.
 
 A backlog of N never-ingested documents (a seeded SQLite store) is enqueued by
-`pipelines.backlog.run_backlog` through the real Celery producer (`doctriage.ingest` messages on
-the `ingest` queue) while live drops arrive every `--live-every-ms`. A consumer thread plays an
-ingest worker: it takes messages in broker order (BRPOP on the queue's list, as kombu's Redis
-transport does) and spends `--service-ms` on each. Reported: how long live messages waited in the
-queue (p50/p95/max) and how long the whole backlog took, without pacing (everything enqueued at
-once) and with the depth-capped pacer (`--max-in-queue`).
+`workers.intake.backlog.run_backlog` through the real Celery producer (`doctriage.ingest`
+messages on the `ingest` queue) while live drops arrive every `--live-every-ms`. A consumer
+thread plays an ingest worker: it takes messages in broker order (BRPOP on the queue's list, as
+kombu's Redis transport does) and spends `--service-ms` on each. Reported: how long live
+messages waited in the queue (p50/p95/max) and how long the whole backlog took, without pacing
+(everything enqueued at once) and with the depth-capped pacer (`--max-in-queue`).
 
     python -m bench.backlog_pacing [--docs 1500] [--service-ms 4] [--max-in-queue 32]
         [--broker redis://127.0.0.1:6379/11] [--out FILE]
@@ -33,9 +33,10 @@ from bench import harness
 from db.models import Document
 from db.repository import register_document
 from db.session import make_engine, migrate, session_factory, session_scope
-from pipelines.backlog import BacklogQuery, Pacer, run_backlog
-from workers.backlog_runner import CeleryEnqueue, queue_depth
+from workers.backlog_runner import queue_depth
 from workers.celery_app import QueueConfig, app, configure
+from workers.intake.backlog import BacklogQuery, Pacer, run_backlog
+from workers.tasks import CeleryOrchestrator
 
 LIVE_BASE = 10_000_000
 
@@ -94,7 +95,7 @@ def one_run(args: argparse.Namespace, paced: bool, r: redis.Redis) -> dict:
         pacer = Pacer(depth=queue_depth(app), max_in_queue=args.max_in_queue, poll_s=0.01) \
             if paced else Pacer()
         t0 = time.perf_counter()
-        report = run_backlog(sessions, BacklogQuery(grace_s=60), CeleryEnqueue(), pacer,
+        report = run_backlog(sessions, BacklogQuery(grace_s=60), CeleryOrchestrator(), pacer,
                              chunk_docs=200)
         enqueued_s = time.perf_counter() - t0
         while not backlog_done_at and time.perf_counter() - t0 < 300:

@@ -133,8 +133,8 @@ def in_process_submitter(env: dict[str, str]):
     def submit(folder: Path) -> None:
         ids = []
         with session_scope(sessions) as s:
-            for uri, sha in LocalSource([folder]):
-                ids.append(register_document(s, uri, sha256=sha)[0])
+            for ref in LocalSource([folder]):
+                ids.append(register_document(s, ref.uri, sha256=ref.sha256)[0])
         for doc_id in ids:
             ingest.delay(doc_id)
 

@@ -46,16 +46,6 @@ def queue_depth(target: Any = app) -> Callable[[str], int | None]:
     return depth
 
 
-def __getattr__(name: str) -> Any:
-    # `CeleryEnqueue` was this module's name for workers.tasks.CeleryOrchestrator (bench scripts
-    # still import it); resolved lazily because workers.tasks imports this module's queue_depth.
-    if name == "CeleryEnqueue":
-        from workers.tasks import CeleryOrchestrator
-
-        return CeleryOrchestrator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def backlog_beat_entry(hour: int, source: str, **kwargs: Any) -> dict[str, Any]:
     """The beat schedule entry: the backlog of ``source`` every day at ``hour``:00 (UTC, the
     app's timezone). ``kwargs`` go to the task (see ``nightly_backlog``)."""
