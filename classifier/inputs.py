@@ -1,7 +1,9 @@
 """What the model reads for one page, and how a page image becomes pixel values.
 
-`classifier` knows nothing of PDFs or OCR: callers hand it `PageInput`s (anything with `words`,
-`boxes` and `image` works, e.g. `pipelines.pages.Page`)."""
+`classifier` knows nothing of PDFs or OCR, nor imports `pipelines`: it reads any `PageLike` (the
+pipelines' `Page`, from extraction, an artifact or the training cache, goes in as it is).
+`PageInput` is the classifier's own minimal one, for callers without a pipelines page (tests,
+benchmarks, synthetic inputs)."""
 
 from __future__ import annotations
 

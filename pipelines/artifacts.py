@@ -14,11 +14,12 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
+
+from pipelines.page_content import Page
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +71,6 @@ class LocalArtifactStore:
             raise ArtifactNotFound(key) from exc
 
 
-@dataclass(frozen=True)
-class PageArtifact:
-    number: int
-    width: int  # the ingest raster's size (pixels at the ingest DPI)
-    height: int
-    text_source: str
-    words: list[str]
-    boxes: list[tuple[int, int, int, int]]
-    image: Image.Image  # the downsized RGB raster
-
-
 def page_key(document_id: int, page_number: int) -> str:
     return f"documents/{document_id}/page-{page_number:05d}.json"
 
@@ -95,26 +85,21 @@ def downsize(image: Image.Image, max_side: int = DEFAULT_RASTER_MAX_SIDE) -> Ima
 
 
 def encode_page(
-    *,
-    number: int,
-    width: int,
-    height: int,
-    text_source: str,
-    words: list[str],
-    boxes: list[tuple[int, int, int, int]] | list[list[int]],
-    image: Image.Image,
-    raster_max_side: int = DEFAULT_RASTER_MAX_SIDE,
-    max_bytes: int | None = None,
+    page: Page, *, raster_max_side: int = DEFAULT_RASTER_MAX_SIDE, max_bytes: int | None = None
 ) -> bytes:
-    """The page's artifact. With `max_bytes` it is at most that long: words beyond the ones
-    that fit are dropped from the end (reading order: the model reads only the first few
-    hundred tokens), and only when the raster alone is over it is the raster made smaller
-    (halving its longest side); a page is never refused for its size (logged when cut)."""
-    head = {"version": ARTIFACT_VERSION, "number": number, "width": width, "height": height,
-            "text_source": text_source}
+    """The page's artifact: its number, ingest raster size, text source, words, boxes and the
+    raster downsized to `raster_max_side` (what extraction adds besides is not kept).
+
+    With `max_bytes` it is at most that long: words beyond the ones that fit are dropped from
+    the end (reading order: the model reads only the first few hundred tokens), and only when
+    the raster alone is over it is the raster made smaller (halving its longest side); a page
+    is never refused for its size (logged when cut)."""
+    number, image = page.number, page.image
+    head = {"version": ARTIFACT_VERSION, "number": number, "width": page.width,
+            "height": page.height, "text_source": page.text_source}
     png = _png(image, raster_max_side)
-    word_list = list(words)
-    box_list = [list(map(int, b)) for b in boxes]
+    word_list = list(page.words)
+    box_list = [list(map(int, b)) for b in page.boxes]
     data = _dump(head, word_list, box_list, png)
     if max_bytes is None or len(data) <= max_bytes:
         return data
@@ -151,13 +136,14 @@ def _dump(head: dict, words: list[str], boxes: list[list[int]], png: str) -> byt
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
-def decode_page(data: bytes) -> PageArtifact:
+def decode_page(data: bytes) -> Page:
+    """The page an artifact holds (its image the stored, downsized raster)."""
     doc = json.loads(data)
     if doc.get("version") != ARTIFACT_VERSION:
         raise ValueError(f"unsupported page artifact version {doc.get('version')!r}")
     image = Image.open(io.BytesIO(base64.b64decode(doc["raster_png"])))
     image.load()
-    return PageArtifact(
+    return Page(
         number=int(doc["number"]),
         width=int(doc["width"]),
         height=int(doc["height"]),

@@ -24,6 +24,7 @@ from pipelines.coverage import Decision, decide
 from pipelines.errors import DocumentError
 from pipelines.ocr import OcrFailed, OcrResult, OcrTimeout, ocr_image
 from pipelines.options import IngestOptions
+from pipelines.page_content import Box, Page
 from pipelines.reading_order import sort_reading_order
 from pipelines.sniff import OpenedDocument, detect_kind, open_source, source_name
 from pipelines.textlayer import extract_words
@@ -38,25 +39,7 @@ __all__ = [
     "plan_pages",
 ]
 
-Box = tuple[int, int, int, int]
 SourceLike = str | Path | BinaryIO
-
-
-@dataclass
-class Page:
-    number: int  # 1-based
-    width: int  # raster pixels of `image`
-    height: int
-    image: Image.Image  # RGB at options.dpi (images of unknown resolution: see vision_raster)
-    words: list[str]
-    boxes: list[Box]  # 0-1000, same length as words, reading order
-    text_source: str  # "text_layer" | "ocr" | "none" (an image page not OCRed)
-    ms: float  # time spent producing this page
-    size_pt: tuple[float, float] | None = None  # page size in points (None: unknown resolution)
-    coverage: float | None = None  # share of the page's ink inside text-layer word boxes
-    image_area: float | None = None  # share of the page covered by images (PDF pages)
-    ocr_conf: float | None = None  # mean tesseract confidence of the kept words
-    reason: str = ""  # why this text source was chosen
 
 
 def iter_pages(
@@ -98,15 +81,37 @@ def count_pages(
         _close_image(src, im)
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """One document being read: its source, the options, and whether OCR runs (plan_pages: no)."""
+
+    src: OpenedDocument
+    opts: IngestOptions
+    run_ocr: bool
+
+
+@dataclass(frozen=True)
+class _Text:
+    """The words a page ends with, and tesseract's mean confidence when they are OCR's."""
+
+    words: list[str]
+    boxes: list[Box]
+    ocr_conf: float | None = None
+
+    @classmethod
+    def of_ocr(cls, ocr: OcrResult) -> _Text:
+        return cls(ocr.words, ocr.boxes, ocr.mean_conf)
+
+
 def _iter(
     source: SourceLike, name: str | None, opts: IngestOptions, run_ocr: bool
 ) -> Iterator[Page]:
     nm = source_name(source, name)
-    src = open_source(source, nm, opts.max_file_bytes)
-    if src.kind == "pdf":
-        yield from _pdf_pages(src, opts, run_ocr)
+    job = _Reading(open_source(source, nm, opts.max_file_bytes), opts, run_ocr)
+    if job.src.kind == "pdf":
+        yield from _pdf_pages(job)
     else:
-        yield from _image_pages(src, opts, run_ocr)
+        yield from _image_pages(job)
 
 
 def _check_count(src: OpenedDocument, n: int, opts: IngestOptions) -> None:
@@ -125,7 +130,8 @@ def _open_pdf(src: OpenedDocument):
         raise
 
 
-def _pdf_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
+def _pdf_pages(job: _Reading) -> Iterator[Page]:
+    src, opts = job.src, job.opts
     with pdf.PDFIUM_LOCK:
         doc = _open_pdf(src)
     try:
@@ -140,7 +146,7 @@ def _pdf_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Itera
             deadline.check(number - 1)
             t0 = time.perf_counter()
             try:
-                page = _pdf_page(src, doc, number, opts, run_ocr)
+                page = _pdf_page(job, doc, number)
             except DocumentError:
                 raise
             except Exception as exc:  # library boundary: a bad page is a bad document
@@ -157,9 +163,10 @@ def _pdf_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Itera
             doc.close()
 
 
-def _pdf_page(src: OpenedDocument, doc, number: int, opts: IngestOptions, run_ocr: bool) -> Page:
+def _pdf_page(job: _Reading, doc, number: int) -> Page:
     # pdfium work under the process-wide lock; tesseract (a subprocess) outside it, so threads
     # ingesting different documents overlap their OCR.
+    src, opts = job.src, job.opts
     with pdf.PDFIUM_LOCK:
         try:
             page = doc[number - 1]
@@ -192,25 +199,24 @@ def _pdf_page(src: OpenedDocument, doc, number: int, opts: IngestOptions, run_oc
             )
             grey: Image.Image | None = None
             dpi = _fit_dpi(size, opts.ocr_dpi, opts.max_page_pixels)
-            if decision.text_source == "ocr" and run_ocr:
+            if decision.text_source == "ocr" and job.run_ocr:
                 grey = image.convert("L") if dpi == opts.dpi else pdf.render(page, dpi, grey=True)
         finally:
             page.close()
-    ocr: OcrResult | None = None
-    if decision.text_source == "ocr":
-        words, boxes = [], []
-        if grey is not None:
-            ocr = _ocr(src, number, grey, opts, dpi)
-            words, boxes = ocr.words, ocr.boxes
+    if decision.text_source != "ocr":
+        text = _Text(*sort_reading_order(words, boxes))
+    elif grey is not None:
+        text = _Text.of_ocr(_ocr(job, number, grey, dpi))
     else:
-        words, boxes = sort_reading_order(words, boxes)
-    page_out = _page(number, image, words, boxes, decision, size, ocr, area)
+        text = _Text([], [])
+    page_out = replace(_page(job, number, image, decision, text), size_pt=size, image_area=area)
     if truncated_words and decision.text_source == "text_layer":
         page_out.reason += f"; text layer cut to its first {opts.max_page_words} words"
     return _cut_ocr_words(page_out, opts)
 
 
-def _image_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Iterator[Page]:
+def _image_pages(job: _Reading) -> Iterator[Page]:
+    src, opts = job.src, job.opts
     im = images.open_image(src, opts.max_image_pixels)
     try:
         n = images.count_frames(src, im)
@@ -231,7 +237,7 @@ def _image_pages(src: OpenedDocument, opts: IngestOptions, run_ocr: bool) -> Ite
             except StopIteration:
                 return
             try:
-                page = _image_page(src, number, frame, src_dpi, opts, run_ocr)
+                page = _image_page(job, number, frame, src_dpi)
             except DocumentError:
                 raise
             except Exception as exc:  # library boundary
@@ -250,60 +256,44 @@ def _close_image(src: OpenedDocument, im: Image.Image) -> None:
 
 
 def _image_page(
-    src: OpenedDocument,
-    number: int,
-    frame: Image.Image,
-    src_dpi: tuple[float, float] | None,
-    opts: IngestOptions,
-    run_ocr: bool,
+    job: _Reading, number: int, frame: Image.Image, src_dpi: tuple[float, float] | None
 ) -> Page:
+    opts = job.opts
     image = images.vision_raster(frame, opts.dpi, src_dpi)
     decision = decide(opts.ocr_mode, [], image, 1.0, opts.min_text_coverage, opts.scan_image_area)
     if decision.text_source == "text_layer":
         # An image has no text layer to take words from: "none", not "text_layer, 0 words".
         why = "image: no text layer" if opts.ocr_mode == "text" else decision.reason
         decision = replace(decision, text_source="none", reason=why)
-    words: list[str] = []
-    boxes: list[Box] = []
-    ocr: OcrResult | None = None
-    if decision.text_source == "ocr" and run_ocr:
+    text = _Text([], [])
+    if decision.text_source == "ocr" and job.run_ocr:
         grey, told = images.ocr_raster(frame, opts.ocr_dpi, src_dpi, opts.max_page_pixels)
-        ocr = _ocr(src, number, grey, opts, told)
-        words, boxes = ocr.words, ocr.boxes
+        text = _Text.of_ocr(_ocr(job, number, grey, told))
     size = None
     if src_dpi is not None:
         size = (frame.width * 72 / src_dpi[0], frame.height * 72 / src_dpi[1])
-    return _cut_ocr_words(_page(number, image, words, boxes, decision, size, ocr, 1.0), opts)
+    page = replace(_page(job, number, image, decision, text), size_pt=size, image_area=1.0)
+    return _cut_ocr_words(page, opts)
 
 
-def _page(
-    number: int,
-    image: Image.Image,
-    words: list[str],
-    boxes: list[Box],
-    decision: Decision,
-    size: tuple[float, float] | None,
-    ocr: OcrResult | None,
-    image_area: float | None,
-) -> Page:
+def _page(job: _Reading, number: int, image: Image.Image, decision: Decision, text: _Text) -> Page:
     return Page(
         number=number,
         width=image.width,
         height=image.height,
         image=image,
-        words=words,
-        boxes=boxes,
+        words=text.words,
+        boxes=text.boxes,
         text_source=decision.text_source,
-        ms=0.0,
-        size_pt=size,
         coverage=decision.coverage,
-        image_area=image_area,
-        ocr_conf=ocr.mean_conf if ocr else None,
+        ocr_conf=text.ocr_conf,
         reason=decision.reason,
+        doc_key=job.src.name,
     )
 
 
-def _ocr(src: OpenedDocument, number: int, grey: Image.Image, opts: IngestOptions, dpi: int | None):
+def _ocr(job: _Reading, number: int, grey: Image.Image, dpi: int | None) -> OcrResult:
+    opts = job.opts
     try:
         return ocr_image(
             grey,
@@ -313,7 +303,7 @@ def _ocr(src: OpenedDocument, number: int, grey: Image.Image, opts: IngestOption
             dpi=dpi,
         )
     except (OcrTimeout, OcrFailed) as exc:
-        raise DocumentError(src.name, f"page {number}: {exc}", number) from None
+        raise DocumentError(job.src.name, f"page {number}: {exc}", number) from None
 
 
 class _Deadline:

@@ -19,7 +19,6 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from classifier.inputs import PageInput
 from classifier.stage_batcher import PagePrediction
 from db.models import Document, Page, utcnow
 from db.repository import (
@@ -44,6 +43,7 @@ from db.states import DocumentState, FailureKind, PageState, Pass
 from pipelines.artifacts import ArtifactNotFound, ArtifactStore, decode_page, encode_page, page_key
 from pipelines.errors import DocumentError, one_line
 from pipelines.options import IngestOptions
+from pipelines.page_content import Page as PageContent
 from pipelines.sources import name_of, open_uri
 from workers import metrics
 from workers.classify_runtime import ClassifyRuntime
@@ -121,68 +121,70 @@ def ingest_document(ctx: StepContext, doc_id: int) -> IngestResult:
     with session_scope(ctx.sessions) as s:
         claimed = claim_document(s, doc_id)
         if claimed is None:
-            doc = s.get(Document, doc_id)
-            if doc is None:
-                raise LookupError(f"document {doc_id} does not exist")
-            # Already ingested (a redelivered message): hand back what still needs classifying.
-            state = doc.state
-            pending = _pending_page_ids(s, doc_id) if state == DocumentState.INGESTED else []
-            return IngestResult(doc_id, pending, state, doc.error)
+            return _already_claimed(s, doc_id)
         uri, version = claimed.source_uri, claimed.etag
-
-    name = name_of(uri)
-    page_ids: list[int] = []
-    buffered: list[PageRecord] = []
-    count = 0
+    writer = _PageWriter(ctx, doc_id)
     error: str | None = None
-    beat = time.monotonic()  # the claim just set updated_at
-
-    def flush(s: Session) -> None:
-        if buffered:
-            page_ids.extend(upsert_pages(s, doc_id, buffered))
-            buffered.clear()
-
     try:
         with ctx.open_uri(uri, version) as stream:
-            for page in ctx.pages_of(stream, name):
-                key = page_key(doc_id, page.number)
-                ctx.artifacts.put(
-                    key,
-                    encode_page(
-                        number=page.number, width=page.width, height=page.height,
-                        text_source=page.text_source, words=page.words, boxes=page.boxes,
-                        image=page.image, max_bytes=ctx.ingest.max_artifact_bytes,
-                    ),
-                )
-                buffered.append(
-                    PageRecord(
-                        number=page.number, text_source=page.text_source,
-                        word_count=len(page.words), artifact_ref=key,
-                        width=page.width, height=page.height,
-                    )
-                )
-                count += 1
-                metrics.record_ingested_page(page.text_source, page.ms / 1000.0)
-                if len(buffered) >= INGEST_CHUNK or time.monotonic() - beat >= ctx.heartbeat_s:
-                    with session_scope(ctx.sessions) as s:
-                        flush(s)
-                        touch_document(s, doc_id, DocumentState.INGESTING)  # the heartbeat
-                    beat = time.monotonic()
+            for page in ctx.pages_of(stream, name_of(uri)):
+                writer.add(page)
     except DocumentError as exc:
         error = stored_error(one_line(exc))  # a file name's newline stays visible: \n
         metrics.record_failure("ingest", exc)
     with session_scope(ctx.sessions) as s:
-        flush(s)  # the last pages and the document's new state: one transaction
+        writer.flush(s)  # the last pages and the document's new state: one transaction
         if error is not None:
-            mark_document(s, doc_id, DocumentState.FAILED, error=error, page_count=count,
+            mark_document(s, doc_id, DocumentState.FAILED, error=error, page_count=writer.count,
                           failure_kind=FailureKind.PERMANENT)  # the input itself
             state = DocumentState.FAILED
         else:
-            mark_document(s, doc_id, DocumentState.INGESTED, page_count=count)
+            mark_document(s, doc_id, DocumentState.INGESTED, page_count=writer.count)
             finish_documents(s, [doc_id])  # a document with no pages is done now
             state = DocumentState.INGESTED
         pending = _pending_page_ids(s, doc_id)
     return IngestResult(doc_id, pending, state.value, error)
+
+
+def _already_claimed(s: Session, doc_id: int) -> IngestResult:
+    """A document the ingest could not claim: already ingested (a redelivered message: hand back
+    what still needs classifying), or in another state it reports."""
+    doc = s.get(Document, doc_id)
+    if doc is None:
+        raise LookupError(f"document {doc_id} does not exist")
+    pending = _pending_page_ids(s, doc_id) if doc.state == DocumentState.INGESTED else []
+    return IngestResult(doc_id, pending, doc.state, doc.error)
+
+
+class _PageWriter:
+    """An ingest's output: each page's artifact written at once, its row buffered and written
+    every INGEST_CHUNK pages or `heartbeat_s`, with the document's heartbeat."""
+
+    def __init__(self, ctx: StepContext, doc_id: int) -> None:
+        self.ctx, self.doc_id = ctx, doc_id
+        self.rows: list[PageRecord] = []
+        self.count = 0
+        self.beat = time.monotonic()  # the claim just set updated_at
+
+    def add(self, page: PageContent) -> None:
+        key = page_key(self.doc_id, page.number)
+        self.ctx.artifacts.put(key, encode_page(page, max_bytes=self.ctx.ingest.max_artifact_bytes))
+        self.rows.append(PageRecord(
+            number=page.number, text_source=page.text_source, word_count=len(page.words),
+            artifact_ref=key, width=page.width, height=page.height,
+        ))
+        self.count += 1
+        metrics.record_ingested_page(page.text_source, page.ms / 1000.0)
+        if len(self.rows) >= INGEST_CHUNK or time.monotonic() - self.beat >= self.ctx.heartbeat_s:
+            with session_scope(self.ctx.sessions) as s:
+                self.flush(s)
+                touch_document(s, self.doc_id, DocumentState.INGESTING)  # the heartbeat
+            self.beat = time.monotonic()
+
+    def flush(self, s: Session) -> None:
+        if self.rows:
+            upsert_pages(s, self.doc_id, self.rows)
+            self.rows.clear()
 
 
 def _pending_page_ids(s: Session, doc_id: int) -> list[int]:
@@ -219,8 +221,10 @@ def needs_full_depth(page_id: int, confidence: float, opts: RerouteOptions) -> b
 
 def _load_inputs(
     ctx: StepContext, pages: Sequence[Page | ClaimedPage]
-) -> tuple[list[tuple[int, PageInput]], list[tuple[int, str]]]:
-    ok: list[tuple[int, PageInput]] = []
+) -> tuple[list[tuple[int, PageContent]], list[tuple[int, str]]]:
+    """The claimed pages' artifacts, decoded (the model reads them as they are), and the ids of
+    the unreadable ones with why."""
+    ok: list[tuple[int, PageContent]] = []
     bad: list[tuple[int, str]] = []
     for p in pages:
         try:
@@ -230,7 +234,7 @@ def _load_inputs(
         except (ArtifactNotFound, ValueError, KeyError) as exc:
             bad.append((p.id, stored_error(f"page artifact unreadable: {exc}")))
             continue
-        ok.append((p.id, PageInput(words=art.words, boxes=art.boxes, image=art.image)))
+        ok.append((p.id, art))
     return ok, bad
 
 

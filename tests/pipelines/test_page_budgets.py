@@ -22,6 +22,7 @@ from pipelines.artifacts import decode_page, encode_page
 from pipelines.errors import DocumentError
 from pipelines.ocr import OcrResult
 from pipelines.options import MIN_ARTIFACT_BYTES, IngestOptions
+from pipelines.page_content import Page
 from pipelines.pages import iter_pages
 from pipelines.sniff import open_source
 from tests.pipelines.pagedocs import (
@@ -218,8 +219,9 @@ def test_objects_inside_forms_count_too(tmp_path):
 
 def _artifact(words, image, max_bytes=None):
     boxes = [(i % 1000, 0, i % 1000, 10) for i in range(len(words))]
-    return encode_page(number=1, width=850, height=1100, text_source="text_layer", words=words,
-                       boxes=boxes, image=image, max_bytes=max_bytes)
+    page = Page(number=1, width=850, height=1100, image=image, words=words, boxes=boxes,
+                text_source="text_layer")
+    return encode_page(page, max_bytes=max_bytes)
 
 
 def test_artifact_over_its_budget_keeps_the_first_words_that_fit():

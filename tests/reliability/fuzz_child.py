@@ -62,9 +62,7 @@ def _handle(req: dict) -> dict:
         for page in iter_pages(req["path"], options=opts):
             assert len(page.words) == len(page.boxes)
             assert all(0 <= v <= 1000 for box in page.boxes for v in box)
-            encode_page(number=page.number, width=page.width, height=page.height,
-                        text_source=page.text_source, words=page.words, boxes=page.boxes,
-                        image=page.image, **budget)
+            encode_page(page, **budget)
             pages += 1
     except DocumentError as exc:
         return {"pages": pages, "error": str(exc)}

@@ -21,6 +21,7 @@ from db.models import Document, Page, utcnow
 from db.session import make_engine, migrate, session_factory, session_scope
 from db.states import DocumentState, PageState
 from pipelines.artifacts import LocalArtifactStore, encode_page, page_key
+from pipelines.page_content import Page as PageContent
 from workers import steps
 from workers.steps import StepContext, StuckRules
 
@@ -209,9 +210,9 @@ def test_a_running_full_depth_batch_is_not_handed_out_again(ctx) -> None:
     them, so a sweep meanwhile (its queue empty, the pages re-routed long ago) leaves them."""
     doc_id, pages = _document(ctx, "rerouted", DocumentState.INGESTED, 2, PageState.REROUTED)
     for n in (1, 2):
-        ctx.artifacts.put(page_key(doc_id, n), encode_page(
+        ctx.artifacts.put(page_key(doc_id, n), encode_page(PageContent(
             number=n, width=10, height=10, text_source="text_layer", words=["a"],
-            boxes=[(0, 0, 5, 5)], image=Image.new("RGB", (10, 10), "white")))
+            boxes=[(0, 0, 5, 5)], image=Image.new("RGB", (10, 10), "white"))))
     with session_scope(ctx.sessions) as s:
         s.execute(update(Page).values(updated_at=utcnow() - timedelta(hours=1)))
     runtime = _Runtime(ctx)

@@ -22,6 +22,7 @@ from pipelines.artifacts import (
     encode_page,
     page_key,
 )
+from pipelines.page_content import Page as PageContent
 from pipelines.sources import LocalSource, open_uri, uri_to_path
 from workers import steps
 
@@ -29,8 +30,9 @@ from workers import steps
 def test_artifact_round_trip_and_downsizing(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
     img = Image.new("RGB", (850, 1100), "white")
-    data = encode_page(number=3, width=850, height=1100, text_source="ocr", words=["a", "b"],
-                       boxes=[(0, 0, 10, 10), (5, 5, 1000, 1000)], image=img)
+    data = encode_page(PageContent(number=3, width=850, height=1100, text_source="ocr",
+                                   words=["a", "b"], boxes=[(0, 0, 10, 10), (5, 5, 1000, 1000)],
+                                   image=img))
     key = store.put(page_key(7, 3), data)
     art = decode_page(store.get(key))
     assert (art.number, art.width, art.height, art.text_source) == (3, 850, 1100, "ocr")
