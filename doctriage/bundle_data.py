@@ -11,8 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 from classifier.model import EarlyExitModel
-from pipelines.dataset import CachedPage, DatasetError, DocumentEntry, load_pages
+from pipelines.dataset import DatasetError, DocumentEntry, PageCache
 from pipelines.options import IngestOptions
+from pipelines.page_content import Page
 
 
 def stderr_line(message: str) -> None:
@@ -27,7 +28,7 @@ def load_split_pages(
     workers: int,
     progress: bool,
     log: Callable[[str], None],
-) -> list[CachedPage]:
+) -> list[Page]:
     # disable=None: tqdm draws only on a terminal, so redirected logs get no '\r' fragments
     bar = tqdm(total=len(docs), desc="pages (ingest/cache)", unit="doc",
                disable=None if progress else True)
@@ -35,7 +36,8 @@ def load_split_pages(
     def tick(done: int, _total: int) -> None:
         bar.update(done - bar.n)
 
-    pages, errors = load_pages(docs, cache_dir, image_size, ingest, workers=workers, progress=tick)
+    cache = PageCache(cache_dir, image_size, ingest)
+    pages, errors = cache.load(docs, workers=workers, progress=tick)
     bar.close()
     for err in errors:
         log(f"skipped unreadable document: {err}")
@@ -43,7 +45,7 @@ def load_split_pages(
 
 
 def encode_pages(
-    model: EarlyExitModel, pages: Sequence[CachedPage], progress: bool, chunk: int = 64
+    model: EarlyExitModel, pages: Sequence[Page], progress: bool, chunk: int = 64
 ) -> dict[str, torch.Tensor]:
     parts = []
     bar_off = None if progress and pages else True  # None: on a terminal only

@@ -25,13 +25,13 @@ from classifier.tokenizer import load_tokenizer, train_tokenizer
 from classifier.training import TrainOptions, TrainResult, all_logits, set_seed, train
 from doctriage.bundle_data import encode_pages, load_split_pages, stderr_line
 from pipelines.dataset import (
-    CachedPage,
     DatasetError,
     DocumentEntry,
     read_documents,
     split_documents,
 )
 from pipelines.options import IngestOptions
+from pipelines.page_content import Page
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,11 @@ class _Split:
     train_docs: list[DocumentEntry]
     val_docs: list[DocumentEntry]
     labels: list[str]
-    train_pages: list[CachedPage] = field(default_factory=list)
-    val_pages: list[CachedPage] = field(default_factory=list)
+    train_pages: list[Page] = field(default_factory=list)
+    val_pages: list[Page] = field(default_factory=list)
     ingest_s: float = 0.0
 
-    def targets(self, pages: list[CachedPage]) -> torch.Tensor:
+    def targets(self, pages: list[Page]) -> torch.Tensor:
         index = {name: i for i, name in enumerate(self.labels)}
         by_key = {d.key: index[d.label] for d in self.docs}
         return torch.tensor([by_key[p.doc_key] for p in pages])

@@ -1,12 +1,13 @@
-"""Labelled training/evaluation data from a DATA folder, as classifier page inputs.
+"""Labelled training/evaluation data from a DATA folder, as pages (`pipelines.page_content.Page`,
+which the classifier reads as they are) that carry their document's key.
 
 DATA is a folder with `manifest.csv` (columns `path,label`, paths relative to the folder, other
 columns ignored) or one sub-folder per class. Every page carries its document's label; the
 train/validation split is by document (seeded, stratified by label), never by page.
 
-Ingestion (OCR especially: 2-4 s a page here) is paid once: each document's pages are cached
-under a cache folder as words/boxes JSON plus the raster already downsized to the model's input,
-keyed by the file's sha256, the ingest options and the image size."""
+Ingestion (OCR especially: 2-4 s a page here) is paid once (`PageCache`): each document's pages
+are cached under a cache folder as words/boxes JSON plus the raster already downsized to the
+model's input, keyed by the file's sha256, the ingest options and the image size."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import json
 import os
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +30,7 @@ from safetensors.numpy import load_file, save_file
 from pipelines.artifacts import downsize
 from pipelines.errors import DocumentError
 from pipelines.options import IngestOptions
+from pipelines.page_content import Page
 
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 CACHE_VERSION = 1
@@ -44,41 +47,12 @@ class DocumentEntry:
     label: str
 
 
-@dataclass
-class CachedPage:
-    """A page as the classifier reads it (duck-types classifier.PageInput)."""
-
-    words: list[str]
-    boxes: list[tuple[int, int, int, int]]
-    image: Image.Image
-    doc_key: str
-    number: int
-    text_source: str
-
-
 def read_documents(data_dir: Path) -> list[DocumentEntry]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetError(f"{data_dir}: no such folder")
     manifest = data_dir / "manifest.csv"
-    docs: list[DocumentEntry] = []
-    if manifest.exists():
-        with open(manifest, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-                raise DatasetError(f"{manifest}: needs columns path,label")
-            for row in reader:
-                path = data_dir / row["path"]
-                if not path.is_file():
-                    raise DatasetError(f"{manifest}: listed file missing: {row['path']}")
-                if not row["label"].strip():
-                    raise DatasetError(f"{manifest}: empty label for {row['path']}")
-                docs.append(DocumentEntry(row["path"], path, row["label"].strip()))
-    else:
-        for sub in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-            for path in sorted(sub.rglob("*")):
-                if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES:
-                    docs.append(DocumentEntry(str(path.relative_to(data_dir)), path, sub.name))
+    docs = _manifest_documents(manifest) if manifest.exists() else _folder_documents(data_dir)
     if not docs:
         raise DatasetError(
             f"{data_dir}: no documents (need manifest.csv or one sub-folder per class)"
@@ -86,6 +60,33 @@ def read_documents(data_dir: Path) -> list[DocumentEntry]:
     if len({d.label for d in docs}) < 2:
         raise DatasetError(f"{data_dir}: need at least two classes")
     return docs
+
+
+def _manifest_documents(manifest: Path) -> list[DocumentEntry]:
+    """The documents `manifest.csv` lists (paths relative to its folder), each checked."""
+    docs: list[DocumentEntry] = []
+    with open(manifest, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DatasetError(f"{manifest}: needs columns path,label")
+        for row in reader:
+            path = manifest.parent / row["path"]
+            if not path.is_file():
+                raise DatasetError(f"{manifest}: listed file missing: {row['path']}")
+            if not row["label"].strip():
+                raise DatasetError(f"{manifest}: empty label for {row['path']}")
+            docs.append(DocumentEntry(row["path"], path, row["label"].strip()))
+    return docs
+
+
+def _folder_documents(data_dir: Path) -> list[DocumentEntry]:
+    """Every document under each sub-folder, labelled with the sub-folder's name."""
+    return [
+        DocumentEntry(str(path.relative_to(data_dir)), path, sub.name)
+        for sub in sorted(p for p in data_dir.iterdir() if p.is_dir())
+        for path in sorted(sub.rglob("*"))
+        if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES
+    ]
 
 
 def split_documents(
@@ -119,102 +120,118 @@ def _cache_key(path: Path, options: IngestOptions, image_size: int) -> str:
     return f"{digest.hexdigest()[:32]}-{hashlib.sha256(opts.encode()).hexdigest()[:12]}"
 
 
-def _ingest_to_cache(
-    path: Path, name: str, options: IngestOptions, image_size: int, target: Path
-) -> str | None:
-    """Ingest one document into `target` (a cache folder). Returns an error line or None."""
-    from pipelines.pages import iter_pages  # the ingestion stack is only needed on a cache miss
+@dataclass(frozen=True)
+class PageCache:
+    """Documents' pages, ingested once into `folder`: one entry per document, keyed by the
+    file's sha256, the ingest options and `image_size` (the side of the square rasters kept)."""
 
-    pages, images = [], []
-    try:
-        for page in iter_pages(path, name=name, options=options):
-            small = (
-                downsize(page.image)
-                .convert("RGB")
-                .resize((image_size, image_size), Image.Resampling.BILINEAR)
-            )
-            images.append(np.asarray(small, dtype=np.uint8))
-            pages.append(
-                {
-                    "number": page.number,
-                    "words": list(page.words),
-                    "boxes": [list(b) for b in page.boxes],
-                    "text_source": page.text_source,
-                }
-            )
-    except DocumentError as e:
-        return str(e)
-    if not pages:
-        return f"{name}: no pages"
+    folder: Path
+    image_size: int
+    options: IngestOptions = field(default_factory=IngestOptions)
+
+    def load(
+        self,
+        docs: Sequence[DocumentEntry],
+        *,
+        workers: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[Page], list[str]]:
+        """Pages of `docs` (ingesting what is missing with `workers` processes), each with its
+        document's key as `doc_key`, and the error lines of documents that could not be read
+        (they are skipped). `progress(done, total)` counts documents."""
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        targets = [self.entry(d) for d in docs]
+        missing = [(d, t) for d, t in zip(docs, targets, strict=True) if not t.exists()]
+        done = len(docs) - len(missing)
+        if progress:
+            progress(done, len(docs))
+        errors: list[str] = []
+        for err in self._ingest_all(missing, workers):
+            errors.extend([err] if err else [])
+            done += 1
+            if progress:
+                progress(done, len(docs))
+        pages: list[Page] = []
+        for d, t in zip(docs, targets, strict=True):
+            if t.exists():
+                pages.extend(_read_entry(t, d.key))
+        return pages, errors
+
+    def entry(self, doc: DocumentEntry) -> Path:
+        return Path(self.folder) / _cache_key(doc.path, self.options, self.image_size)
+
+    def _ingest_all(
+        self, missing: Sequence[tuple[DocumentEntry, Path]], workers: int
+    ) -> Iterator[str | None]:
+        docs, targets = [d for d, _ in missing], [t for _, t in missing]
+        if workers > 1 and missing:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                yield from pool.map(self.ingest, docs, targets)
+        else:
+            yield from map(self.ingest, docs, targets)
+
+    def ingest(self, doc: DocumentEntry, target: Path) -> str | None:
+        """Ingest one document into its entry `target`. Returns an error line or None."""
+        # The ingestion stack is only needed on a cache miss.
+        from pipelines.pages import iter_pages
+
+        meta, images = [], []
+        try:
+            for page in iter_pages(doc.path, name=doc.key, options=self.options):
+                images.append(np.asarray(self._raster(page.image), dtype=np.uint8))
+                meta.append(_entry_meta(page))
+        except DocumentError as e:
+            return str(e)
+        if not meta:
+            return f"{doc.key}: no pages"
+        _write_entry(target, meta, np.stack(images))
+        return None
+
+    def _raster(self, image: Image.Image) -> Image.Image:
+        size = (self.image_size, self.image_size)
+        return downsize(image).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+def _entry_meta(page: Page) -> dict[str, Any]:
+    return {
+        "number": page.number,
+        "words": list(page.words),
+        "boxes": [list(b) for b in page.boxes],
+        "text_source": page.text_source,
+        # Added after version 1's first entries: entries without them read the raster's size.
+        "width": page.width,
+        "height": page.height,
+    }
+
+
+def _write_entry(target: Path, meta: list[dict[str, Any]], images: np.ndarray) -> None:
+    """Written beside `target` and renamed into place, so a reader never sees half an entry."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    save_file({"images": np.stack(images)}, str(tmp / "images.safetensors"))
-    (tmp / "pages.json").write_text(json.dumps(pages))
+    save_file({"images": images}, str(tmp / "images.safetensors"))
+    (tmp / "pages.json").write_text(json.dumps(meta))
     if target.exists():  # another process finished first
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
     else:
         tmp.rename(target)
-    return None
 
 
-def _read_cache(target: Path, doc_key: str) -> list[CachedPage]:
+def _read_entry(target: Path, doc_key: str) -> list[Page]:
     meta = json.loads((target / "pages.json").read_text())
     images = load_file(str(target / "images.safetensors"))["images"]
-    return [
-        CachedPage(
-            [str(w) for w in p["words"]],
-            [tuple(b) for b in p["boxes"]],
-            Image.fromarray(images[i]),
-            doc_key,
-            p["number"],
-            p["text_source"],
-        )
-        for i, p in enumerate(meta)
-    ]
-
-
-def load_pages(
-    docs: Sequence[DocumentEntry],
-    cache_dir: Path,
-    image_size: int,
-    options: IngestOptions | None = None,
-    *,
-    workers: int = 1,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[CachedPage], list[str]]:
-    """Pages of `docs` (cached, ingesting what is missing with `workers` processes) and the
-    error lines of documents that could not be read (they are skipped)."""
-    options = options or IngestOptions()
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    targets = [cache_dir / _cache_key(d.path, options, image_size) for d in docs]
-    missing = [(d, t) for d, t in zip(docs, targets, strict=True) if not t.exists()]
-    errors: list[str] = []
-    done = len(docs) - len(missing)
-    if progress:
-        progress(done, len(docs))
-    if missing:
-        args = [(d.path, d.key, options, image_size, t) for d, t in missing]
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_ingest_to_cache, *a) for a in args]
-                for f in futures:
-                    err = f.result()
-                    errors.extend([err] if err else [])
-                    done += 1
-                    if progress:
-                        progress(done, len(docs))
-        else:
-            for a in args:
-                err = _ingest_to_cache(*a)
-                errors.extend([err] if err else [])
-                done += 1
-                if progress:
-                    progress(done, len(docs))
-    pages: list[CachedPage] = []
-    for d, t in zip(docs, targets, strict=True):
-        if t.exists():
-            pages.extend(_read_cache(t, d.key))
-    return pages, errors
+    pages = []
+    for i, p in enumerate(meta):
+        image = Image.fromarray(images[i])
+        pages.append(Page(
+            number=p["number"],
+            width=p.get("width", image.width),
+            height=p.get("height", image.height),
+            image=image,
+            words=[str(w) for w in p["words"]],
+            boxes=[tuple(b) for b in p["boxes"]],
+            text_source=p["text_source"],
+            doc_key=doc_key,
+        ))
+    return pages

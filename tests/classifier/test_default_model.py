@@ -49,7 +49,7 @@ def test_a_home_bundle_whose_training_was_cut_short_is_never_the_default(
 
 def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
     """The real recipe at a reduced size (2 documents per class, 2 epochs of the tiny config)."""
-    from pipelines.dataset import load_pages, read_documents
+    from pipelines.dataset import PageCache, read_documents
 
     monkeypatch.setattr(default_model, "SHIPPED_BUNDLE", tmp_path / "not-shipped")
     settings = Settings(home=tmp_path)
@@ -66,8 +66,7 @@ def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
     assert model.metadata["recipe"] == default_model.recipe(2, 2, "tiny")
     assert model.metadata["training"]["stopped_by_max_minutes"] is False
     corpus = next((tmp_path / "cache").glob("default-corpus-*"))
-    pages, _ = load_pages(
-        read_documents(corpus)[:3], tmp_path / "cache" / "pages", model.preprocessing.image_size
-    )
+    cache = PageCache(tmp_path / "cache" / "pages", model.preprocessing.image_size)
+    pages, _ = cache.load(read_documents(corpus)[:3])
     preds = predict_pages(model, pages)
     assert len(preds) == len(pages) and all(p.label in model.label_names for p in preds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,20 @@ def make_folder(root: Path, per_class: dict[str, int]) -> Path:
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             (root / label / f"{label}, doc {i}.pdf").write_bytes(b"%PDF-1.4 stub")
+    return root
+
+
+def write_pdf_classes(root: Path, *page_lines: str) -> Path:
+    """Classes a and b, one PDF each, one page per line (`{label}` filled in)."""
+    from reportlab.pdfgen import canvas
+
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        c = canvas.Canvas(str(root / label / "x.pdf"))
+        for line in page_lines:
+            c.drawString(72, 720, line.format(label=label))
+            c.showPage()
+        c.save()
     return root
 
 
@@ -54,20 +69,10 @@ def test_bad_data_folders(tmp_path):
 
 
 def test_page_cache_is_written_once_and_reused(tmp_path, monkeypatch):
-    from reportlab.pdfgen import canvas
+    from pipelines.dataset import PageCache
 
-    from pipelines.dataset import load_pages
-
-    root = tmp_path / "d"
-    for label in ("a", "b"):
-        (root / label).mkdir(parents=True)
-        c = canvas.Canvas(str(root / label / "x.pdf"))
-        c.drawString(72, 720, f"hello {label} world")
-        c.showPage()
-        c.drawString(72, 720, "second page")
-        c.save()
-    docs = read_documents(root)
-    pages, errors = load_pages(docs, tmp_path / "cache", 64)
+    docs = read_documents(write_pdf_classes(tmp_path / "d", "hello {label} world", "second page"))
+    pages, errors = PageCache(tmp_path / "cache", 64).load(docs)
     assert not errors and len(pages) == 4
     assert pages[0].words[:2] == ["hello", "a"] and pages[0].image.size == (64, 64)
     assert all(0 <= v <= 1000 for p in pages for b in p.boxes for v in b)
@@ -78,7 +83,7 @@ def test_page_cache_is_written_once_and_reused(tmp_path, monkeypatch):
         raise AssertionError("re-ingested a cached document")
 
     monkeypatch.setattr(pipelines.pages, "iter_pages", boom)
-    again, _ = load_pages(docs, tmp_path / "cache", 64)
+    again, _ = PageCache(tmp_path / "cache", 64).load(docs)
     assert [(p.doc_key, p.number, p.words) for p in again] == [
         (p.doc_key, p.number, p.words) for p in pages
     ]
@@ -86,8 +91,43 @@ def test_page_cache_is_written_once_and_reused(tmp_path, monkeypatch):
 
 
 def test_unreadable_document_is_skipped_with_its_error(tmp_path):
-    from pipelines.dataset import load_pages
+    from pipelines.dataset import PageCache
 
     root = make_folder(tmp_path / "d", {"a": 1, "b": 1})
-    pages, errors = load_pages(read_documents(root), tmp_path / "cache", 64)
+    pages, errors = PageCache(tmp_path / "cache", 64).load(read_documents(root))
     assert pages == [] and len(errors) == 2 and all(":" in e for e in errors)
+
+
+def test_page_cache_ingests_in_worker_processes_as_it_does_in_one(tmp_path):
+    from pipelines.dataset import PageCache
+
+    docs = read_documents(write_pdf_classes(tmp_path / "d", "page of {label}"))
+    ticks: list[tuple[int, int]] = []
+    pool = PageCache(tmp_path / "pool", 32)
+    pooled, errors = pool.load(docs, workers=2, progress=lambda d, t: ticks.append((d, t)))
+    alone, _ = PageCache(tmp_path / "one", 32).load(docs)
+    assert not errors and ticks == [(0, 2), (1, 2), (2, 2)]
+    assert [(p.doc_key, p.number, p.words, p.width) for p in pooled] == [
+        (p.doc_key, p.number, p.words, p.width) for p in alone
+    ]
+    assert [p.doc_key for p in pooled] == ["a/x.pdf", "b/x.pdf"]
+
+    assert pooled[0].width > 32  # the ingest raster's size, not the cached raster's
+
+
+def test_a_cache_entry_written_without_the_raster_size_still_reads(tmp_path):
+    """Entries from before pages.json kept width/height read the cached raster's size."""
+
+    from pipelines.dataset import PageCache
+
+    docs = read_documents(write_pdf_classes(tmp_path / "d", "page of {label}"))
+    cache = PageCache(tmp_path / "cache", 32)
+    fresh, _ = cache.load(docs)
+    meta_file = cache.entry(docs[0]) / "pages.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps([
+        {k: v for k, v in p.items() if k not in ("width", "height")} for p in meta
+    ]))
+    old, _ = cache.load(docs)
+    assert (old[0].width, old[0].height) == (32, 32) and old[0].words == fresh[0].words
+    assert old[1].width == fresh[1].width > 32
