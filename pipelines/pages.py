@@ -277,17 +277,10 @@ def _image_page(
 
 
 def _page(job: _Reading, number: int, image: Image.Image, decision: Decision, text: _Text) -> Page:
+    # The required fields in their order: each value's name says which it is.
     return Page(
-        number=number,
-        width=image.width,
-        height=image.height,
-        image=image,
-        words=text.words,
-        boxes=text.boxes,
-        text_source=decision.text_source,
-        coverage=decision.coverage,
-        ocr_conf=text.ocr_conf,
-        reason=decision.reason,
+        number, image.width, image.height, image, text.words, text.boxes, decision.text_source,
+        coverage=decision.coverage, ocr_conf=text.ocr_conf, reason=decision.reason,
         doc_key=job.src.name,
     )
 
