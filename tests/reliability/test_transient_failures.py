@@ -45,6 +45,12 @@ def _client_error(code: str, status: int | None = None) -> ClientError:
     return ClientError(response, "PutObject")
 
 
+def _error_id(e: BaseException) -> str:
+    """A test id: the exception's type, and an S3 error's code."""
+    return type(e).__name__ + (f"-{e.response['Error']['Code']}" if isinstance(e, ClientError)
+                               else "")
+
+
 @pytest.mark.parametrize("exc", [
     EndpointConnectionError(endpoint_url=ENDPOINT),
     ConnectTimeoutError(endpoint_url=ENDPOINT),
@@ -63,8 +69,7 @@ def _client_error(code: str, status: int | None = None) -> ClientError:
     ConnectionResetError("reset by peer"),
     TimeoutError("timed out"),
     BatcherStopped("shutting down"),
-], ids=lambda e: type(e).__name__ + (f"-{e.response['Error']['Code']}"
-                                     if isinstance(e, ClientError) else ""))
+], ids=_error_id)
 def test_transient_errors(exc: BaseException) -> None:
     assert is_transient(exc)
 
@@ -80,8 +85,7 @@ def test_transient_errors(exc: BaseException) -> None:
     ObjectChanged("s3://b/a.pdf: object replaced or deleted since listed (412)"),
     ValueError("a bug"),
     LookupError("document 7 does not exist"),
-], ids=lambda e: type(e).__name__ + (f"-{e.response['Error']['Code']}"
-                                     if isinstance(e, ClientError) else ""))
+], ids=_error_id)
 def test_permanent_errors(exc: BaseException) -> None:
     assert not is_transient(exc)
 
