@@ -116,10 +116,14 @@ def test_worker_metrics_move_with_the_work(
             stop_process(p)
 
     assert sorted(states) == ["DONE", "DONE", "DONE", "FAILED"]
-    early = [p for p in preds if p.pass_name == "early"]
-    full = [p for p in preds if p.pass_name == "full"]
+    check_ingest_figures(after_i, pages)
+    check_classify_figures(after_c, preds)
+    check_json_logs(logs["ingest"], {d.id for d in docs_rows})
 
-    # Ingest worker: pages by text source, task latency, the broken document by reason.
+
+def check_ingest_figures(after_i: dict, pages: list[Page]) -> None:
+    """The ingest worker's endpoint: pages by text source, task latency, the broken document by
+    reason."""
     sources = Counter(p.text_source for p in pages)
     assert by_label(after_i, "doctriage_pages_ingested_total", "text_source") == dict(sources)
     assert set(sources) == {"text_layer", "ocr"}
@@ -129,7 +133,12 @@ def test_worker_metrics_move_with_the_work(
     assert total(after_i, "doctriage_failures_total", where="ingest",
                  reason="DocumentError") == 1
 
-    # Classify worker: pages by class and exit stage, confidences, re-routes, batches.
+
+def check_classify_figures(after_c: dict, preds: list[Prediction]) -> None:
+    """The classify worker's endpoint: pages by class and exit stage, confidences, re-routes,
+    batches, drained stage queues."""
+    early = [p for p in preds if p.pass_name == "early"]
+    full = [p for p in preds if p.pass_name == "full"]
     assert by_label(after_c, "doctriage_pages_classified_total", "label",
                     pass_name="early") == dict(Counter(p.label for p in early))
     assert by_label(after_c, "doctriage_pages_classified_total", "exit_stage",
@@ -150,10 +159,12 @@ def test_worker_metrics_move_with_the_work(
     assert total(after_c, "doctriage_task_seconds_count", task="doctriage.full_depth",
                  outcome="success") >= 1
 
-    # With DOCTRIAGE_LOG_JSON the worker logs JSON lines that name the task's ids.
-    records = [json.loads(line) for line in logs["ingest"].read_text().splitlines()
+
+def check_json_logs(log: Path, document_ids: set[int]) -> None:
+    """With DOCTRIAGE_LOG_JSON the worker logs JSON lines that name the task's ids."""
+    records = [json.loads(line) for line in log.read_text().splitlines()
                if line.startswith("{")]
     done = {r.get("document_id") for r in records
             if r["logger"] == "celery.app.trace" and "succeeded" in r["message"]}
-    assert done == {d.id for d in docs_rows}
+    assert done == document_ids
     assert all(r["level"] and r["logger"] for r in records)
