@@ -106,7 +106,9 @@ class FlakyArtifacts:
         return self.inner.get(key)
 
 
-def _register(emb: Any, path: Path) -> int:
+def _one_document(emb: Any, folder: Path, pages: int) -> int:
+    """A generated PDF of `pages` pages written to `folder` and registered: its document id."""
+    (path,) = write_corpus(folder, [pages])
     with session_scope(emb.ctx.sessions) as s:
         return register_document(s, path_to_uri(path), sha256=sha256_file(path))[0]
 
@@ -132,8 +134,7 @@ def test_ingest_step_leaves_the_document_ingesting_on_endpoint_error(
     tmp_path: Path, make_embedded
 ) -> None:
     emb = make_embedded()
-    (path,) = write_corpus(tmp_path / "docs", [2])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=2)
     emb.ctx.artifacts = FlakyArtifacts(emb.ctx.artifacts, EndpointConnectionError(
         endpoint_url=ENDPOINT))
     with pytest.raises(EndpointConnectionError) as info:
@@ -149,8 +150,7 @@ def test_ingest_step_leaves_the_document_ingesting_on_endpoint_error(
 def test_ingest_task_retries_a_transient_s3_error(tmp_path: Path, task_env,
                                                   exc: BaseException) -> None:
     emb, sent = task_env
-    (path,) = write_corpus(tmp_path / "docs", [2])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=2)
     emb.ctx.artifacts = FlakyArtifacts(emb.ctx.artifacts, exc, failures=2)
     result = tasks.ingest.apply(args=(doc_id,))
     assert result.successful(), result.traceback
@@ -160,8 +160,7 @@ def test_ingest_task_retries_a_transient_s3_error(tmp_path: Path, task_env,
 
 def test_ingest_task_fails_a_permanent_s3_error_at_once(tmp_path: Path, task_env) -> None:
     emb, sent = task_env
-    (path,) = write_corpus(tmp_path / "docs", [2])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=2)
     flaky = FlakyArtifacts(emb.ctx.artifacts, _client_error("AccessDenied", 403))
     emb.ctx.artifacts = flaky
     result = tasks.ingest.apply(args=(doc_id,))
@@ -174,8 +173,7 @@ def test_ingest_task_fails_once_retries_are_spent_without_leaking_the_password(
     tmp_path: Path, task_env
 ) -> None:
     emb, _ = task_env
-    (path,) = write_corpus(tmp_path / "docs", [1])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=1)
     flaky = FlakyArtifacts(emb.ctx.artifacts, EndpointConnectionError(endpoint_url=ENDPOINT))
     emb.ctx.artifacts = flaky
     result = tasks.ingest.apply(args=(doc_id,))
@@ -208,8 +206,7 @@ def test_a_document_error_naming_a_url_with_a_password_is_stored_masked(
     tmp_path: Path, make_embedded
 ) -> None:
     emb = make_embedded()
-    (path,) = write_corpus(tmp_path / "docs", [1])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=1)
 
     def broken(_stream: Any, name: str, options: Any = None) -> Any:
         raise DocumentError(name, f"cannot fetch embedded font from {ENDPOINT}")
