@@ -1,4 +1,5 @@
-"""Project-wide fixtures: where the real documents are, and an isolated DOCTRIAGE_HOME."""
+"""Project-wide fixtures: where the real documents are, the generated short documents and tiny
+model bundle the workflow tests share, and an isolated DOCTRIAGE_HOME."""
 
 from __future__ import annotations
 
@@ -26,6 +27,23 @@ def realdocs_dir() -> Path:
 def realdocs_manifest(realdocs_dir: Path) -> list[dict[str, str]]:
     with open(realdocs_dir / "manifest.csv", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def short_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of short generated documents (synthkit: 5 text-layer PDFs and a PNG scan, 8
+    pages), made once per session; real files, since a folder source refuses symlinks out."""
+    from synthkit import write_short_docs
+
+    return write_short_docs(tmp_path_factory.mktemp("short-docs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random early-exit bundle built here (nothing is downloaded)."""
+    from modelkit import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture(autouse=True)

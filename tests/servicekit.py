@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,99 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+# -- the workflow on the real services: fixtures, settings, waiting for the workers -----------
+
+
+def pg_url_fixture(prefix: str) -> Any:
+    """A module-scoped `pg_url` fixture (assign it to that name): a fresh, unmigrated database
+    named from `prefix`, dropped after the module."""
+
+    @pytest.fixture(scope="module")
+    def pg_url() -> Iterator[str]:
+        with fresh_pg_database(prefix) as url:
+            yield url
+
+    return pg_url
+
+
+def redis_url_fixture() -> Any:
+    """A module-scoped `redis_url` fixture (assign it to that name): a claimed spare Redis DB."""
+
+    @pytest.fixture(scope="module")
+    def redis_url() -> Iterator[str]:
+        with spare_redis_db() as url:
+            yield url
+
+    return redis_url
+
+
+def worker_env(
+    home: Path, database_url: str, broker_url: str, model_dir: Path, **settings: str
+) -> dict[str, str]:
+    """os.environ plus what a worker or `doctriage submit` needs; `settings` are more DOCTRIAGE_*
+    values by lower-case name (reroute_below="0.75"). One tesseract thread per OCR call: the
+    tests share a few cores."""
+    env = {
+        **os.environ,
+        "DOCTRIAGE_HOME": str(home),
+        "DOCTRIAGE_DATABASE_URL": database_url,
+        "DOCTRIAGE_BROKER_URL": broker_url,
+        "DOCTRIAGE_MODEL_DIR": str(model_dir),
+        "OMP_THREAD_LIMIT": "1",
+    }
+    env.update({f"DOCTRIAGE_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def use_settings(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -> None:
+    """This process's doctriage settings from the DOCTRIAGE_* keys of `env` (cache cleared), so
+    an in-process `submit` talks to the same store and broker as the workers."""
+    from doctriage.settings import get_settings
+
+    for key, value in env.items():
+        if key.startswith("DOCTRIAGE_"):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+
+
+def wait_until_final(
+    database_url: str,
+    workers: Mapping[str, subprocess.Popen],
+    logs: Mapping[str, Path],
+    *,
+    timeout_s: float,
+    count: int | None = None,
+) -> list[str]:
+    """Poll the store until `count` documents (or, if None, all there are and at least one) are
+    DONE or FAILED; return their states. A worker that dies or a timeout fails the test with
+    the tails of the workers' logs."""
+    import time
+
+    from sqlalchemy import select
+
+    from db.models import Document
+    from db.session import make_engine, session_factory, session_scope
+
+    def tails(chars: int) -> str:
+        return "".join(f"\n--- {name}\n" + logs[name].read_text(errors="replace")[-chars:]
+                       for name in logs)
+
+    engine = make_engine(database_url)
+    sessions = session_factory(engine)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            with session_scope(sessions) as s:
+                states = [d.state for d in s.execute(select(Document)).scalars()]
+            enough = len(states) == count if count is not None else bool(states)
+            if enough and all(st in ("DONE", "FAILED") for st in states):
+                return states
+            for name, proc in workers.items():
+                assert proc.poll() is None, f"worker {name} exited" + tails(3000)
+            if time.monotonic() > deadline:
+                pytest.fail(f"documents not finished in {timeout_s}s: {states}" + tails(2000))
+            time.sleep(0.5)
+    finally:
+        engine.dispose()

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from classwords import CLASS_WORDS
 from PIL import Image, ImageDraw
 
 from classifier.config import NAMED_SIZES
@@ -18,45 +19,7 @@ from classifier.tokenizer import train_tokenizer
 torch.set_num_threads(1)
 
 LABELS = ["invoice", "letter", "receipt"]
-VOCAB = {
-    "invoice": [
-        "invoice",
-        "total",
-        "amount",
-        "due",
-        "net",
-        "tax",
-        "vat",
-        "item",
-        "qty",
-        "price",
-        "balance",
-    ],
-    "letter": [
-        "dear",
-        "sincerely",
-        "regards",
-        "yours",
-        "madam",
-        "sir",
-        "truly",
-        "writing",
-        "thank",
-        "hope",
-    ],
-    "receipt": [
-        "cash",
-        "change",
-        "paid",
-        "store",
-        "thank",
-        "visit",
-        "card",
-        "receipt",
-        "till",
-        "cashier",
-    ],
-}
+VOCAB = {label: CLASS_WORDS[label] for label in LABELS}
 COMMON = ["the", "of", "and", "a", "to", "in", "for", "on", "with", "page"]
 
 

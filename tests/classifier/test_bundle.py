@@ -12,6 +12,21 @@ from classifier.bundle import BundleError, from_checkpoint, load_bundle, save_bu
 from classifier.predict import predict_pages
 
 
+def tiny_layoutlmv3_config(num_hidden_layers: int, intermediate_size: int,
+                           **fields: int) -> LayoutLMv3Config:
+    """A LayoutLMv3 config small enough to build in a test (48 wide, 2 heads); `fields` sets the
+    rest (vocab size, positions, image input)."""
+    return LayoutLMv3Config(
+        hidden_size=48,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        intermediate_size=intermediate_size,
+        coordinate_size=8,
+        shape_size=8,
+        **fields,
+    )
+
+
 def test_round_trip_gives_identical_outputs(model, pages, tmp_path):
     model.temperatures.copy_(torch.linspace(0.5, 2.0, model.num_stages))
     model.thresholds = [0.9] * (model.num_stages - 1) + [0.0]
@@ -84,18 +99,8 @@ def test_layoutlmv3_checkpoint_directory_loads_with_its_tokenizer(model, pages, 
     """A tiny random LayoutLMv3 saved in save_pretrained layout, plus its tokenizer, becomes
     the backbone of an early-exit model whose staged forward matches the full one."""
     ckpt = tmp_path / "ckpt"
-    config = LayoutLMv3Config(
-        vocab_size=len(model.tokenizer),
-        hidden_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=80,
-        coordinate_size=8,
-        shape_size=8,
-        input_size=32,
-        patch_size=16,
-    )
+    config = tiny_layoutlmv3_config(3, 64, vocab_size=len(model.tokenizer),
+                                    max_position_embeddings=80, input_size=32, patch_size=16)
     torch.manual_seed(0)
     LayoutLMv3Model(config).save_pretrained(str(ckpt), safe_serialization=True)
     model.tokenizer.save_pretrained(str(ckpt))
@@ -127,14 +132,7 @@ def test_layoutlmv3_checkpoint_directory_loads_with_its_tokenizer(model, pages, 
 def test_checkpoint_with_only_pickle_weights_is_refused(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    LayoutLMv3Config(
-        hidden_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        coordinate_size=8,
-        shape_size=8,
-    ).save_pretrained(ckpt)
+    tiny_layoutlmv3_config(1, 32).save_pretrained(ckpt)
     (ckpt / "pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(BundleError, match="pickle"):
         from_checkpoint(ckpt, ["a", "b"], [0, 1])

@@ -7,54 +7,18 @@ import random
 from pathlib import Path
 
 import pytest
+from classwords import CLASS_WORDS
 from reportlab.lib.pagesizes import letter
 from reportlab.pdfgen import canvas
 from typer.testing import CliRunner
 
 from doctriage.cli import app
 
+# The shared lists, with a word more for two classes (the corpus these tests were tuned on).
 WORDS = {
-    "invoice": [
-        "invoice",
-        "total",
-        "amount",
-        "due",
-        "net",
-        "tax",
-        "vat",
-        "item",
-        "qty",
-        "price",
-        "balance",
-        "remit",
-    ],
-    "letter": [
-        "dear",
-        "sincerely",
-        "regards",
-        "yours",
-        "madam",
-        "sir",
-        "truly",
-        "writing",
-        "thank",
-        "hope",
-        "kind",
-    ],
-    "memo": [
-        "memo",
-        "to",
-        "from",
-        "subject",
-        "cc",
-        "date",
-        "re",
-        "attached",
-        "meeting",
-        "staff",
-        "please",
-        "note",
-    ],
+    "invoice": [*CLASS_WORDS["invoice"], "remit"],
+    "letter": [*CLASS_WORDS["letter"], "kind"],
+    "memo": CLASS_WORDS["memo"],
 }
 
 

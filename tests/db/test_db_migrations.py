@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from racekit import run_at_once
 from sqlalchemy import inspect, text
 
 from db.models import Base
@@ -55,22 +57,7 @@ def test_concurrent_migrate_on_a_fresh_database(fresh_url: str) -> None:
     """Workers starting together each call migrate(); exactly one creates the schema."""
     url = fresh_url
     engines = [make_engine(url) for _ in range(3)]
-    errors: list[BaseException] = []
-    gate = threading.Barrier(len(engines))
-
-    def run(e) -> None:  # type: ignore[no-untyped-def]
-        try:
-            gate.wait()
-            migrate(e)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    run_at_once([partial(migrate, e) for e in engines])
     with engines[0].connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
     for e in engines:

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, timedelta
 
 import pytest
+from racekit import run_at_once
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,25 +76,14 @@ def test_same_document_twice_is_one_row(factory) -> None:
 def test_concurrent_register_document_yields_one_row(factory) -> None:
     """Eight sessions register the same object at once: one row, one `created`."""
     n = 8
-    gate = threading.Barrier(n)
-    results: list[tuple[int, bool]] = []
-    errors: list[BaseException] = []
 
-    def worker() -> None:
-        try:
-            gate.wait()
-            with session_scope(factory) as s:
-                results.append(repo.register_document(s, "s3://bucket/race.pdf", etag="x"))
-                time.sleep(0.05)  # hold the transaction open so the others overlap it
-        except BaseException as exc:
-            errors.append(exc)
+    def register() -> tuple[int, bool]:
+        with session_scope(factory) as s:
+            registered = repo.register_document(s, "s3://bucket/race.pdf", etag="x")
+            time.sleep(0.05)  # hold the transaction open so the others overlap it
+        return registered
 
-    threads = [threading.Thread(target=worker) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    results = run_at_once([register] * n)
     assert len(results) == n
     assert len({doc_id for doc_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1

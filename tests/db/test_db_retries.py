@@ -4,11 +4,12 @@ RECEIVED exactly once, and nothing else moves. The clock is an argument: no test
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from alembic import command
+from racekit import run_at_once
 from sqlalchemy import Engine, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -129,25 +130,13 @@ def test_max_attempts_zero_turns_the_retry_off(factory) -> None:
 def test_concurrent_sweeps_never_both_take_a_document(engine: Engine, factory) -> None:
     ids = [_failed(factory, f"c{i}", FailureKind.TRANSIENT) for i in range(60)]
     engines = [make_engine(engine.url.render_as_string(hide_password=False)) for _ in range(4)]
-    results: list[list[int]] = []
-    errors: list[BaseException] = []
-    gate = threading.Barrier(len(engines))
-
-    def sweep(e: Engine) -> None:
-        try:
-            gate.wait()
-            results.append(retry_transient_failures(session_factory(e), OPTS, NOW))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=sweep, args=(e,)) for e in engines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    for e in engines:
-        e.dispose()
-    assert errors == []
+    try:
+        results = run_at_once(
+            [partial(retry_transient_failures, session_factory(e), OPTS, NOW) for e in engines]
+        )
+    finally:
+        for e in engines:
+            e.dispose()
     taken = [i for r in results for i in r]
     assert sorted(taken) == sorted(ids)  # every document once: none twice, none lost
 

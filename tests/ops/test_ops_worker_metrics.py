@@ -1,12 +1,12 @@
 """The Prometheus endpoint of real workers: an ingest worker (prefork, two children: its figures
 reach the endpoint through the multiprocess files) and a classify worker (threads), both
-`doctriage worker` subprocesses on the real Redis and PostgreSQL. Scraped before and after real
-documents went through; the figures must match what the store holds."""
+`doctriage worker` subprocesses on the real Redis and PostgreSQL. Scraped before and after short
+generated documents (synthkit) and a broken one went through; the figures must match what the
+store holds."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -16,23 +16,19 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servicekit import start_doctriage, stop_process
+from servicekit import start_doctriage, stop_process, use_settings, wait_until_final, worker_env
 from sqlalchemy import select
+from synthkit import ONE_PAGE_PDF, SCAN_PNG, TWO_PAGE_PDF
 from typer.testing import CliRunner
 
 from db.models import Document, Page, Prediction
 from db.session import make_engine, session_factory, session_scope
 from doctriage.cli import app
-from doctriage.settings import get_settings
 
 pytestmark = pytest.mark.services
 
 TIMEOUT_S = 150
-DOCS = [  # born-digital (text layer) and one scan (OCR); 4 pages in all
-    "contract/kleister-nda-83087d7615931fce886400dab46a067a.pdf",
-    "invoice/vrdu-adbuy-42adf390-6e50-6fbc-fbbe-65117a1ffcb2.pdf",
-    "form/funsd-0000990274.png",
-]
+DOCS = [ONE_PAGE_PDF, TWO_PAGE_PDF, SCAN_PNG]  # text layer and one scan (OCR); 4 pages in all
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -71,32 +67,19 @@ def _wait_up(port: int, proc: subprocess.Popen, log: Path) -> dict:
 
 
 def test_worker_metrics_move_with_the_work(
-    realdocs_dir: Path, tiny_bundle: Path, pg_url: str, redis_url: str, tmp_path: Path,
+    short_docs: Path, tiny_bundle: Path, pg_url: str, redis_url: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, free_port,
 ) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    for rel in DOCS:
-        shutil.copyfile(realdocs_dir / rel, docs / Path(rel).name)  # a link out is refused
+    for name in DOCS:
+        shutil.copyfile(short_docs / name, docs / name)  # a link out is refused
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a pdf\n")
-    base = {
-        **os.environ,
-        "DOCTRIAGE_HOME": str(tmp_path / "home"),
-        "DOCTRIAGE_DATABASE_URL": pg_url,
-        "DOCTRIAGE_BROKER_URL": redis_url,
-        "DOCTRIAGE_MODEL_DIR": str(tiny_bundle),
-        "DOCTRIAGE_REROUTE_BELOW": "0.75",
-        "DOCTRIAGE_AUDIT_FRACTION": "0.5",
-        "DOCTRIAGE_MAX_BATCH": "4",
-        "DOCTRIAGE_LOG_JSON": "true",
-        "OMP_THREAD_LIMIT": "1",
-    }
+    base = worker_env(tmp_path / "home", pg_url, redis_url, tiny_bundle, reroute_below="0.75",
+                      audit_fraction="0.5", max_batch="4", log_json="true")
     base.pop("PROMETHEUS_MULTIPROC_DIR", None)
     ingest_port, classify_port = free_port(), free_port()
-    for key, value in base.items():
-        if key.startswith("DOCTRIAGE_"):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
+    use_settings(monkeypatch, base)
     logs = {"ingest": tmp_path / "ingest.log", "classify": tmp_path / "classify.log"}
     procs = {
         "ingest": start_doctriage(["worker", "--queues", "ingest", "-c", "2"],
@@ -117,20 +100,9 @@ def test_worker_metrics_move_with_the_work(
         result = CliRunner().invoke(app, ["submit", str(docs)])
         assert result.exit_code == 0, result.output
 
+        states = wait_until_final(pg_url, procs, logs, timeout_s=TIMEOUT_S, count=4)
         engine = make_engine(pg_url)
         sessions = session_factory(engine)
-        deadline = time.monotonic() + TIMEOUT_S
-        while True:
-            with session_scope(sessions) as s:
-                states = [d.state for d in s.execute(select(Document)).scalars()]
-            if len(states) == 4 and all(st in ("DONE", "FAILED") for st in states):
-                break
-            for name, p in procs.items():
-                assert p.poll() is None, logs[name].read_text(errors="replace")[-3000:]
-            if time.monotonic() > deadline:
-                pytest.fail(f"documents not finished in {TIMEOUT_S}s: {states}\n"
-                            + logs["classify"].read_text(errors="replace")[-2000:])
-            time.sleep(0.5)
         with session_scope(sessions) as s:
             docs_rows = list(s.execute(select(Document)).scalars())
             pages = list(s.execute(select(Page)).scalars())
@@ -144,10 +116,14 @@ def test_worker_metrics_move_with_the_work(
             stop_process(p)
 
     assert sorted(states) == ["DONE", "DONE", "DONE", "FAILED"]
-    early = [p for p in preds if p.pass_name == "early"]
-    full = [p for p in preds if p.pass_name == "full"]
+    check_ingest_figures(after_i, pages)
+    check_classify_figures(after_c, preds)
+    check_json_logs(logs["ingest"], {d.id for d in docs_rows})
 
-    # Ingest worker: pages by text source, task latency, the broken document by reason.
+
+def check_ingest_figures(after_i: dict, pages: list[Page]) -> None:
+    """The ingest worker's endpoint: pages by text source, task latency, the broken document by
+    reason."""
     sources = Counter(p.text_source for p in pages)
     assert by_label(after_i, "doctriage_pages_ingested_total", "text_source") == dict(sources)
     assert set(sources) == {"text_layer", "ocr"}
@@ -157,7 +133,12 @@ def test_worker_metrics_move_with_the_work(
     assert total(after_i, "doctriage_failures_total", where="ingest",
                  reason="DocumentError") == 1
 
-    # Classify worker: pages by class and exit stage, confidences, re-routes, batches.
+
+def check_classify_figures(after_c: dict, preds: list[Prediction]) -> None:
+    """The classify worker's endpoint: pages by class and exit stage, confidences, re-routes,
+    batches, drained stage queues."""
+    early = [p for p in preds if p.pass_name == "early"]
+    full = [p for p in preds if p.pass_name == "full"]
     assert by_label(after_c, "doctriage_pages_classified_total", "label",
                     pass_name="early") == dict(Counter(p.label for p in early))
     assert by_label(after_c, "doctriage_pages_classified_total", "exit_stage",
@@ -178,10 +159,12 @@ def test_worker_metrics_move_with_the_work(
     assert total(after_c, "doctriage_task_seconds_count", task="doctriage.full_depth",
                  outcome="success") >= 1
 
-    # With DOCTRIAGE_LOG_JSON the worker logs JSON lines that name the task's ids.
-    records = [json.loads(line) for line in logs["ingest"].read_text().splitlines()
+
+def check_json_logs(log: Path, document_ids: set[int]) -> None:
+    """With DOCTRIAGE_LOG_JSON the worker logs JSON lines that name the task's ids."""
+    records = [json.loads(line) for line in log.read_text().splitlines()
                if line.startswith("{")]
     done = {r.get("document_id") for r in records
             if r["logger"] == "celery.app.trace" and "succeeded" in r["message"]}
-    assert done == {d.id for d in docs_rows}
+    assert done == document_ids
     assert all(r["level"] and r["logger"] for r in records)

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,6 +327,33 @@ def draw_recipe(
     }
 
 
+def _huge_or_any_side(rng: random.Random) -> int:
+    return rng.choice(HUGE) if rng.random() < 0.7 else rng.randint(2, 20000)
+
+
+# The arguments of each op after its kind, drawn in this order (a recipe's ops depend on it).
+# Byte ops start at a relative offset; structural ops name what they rewrite.
+_BYTE_OP_ARGS: dict[str, Callable[[random.Random], list]] = {
+    "flip": lambda rng: [rng.randint(1, 255), rng.choice([1, 1, 2, 8, 64])],
+    "truncate": lambda rng: [],
+    "splice": lambda rng: [round(rng.random(), 6), rng.randint(1, 4096)],
+    "zero": lambda rng: [rng.randint(1, 2048)],
+    "repeat": lambda rng: [rng.randint(1, 512), rng.randint(2, 8)],
+}
+_STRUCTURAL_OP_ARGS: dict[str, Callable[[random.Random], list]] = {
+    "tag": lambda rng: [rng.randint(0, 3), rng.choice(TIFF_TAGS), rng.choice(TIFF_VALUES)],
+    # PNG bit depth, colour type, interlace
+    "ihdr": lambda rng: [rng.choice([1, 2, 4, 8, 16, 0, 3]), rng.choice([0, 2, 3, 4, 6, 1, 7]),
+                         rng.choice([0, 1, 2])],
+    "box": lambda rng: [rng.randint(0, 3), rng.choice(["MediaBox", "CropBox"]),
+                        rng.choice(PDF_BOXES)],
+    "number": lambda rng: [rng.choice(PDF_NUMBER_KEYS), rng.randint(0, 7),
+                           rng.choice(PDF_NUMBERS)],
+    "dims": lambda rng: [rng.randint(0, 3), _huge_or_any_side(rng), _huge_or_any_side(rng)],
+    "frames": lambda rng: [rng.randint(0, 3), rng.choice([2, 6, 50, 4000])],  # which IFD, count
+}
+
+
 def _draw_op(rng: random.Random, family: str) -> list:
     structural = (
         ["number", "dims", "box"] if family == "pdf" else ["dims", "dims", "frames", "tag", "ihdr"]
@@ -335,73 +362,14 @@ def _draw_op(rng: random.Random, family: str) -> list:
         ["flip", "truncate", "splice", "zero", "repeat", *structural],
         weights=[4, 1, 2, 1, 1, *[2] * len(structural)],
     )[0]
-    at = round(rng.random(), 6)
-    if kind == "flip":
-        return [kind, at, rng.randint(1, 255), rng.choice([1, 1, 2, 8, 64])]
-    if kind == "truncate":
-        return [kind, at]
-    if kind == "splice":
-        return [kind, at, round(rng.random(), 6), rng.randint(1, 4096)]
-    if kind == "zero":
-        return [kind, at, rng.randint(1, 2048)]
-    if kind == "repeat":
-        return [kind, at, rng.randint(1, 512), rng.randint(2, 8)]
-    if kind == "tag":
-        return [kind, rng.randint(0, 3), rng.choice(TIFF_TAGS), rng.choice(TIFF_VALUES)]
-    if kind == "ihdr":  # PNG bit depth, colour type, interlace
-        return [
-            kind,
-            rng.choice([1, 2, 4, 8, 16, 0, 3]),
-            rng.choice([0, 2, 3, 4, 6, 1, 7]),
-            rng.choice([0, 1, 2]),
-        ]
-    if kind == "box":
-        return [kind, rng.randint(0, 3), rng.choice(["MediaBox", "CropBox"]), rng.choice(PDF_BOXES)]
-    if kind == "number":
-        return [kind, rng.choice(PDF_NUMBER_KEYS), rng.randint(0, 7), rng.choice(PDF_NUMBERS)]
-    if kind == "dims":
-
-        def side() -> int:
-            return rng.choice(HUGE) if rng.random() < 0.7 else rng.randint(2, 20000)
-
-        return [kind, rng.randint(0, 3), side(), side()]
-    return [kind, rng.randint(0, 3), rng.choice([2, 6, 50, 4000])]  # frames: which IFD, count
+    at = round(rng.random(), 6)  # drawn for every op, used by the byte ops
+    if kind in _BYTE_OP_ARGS:
+        return [kind, at, *_BYTE_OP_ARGS[kind](rng)]
+    return [kind, *_STRUCTURAL_OP_ARGS[kind](rng)]
 
 
 def build(recipe: dict) -> bytes:
     return mutate(base_bytes(recipe["base"]), base_bytes(recipe["other"]), recipe["ops"])
-
-
-def mutate(data: bytes, other: bytes, ops: Iterable[list | tuple]) -> bytes:
-    buf = bytearray(data)
-    for op in ops:
-        n = max(1, len(buf))
-        at = min(int(op[1] * n), n - 1) if isinstance(op[1], float) else 0
-        if op[0] == "flip":  # xor a run of bytes
-            for i in range(at, min(at + op[3], len(buf))):
-                buf[i] ^= op[2]
-        elif op[0] == "truncate":
-            del buf[at:]
-        elif op[0] == "splice":  # a chunk of another real document dropped in
-            src = min(int(op[2] * len(other)), max(0, len(other) - 1))
-            buf[at:at] = other[src : src + op[3]]
-        elif op[0] == "zero":
-            buf[at : at + op[2]] = b"\x00" * len(buf[at : at + op[2]])
-        elif op[0] == "repeat":
-            buf[at:at] = bytes(buf[at : at + op[2]]) * (op[3] - 1)
-        elif op[0] == "number":
-            buf = bytearray(_pdf_number(bytes(buf), op[1], op[2], op[3]))
-        elif op[0] == "dims":
-            buf = bytearray(_dims(bytes(buf), op[1], op[2], op[3]))
-        elif op[0] == "tag":
-            buf = bytearray(_tiff_tag(bytes(buf), op[1], op[2], op[3]))
-        elif op[0] == "ihdr":
-            buf = bytearray(_png_ihdr(bytes(buf), op[1], op[2], op[3]))
-        elif op[0] == "box":
-            buf = bytearray(_pdf_box(bytes(buf), op[1], op[2], op[3]))
-        elif op[0] == "frames":
-            buf = bytearray(_tiff_frames(bytes(buf), op[1], op[2]))
-    return bytes(buf)
 
 
 def _pdf_number(data: bytes, key: str, which: int, value: int) -> bytes:
@@ -468,26 +436,18 @@ def _tiff_ifds(data: bytes) -> tuple[str, list[int]]:
 
 
 def _tiff_dims(data: bytes, which: int, w: int, h: int) -> bytes:
-    end, ifds = _tiff_ifds(data)
-    if not ifds:
-        return data
-    buf = bytearray(data)
-    off = ifds[which % len(ifds)]
-    count = struct.unpack(end + "H", buf[off : off + 2])[0]
-    for k in range(count):
-        e = off + 2 + 12 * k
-        if e + 12 > len(buf):
-            break
-        tag = struct.unpack(end + "H", buf[e : e + 2])[0]
-        if tag in (256, 257):  # ImageWidth, ImageLength: rewritten as LONG
-            buf[e + 2 : e + 12] = struct.pack(
-                end + "HII", 4, 1, (w if tag == 256 else h) & 0xFFFFFFFF
-            )
-    return bytes(buf)
+    """ImageWidth and ImageLength of the `which`-th (cyclically) IFD set to `w` and `h`."""
+    return _tiff_set_longs(data, which, {256: w, 257: h})
 
 
 def _tiff_tag(data: bytes, which: int, tag: int, value: int) -> bytes:
     """Tag `tag` of the `which`-th (cyclically) IFD set to `value` (as one LONG), if present."""
+    return _tiff_set_longs(data, which, {tag: value})
+
+
+def _tiff_set_longs(data: bytes, which: int, values: dict[int, int]) -> bytes:
+    """The entries of the `which`-th (cyclically) IFD whose tag is in `values` rewritten as one
+    LONG of that value; tags the IFD lacks are not added."""
     if data[:4] not in (b"II*\x00", b"MM\x00*"):
         return data
     end, ifds = _tiff_ifds(data)
@@ -500,8 +460,9 @@ def _tiff_tag(data: bytes, which: int, tag: int, value: int) -> bytes:
         e = off + 2 + 12 * k
         if e + 12 > len(buf):
             break
-        if struct.unpack(end + "H", buf[e : e + 2])[0] == tag:
-            buf[e + 2 : e + 12] = struct.pack(end + "HII", 4, 1, value & 0xFFFFFFFF)
+        tag = struct.unpack(end + "H", buf[e : e + 2])[0]
+        if tag in values:
+            buf[e + 2 : e + 12] = struct.pack(end + "HII", 4, 1, values[tag] & 0xFFFFFFFF)
     return bytes(buf)
 
 
@@ -535,6 +496,56 @@ def _tiff_frames(data: bytes, which: int, count: int) -> bytes:
         out += body + struct.pack(end + "I", nxt)
     out[4:8] = struct.pack(end + "I", start)
     return bytes(out)
+
+
+def _flip(buf: bytearray, at: int, op: Sequence[Any], other: bytes) -> None:
+    for i in range(at, min(at + op[3], len(buf))):  # xor a run of bytes
+        buf[i] ^= op[2]
+
+
+def _truncate(buf: bytearray, at: int, op: Sequence[Any], other: bytes) -> None:
+    del buf[at:]
+
+
+def _splice(buf: bytearray, at: int, op: Sequence[Any], other: bytes) -> None:
+    src = min(int(op[2] * len(other)), max(0, len(other) - 1))  # a chunk of another document
+    buf[at:at] = other[src : src + op[3]]
+
+
+def _zero(buf: bytearray, at: int, op: Sequence[Any], other: bytes) -> None:
+    buf[at : at + op[2]] = b"\x00" * len(buf[at : at + op[2]])
+
+
+def _repeat(buf: bytearray, at: int, op: Sequence[Any], other: bytes) -> None:
+    buf[at:at] = bytes(buf[at : at + op[2]]) * (op[3] - 1)
+
+
+# Byte ops edit the buffer in place at the op's offset; structural ops rewrite a field of the
+# format and take the op's arguments after its kind (how many: the second item).
+_BYTE_EDITS: dict[str, Callable[[bytearray, int, Sequence[Any], bytes], None]] = {
+    "flip": _flip, "truncate": _truncate, "splice": _splice, "zero": _zero, "repeat": _repeat,
+}
+_STRUCTURAL_EDITS: dict[str, tuple[Callable[..., bytes], int]] = {
+    "number": (_pdf_number, 3),
+    "dims": (_dims, 3),
+    "tag": (_tiff_tag, 3),
+    "ihdr": (_png_ihdr, 3),
+    "box": (_pdf_box, 3),
+    "frames": (_tiff_frames, 2),
+}
+
+
+def mutate(data: bytes, other: bytes, ops: Iterable[list | tuple]) -> bytes:
+    buf = bytearray(data)
+    for op in ops:
+        n = max(1, len(buf))
+        at = min(int(op[1] * n), n - 1) if isinstance(op[1], float) else 0
+        if op[0] in _BYTE_EDITS:
+            _BYTE_EDITS[op[0]](buf, at, op, other)
+        elif op[0] in _STRUCTURAL_EDITS:
+            edit, arity = _STRUCTURAL_EDITS[op[0]]
+            buf = bytearray(edit(bytes(buf), *op[1 : 1 + arity]))
+    return bytes(buf)
 
 
 # -- running cases -----------------------------------------------------------------------------
@@ -612,82 +623,105 @@ def run_cases(
 ) -> RunStats:
     """Run every case on `workers` children in parallel (one thread each feeding its child);
     findings are written as fixtures to `fixtures` (None: not written)."""
-    stats = RunStats()
-    todo = iter(indices)
-    lock = threading.Lock()
-    t0 = time.monotonic()
-
-    def work(slot: int, tmp: Path) -> None:
-        child = Child()
-        path = tmp / f"case-{slot}"
-        try:
-            while True:
-                with lock:
-                    if max_seconds is not None and time.monotonic() - t0 > max_seconds:
-                        stats.stopped_early = True
-                        return
-                    index = next(todo, None)
-                if index is None:
-                    return
-                recipe = recipe_for(index)
-                try:
-                    data = build(recipe)
-                except Exception as exc:  # the harness's own failure: counted, never hidden
-                    with lock:
-                        stats.harness_errors.append(f"case {index}: {type(exc).__name__}: {exc}")
-                    continue
-                path.write_bytes(data)
-                c0 = time.monotonic()
-                got = child.run({**recipe["request"], "path": str(path)}, timeout=hang_s)
-                took = time.monotonic() - c0
-                kind, detail = classify(got, rss_bound)
-                with lock:
-                    _tally(stats, index, recipe, data, got, kind, took)
-                    if detail is not None:
-                        finding = Finding(
-                            kind, detail[-3000:], recipe, hashlib.sha256(data).hexdigest()
-                        )
-                        if fixtures is not None:
-                            meta = {
-                                "kind": kind,
-                                "detail": finding.detail,
-                                "request": recipe["request"],
-                                "recipe": recipe,
-                            }
-                            finding.fixture = str(write_fixture(data, meta, fixtures))
-                        stats.findings.append(finding)
-                    if progress is not None:
-                        progress(stats)
-        finally:
-            child.close()
-            with lock:
-                stats.child_starts += child.started
-
+    run = _CaseRun(iter(indices), recipe_for, hang_s, rss_bound, max_seconds, fixtures, progress)
     with tempfile.TemporaryDirectory(prefix="doctriage-fuzz-") as tmp:
         threads = [
-            threading.Thread(target=work, args=(k, Path(tmp)), daemon=True) for k in range(workers)
+            threading.Thread(target=run.work, args=(Path(tmp) / f"case-{k}",), daemon=True)
+            for k in range(workers)
         ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    stats.seconds = time.monotonic() - t0
-    return stats
+    run.stats.seconds = time.monotonic() - run.t0
+    return run.stats
 
 
-def _tally(
-    stats: RunStats, index: int, recipe: dict, data: bytes, got: dict, kind: str, took: float
-) -> None:
+@dataclass
+class _CaseRun:
+    """What the threads of one `run_cases` share: the cases left, the stats, one lock."""
+
+    todo: Iterator[int]
+    recipe_for: Callable[[int], dict]
+    hang_s: float
+    rss_bound: int
+    max_seconds: float | None
+    fixtures: Path | None
+    progress: Callable[[RunStats], None] | None
+    stats: RunStats = field(default_factory=RunStats)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    t0: float = field(default_factory=time.monotonic)
+
+    def work(self, path: Path) -> None:
+        """One thread: cases through its own child, each input written to `path`."""
+        child = Child()
+        try:
+            while (index := self._next_index()) is not None:
+                self._run_case(child, path, index)
+        finally:
+            child.close()
+            with self.lock:
+                self.stats.child_starts += child.started
+
+    def _next_index(self) -> int | None:
+        with self.lock:
+            if self.max_seconds is not None and time.monotonic() - self.t0 > self.max_seconds:
+                self.stats.stopped_early = True
+                return None
+            return next(self.todo, None)
+
+    def _run_case(self, child: Child, path: Path, index: int) -> None:
+        recipe = self.recipe_for(index)
+        try:
+            data = build(recipe)
+        except Exception as exc:  # the harness's own failure: counted, never hidden
+            with self.lock:
+                self.stats.harness_errors.append(f"case {index}: {type(exc).__name__}: {exc}")
+            return
+        path.write_bytes(data)
+        c0 = time.monotonic()
+        got = child.run({**recipe["request"], "path": str(path)}, timeout=self.hang_s)
+        took = time.monotonic() - c0
+        kind, detail = classify(got, self.rss_bound)
+        with self.lock:
+            _tally(self.stats, CaseOutcome(index, recipe, data, got, kind, took))
+            if detail is not None:
+                self.stats.findings.append(self._finding(kind, detail, recipe, data))
+            if self.progress is not None:
+                self.progress(self.stats)
+
+    def _finding(self, kind: str, detail: str, recipe: dict, data: bytes) -> Finding:
+        finding = Finding(kind, detail[-3000:], recipe, hashlib.sha256(data).hexdigest())
+        if self.fixtures is not None:
+            meta = {"kind": kind, "detail": finding.detail, "request": recipe["request"],
+                    "recipe": recipe}
+            finding.fixture = str(write_fixture(data, meta, self.fixtures))
+        return finding
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """One case run: its input, the child's answer and how it was classified."""
+
+    index: int
+    recipe: dict
+    data: bytes
+    got: dict
+    kind: str
+    took: float
+
+
+def _tally(stats: RunStats, case: CaseOutcome) -> None:
     stats.cases += 1
-    stats.outcomes[kind] = stats.outcomes.get(kind, 0) + 1
-    fmt = format_of(data)
+    stats.outcomes[case.kind] = stats.outcomes.get(case.kind, 0) + 1
+    fmt = format_of(case.data)
     stats.formats[fmt] = stats.formats.get(fmt, 0) + 1
-    fam = family_of(recipe["base"])
+    fam = family_of(case.recipe["base"])
     stats.families[fam] = stats.families.get(fam, 0) + 1
-    stats.ocr_cases += recipe["request"].get("ocr_mode") != "text"
-    peak = int(got.get("peak_rss") or 0)
+    stats.ocr_cases += case.recipe["request"].get("ocr_mode") != "text"
+    peak = int(case.got.get("peak_rss") or 0)
     if peak > stats.peak_rss:
-        stats.peak_rss, stats.peak_rss_case = peak, index
-    stats.peak_tesseract_rss = max(stats.peak_tesseract_rss, int(got.get("children_rss") or 0))
-    if took > stats.slowest_s:
-        stats.slowest_s, stats.slowest_case = took, index
+        stats.peak_rss, stats.peak_rss_case = peak, case.index
+    stats.peak_tesseract_rss = max(stats.peak_tesseract_rss, int(case.got.get("children_rss") or 0))
+    if case.took > stats.slowest_s:
+        stats.slowest_s, stats.slowest_case = case.took, case.index

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import modelkit
+import pytest
 from servicekit import PG_ADMIN, start_doctriage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +89,29 @@ def realdoc_pdfs(limit: int = 20, max_bytes: int = 400_000) -> list[Path]:
     rows.sort(key=lambda r: (int(r["bytes"]), r["path"]))
     step = max(1, len(rows) // limit)
     return [REALDOCS / r["path"] for r in rows[::step][:limit]]
+
+
+def submit_in_process(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, home: Path, database_url: str
+) -> tuple[Any, list[int]]:
+    """`doctriage submit FOLDER` run in this process against `database_url`, with the ingest
+    task's `delay` replaced by a list (no broker is reached): the CLI result and the ids queued."""
+    from typer.testing import CliRunner
+
+    from doctriage.cli import app
+    from doctriage.settings import get_settings
+    from workers.tasks import ingest
+
+    queued: list[int] = []
+    monkeypatch.setattr(ingest, "delay", lambda doc_id: queued.append(doc_id))
+    monkeypatch.setenv("DOCTRIAGE_HOME", str(home))
+    monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", database_url)
+    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "memory://")  # never used: delay is replaced
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, ["submit", str(folder)]), queued
+    finally:
+        get_settings.cache_clear()
 
 
 # -- services ----------------------------------------------------------------------------------

@@ -15,15 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from relkit import text_pdf_bytes
+from relkit import submit_in_process, text_pdf_bytes
 from servicekit import fresh_pg_database
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from db.models import Document
 from db.session import make_engine, migrate, session_factory, session_scope
-from doctriage.cli import app
-from doctriage.settings import get_settings
 from pipelines.artifacts import LocalArtifactStore
 from pipelines.options import IngestOptions
 from pipelines.sources import LocalSource, name_of, path_to_uri, uri_to_path
@@ -124,21 +121,10 @@ def test_submit_registers_and_ingest_opens_a_latin1_named_file(
     """`doctriage submit` registers the file under its byte-exact, ASCII URI; the ingest step
     (what the ingest worker runs) then opens it. A Latin-1-named file gone before ingest fails
     with its name escaped: the error holds no lone surrogate, which PostgreSQL would refuse."""
-    from workers.tasks import ingest
-
     good = _write(tmp_path / "in", LATIN1, text_pdf_bytes(2, tag="resume"))
     gone = _write(tmp_path / "in", b"gone\xe9.pdf", text_pdf_bytes(1, tag="gone"))
-    queued: list[int] = []
-    monkeypatch.setattr(ingest, "delay", lambda doc_id: queued.append(doc_id))
     with _store(backend, tmp_path) as url:
-        monkeypatch.setenv("DOCTRIAGE_HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", url)
-        monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "memory://")  # never used: delay is replaced
-        get_settings.cache_clear()
-        try:
-            result = CliRunner().invoke(app, ["submit", str(tmp_path / "in")])
-        finally:
-            get_settings.cache_clear()
+        result, queued = submit_in_process(monkeypatch, tmp_path / "in", tmp_path / "home", url)
         assert result.exit_code == 0, result.output
         assert "submit: 2 documents, 2 new, 2 queued for ingest" in result.output
         gone.unlink()  # after registration, before the worker opens it

@@ -8,15 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from relkit import write_corpus
+from relkit import submit_in_process, write_corpus
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from db.models import Document
 from db.session import session_scope
-from doctriage.cli import app
 from doctriage.commands.run import render
-from doctriage.settings import Settings, get_settings
+from doctriage.settings import Settings
 from pipelines import sources
 from pipelines.errors import DocumentError, one_line
 from pipelines.sources import SYMLINK_OUTSIDE, LocalSource, path_to_uri
@@ -75,20 +73,10 @@ def test_run_goes_on_when_a_file_is_deleted_after_listing(
 def test_submit_goes_on_when_a_file_is_deleted_after_listing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.tasks import ingest
-
     _a, b, _c = write_corpus(tmp_path / "in", [1, 1, 1])
-    monkeypatch.setenv("DOCTRIAGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "memory://")  # never used: delay is replaced
-    get_settings.cache_clear()
-    queued: list[int] = []
-    monkeypatch.setattr(ingest, "delay", lambda doc_id: queued.append(doc_id))
     _delete_before_hashing(monkeypatch, b)
-    try:
-        result = CliRunner().invoke(app, ["submit", str(tmp_path / "in")])
-    finally:
-        get_settings.cache_clear()
+    result, queued = submit_in_process(monkeypatch, tmp_path / "in", tmp_path / "home",
+                                       f"sqlite:///{tmp_path / 'store.db'}")
     assert result.exit_code == 0, result.output
     assert "submit: 2 documents, 2 new, 2 queued for ingest" in result.output
     assert len(queued) == 2

@@ -45,6 +45,12 @@ def _client_error(code: str, status: int | None = None) -> ClientError:
     return ClientError(response, "PutObject")
 
 
+def _error_id(e: BaseException) -> str:
+    """A test id: the exception's type, and an S3 error's code."""
+    return type(e).__name__ + (f"-{e.response['Error']['Code']}" if isinstance(e, ClientError)
+                               else "")
+
+
 @pytest.mark.parametrize("exc", [
     EndpointConnectionError(endpoint_url=ENDPOINT),
     ConnectTimeoutError(endpoint_url=ENDPOINT),
@@ -63,8 +69,7 @@ def _client_error(code: str, status: int | None = None) -> ClientError:
     ConnectionResetError("reset by peer"),
     TimeoutError("timed out"),
     BatcherStopped("shutting down"),
-], ids=lambda e: type(e).__name__ + (f"-{e.response['Error']['Code']}"
-                                     if isinstance(e, ClientError) else ""))
+], ids=_error_id)
 def test_transient_errors(exc: BaseException) -> None:
     assert is_transient(exc)
 
@@ -80,8 +85,7 @@ def test_transient_errors(exc: BaseException) -> None:
     ObjectChanged("s3://b/a.pdf: object replaced or deleted since listed (412)"),
     ValueError("a bug"),
     LookupError("document 7 does not exist"),
-], ids=lambda e: type(e).__name__ + (f"-{e.response['Error']['Code']}"
-                                     if isinstance(e, ClientError) else ""))
+], ids=_error_id)
 def test_permanent_errors(exc: BaseException) -> None:
     assert not is_transient(exc)
 
@@ -102,7 +106,9 @@ class FlakyArtifacts:
         return self.inner.get(key)
 
 
-def _register(emb: Any, path: Path) -> int:
+def _one_document(emb: Any, folder: Path, pages: int) -> int:
+    """A generated PDF of `pages` pages written to `folder` and registered: its document id."""
+    (path,) = write_corpus(folder, [pages])
     with session_scope(emb.ctx.sessions) as s:
         return register_document(s, path_to_uri(path), sha256=sha256_file(path))[0]
 
@@ -128,8 +134,7 @@ def test_ingest_step_leaves_the_document_ingesting_on_endpoint_error(
     tmp_path: Path, make_embedded
 ) -> None:
     emb = make_embedded()
-    (path,) = write_corpus(tmp_path / "docs", [2])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=2)
     emb.ctx.artifacts = FlakyArtifacts(emb.ctx.artifacts, EndpointConnectionError(
         endpoint_url=ENDPOINT))
     with pytest.raises(EndpointConnectionError) as info:
@@ -145,8 +150,7 @@ def test_ingest_step_leaves_the_document_ingesting_on_endpoint_error(
 def test_ingest_task_retries_a_transient_s3_error(tmp_path: Path, task_env,
                                                   exc: BaseException) -> None:
     emb, sent = task_env
-    (path,) = write_corpus(tmp_path / "docs", [2])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=2)
     emb.ctx.artifacts = FlakyArtifacts(emb.ctx.artifacts, exc, failures=2)
     result = tasks.ingest.apply(args=(doc_id,))
     assert result.successful(), result.traceback
@@ -156,8 +160,7 @@ def test_ingest_task_retries_a_transient_s3_error(tmp_path: Path, task_env,
 
 def test_ingest_task_fails_a_permanent_s3_error_at_once(tmp_path: Path, task_env) -> None:
     emb, sent = task_env
-    (path,) = write_corpus(tmp_path / "docs", [2])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=2)
     flaky = FlakyArtifacts(emb.ctx.artifacts, _client_error("AccessDenied", 403))
     emb.ctx.artifacts = flaky
     result = tasks.ingest.apply(args=(doc_id,))
@@ -170,8 +173,7 @@ def test_ingest_task_fails_once_retries_are_spent_without_leaking_the_password(
     tmp_path: Path, task_env
 ) -> None:
     emb, _ = task_env
-    (path,) = write_corpus(tmp_path / "docs", [1])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=1)
     flaky = FlakyArtifacts(emb.ctx.artifacts, EndpointConnectionError(endpoint_url=ENDPOINT))
     emb.ctx.artifacts = flaky
     result = tasks.ingest.apply(args=(doc_id,))
@@ -204,8 +206,7 @@ def test_a_document_error_naming_a_url_with_a_password_is_stored_masked(
     tmp_path: Path, make_embedded
 ) -> None:
     emb = make_embedded()
-    (path,) = write_corpus(tmp_path / "docs", [1])
-    doc_id = _register(emb, path)
+    doc_id = _one_document(emb, tmp_path / "docs", pages=1)
 
     def broken(_stream: Any, name: str, options: Any = None) -> Any:
         raise DocumentError(name, f"cannot fetch embedded font from {ENDPOINT}")

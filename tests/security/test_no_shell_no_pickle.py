@@ -36,28 +36,34 @@ def problems(source: str, name: str = "<src>") -> list[str]:
     for node in ast.walk(ast.parse(source, name)):
         where = f"{name}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Import | ast.ImportFrom):
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            else:
-                mods = [node.module or ""]
-            for mod in mods:
-                if mod.split(".")[0] in PICKLE_MODULES:
-                    found.append(f"{where}: imports {mod}")
-        if not isinstance(node, ast.Call):
-            continue
-        dotted = _dotted(node.func)
-        if dotted[-2:] in SHELL_CALLS:
-            found.append(f"{where}: {'.'.join(dotted)} runs a shell")
-        if dotted[-2:] == ("torch", "load"):
-            found.append(f"{where}: torch.load unpickles")
-        for kw in node.keywords:
-            off = isinstance(kw.value, ast.Constant) and not kw.value.value
-            if kw.arg == "shell" and not off:
-                found.append(f"{where}: shell={ast.unparse(kw.value)}")
-        if dotted and dotted[-1] in SUBPROCESS_CALLS and "subprocess" in dotted[:-1] and node.args:
-            first = node.args[0]
-            if isinstance(first, ast.Constant | ast.JoinedStr | ast.BinOp):
-                found.append(f"{where}: subprocess.{dotted[-1]} given a command string")
+            found += _import_problems(node, where)
+        elif isinstance(node, ast.Call):
+            found += _call_problems(node, where)
+    return found
+
+
+def _import_problems(node: ast.Import | ast.ImportFrom, where: str) -> list[str]:
+    """An import of a module that unpickles."""
+    mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+    return [f"{where}: imports {mod}" for mod in mods if mod.split(".")[0] in PICKLE_MODULES]
+
+
+def _call_problems(node: ast.Call, where: str) -> list[str]:
+    """A call that runs a shell, unpickles, or hands subprocess a command string."""
+    found = []
+    dotted = _dotted(node.func)
+    if dotted[-2:] in SHELL_CALLS:
+        found.append(f"{where}: {'.'.join(dotted)} runs a shell")
+    if dotted[-2:] == ("torch", "load"):
+        found.append(f"{where}: torch.load unpickles")
+    for kw in node.keywords:
+        off = isinstance(kw.value, ast.Constant) and not kw.value.value
+        if kw.arg == "shell" and not off:
+            found.append(f"{where}: shell={ast.unparse(kw.value)}")
+    if dotted and dotted[-1] in SUBPROCESS_CALLS and "subprocess" in dotted[:-1] and node.args:
+        first = node.args[0]
+        if isinstance(first, ast.Constant | ast.JoinedStr | ast.BinOp):
+            found.append(f"{where}: subprocess.{dotted[-1]} given a command string")
     return found
 
 

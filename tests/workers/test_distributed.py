@@ -1,18 +1,26 @@
 """The distributed path on the real services: PostgreSQL (a fresh database), Redis (a spare DB
-number), an ingest worker and a classify worker as subprocesses, real documents submitted with
-`doctriage submit`. Then the same documents through `doctriage run`: the same labels."""
+number), an ingest worker and a classify worker as subprocesses, short generated documents
+(synthkit) submitted with `doctriage submit`. Then the same documents through `doctriage run`:
+the same labels."""
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Iterator
+import subprocess
 from pathlib import Path
 
 import pytest
-from servicekit import fresh_pg_database, spare_redis_db, start_doctriage, stop_process
+from servicekit import (
+    pg_url_fixture,
+    redis_url_fixture,
+    start_doctriage,
+    stop_process,
+    use_settings,
+    wait_until_final,
+    worker_env,
+)
 from sqlalchemy import select
+from synthkit import PAGES
 from typer.testing import CliRunner
 
 from db.models import Document, Page, Prediction
@@ -24,17 +32,8 @@ pytestmark = pytest.mark.services
 
 TIMEOUT_S = 120
 
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with fresh_pg_database("doctriage_wf") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with spare_redis_db() as url:
-        yield url
+pg_url = pg_url_fixture("doctriage_wf")
+redis_url = redis_url_fixture()
 
 
 def _labels(url: str) -> dict[tuple[str, int], str]:
@@ -57,27 +56,16 @@ def test_workers_classify_submitted_documents(
     short_docs: Path, tiny_bundle: Path, pg_url: str, redis_url: str,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {
-        **os.environ,
-        "DOCTRIAGE_HOME": str(tmp_path / "home"),
-        "DOCTRIAGE_DATABASE_URL": pg_url,
-        "DOCTRIAGE_BROKER_URL": redis_url,
-        "DOCTRIAGE_MODEL_DIR": str(tiny_bundle),
-        "DOCTRIAGE_REROUTE_BELOW": "0.75",
-        "DOCTRIAGE_AUDIT_FRACTION": "0.2",
-        "DOCTRIAGE_MAX_BATCH": "4",
-        "OMP_THREAD_LIMIT": "1",
-    }
-    for key, value in env.items():
-        if key.startswith("DOCTRIAGE_"):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    procs = []
+    env = worker_env(tmp_path / "home", pg_url, redis_url, tiny_bundle, reroute_below="0.75",
+                     audit_fraction="0.2", max_batch="4")
+    use_settings(monkeypatch, env)
+    logs = {"ingest": tmp_path / "ingest.log", "classify": tmp_path / "classify.log"}
+    procs: dict[str, subprocess.Popen] = {}
     try:
-        procs.append(start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
-                                     tmp_path / "ingest.log"))
-        procs.append(start_doctriage(["worker", "--queues", "classify,full_depth", "-c", "2"],
-                                     env, tmp_path / "classify.log"))
+        procs["ingest"] = start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
+                                          logs["ingest"])
+        procs["classify"] = start_doctriage(
+            ["worker", "--queues", "classify,full_depth", "-c", "2"], env, logs["classify"])
         result = CliRunner().invoke(app, ["submit", str(short_docs)])
         assert result.exit_code == 0, result.output
         assert "6 new, 6 queued" in result.output
@@ -85,28 +73,15 @@ def test_workers_classify_submitted_documents(
         again = CliRunner().invoke(app, ["submit", str(short_docs)])
         assert "0 new" in again.output
 
+        states = wait_until_final(pg_url, procs, logs, timeout_s=TIMEOUT_S)
         engine = make_engine(pg_url)
         sessions = session_factory(engine)
-        deadline = time.monotonic() + TIMEOUT_S
-        while True:
-            with session_scope(sessions) as s:
-                states = [d.state for d in s.execute(select(Document)).scalars()]
-            if states and all(st in ("DONE", "FAILED") for st in states):
-                break
-            for p in procs:
-                assert p.poll() is None, (tmp_path / "classify.log").read_text()[-3000:]
-            if time.monotonic() > deadline:
-                logs = "".join((tmp_path / n).read_text(errors="replace")[-2000:]
-                               for n in ("ingest.log", "classify.log"))
-                pytest.fail(f"documents not finished in {TIMEOUT_S}s: {states}\n{logs}")
-            time.sleep(0.5)
-
         with session_scope(sessions) as s:
             pages = list(s.execute(select(Page)).scalars())
             preds = list(s.execute(select(Prediction)).scalars())
         engine.dispose()
         assert states == ["DONE"] * 6
-        assert len(pages) == 8 and {p.state for p in pages} == {"DONE"}
+        assert len(pages) == PAGES == 8 and {p.state for p in pages} == {"DONE"}
         early = [p for p in preds if p.pass_name == "early"]
         full = [p for p in preds if p.pass_name == "full"]
         assert sorted(p.page_id for p in early) == sorted(p.id for p in pages)  # once each
@@ -122,7 +97,7 @@ def test_workers_classify_submitted_documents(
         assert counts["pages"]["DONE"] == 8 and counts["documents"]["DONE"] == 6
         distributed = _labels(pg_url)
     finally:
-        for p in procs:
+        for p in procs.values():
             stop_process(p)
 
     # The embedded runner on the same documents and model stores the same labels.

@@ -1,4 +1,5 @@
-"""`doctriage run` end to end: real documents, the tiny model, the SQLite store."""
+"""`doctriage run` end to end: short generated documents (synthkit), the tiny model, the SQLite
+store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from synthkit import ONE_PAGE_PDF, PAGES
 from typer.testing import CliRunner
 
 from db.models import Document, Page, Prediction
@@ -47,7 +49,7 @@ def test_run_classifies_every_page_and_records_bad_documents(
     assert summary["documents"] == 7
     assert summary["documents_by_state"] == {"DONE": 6, "FAILED": 1}
     assert summary["failed_documents"][0]["error"].startswith("broken.pdf: ")
-    assert summary["pages"] == 8  # 1 + 2 + 1 + 2 + 1 + 1 pages
+    assert summary["pages"] == PAGES == 8  # 1 + 2 + 1 + 2 + 1 + 1 pages
     assert sum(summary["pages_per_class"].values()) == 8
     assert sum(summary["exit_stage_histogram"].values()) == 8
     assert 0 < summary["mean_confidence"] <= 1
@@ -89,7 +91,7 @@ def test_run_classifies_every_page_and_records_bad_documents(
 
 
 def test_run_human_summary(short_docs: Path, tiny_bundle: Path) -> None:
-    code, _, out = _run(str(short_docs / "kleister-nda-83087d7615931fce886400dab46a067a.pdf"),
+    code, _, out = _run(str(short_docs / ONE_PAGE_PDF),
                         "--model", str(tiny_bundle))
     assert code == 0, out
     assert "documents: 1" in out and "pages: 1" in out and "pages/s:" in out
@@ -106,7 +108,7 @@ def test_run_human_summary(short_docs: Path, tiny_bundle: Path) -> None:
 def test_unusable_arguments_exit_2(
     args: list[str], message: str, tmp_path: Path, short_docs: Path, tiny_bundle: Path
 ) -> None:
-    doc = str(short_docs / "kleister-nda-83087d7615931fce886400dab46a067a.pdf")
+    doc = str(short_docs / ONE_PAGE_PDF)
     args = [doc if a == "DOC" else str(tmp_path) if a == "MODEL_OK_EMPTY_DIR" else a for a in args]
     if "--model" not in args:
         args += ["--model", str(tiny_bundle)]

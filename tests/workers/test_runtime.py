@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
-import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+from racekit import run_at_once
 
 from classifier.bundle import load_bundle
 from classifier.inputs import PageInput
@@ -67,17 +68,14 @@ def test_threaded_runtime_serves_concurrent_callers(model) -> None:
     pages = _pages(48, seed=3)
     want = [p.label for p in predict_pages(model, pages, batch_size=16)]
     runtime = ClassifyRuntime(model, BatcherOptions(max_batch=16, max_delay_ms=30)).start()
-    results: dict[int, list[str]] = {}
 
-    def call(part: int) -> None:
-        results[part] = [a.label for a in runtime.classify(pages[part * 12 : part * 12 + 12])]
+    def call(part: int) -> tuple[int, list[str]]:
+        return part, [a.label for a in runtime.classify(pages[part * 12 : part * 12 + 12])]
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    runtime.stop()
+    try:
+        results = dict(run_at_once([partial(call, i) for i in range(4)]))
+    finally:
+        runtime.stop()
     assert [lab for i in range(4) for lab in results[i]] == want
     # the four callers' pages were batched together at stage 0
     assert max(size for stage, size in runtime.early.batch_log if stage == 0) > 12

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
+from functools import partial
 
 import pytest
+from racekit import run_at_once
 from staged_fakes import FakeStagedModel, fake_decide, page_inputs
 
 from classifier.stage_batcher import SCHEDULES, BatcherStopped, StageBatcher
@@ -96,26 +97,19 @@ def test_a_full_batch_does_not_wait_for_the_delay() -> None:
 def test_concurrent_callers_share_batches_and_get_their_own_pages() -> None:
     model = FakeStagedModel(4, delay_s=0.005)
     batcher = StageBatcher(model, fake_decide, max_batch=16, max_delay_ms=20).start()
-    errors: list[BaseException] = []
 
     def caller(t: int) -> None:
-        try:
-            specs = [(t * 1000 + i, (t + i) % 5) for i in range(40)]
-            futs = batcher.submit(page_inputs(specs), [p for p, _ in specs])
-            for (pid, exit_at), f in zip(specs, futs, strict=True):
-                r = f.result(timeout=30)
-                assert r.label == str(pid)
-                assert r.exit_stage == min(exit_at, 3)
-        except BaseException as exc:
-            errors.append(exc)
+        specs = [(t * 1000 + i, (t + i) % 5) for i in range(40)]
+        futs = batcher.submit(page_inputs(specs), [p for p, _ in specs])
+        for (pid, exit_at), f in zip(specs, futs, strict=True):
+            r = f.result(timeout=30)
+            assert r.label == str(pid)
+            assert r.exit_stage == min(exit_at, 3)
 
-    threads = [threading.Thread(target=caller, args=(t,)) for t in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    batcher.stop()
-    assert not errors, errors
+    try:
+        run_at_once([partial(caller, t) for t in range(6)])
+    finally:
+        batcher.stop()
     ids = [pid for stage, batch in model.calls if stage == 0 for pid in batch]
     assert len(ids) == len(set(ids)) == 240  # nothing lost, nothing run twice
     # pages of different callers ended up in the same batches

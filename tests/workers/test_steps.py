@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
+from synthkit import ONE_PAGE_PDF, TWO_PAGE_PDF
 
 from db.models import Document, Page, Prediction
 from db.repository import register_document
@@ -89,7 +90,7 @@ def _count(ctx, model) -> int:
 
 def test_redelivered_messages_change_nothing(ctx_runtime, short_docs: Path) -> None:
     ctx, runtime = ctx_runtime
-    doc_id = _register(ctx, short_docs / "kleister-nda-503bf3d3c382b93016b28a53eba95a17.pdf")
+    doc_id = _register(ctx, short_docs / TWO_PAGE_PDF)
     first = steps.ingest_document(ctx, doc_id)
     assert first.state == "INGESTED" and len(first.page_ids) == 2
     # ingest redelivered: no new pages; the same pages are handed back for classification
@@ -108,7 +109,7 @@ def test_redelivered_messages_change_nothing(ctx_runtime, short_docs: Path) -> N
 
 def test_missing_artifact_fails_the_page_with_a_reason(ctx_runtime, short_docs: Path) -> None:
     ctx, runtime = ctx_runtime
-    doc_id = _register(ctx, short_docs / "kleister-nda-83087d7615931fce886400dab46a067a.pdf")
+    doc_id = _register(ctx, short_docs / ONE_PAGE_PDF)
     ids = steps.ingest_document(ctx, doc_id).page_ids
     (Path(get_settings().resolved_artifact_url) / page_key(doc_id, 1)).unlink()
     result = steps.classify_pages(ctx, runtime, ids)
@@ -121,8 +122,8 @@ def test_missing_artifact_fails_the_page_with_a_reason(ctx_runtime, short_docs: 
 
 def test_reconcile_hands_back_stuck_work_once(ctx_runtime, short_docs: Path) -> None:
     ctx, runtime = ctx_runtime
-    waiting = _register(ctx, short_docs / "kleister-nda-83087d7615931fce886400dab46a067a.pdf")
-    ingested = _register(ctx, short_docs / "kleister-nda-503bf3d3c382b93016b28a53eba95a17.pdf")
+    waiting = _register(ctx, short_docs / ONE_PAGE_PDF)
+    ingested = _register(ctx, short_docs / TWO_PAGE_PDF)
     pages = steps.ingest_document(ctx, ingested).page_ids
     time.sleep(0.05)
     plan = steps.reconcile(ctx, 0.01)
