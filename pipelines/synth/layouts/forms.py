@@ -17,7 +17,7 @@ from pipelines.synth.content import (
     RATINGS,
     Text,
 )
-from pipelines.synth.layouts.common import BLUR, page_numbers
+from pipelines.synth.layouts.common import BLUR, display_title, page_numbers
 from pipelines.synth.writer import Writer
 
 
@@ -93,7 +93,8 @@ def form(rng: random.Random, max_pages: int) -> Writer:
     )
     t = Text(rng)
     w.line(t.company().upper(), font=w.fonts.bold, size=9, align=rng.choice(("left", "center")))
-    w.line(
+    display_title(
+        w,
         rng.choice(
             (
                 "EXPENSE REPORT",
@@ -107,9 +108,7 @@ def form(rng: random.Random, max_pages: int) -> Writer:
                 "APPLICATION FORM",
             )
         ),
-        font=w.fonts.bold,
-        size=rng.uniform(13, 18),
-        align="center",
+        size=(13, 18),
         gap_after=8,
     )
     filled = rng.uniform(0.2, 0.9)
@@ -146,7 +145,8 @@ def questionnaire(rng: random.Random, max_pages: int) -> Writer:
     w = Writer(rng, max_pages=max_pages, family=rng.choice(("Helvetica", "Times")))
     w.footer = page_numbers
     t = Text(rng)
-    w.line(
+    display_title(
+        w,
         rng.choice(
             (
                 "CONSUMER QUESTIONNAIRE",
@@ -156,9 +156,7 @@ def questionnaire(rng: random.Random, max_pages: int) -> Writer:
                 "FOLLOW-UP INTERVIEW",
             )
         ),
-        font=w.fonts.bold,
-        size=rng.uniform(13, 18),
-        align="center",
+        size=(13, 18),
         gap_after=6,
     )
     if rng.random() < 0.6:
