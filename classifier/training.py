@@ -211,36 +211,31 @@ class _EpochRunner:
     def _step(self, optimizer: torch.optim.Optimizer, idx: torch.Tensor, phase: str) -> float:
         batch = take(self.inputs, idx)
         labels = self.labels.index_select(0, idx).to(self.model.device)
-        loss = _loss(self.model, batch, labels, phase, self.weights, self.options.gate_weight)
+        loss = self._loss(batch, labels, phase)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         optimizer.step()
         return float(loss.detach())
 
-
-def _loss(
-    model: EarlyExitModel,
-    batch: Inputs,
-    labels: torch.Tensor,
-    phase: str,
-    weights: torch.Tensor,
-    gate_weight: float,
-) -> torch.Tensor:
-    if phase == "backbone":
-        state = model.embed(batch)
-        logits, _ = model.advance(state, stages=model.num_stages)
-        return F.cross_entropy(logits, labels)
-    logits, gates = model.all_exit_logits(batch, with_gates=True)
-    ce = torch.stack([F.cross_entropy(lg, labels) for lg in logits])
-    if phase == "exits":  # the final head is frozen: its loss would only add noise
-        ce = ce[:-1]
-        loss = ce.mean()
-    else:
-        loss = (ce * weights).sum()
-    right = (logits[-1].detach().argmax(-1) == labels).float()
-    gate = torch.stack([F.binary_cross_entropy_with_logits(g, right) for g in gates[:-1]]).mean()
-    return loss + gate_weight * gate
+    def _loss(self, batch: Inputs, labels: torch.Tensor, phase: str) -> torch.Tensor:
+        model = self.model
+        if phase == "backbone":
+            state = model.embed(batch)
+            logits, _ = model.advance(state, stages=model.num_stages)
+            return F.cross_entropy(logits, labels)
+        logits, gates = model.all_exit_logits(batch, with_gates=True)
+        ce = torch.stack([F.cross_entropy(lg, labels) for lg in logits])
+        if phase == "exits":  # the final head is frozen: its loss would only add noise
+            ce = ce[:-1]
+            loss = ce.mean()
+        else:
+            loss = (ce * self.weights).sum()
+        right = (logits[-1].detach().argmax(-1) == labels).float()
+        gate = torch.stack(
+            [F.binary_cross_entropy_with_logits(g, right) for g in gates[:-1]]
+        ).mean()
+        return loss + self.options.gate_weight * gate
 
 
 def _make_optimizer(model: EarlyExitModel, phase: str, options: TrainOptions) -> torch.optim.AdamW:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
@@ -68,9 +69,9 @@ def advertisement(rng: random.Random, max_pages: int) -> Writer:
     _ad_background(w)
     brand, size = t.pick(AD_BRANDS), rng.uniform(44, 96)
     brand_font = rng.choice((w.fonts.bold, w.fonts.bold_italic, "Times-Bold", "Helvetica-Bold"))
-    _display_line(w, brand, brand_font, size, step=4, height=(0.45, 0.8))
+    _display_line(w, brand, brand_font, size, _BRAND)
     slogan = t.pick(AD_SLOGANS)
-    _display_line(w, slogan, w.fonts.italic, rng.uniform(18, 34), step=2, height=(0.25, 0.42))
+    _display_line(w, slogan, w.fonts.italic, rng.uniform(18, 34), _SLOGAN)
     _ad_small_print(w)
     return w
 
@@ -109,16 +110,23 @@ def _ad_background(w: Writer) -> None:
             )
 
 
-def _display_line(
-    w: Writer, text: str, font: str, size: float, step: float, height: tuple[float, float]
-) -> None:
-    """Centred display type, shrunk by `step` until it fits, at a random share of the height."""
+class _Display(NamedTuple):
+    step: float  # points the size shrinks by until the line fits
+    height: tuple[float, float]  # the baseline's range, as shares of the page height
+
+
+_BRAND = _Display(step=4, height=(0.45, 0.8))
+_SLOGAN = _Display(step=2, height=(0.25, 0.42))
+
+
+def _display_line(w: Writer, text: str, font: str, size: float, display: _Display) -> None:
+    """Centred display type, shrunk until it fits, at a random share of the page height."""
     c, rng = w.c, w.rng
     while stringWidth(text, font, size) > w.page_w - 40:
-        size -= step
+        size -= display.step
     c.setFillGray(rng.choice((0.0, 0.0, 1.0, 0.2)))
     c.setFont(font, size)
-    c.drawCentredString(w.page_w / 2, rng.uniform(*height) * w.page_h, text)
+    c.drawCentredString(w.page_w / 2, rng.uniform(*display.height) * w.page_h, text)
 
 
 def _ad_small_print(w: Writer) -> None:
