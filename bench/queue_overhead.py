@@ -58,8 +58,20 @@ POLL_S = 0.05  # the finish is seen at most this late: 0.2 ms/page at 250 pages
 DOCTRIAGE = str(Path(sys.executable).parent / "doctriage")
 
 
-def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str,
-                   seed: int = 0) -> list[Path]:
+@dataclass(frozen=True)
+class Pick:
+    """Which documents a run takes: `shortest` or `sample` (seeded), of at most max_pages."""
+
+    how: str
+    max_pages: int
+    seed: int = 0
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Pick:
+        return cls(args.pick, args.max_doc_pages, args.seed)
+
+
+def pick_documents(data: Path, n: int, folder: Path, pick: Pick) -> list[Path]:
     """`shortest`: the n shortest PDFs of at most max_pages pages (the hard case: per-document
     costs shared by the fewest pages); `sample`: n PDFs drawn at random (seeded) from all
     sizes up to max_pages, i.e. the collection's own mix."""
@@ -67,10 +79,10 @@ def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str,
     if manifest.exists():
         with open(manifest, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["path"].endswith(".pdf")]
-        rows = sorted((r for r in rows if int(r["pages"]) <= max_pages),
+        rows = sorted((r for r in rows if int(r["pages"]) <= pick.max_pages),
                       key=lambda r: (int(r["pages"]), r["path"]))
-        if pick == "sample":
-            rows = random.Random(seed).sample(rows, min(n, len(rows)))
+        if pick.how == "sample":
+            rows = random.Random(pick.seed).sample(rows, min(n, len(rows)))
         paths = [data / r["path"] for r in rows][:n]
     else:
         paths = sorted(p for p in data.rglob("*.pdf"))[:n]
@@ -377,8 +389,7 @@ def stage_documents(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, in
     warm, docs = tmp / "warm", tmp / "docs"
     warm.mkdir()
     docs.mkdir()
-    picked = pick_documents(args.data, args.docs + 1, docs, args.max_doc_pages, args.pick,
-                            args.seed)
+    picked = pick_documents(args.data, args.docs + 1, docs, Pick.of(args))
     if len(picked) < 2:
         raise harness.BadInput(f"{args.data}: fewer than 2 PDFs of at most "
                                f"{args.max_doc_pages} pages (one warms the workers up)")

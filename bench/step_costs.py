@@ -35,7 +35,7 @@ import psycopg2
 
 from bench import harness
 from bench.cpu_time import named_cpu, self_cpu
-from bench.queue_overhead import pick_documents
+from bench.queue_overhead import Pick, pick_documents
 
 CHUNK = 64  # the embedded runner's classify call: max_batch 16 x 4 batches
 
@@ -173,7 +173,7 @@ def main() -> int:
     torch.set_num_threads(1)
     model = load_bundle(args.model, args.device)
     folder = Path(tempfile.mkdtemp(prefix="step-costs-"))
-    pick_documents(args.data, args.docs, folder, args.max_doc_pages, args.pick, args.seed)
+    pick_documents(args.data, args.docs, folder, Pick.of(args))
     docs = sorted(folder.iterdir())
     runs = measure(args, docs, model)
     keys = ("ingest_client", "ingest_postgres", "classify_client", "classify_postgres", "total")
