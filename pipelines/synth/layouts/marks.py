@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
@@ -32,7 +31,7 @@ def file_folder(rng: random.Random, max_pages: int) -> Writer:
         c.setFont(rng.choice(("Helvetica-Bold", "Courier-Bold", "Times-Bold")), 10)
         c.drawString(tab_x + 8, top - 22, label[: int(tab_w / 6.5)])
     else:
-        ink.handwrite(c, label, tab_x + 8, top - 22, rng, size=12, max_width=tab_w - 20)
+        ink.handwrite(c, label, (tab_x + 8, top - 22), ink.Pen(rng, size=12), tab_w - 20)
     for _ in range(rng.randint(0, 3)):  # stickers, file numbers, a date range
         x, y = rng.uniform(40, w.page_w - 200), rng.uniform(80, top - 80)
         if rng.random() < 0.5:
@@ -49,18 +48,8 @@ def file_folder(rng: random.Random, max_pages: int) -> Writer:
                 ),
             )
         else:
-            ink.handwrite(c, t.pick(HANDWRITTEN_PHRASES), x, y, rng, size=rng.uniform(12, 20))
+            ink.handwrite(c, t.pick(HANDWRITTEN_PHRASES), (x, y), ink.Pen(rng, rng.uniform(12, 20)))
     return w
-
-
-@dataclass(frozen=True)
-class _Hand:
-    """One writer's hand, kept for the whole document."""
-
-    font: str
-    colour: tuple[float, float, float]
-    size: float
-    ruled: bool
 
 
 def handwritten(rng: random.Random, max_pages: int) -> Writer:
@@ -69,12 +58,11 @@ def handwritten(rng: random.Random, max_pages: int) -> Writer:
     header, the archive's document number) are text, so ingestion must decide to OCR the page."""
     w = Writer(rng, max_pages=max_pages)
     c, t = w.c, Text(rng)
-    hand = _Hand(
-        font=rng.choice(ink.HAND_FONTS),
-        colour=rng.choice(ink.INKS),
-        size=rng.uniform(13, 20),
-        ruled=rng.random() < 0.5,
+    # One writer's hand for the whole document.
+    pen = ink.Pen(
+        rng, font=rng.choice(ink.HAND_FONTS), ink=rng.choice(ink.INKS), size=rng.uniform(13, 20)
     )
+    ruled = rng.random() < 0.5
     pad = rng.choice(
         (
             f"From the desk of {t.person()}",
@@ -91,9 +79,9 @@ def handwritten(rng: random.Random, max_pages: int) -> Writer:
         top = w.page_h - rng.uniform(50, 110)
 
         def draw(pc: Canvas, top: float = top) -> None:
-            if hand.ruled:
-                _ruled_paper(pc, w.page_w, top, hand.size * 1.7)
-            y = _hand_lines(pc, w, t, hand, top)
+            if ruled:
+                _ruled_paper(pc, w.page_w, top, pen.size * 1.7)
+            y = _hand_lines(pc, w, t, pen, top)
             _pen_marks(pc, w, y)
 
         layer = ink.ink_layer(w.page_w, w.page_h, draw)
@@ -117,7 +105,7 @@ def _ruled_paper(pc: Canvas, page_w: float, top: float, spacing: float) -> None:
     pc.setStrokeColorRGB(0, 0, 0)
 
 
-def _hand_lines(pc: Canvas, w: Writer, t: Text, hand: _Hand, top: float) -> float:
+def _hand_lines(pc: Canvas, w: Writer, t: Text, pen: ink.Pen, top: float) -> float:
     """Write lines of mixed phrases and words down from `top`; returns the y below the last."""
     rng = w.rng
     y = top
@@ -132,20 +120,10 @@ def _hand_lines(pc: Canvas, w: Writer, t: Text, hand: _Hand, top: float) -> floa
                 else t.business_sentence().split(" ")[rng.randint(0, 4)]
             )
         x = w.margin_x + rng.uniform(-10, 30)
-        ink.handwrite(
-            pc,
-            " ".join(words),
-            x,
-            y,
-            rng,
-            size=hand.size,
-            font=hand.font,
-            ink=hand.colour,
-            max_width=w.page_w - x - 40,
-        )
+        ink.handwrite(pc, " ".join(words), (x, y), pen, max_width=w.page_w - x - 40)
         if rng.random() < 0.1:
-            ink.scribble_line(pc, x, y + hand.size * 0.3, x + rng.uniform(60, 200), rng)
-        y -= hand.size * rng.uniform(1.5, 2.1)
+            ink.scribble_line(pc, x, y + pen.size * 0.3, x + rng.uniform(60, 200), rng)
+        y -= pen.size * rng.uniform(1.5, 2.1)
     return y
 
 
