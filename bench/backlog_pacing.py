@@ -137,7 +137,7 @@ def one_run(args: argparse.Namespace, paced: bool, r: redis.Redis) -> dict:
 
 
 def main() -> int:
-    p = harness.parser(__doc__, "backlog_pacing", threads=False)
+    p = harness.parser(__doc__, "backlog_pacing", harness.Common(threads=False))
     p.add_argument("--docs", type=int, default=1500)
     p.add_argument("--service-ms", type=float, default=4.0)
     p.add_argument("--live-every-ms", type=float, default=50.0)

@@ -223,7 +223,7 @@ def agreement(a: list[int], b: list[int]) -> float:
 
 
 def arguments() -> argparse.ArgumentParser:
-    ap = harness.parser(__doc__, "batching", device=True, model="positional")
+    ap = harness.parser(__doc__, "batching", harness.Common(device=True, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--batches", default="8,32,64")
     ap.add_argument("--max-pages", type=int, default=128)

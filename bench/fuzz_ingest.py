@@ -50,7 +50,7 @@ fuzzkit = load_fuzzkit()
 
 
 def arguments() -> argparse.ArgumentParser:
-    ap = harness.parser(__doc__, "fuzz_ingest", threads=False, seed=0)
+    ap = harness.parser(__doc__, "fuzz_ingest", harness.Common(threads=False, seed=0))
     ap.add_argument("--cases", type=int, default=5000)
     ap.add_argument("--start", type=int, default=0, help="first case index (to replay a range)")
     ap.add_argument("--workers", type=int, default=2)

@@ -274,7 +274,7 @@ def library_versions() -> dict[str, str]:
 
 def arguments() -> argparse.ArgumentParser:
     # --out: no default (the shell wrapper passes $OUT/gpu_check.json); torch threads: torch's.
-    ap = harness.parser(__doc__, "gpu_check", out=False, threads=False)
+    ap = harness.parser(__doc__, "gpu_check", harness.Common(out=False, threads=False))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--config", default="base", choices=sorted(NAMED_SIZES))
     ap.add_argument("--dtypes", default=None,

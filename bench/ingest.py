@@ -118,7 +118,7 @@ def compare_renderers(pdfs: list[Path]) -> dict:
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "ingest", threads=False)
+    ap = harness.parser(__doc__, "ingest", harness.Common(threads=False))
     default_root = os.environ.get(
         "DOCTRIAGE_REALDOCS", str(harness.REPO.parent / "shared" / "datasets" / "realdocs")
     )

@@ -299,7 +299,7 @@ def run_child(name: str, args: argparse.Namespace, pdf: Path, home: Path) -> dic
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "memory", device=True, seed=0, model="option")
+    ap = harness.parser(__doc__, "memory", harness.Common(device=True, seed=0, model="option"))
     ap.add_argument("--pages", type=int, default=500, help="pages of the generated PDF")
     ap.add_argument("--backlog", type=int, default=5000, help="pages held in the stage batcher")
     ap.add_argument("--walk-backlog", type=int, default=1000,

@@ -297,7 +297,7 @@ def projection(emb: dict, naive: dict) -> dict | None:
 
 
 def arguments() -> argparse.ArgumentParser:
-    ap = harness.parser(__doc__, "pipeline", device=True, model="option")
+    ap = harness.parser(__doc__, "pipeline", harness.Common(device=True, model="option"))
     ap.add_argument("data", type=Path, nargs="?", default=DEFAULT_DATA)
     ap.add_argument("--per-class", type=int, default=2, help="documents per label")
     ap.add_argument("--max-pages", type=int, default=4, help="skip longer documents")

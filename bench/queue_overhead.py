@@ -352,8 +352,8 @@ def summarize(runs: list[dict], procs_list: list[int]) -> dict:
 
 def arguments() -> argparse.ArgumentParser:
     # One OpenMP/torch thread per process in every mode: not a choice here.
-    ap = harness.parser(__doc__, "queue_overhead", threads=False, device=True, seed=0,
-                        model="positional")
+    ap = harness.parser(__doc__, "queue_overhead",
+                        harness.Common(threads=False, device=True, seed=0, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=12)
     ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest",

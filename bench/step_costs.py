@@ -116,8 +116,8 @@ def classify_chunked(ctx: Any, runtime: Any, pages_of: list[list[int]]) -> None:
 
 def arguments() -> argparse.ArgumentParser:
     # One torch thread, as in queue_overhead: not a choice here.
-    ap = harness.parser(__doc__, "step_costs", threads=False, device=True, seed=0,
-                        model="positional")
+    ap = harness.parser(__doc__, "step_costs",
+                        harness.Common(threads=False, device=True, seed=0, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest")
