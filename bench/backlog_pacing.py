@@ -52,64 +52,82 @@ def seed(n: int, folder: Path) -> Any:
     return sessions
 
 
-def one_run(args: argparse.Namespace, paced: bool, r: redis.Redis) -> dict:
-    r.delete("ingest")
-    sent: dict[int, float] = {}
-    waits: list[float] = []
-    stop = threading.Event()
-    backlog_done_at: list[float] = []
-    consumed = {"backlog": 0}
+class Traffic:
+    """Live messages sent every --live-every-ms and one consumer that takes every message
+    (backlog and live alike) in --service-ms: how long each live message waited."""
 
-    def consumer() -> None:
-        while not stop.is_set() or r.llen("ingest"):
-            item = r.brpop("ingest", timeout=0.2)
+    def __init__(self, args: argparse.Namespace, r: redis.Redis) -> None:
+        self.args, self.r = args, r
+        self.sent: dict[int, float] = {}
+        self.waits: list[float] = []
+        self.backlog_consumed = 0
+        self.backlog_done_at: float | None = None
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._consume),
+                         threading.Thread(target=self._live)]
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def _consume(self) -> None:
+        while not self._stop.is_set() or self.r.llen("ingest"):
+            item = self.r.brpop("ingest", timeout=0.2)
             if item is None:
                 continue
             msg = json.loads(item[1])
             doc_id = int(msg["headers"]["argsrepr"].strip("(),"))
             if doc_id >= LIVE_BASE:
-                waits.append(time.perf_counter() - sent[doc_id])
+                self.waits.append(time.perf_counter() - self.sent[doc_id])
             else:
-                consumed["backlog"] += 1
-                if consumed["backlog"] == args.docs:
-                    backlog_done_at.append(time.perf_counter())
-            time.sleep(args.service_ms / 1000)
+                self.backlog_consumed += 1
+                if self.backlog_consumed == self.args.docs:
+                    self.backlog_done_at = time.perf_counter()
+            time.sleep(self.args.service_ms / 1000)
 
-    def live() -> None:
+    def _live(self) -> None:
         from workers.tasks import ingest
 
         i = 0
-        while not stop.is_set():
+        while not self._stop.is_set():
             doc_id = LIVE_BASE + i
-            sent[doc_id] = time.perf_counter()
+            self.sent[doc_id] = time.perf_counter()
             ingest.delay(doc_id)
             i += 1
-            time.sleep(args.live_every_ms / 1000)
+            time.sleep(self.args.live_every_ms / 1000)
 
+    def wait_backlog(self, since: float, timeout: float = 300) -> None:
+        while self.backlog_done_at is None and time.perf_counter() - since < timeout:
+            time.sleep(0.05)
+
+
+def one_run(args: argparse.Namespace, paced: bool, r: redis.Redis) -> dict:
+    r.delete("ingest")
     with tempfile.TemporaryDirectory() as tmp:
         sessions = seed(args.docs, Path(tmp))
-        threads = [threading.Thread(target=consumer), threading.Thread(target=live)]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)  # live traffic in steady state first
-        pacer = Pacer(depth=queue_depth(app), max_in_queue=args.max_in_queue, poll_s=0.01) \
-            if paced else Pacer()
-        t0 = time.perf_counter()
-        report = run_backlog(sessions, BacklogQuery(grace_s=60), CeleryOrchestrator(), pacer,
-                             chunk_docs=200)
-        enqueued_s = time.perf_counter() - t0
-        while not backlog_done_at and time.perf_counter() - t0 < 300:
-            time.sleep(0.05)
-        time.sleep(0.5)  # live traffic after the backlog
-        stop.set()
-        for t in threads:
-            t.join()
-    waits_ms = sorted(w * 1000 for w in waits)
+        with Traffic(args, r) as traffic:
+            time.sleep(0.5)  # live traffic in steady state first
+            pacer = Pacer(depth=queue_depth(app), max_in_queue=args.max_in_queue, poll_s=0.01) \
+                if paced else Pacer()
+            t0 = time.perf_counter()
+            report = run_backlog(sessions, BacklogQuery(grace_s=60), CeleryOrchestrator(),
+                                 pacer, chunk_docs=200)
+            enqueued_s = time.perf_counter() - t0
+            traffic.wait_backlog(t0)
+            time.sleep(0.5)  # live traffic after the backlog
+    waits_ms = sorted(w * 1000 for w in traffic.waits)
+    done_at = traffic.backlog_done_at
     return {
         "paced": paced,
         "backlog_docs": len(report.claimed.ingest),
         "enqueue_s": round(enqueued_s, 2),
-        "backlog_drained_s": round(backlog_done_at[0] - t0, 2) if backlog_done_at else None,
+        "backlog_drained_s": round(done_at - t0, 2) if done_at is not None else None,
         "live_messages": len(waits_ms),
         "live_wait_ms_p50": round(statistics.median(waits_ms), 1),
         "live_wait_ms_p95": round(waits_ms[int(0.95 * (len(waits_ms) - 1))], 1),
@@ -119,7 +137,7 @@ def one_run(args: argparse.Namespace, paced: bool, r: redis.Redis) -> dict:
 
 
 def main() -> int:
-    p = harness.parser(__doc__, "backlog_pacing", threads=False)
+    p = harness.parser(__doc__, "backlog_pacing", harness.Common(threads=False))
     p.add_argument("--docs", type=int, default=1500)
     p.add_argument("--service-ms", type=float, default=4.0)
     p.add_argument("--live-every-ms", type=float, default=50.0)

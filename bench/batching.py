@@ -22,13 +22,16 @@ bench/results/batching.json (or --out).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import platform
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -219,8 +222,8 @@ def agreement(a: list[int], b: list[int]) -> float:
     return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 4)
 
 
-def main() -> int:
-    ap = harness.parser(__doc__, "batching", device=True, model="positional")
+def arguments() -> argparse.ArgumentParser:
+    ap = harness.parser(__doc__, "batching", harness.Common(device=True, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--batches", default="8,32,64")
     ap.add_argument("--max-pages", type=int, default=128)
@@ -231,7 +234,76 @@ def main() -> int:
                          "under-trained model whose own thresholds exit everything at once)")
     ap.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                     help="tuned: the workers' glibc malloc settings (workers/allocator.py)")
-    args = ap.parse_args()
+    return ap
+
+
+@dataclass
+class Strategies:
+    """The four ways through the same pages at one batch size, the best of the repeats."""
+
+    wall: dict[str, float] = field(default_factory=dict)  # least wall time, per strategy
+    cpu: dict[str, float] = field(default_factory=dict)  # least CPU time, per strategy
+    faults: dict[str, int] = field(default_factory=dict)  # minor faults of the least-CPU run
+    exits: dict[str, list[int]] = field(default_factory=dict)  # exit stage per page
+    batcher: Any = None  # the stage batcher of the last run (its per-stage statistics)
+
+
+def measure_batch(model: Any, rows: list, b: int, policy: Any, repeat: int) -> Strategies:
+    """Interleaved repeats, best time kept: the machine is shared, and the minimum is the
+    least disturbed measurement of each strategy."""
+    decide = make_decider(model, policy)
+    got = Strategies()
+    for _ in range(repeat):
+        for name, fn in (
+            ("full", lambda: run_full(model, rows, b)),
+            ("sync", lambda: run_sync(model, rows, b, decide)),
+            ("compaction", lambda: run_compaction(model, rows, b, policy)),
+            ("stage", lambda: run_stage(model, rows, b, decide)),
+        ):
+            t, cpu, flt, out = cpu_timed(fn)
+            got.wall[name] = min(t, got.wall.get(name, float("inf")))
+            if cpu < got.cpu.get(name, float("inf")):
+                got.cpu[name], got.faults[name] = cpu, flt
+            if name == "stage":
+                got.exits[name], got.batcher = out
+            elif name != "full":
+                got.exits[name] = out
+    return got
+
+
+def batch_row(model: Any, b: int, n: int, got: Strategies) -> dict:
+    t_full, t_sync, t_comp, t_stage = (got.wall[k] for k in ("full", "sync", "compaction",
+                                                             "stage"))
+    c = got.cpu
+    ex_stage = got.exits["stage"]
+    ideal = ideal_speedup(model, ex_stage)
+    return {
+        "batch": b,
+        "pages_per_cpu_s": {k: round(n / v, 2) for k, v in c.items()},
+        "speedup_vs_full_cpu": {k: round(c["full"] / v, 3) for k, v in c.items()},
+        "ideal_speedup": round(ideal, 3),
+        "ratio_to_ideal_cpu": {k: round(c["full"] / v / ideal, 3) for k, v in c.items()},
+        "stage_vs_sync_cpu": round(c["sync"] / c["stage"], 3),
+        "minor_page_faults": got.faults,
+        "pages_per_s": {
+            "full": round(n / t_full, 2), "sync": round(n / t_sync, 2),
+            "compaction": round(n / t_comp, 2), "stage_batcher": round(n / t_stage, 2),
+        },
+        "speedup_vs_full": {
+            "sync": round(t_full / t_sync, 3), "compaction": round(t_full / t_comp, 3),
+            "stage_batcher": round(t_full / t_stage, 3),
+        },
+        "exit_agreement": {
+            "sync_vs_stage": agreement(got.exits["sync"], ex_stage),
+            "compaction_vs_stage": agreement(got.exits["compaction"], ex_stage),
+        },
+        "stage_batcher_stages": got.batcher.stats_dict(),
+        "schedule_fill_replay": schedule_fill(ex_stage, model.num_stages, b),
+    }
+
+
+def main() -> int:
+    args = arguments().parse_args()
     model_dir = harness.resolve_model(args.model)
     if not args.data.is_dir():
         raise harness.BadInput(f"{args.data}: no such folder")
@@ -243,63 +315,16 @@ def main() -> int:
     rows = split_rows(model.encode(pages))
     policy = model_policy(model) if args.exit_share is None else share_policy(
         model, rows, args.exit_share)
-    decide = make_decider(model, policy)
     layers = model.exit_layers
     # Warm-up (allocator, kernels) on a few pages, not timed.
     run_full(model, rows[:4], 4)
     results = []
     for b in [int(x) for x in args.batches.split(",")]:
-        # Interleaved repeats, best time kept: the machine is shared, and the minimum is the
-        # least disturbed measurement of each strategy.
-        best: dict[str, float] = {}
-        best_cpu: dict[str, float] = {}
-        faults: dict[str, int] = {}
-        for _ in range(args.repeat):
-            for name, fn in (
-                ("full", lambda b=b: run_full(model, rows, b)),
-                ("sync", lambda b=b: run_sync(model, rows, b, decide)),
-                ("compaction", lambda b=b: run_compaction(model, rows, b, policy)),
-                ("stage", lambda b=b: run_stage(model, rows, b, decide)),
-            ):
-                t, cpu, flt, out = cpu_timed(fn)
-                best[name] = min(t, best.get(name, float("inf")))
-                if cpu < best_cpu.get(name, float("inf")):
-                    best_cpu[name], faults[name] = cpu, flt
-                if name == "sync":
-                    ex_sync = out
-                elif name == "compaction":
-                    ex_comp = out
-                elif name == "stage":
-                    ex_stage, batcher = out
-        t_full, t_sync, t_comp, t_stage = (best[k] for k in ("full", "sync", "compaction", "stage"))
-        n = len(rows)
-        c = best_cpu
-        ideal = ideal_speedup(model, ex_stage)
-        row = {
-            "batch": b,
-            "pages_per_cpu_s": {k: round(n / v, 2) for k, v in c.items()},
-            "speedup_vs_full_cpu": {k: round(c["full"] / v, 3) for k, v in c.items()},
-            "ideal_speedup": round(ideal, 3),
-            "ratio_to_ideal_cpu": {k: round(c["full"] / v / ideal, 3) for k, v in c.items()},
-            "stage_vs_sync_cpu": round(c["sync"] / c["stage"], 3),
-            "minor_page_faults": faults,
-            "pages_per_s": {
-                "full": round(n / t_full, 2), "sync": round(n / t_sync, 2),
-                "compaction": round(n / t_comp, 2), "stage_batcher": round(n / t_stage, 2),
-            },
-            "speedup_vs_full": {
-                "sync": round(t_full / t_sync, 3), "compaction": round(t_full / t_comp, 3),
-                "stage_batcher": round(t_full / t_stage, 3),
-            },
-            "exit_agreement": {
-                "sync_vs_stage": agreement(ex_sync, ex_stage),
-                "compaction_vs_stage": agreement(ex_comp, ex_stage),
-            },
-            "stage_batcher_stages": batcher.stats_dict(),
-            "schedule_fill_replay": schedule_fill(ex_stage, model.num_stages, b),
-        }
+        got = measure_batch(model, rows, b, policy, args.repeat)
+        row = batch_row(model, b, len(rows), got)
         results.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
+    ex_stage = got.exits["stage"]
     hist = Counter(ex_stage)
     report = {
         "model": str(args.model), "model_version": model.version, "device": args.device,

@@ -85,7 +85,7 @@ def measure(model: EarlyExitModel, batch: int, repeats: int, device: str = "cpu"
 
 def main() -> int:
     # --threads here is the list of torch thread counts to sweep, not the common single count.
-    ap = harness.parser(__doc__, "capacity", threads=False, device=True, seed=0)
+    ap = harness.parser(__doc__, "capacity", harness.Common(threads=False, device=True, seed=0))
     ap.add_argument("--sizes", default="small,base")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", dest="thread_counts", default="1,2",

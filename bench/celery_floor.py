@@ -95,7 +95,7 @@ def measure(pool: str, tasks: int, repeat: int, broker: str, pin: bool) -> list[
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "celery_floor", threads=False)
+    ap = harness.parser(__doc__, "celery_floor", harness.Common(threads=False))
     ap.add_argument("--tasks", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pools", default="prefork,threads,solo")

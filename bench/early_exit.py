@@ -23,7 +23,7 @@ from pipelines.dataset import DatasetError
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "early_exit", device=True, model="positional")
+    ap = harness.parser(__doc__, "early_exit", harness.Common(device=True, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--split", default="all", choices=["all", "val", "train"])
     ap.add_argument("--batch-size", type=int, default=16)

@@ -47,7 +47,7 @@ def run_suite(paths: list[str], marker: str, results: Path, slow: bool) -> tuple
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "faults", threads=False)
+    ap = harness.parser(__doc__, "faults", harness.Common(threads=False))
     ap.add_argument("--only", choices=sorted(SUITES), action="append")
     ap.add_argument("--slow", action="store_true", help="include the large fuzz run")
     ap.add_argument("--merge", action="store_true",

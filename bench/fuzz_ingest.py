@@ -20,12 +20,14 @@ Prints JSON and writes bench/results/fuzz_ingest.json. Exit 1 when there was a f
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from types import ModuleType
 
 from bench import harness
@@ -47,8 +49,8 @@ def load_fuzzkit() -> ModuleType:
 fuzzkit = load_fuzzkit()
 
 
-def main() -> int:
-    ap = harness.parser(__doc__, "fuzz_ingest", threads=False, seed=0)
+def arguments() -> argparse.ArgumentParser:
+    ap = harness.parser(__doc__, "fuzz_ingest", harness.Common(threads=False, seed=0))
     ap.add_argument("--cases", type=int, default=5000)
     ap.add_argument("--start", type=int, default=0, help="first case index (to replay a range)")
     ap.add_argument("--workers", type=int, default=2)
@@ -62,25 +64,39 @@ def main() -> int:
         help="stop starting new cases after this long (the run stays bounded)",
     )
     ap.add_argument("--no-fixtures", action="store_true", help="do not write findings")
-    args = ap.parse_args()
-    if not fuzzkit.realdocs_available():
-        raise harness.BadInput(f"realdocs not found at {fuzzkit.REALDOCS} "
-                               "(set DOCTRIAGE_REALDOCS)")
-    run = harness.start(args, malloc=False)
-    rss_bound = int(args.rss_bound_mb * fuzzkit.MIB)
-    started = time.time()
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    last = [0.0]
+    return ap
 
-    def progress(stats: fuzzkit.RunStats) -> None:
-        if time.monotonic() - last[0] > 30:
-            last[0] = time.monotonic()
+
+class Progress:
+    """A line on stderr at most every 30 s while the cases run."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, stats: fuzzkit.RunStats) -> None:
+        if time.monotonic() - self.last > 30:
+            self.last = time.monotonic()
             print(
                 f"{stats.cases} cases, {stats.outcomes}, findings {len(stats.findings)}",
                 file=sys.stderr,
                 flush=True,
             )
 
+
+@dataclass(frozen=True)
+class Started:
+    time: float
+    loadavg: list[float]
+
+
+def main() -> int:
+    args = arguments().parse_args()
+    if not fuzzkit.realdocs_available():
+        raise harness.BadInput(f"realdocs not found at {fuzzkit.REALDOCS} "
+                               "(set DOCTRIAGE_REALDOCS)")
+    run = harness.start(args, malloc=False)
+    rss_bound = int(args.rss_bound_mb * fuzzkit.MIB)
+    started = Started(time.time(), [round(x, 2) for x in os.getloadavg()])
     stats = fuzzkit.run_cases(
         range(args.start, args.start + args.cases),
         lambda i: fuzzkit.draw_recipe(args.seed, i, ocr_share=args.ocr_share),
@@ -89,16 +105,23 @@ def main() -> int:
         rss_bound=rss_bound,
         max_seconds=args.max_seconds,
         fixtures=None if args.no_fixtures else fuzzkit.REGRESSIONS,
-        progress=progress,
+        progress=Progress(),
     )
+    result = report(args, stats, started, rss_bound)
+    harness.write_result(result, args.out, run)
+    return 1 if result["findings"] or stats.harness_errors else 0
+
+
+def report(args: argparse.Namespace, stats: fuzzkit.RunStats, started: Started,
+           rss_bound: int) -> dict:
     finding_kinds = ("crash", "hang", "exception", "multiline_error", "rss")
-    result = {
+    return {
         "question": "do mutated real documents crash, hang or blow up an ingest process?",
         "command": harness.command_line(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
-        "loadavg_at_start": load_at_start,
+        "loadavg_at_start": started.loadavg,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started.time)),
         "seed": args.seed,
         "first_case": args.start,
         "cases": stats.cases,
@@ -124,8 +147,6 @@ def main() -> int:
         "harness_errors": stats.harness_errors,
         "finding_details": [dataclasses.asdict(f) for f in stats.findings],
     }
-    harness.write_result(result, args.out, run)
-    return 1 if result["findings"] or stats.harness_errors else 0
 
 
 if __name__ == "__main__":

@@ -145,11 +145,13 @@ def pure_full(model: Any, batches: list[dict[str, torch.Tensor]], device: str) -
     return time.perf_counter() - t0
 
 
-def run_batcher(model: Any, rows: list, b: int, early_exit: bool, share: float,
-                device: str) -> tuple[float, StageBatcher, list[PagePrediction]]:
-    """One drain of every row through a fresh batcher: (seconds, batcher, each page's answer).
-    Checks that every page left exactly once."""
-    policy = FixedShare(model.num_stages, share=share, seed=b)
+def run_batcher(model: Any, rows: list, b: int, early_exit: bool, args: argparse.Namespace
+                ) -> tuple[float, StageBatcher, list[PagePrediction]]:
+    """One drain of every row through a fresh batcher (`args.exit_share` exits per stage, on
+    `args.device`): (seconds, batcher, each page's answer). Checks that every page left exactly
+    once."""
+    device = args.device
+    policy = FixedShare(model.num_stages, share=args.exit_share, seed=b)
     batcher = StageBatcher(model, make_decider(model, policy), max_batch=b,
                            early_exit=early_exit, schedule="deepest_full",
                            hooks=BatcherMetrics("early" if early_exit else "full"))
@@ -198,14 +200,14 @@ def measure(model: Any, rows: list, host_rows: list | None, b: int, args: argpar
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     # Warm-up at this batch size (kernel choice per shape), not timed.
-    run_batcher(model, rows[: 2 * b], b, True, args.exit_share, dev)
+    run_batcher(model, rows[: 2 * b], b, True, args)
     batches = [collate(rows[i : i + b]) for i in range(0, n, b)]
     t_pure = min(pure_full(model, batches, dev) for _ in range(args.repeat))
     del batches
     t_full, full_b, full_res = best_of(
-        args.repeat, lambda: run_batcher(model, rows, b, False, args.exit_share, dev))
+        args.repeat, lambda: run_batcher(model, rows, b, False, args))
     t_ee, ee_b, ee_res = best_of(
-        args.repeat, lambda: run_batcher(model, rows, b, True, args.exit_share, dev))
+        args.repeat, lambda: run_batcher(model, rows, b, True, args))
     ideal = ideal_speedup(model, [r.exit_stage for r in ee_res])
     early = batcher_report(model, n, t_ee, ee_b, ee_res)
     row: dict[str, Any] = {
@@ -223,7 +225,7 @@ def measure(model: Any, rows: list, host_rows: list | None, b: int, args: argpar
     }
     if host_rows is not None:
         t_host, host_b, host_res = best_of(
-            args.repeat, lambda: run_batcher(model, host_rows, b, True, args.exit_share, dev))
+            args.repeat, lambda: run_batcher(model, host_rows, b, True, args))
         host = batcher_report(model, n, t_host, host_b, host_res)
         row["early_exit_host_inputs"] = {k: host[k] for k in (
             "pages_per_s", "wall_s", "pages_in", "pages_out", "mean_layers_per_page")}
@@ -270,9 +272,9 @@ def library_versions() -> dict[str, str]:
             "tokenizers": tokenizers.__version__, "python": platform.python_version()}
 
 
-def main() -> int:
+def arguments() -> argparse.ArgumentParser:
     # --out: no default (the shell wrapper passes $OUT/gpu_check.json); torch threads: torch's.
-    ap = harness.parser(__doc__, "gpu_check", out=False, threads=False)
+    ap = harness.parser(__doc__, "gpu_check", harness.Common(out=False, threads=False))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--config", default="base", choices=sorted(NAMED_SIZES))
     ap.add_argument("--dtypes", default=None,
@@ -293,16 +295,27 @@ def main() -> int:
     ap.add_argument("--no-host-inputs", action="store_true",
                     help="skip the early-exit run with inputs in host memory")
     ap.add_argument("--out", "--json", dest="out", type=Path, default=None)
-    args = ap.parse_args()
-    run = harness.Run(malloc=None)  # glibc's malloc, as this check always measured
-    started = time.perf_counter()
-    on_device = args.device != "cpu"
+    return ap
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the arguments ask to measure, checked."""
+
+    sizes: list[int]
+    dtypes: list[str]
+    attentions: list[str]
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The checked batch sizes, dtypes and attention paths; BadInput for anything unusable."""
     try:
         sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
         raise harness.BadInput(f"--batch-sizes wants positive integers, got {args.batch_sizes!r}")
+    on_device = args.device != "cpu"
     dtypes = [d.strip() for d in (args.dtypes or ("bf16" if on_device else "fp32")).split(",")]
     if not all(d in DTYPES for d in dtypes):
         raise harness.BadInput(f"--dtypes takes {', '.join(DTYPES)}, got {args.dtypes!r}")
@@ -313,18 +326,21 @@ def main() -> int:
         raise harness.BadInput("--exit-share must be in [0, 1), --pages and --repeat at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise harness.BadInput("--device cuda but torch sees no CUDA device")
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True  # only matters for fp32
-    model = build_model(args.config, args.device, DTYPES[dtypes[0]], args.labels)
-    report: dict[str, Any] = {
+    return Plan(sizes, dtypes, attentions)
+
+
+def report_head(model: Any, args: argparse.Namespace, plan: Plan, setup_s: float) -> dict:
+    """The report's fixed part: what ran where, before any result."""
+    on_device = args.device != "cpu"
+    return {
         "check": "gpu_check",
         "device": args.device,
         "device_name": (torch.cuda.get_device_name(args.device) if on_device
                         else platform.processor() or platform.machine()),
         "versions": library_versions(),
         "config": args.config,
-        "dtypes": dtypes,
-        "attention": attentions,
+        "dtypes": plan.dtypes,
+        "attention": plan.attentions,
         "parameters": sum(p.numel() for p in model.parameters()),
         "seq_len": model.seq_len,
         "exit_layers": model.exit_layers,
@@ -334,13 +350,29 @@ def main() -> int:
         "repeat": args.repeat,
         "budget_s": args.budget_s,
         "goal_early_exit_pages_per_s": GOAL_EARLY_EXIT_PAGES_PER_S,
-        "setup_s": round(time.perf_counter() - started, 2),
+        "setup_s": round(setup_s, 2),
         "dtype_checks": {},
         "results": [],
         "skipped": [],
     }
 
-    def write() -> None:
+
+class Check:
+    """The report as it grows, written out after every result so a killed run keeps them."""
+
+    def __init__(self, report: dict, args: argparse.Namespace, run: harness.Run,
+                 started: float) -> None:
+        self.report, self.args, self.run, self.started = report, args, run, started
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.started > self.args.budget_s
+
+    def skip(self, attention: str, dtype: str, batch: int, reason: str) -> None:
+        self.report["skipped"].append(
+            {"attention": attention, "dtype": dtype, "batch": batch, "reason": reason})
+
+    def write(self) -> None:
+        report = self.report
         done = report["results"]
         if done:
             best = max(done, key=lambda r: r["early_exit"]["pages_per_s"])
@@ -351,42 +383,56 @@ def main() -> int:
                 "early_exit_pages_per_s": best["early_exit"]["pages_per_s"],
                 "meets_goal": best["early_exit"]["pages_per_s"] >= GOAL_EARLY_EXIT_PAGES_PER_S,
             }
-        report["elapsed_s"] = round(time.perf_counter() - started, 2)
-        harness.write_result(report, args.out, run, echo=False)
+        report["elapsed_s"] = round(time.perf_counter() - self.started, 2)
+        harness.write_result(report, self.args.out, self.run, echo=False)
 
-    variants = [(a, d) for a in attentions for d in dtypes]
-    for attention, dtype_name in variants:
+    def variant(self, model: Any, attention: str, dtype_name: str, sizes: list[int]) -> Any:
+        """Every batch size with one attention path and dtype; returns the (cast) model."""
+        args = self.args
         model.attention_impl = attention
-        if time.perf_counter() - started > args.budget_s:
-            report["skipped"] += [{"attention": attention, "dtype": dtype_name, "batch": b,
-                                   "reason": "time budget spent"} for b in sizes]
-            continue
+        if self.over_budget():
+            for b in sizes:
+                self.skip(attention, dtype_name, b, "time budget spent")
+            return model
         model = model.to(DTYPES[dtype_name])  # random weights: a cast is as good as a new model
         batch = synthetic_batch(model, args.pages, args.device, seed=1)
-        report["dtype_checks"][f"{attention}/{dtype_name}"] = dtype_check(model, batch)
+        self.report["dtype_checks"][f"{attention}/{dtype_name}"] = dtype_check(model, batch)
         rows = split_rows(batch)  # one-page views, as the classify runtime submits them
         host_rows = (split_rows({k: v.cpu() for k, v in batch.items()})
-                     if on_device and not args.no_host_inputs else None)
+                     if args.device != "cpu" and not args.no_host_inputs else None)
         for b in sizes:
-            if time.perf_counter() - started > args.budget_s:
-                report["skipped"].append({"attention": attention, "dtype": dtype_name, "batch": b,
-                                          "reason": "time budget spent"})
+            if self.over_budget():
+                self.skip(attention, dtype_name, b, "time budget spent")
                 continue
             try:
                 row = {"attention": attention, "dtype": dtype_name,
                        **measure(model, rows, host_rows, b, args)}
             except torch.cuda.OutOfMemoryError as exc:
                 # One batch size too large for the device must not cost the others.
-                report["skipped"].append({"attention": attention, "dtype": dtype_name,
-                                          "batch": b, "reason": f"out of memory: {exc}"[:300]})
+                self.skip(attention, dtype_name, b, f"out of memory: {exc}"[:300])
                 torch.cuda.empty_cache()
-                write()
+                self.write()
                 continue
-            report["results"].append(row)
+            self.report["results"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-            write()
-        del batch, rows, host_rows
-    write()
+            self.write()
+        return model
+
+
+def main() -> int:
+    args = arguments().parse_args()
+    run = harness.Run(malloc=None)  # glibc's malloc, as this check always measured
+    started = time.perf_counter()
+    plan = plan_of(args)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # only matters for fp32
+    model = build_model(args.config, args.device, DTYPES[plan.dtypes[0]], args.labels)
+    report = report_head(model, args, plan, time.perf_counter() - started)
+    check = Check(report, args, run, started)
+    for attention in plan.attentions:
+        for dtype_name in plan.dtypes:
+            model = check.variant(model, attention, dtype_name, plan.sizes)
+    check.write()
     print(json.dumps(report, indent=2))
     print(summary(report), file=sys.stderr)
     return 0

@@ -2,7 +2,7 @@
 model bundle), the process set-up the workers use (malloc tuning, torch threads), one-line
 errors, and the result writer, which adds the conditions of the run to the JSON.
 
-    ap = harness.parser(__doc__, "memory", device=True, model="option")
+    ap = harness.parser(__doc__, "memory", harness.Common(device=True, model="option"))
     args = ap.parse_args()
     run = harness.start(args)            # malloc as the workers, torch threads, load average
     ...
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -39,37 +40,40 @@ class BadInput(ValueError):
     """A bad argument or data folder: `main` prints one line on stderr and exits 2."""
 
 
-def parser(
-    doc: str | None,
-    name: str,
-    *,
-    out: bool = True,
-    threads: bool = True,
-    device: bool = False,
-    seed: int | None = None,
-    model: Literal["none", "positional", "option"] = "none",
-) -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Common:
+    """Which of the common arguments a script takes: --out, --threads, --device, --seed (with
+    this default) and the model bundle (none, a positional folder or --model)."""
+
+    out: bool = True
+    threads: bool = True
+    device: bool = False
+    seed: int | None = None
+    model: Literal["none", "positional", "option"] = "none"
+
+
+def parser(doc: str | None, name: str, common: Common = Common()) -> argparse.ArgumentParser:
     """The script's parser with the common arguments it asks for; `--out` (alias `--json`)
     defaults to bench/results/NAME.json."""
     first = (doc or name).strip().split("\n\n")[0]
     ap = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=first)
-    if model == "positional":
+    if common.model == "positional":
         ap.add_argument("model", type=Path, help="a model bundle folder")
-    elif model == "option":
+    elif common.model == "option":
         ap.add_argument("--model", type=Path, default=None,
                         help="a model bundle folder (default: the first of "
                              + ", ".join(str(p) for p in KNOWN_BUNDLES) + " that exists)")
-    if out:
+    if common.out:
         ap.add_argument("--out", "--json", dest="out", type=Path,
                         default=RESULTS / f"{name}.json", help="where the JSON goes")
-    if threads:
+    if common.threads:
         ap.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's; on a shared, loaded CPU 1 "
                              "is faster and steadier)")
-    if device:
+    if common.device:
         ap.add_argument("--device", default="cpu", help="where the model runs (e.g. cuda)")
-    if seed is not None:
-        ap.add_argument("--seed", type=int, default=seed, help="seed of every random draw")
+    if common.seed is not None:
+        ap.add_argument("--seed", type=int, default=common.seed, help="seed of every random draw")
     return ap
 
 

@@ -118,7 +118,7 @@ def compare_renderers(pdfs: list[Path]) -> dict:
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "ingest", threads=False)
+    ap = harness.parser(__doc__, "ingest", harness.Common(threads=False))
     default_root = os.environ.get(
         "DOCTRIAGE_REALDOCS", str(harness.REPO.parent / "shared" / "datasets" / "realdocs")
     )
@@ -135,14 +135,8 @@ def main() -> int:
     opts = IngestOptions()
     started = time.time()
     planned = plan_all(rows, args.realdocs, opts)
-    text_ms = [p["ms"] for p in planned if p["text_source"] == "text_layer"]
-    ocr_pages = [p for p in planned if p["text_source"] == "ocr"]
-    by_source: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for p in planned:
-        by_source[p["source"]][p["text_source"]] += 1
     sample = ocr_sample(planned, args.realdocs, opts, args.ocr_per_source)
     pdfs = [args.realdocs / r["path"] for r in rows if r["path"].endswith(".pdf")][::40]
-    ocr_ms = [s["ms"] for s in sample]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs (loaded)",
         "options": {
@@ -152,32 +146,50 @@ def main() -> int:
         },
         "documents": len(rows),
         "pages": len(planned),
-        "text_layer": {
-            "pages": len(text_ms),
-            "median_ms": median(text_ms),
-            "p90_ms": p90(text_ms),
-            "pages_per_s": pps(median(text_ms)),
-        },
-        "ocr": {
-            "sampled_pages": len(sample),
-            "sample": f"first page of the first {args.ocr_per_source} documents per source "
-            "with OCR pages",
-            "median_ms": median(ocr_ms),
-            "pages_per_s": pps(median(ocr_ms)),
-            "median_words": median([s["words"] for s in sample]),
-            "pages": sample,
-        },
-        "ocr_share": {
-            "pages_needing_ocr": len(ocr_pages),
-            "share": round(len(ocr_pages) / len(planned), 4),
-            "by_source": {s: dict(c) for s, c in sorted(by_source.items())},
-            "reasons": dict(collections.Counter(p["reason"] for p in planned)),
-        },
+        "text_layer": text_layer_figures(planned),
+        "ocr": ocr_figures(sample, args.ocr_per_source),
+        "ocr_share": ocr_share(planned),
         "renderers_and_text_extractors": compare_renderers(pdfs),
         "seconds": round(time.time() - started, 1),
     }
     harness.write_result(result, args.out, run)
     return 0
+
+
+def text_layer_figures(planned: list[dict]) -> dict:
+    text_ms = [p["ms"] for p in planned if p["text_source"] == "text_layer"]
+    return {
+        "pages": len(text_ms),
+        "median_ms": median(text_ms),
+        "p90_ms": p90(text_ms),
+        "pages_per_s": pps(median(text_ms)),
+    }
+
+
+def ocr_figures(sample: list[dict], per_source: int) -> dict:
+    ocr_ms = [s["ms"] for s in sample]
+    return {
+        "sampled_pages": len(sample),
+        "sample": f"first page of the first {per_source} documents per source with OCR pages",
+        "median_ms": median(ocr_ms),
+        "pages_per_s": pps(median(ocr_ms)),
+        "median_words": median([s["words"] for s in sample]),
+        "pages": sample,
+    }
+
+
+def ocr_share(planned: list[dict]) -> dict:
+    """How many pages need OCR, per source, and why."""
+    ocr_pages = [p for p in planned if p["text_source"] == "ocr"]
+    by_source: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for p in planned:
+        by_source[p["source"]][p["text_source"]] += 1
+    return {
+        "pages_needing_ocr": len(ocr_pages),
+        "share": round(len(ocr_pages) / len(planned), 4),
+        "by_source": {s: dict(c) for s, c in sorted(by_source.items())},
+        "reasons": dict(collections.Counter(p["reason"] for p in planned)),
+    }
 
 
 if __name__ == "__main__":

@@ -178,29 +178,50 @@ def scenario_backlog_never_exit(args: argparse.Namespace) -> dict[str, Any]:
     return backlog_run(args, args.walk_backlog, never_exit=True)
 
 
-def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dict[str, Any]:
-    import torch
-
-    from classifier.bundle import load_bundle
-    from classifier.policy import NeverExit
-    from classifier.predict import make_decider, model_policy, split_rows
-    from classifier.stage_batcher import StageBatcher
-    from classifier.state import StageState
+def encoded_rows(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Distinct real pages (text layer of the generated PDF), encoded once, 16 at a time; only
+    these pages' rasters are ever in memory."""
+    from classifier.predict import split_rows
     from pipelines.options import IngestOptions
     from pipelines.pages import iter_pages
+
+    pages = iter_pages(args.pdf, options=IngestOptions(ocr_mode="text"))
+    distinct = list(itertools.islice(pages, args.distinct))
+    pages.close()
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(distinct), 16):
+        rows.extend(split_rows(model.encode(distinct[start : start + 16])))
+    return rows
+
+
+def parked_state_bytes(model: Any, row: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """What one parked page costs, per tensor past the first layer, and in all at stage 0:
+    `select` copies its rows out of the batch's tensors. A page past the first layer carries
+    the attention bias (the larger state); one parked at stage 0 carries its boxes instead."""
+    import torch
+
+    from classifier.state import StageState
+
+    with torch.inference_mode():
+        state = model.embed(row)
+        past_first = model.advance(state)[1]
+    state_bytes = {name: nbytes(getattr(past_first, name)) for name in StageState._TENSORS}
+    stage0_bytes = sum(nbytes(getattr(state, name)) for name in StageState._TENSORS)
+    return state_bytes, stage0_bytes
+
+
+def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dict[str, Any]:
+    from classifier.bundle import load_bundle
+    from classifier.policy import NeverExit
+    from classifier.predict import make_decider, model_policy
+    from classifier.stage_batcher import StageBatcher
 
     sampler = PeakSampler()
     with sampler:
         model = load_bundle(args.model, args.device)
-        # Distinct real pages (text layer of the generated PDF), encoded once; the backlog
-        # holds copies of their rows (real memory: `clone`), as a backlog of similar pages would.
-        pages = iter_pages(args.pdf, options=IngestOptions(ocr_mode="text"))
-        distinct = list(itertools.islice(pages, args.distinct))  # only these pages' rasters
-        pages.close()
-        rows: list[dict[str, torch.Tensor]] = []
-        for start in range(0, len(distinct), 16):
-            rows.extend(split_rows(model.encode(distinct[start : start + 16])))
-        del distinct
+        # The backlog holds copies of the distinct pages' rows (real memory: `clone`), as a
+        # backlog of similar pages would.
+        rows = encoded_rows(model, args)
         ready = sampler.rss()
         backlog = [{k: v.clone() for k, v in rows[i % len(rows)].items()}
                    for i in range(size)]
@@ -215,17 +236,7 @@ def backlog_run(args: argparse.Namespace, size: int, *, never_exit: bool) -> dic
         batcher.drain()
         drain_s = time.perf_counter() - t0
         exits = [f.result().exit_stage for f in futures]
-        with torch.inference_mode():
-            state = model.embed(rows[0])
-            past_first = model.advance(state)[1]
-        # What one parked page costs: `select` copies its rows out of the batch's tensors. A
-        # page past the first layer carries the attention bias (the larger state); one parked
-        # at stage 0 carries its boxes instead.
-        state_bytes = {
-            name: nbytes(getattr(past_first, name))
-            for name in StageState._TENSORS
-        }
-        stage0_bytes = sum(nbytes(getattr(state, name)) for name in StageState._TENSORS)
+        state_bytes, stage0_bytes = parked_state_bytes(model, rows[0])
         after = sampler.rss()
     per_state = sum(state_bytes.values())
     hist: dict[str, int] = {}
@@ -288,7 +299,7 @@ def run_child(name: str, args: argparse.Namespace, pdf: Path, home: Path) -> dic
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, "memory", device=True, seed=0, model="option")
+    ap = harness.parser(__doc__, "memory", harness.Common(device=True, seed=0, model="option"))
     ap.add_argument("--pages", type=int, default=500, help="pages of the generated PDF")
     ap.add_argument("--backlog", type=int, default=5000, help="pages held in the stage batcher")
     ap.add_argument("--walk-backlog", type=int, default=1000,

@@ -25,6 +25,7 @@ Prints JSON and writes bench/results/pipeline.json (or --out).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import dataclasses
@@ -295,8 +296,8 @@ def projection(emb: dict, naive: dict) -> dict | None:
     }
 
 
-def main() -> int:
-    ap = harness.parser(__doc__, "pipeline", device=True, model="option")
+def arguments() -> argparse.ArgumentParser:
+    ap = harness.parser(__doc__, "pipeline", harness.Common(device=True, model="option"))
     ap.add_argument("data", type=Path, nargs="?", default=DEFAULT_DATA)
     ap.add_argument("--per-class", type=int, default=2, help="documents per label")
     ap.add_argument("--max-pages", type=int, default=4, help="skip longer documents")
@@ -310,7 +311,11 @@ def main() -> int:
     ap.add_argument("--sample-ms", type=float, default=5.0,
                     help="how often the embedded run's stack is sampled for its time split "
                          "(a tiny run wants less, e.g. 0.5)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = arguments().parse_args()
     if not args.data.is_dir():
         raise harness.BadInput(f"{args.data}: no such folder")
     model_dir = harness.resolve_model(args.model)
@@ -330,9 +335,6 @@ def main() -> int:
         emb = run_embedded_timed(paths, model, args.device, Path(tmp) / "home",
                                  args.sample_ms / 1000)
     naive = naive_with_ocr_threads(paths, model, args.naive_ocr_threads)
-    emb_labels, naive_labels = emb.pop("_labels"), naive.pop("_labels")
-    common = set(emb_labels) & set(naive_labels)
-    agree = sum(emb_labels[k] == naive_labels[k] for k in common)
     result = {
         "data": str(args.data),
         "model": str(model_dir),
@@ -341,13 +343,36 @@ def main() -> int:
         "threads": run.conditions()["torch_threads"],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.node()}",
         "malloc": run.malloc,
-        "documents": len(paths),
+        **selection(args, picked),
+        **comparison(emb, naive),
+        "seconds": round(time.time() - started, 1),
+        "note": "wall-clock figures; cpu_s (this process + tesseract children) is the steadier "
+                "figure when the machine is shared",
+    }
+    harness.write_result(result, args.out, run)
+    return 0
+
+
+def selection(args: argparse.Namespace, picked: list[dict[str, str]]) -> dict[str, Any]:
+    """Which documents ran, and how they were picked."""
+    return {
+        "documents": len(picked),
         "documents_by_label": dict(sorted(Counter(r["label"] for r in picked).items())),
         "documents_by_source": dict(sorted(Counter(r.get("source", "")
                                                    for r in picked).items())),
         "selection": f"{args.per_class} per label, round-robin over sources, sha256 order, "
                      f"<= {args.max_pages} pages"
                      + (f", first {args.limit_docs}" if args.limit_docs else ""),
+    }
+
+
+def comparison(emb: dict, naive: dict) -> dict[str, Any]:
+    """Both runs, their speed ratio, whether they gave the same labels, and the projection to
+    the whole realdocs mix."""
+    emb_labels, naive_labels = emb.pop("_labels"), naive.pop("_labels")
+    common = set(emb_labels) & set(naive_labels)
+    agree = sum(emb_labels[k] == naive_labels[k] for k in common)
+    return {
         "embedded": emb,
         "naive": naive,
         "ratio_pages_per_s": round(emb["pages_per_s"] / naive["pages_per_s"], 2)
@@ -356,12 +381,7 @@ def main() -> int:
         "label_agreement": {"pages": len(common),
                             "same_label": round(agree / len(common), 3) if common else None},
         "projection_full_realdocs_mix": projection(emb, naive),
-        "seconds": round(time.time() - started, 1),
-        "note": "wall-clock figures; cpu_s (this process + tesseract children) is the steadier "
-                "figure when the machine is shared",
     }
-    harness.write_result(result, args.out, run)
-    return 0
 
 
 def naive_with_ocr_threads(paths: list[Path], model: Any, ocr_threads: str) -> dict:

@@ -29,6 +29,7 @@ writes bench/results/queue_overhead.json (or --out).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -42,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
@@ -56,8 +58,20 @@ POLL_S = 0.05  # the finish is seen at most this late: 0.2 ms/page at 250 pages
 DOCTRIAGE = str(Path(sys.executable).parent / "doctriage")
 
 
-def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str,
-                   seed: int = 0) -> list[Path]:
+@dataclass(frozen=True)
+class Pick:
+    """Which documents a run takes: `shortest` or `sample` (seeded), of at most max_pages."""
+
+    how: str
+    max_pages: int
+    seed: int = 0
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Pick:
+        return cls(args.pick, args.max_doc_pages, args.seed)
+
+
+def pick_documents(data: Path, n: int, folder: Path, pick: Pick) -> list[Path]:
     """`shortest`: the n shortest PDFs of at most max_pages pages (the hard case: per-document
     costs shared by the fewest pages); `sample`: n PDFs drawn at random (seeded) from all
     sizes up to max_pages, i.e. the collection's own mix."""
@@ -65,10 +79,10 @@ def pick_documents(data: Path, n: int, folder: Path, max_pages: int, pick: str,
     if manifest.exists():
         with open(manifest, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["path"].endswith(".pdf")]
-        rows = sorted((r for r in rows if int(r["pages"]) <= max_pages),
+        rows = sorted((r for r in rows if int(r["pages"]) <= pick.max_pages),
                       key=lambda r: (int(r["pages"]), r["path"]))
-        if pick == "sample":
-            rows = random.Random(seed).sample(rows, min(n, len(rows)))
+        if pick.how == "sample":
+            rows = random.Random(pick.seed).sample(rows, min(n, len(rows)))
         paths = [data / r["path"] for r in rows][:n]
     else:
         paths = sorted(p for p in data.rglob("*.pdf"))[:n]
@@ -227,53 +241,71 @@ def stop_profilers(spies: list[subprocess.Popen]) -> None:
         spy.wait(60)
 
 
-def distributed(home: Path, base: dict[str, str], pg_url: str, broker: str, n_procs: int,
-                warm: Path, docs: Path, pages: int, n_docs: int,
-                procs: list[subprocess.Popen], profile: Path | None = None,
-                pin_cpus: bool = False) -> dict:
-    env = {**base, "DOCTRIAGE_HOME": str(home), "DOCTRIAGE_DATABASE_URL": pg_url,
-           "DOCTRIAGE_BROKER_URL": broker}
-    home.mkdir(parents=True, exist_ok=True)
-    started: list[subprocess.Popen] = []
-    # As deployed (docs/operations.md): one prefork ingest process; each classify process is a
-    # threads pool (the default 8 concurrent tasks) feeding its own model's stage batcher.
-    workers = [("ingest", ["-c", "1"])] + [("classify,full_depth", [])] * n_procs
-    for k, (queues, extra) in enumerate(workers):
-        log = open(home / f"worker{k}-{queues}.log", "wb")  # noqa: SIM115
-        pin = ["taskset", "-c", str(k % (os.cpu_count() or 1))] if pin_cpus else []
-        started.append(subprocess.Popen(
-            [*pin, DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING",
-             "--name", f"bench{k}@%h"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    procs.extend(started)
-    probe = StoreProbe(pg_url)
-    try:
-        submit = in_process_submitter(env)
-        submit(warm)
-        probe.wait_final(1, 300)
-        time.sleep(1.0)  # let the warm-up's last writes settle before the CPU baseline
-        spies = start_profilers(started, profile, f"distributed_{n_procs}proc")
-        w0, m0, servers = tree_cpu([started[0].pid]), self_cpu(), ServerCPU()
-        c0 = tree_cpu(p.pid for p in started[1:])
-        t0 = time.perf_counter()
-        submit(docs)
-        submitted = self_cpu() - m0
-        probe.wait_final(n_docs, 600)
-        wall = time.perf_counter() - t0
-        spent = servers.stop()
-        stop_profilers(spies)
-        parts = {"ingest_worker": tree_cpu([started[0].pid]) - w0,
-                 "classify_worker": tree_cpu(p.pid for p in started[1:]) - c0, **spent,
-                 "submitter": submitted}
-        split = {k: round(1000 * v / pages, 2) for k, v in parts.items()}
+@dataclass
+class Distributed:
+    """What every distributed run of one invocation shares; `procs` collects every worker
+    started, so that the caller can stop them all whatever happens."""
+
+    base: dict[str, str]
+    broker: str
+    warm: Path
+    docs: Path
+    n_docs: int
+    pin_cpus: bool = False
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_workers(self, env: dict[str, str], home: Path, n_procs: int
+                      ) -> list[subprocess.Popen]:
+        """As deployed (docs/operations.md): one prefork ingest process; each classify process
+        is a threads pool (the default 8 concurrent tasks) feeding its own model's stage
+        batcher."""
+        started: list[subprocess.Popen] = []
+        workers = [("ingest", ["-c", "1"])] + [("classify,full_depth", [])] * n_procs
+        for k, (queues, extra) in enumerate(workers):
+            log = open(home / f"worker{k}-{queues}.log", "wb")  # noqa: SIM115
+            pin = ["taskset", "-c", str(k % (os.cpu_count() or 1))] if self.pin_cpus else []
+            started.append(subprocess.Popen(
+                [*pin, DOCTRIAGE, "worker", "--queues", queues, *extra, "--loglevel", "WARNING",
+                 "--name", f"bench{k}@%h"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self.procs.extend(started)
+        return started
+
+    def run(self, home: Path, pg_url: str, n_procs: int, pages: int,
+            profile: Path | None = None) -> dict:
+        env = {**self.base, "DOCTRIAGE_HOME": str(home), "DOCTRIAGE_DATABASE_URL": pg_url,
+               "DOCTRIAGE_BROKER_URL": self.broker}
+        home.mkdir(parents=True, exist_ok=True)
+        started = self.start_workers(env, home, n_procs)
+        probe = StoreProbe(pg_url)
+        try:
+            submit = in_process_submitter(env)
+            submit(self.warm)
+            probe.wait_final(1, 300)
+            time.sleep(1.0)  # let the warm-up's last writes settle before the CPU baseline
+            spies = start_profilers(started, profile, f"distributed_{n_procs}proc")
+            w0, m0, servers = tree_cpu([started[0].pid]), self_cpu(), ServerCPU()
+            c0 = tree_cpu(p.pid for p in started[1:])
+            t0 = time.perf_counter()
+            submit(self.docs)
+            submitted = self_cpu() - m0
+            probe.wait_final(self.n_docs, 600)
+            wall = time.perf_counter() - t0
+            spent = servers.stop()
+            stop_profilers(spies)
+            parts = {"ingest_worker": tree_cpu([started[0].pid]) - w0,
+                     "classify_worker": tree_cpu(p.pid for p in started[1:]) - c0, **spent,
+                     "submitter": submitted}
+        finally:
+            probe.close()
+            for p in started:
+                stop(p)
         cpu = sum(parts.values())
-    finally:
-        probe.close()
-        for p in started:
-            stop(p)
-    return {"classify_processes": n_procs, "pages": pages, "wall_s": round(wall, 2),
-            "pages_per_s": round(pages / wall, 3), "cpu_s": round(cpu, 2),
-            "cpu_ms_per_page": round(1000 * cpu / pages, 2), "cpu_ms_per_page_by_part": split}
+        return {"classify_processes": n_procs, "pages": pages, "wall_s": round(wall, 2),
+                "pages_per_s": round(pages / wall, 3), "cpu_s": round(cpu, 2),
+                "cpu_ms_per_page": round(1000 * cpu / pages, 2),
+                "cpu_ms_per_page_by_part": {k: round(1000 * v / pages, 2)
+                                            for k, v in parts.items()}}
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -318,10 +350,10 @@ def summarize(runs: list[dict], procs_list: list[int]) -> dict:
     return out
 
 
-def main() -> int:
+def arguments() -> argparse.ArgumentParser:
     # One OpenMP/torch thread per process in every mode: not a choice here.
-    ap = harness.parser(__doc__, "queue_overhead", threads=False, device=True, seed=0,
-                        model="positional")
+    ap = harness.parser(__doc__, "queue_overhead",
+                        harness.Common(threads=False, device=True, seed=0, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=12)
     ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest",
@@ -348,79 +380,110 @@ def main() -> int:
     ap.add_argument("--pin-cpus", action="store_true",
                     help="pin each worker to its own core (taskset: ingest on core 0, classify "
                          "process k on core k), as one core per worker container would")
-    args = ap.parse_args()
+    return ap
+
+
+def stage_documents(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path, int]:
+    """(warm-up folder, timed documents folder, timed documents): the first picked document
+    only warms the workers up."""
+    warm, docs = tmp / "warm", tmp / "docs"
+    warm.mkdir()
+    docs.mkdir()
+    picked = pick_documents(args.data, args.docs + 1, docs, Pick.of(args))
+    if len(picked) < 2:
+        raise harness.BadInput(f"{args.data}: fewer than 2 PDFs of at most "
+                               f"{args.max_doc_pages} pages (one warms the workers up)")
+    first = sorted(docs.iterdir())[0]
+    first.rename(warm / first.name)  # the warm-up document, not timed
+    return warm, docs, len(picked) - 1
+
+
+def base_env(args: argparse.Namespace) -> dict[str, str]:
+    """One OpenMP thread per process in every mode (torch included), so the modes compare the
+    same work and no spinning OpenMP thread competes with the other worker for a core."""
+    return {**os.environ, "DOCTRIAGE_MODEL_DIR": str(args.model.resolve()),
+            "OMP_THREAD_LIMIT": "1", "DOCTRIAGE_AUDIT_FRACTION": "0",
+            "DOCTRIAGE_OCR_MODE": args.ocr_mode,
+            "DOCTRIAGE_TASK_EVENTS": str(args.task_events == "on").lower(),
+            "DOCTRIAGE_DEVICE": args.device}
+
+
+class Stores:
+    """The bench's Redis DB (must be empty) and the PostgreSQL databases it creates: each mode
+    gets a fresh one, all dropped at the end."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pg = args.pg
+        self.broker = f"{args.redis}/{args.redis_db}"
+        self.redis = redis.Redis.from_url(self.broker)
+        if self.redis.dbsize():
+            raise harness.BadInput(
+                f"Redis DB {args.redis_db} is in use; pick another with --redis-db")
+        self.admin = psycopg2.connect(args.pg)
+        self.admin.autocommit = True
+        self.dbs: list[str] = []
+
+    def fresh_db(self) -> str:
+        self.dbs.append(f"bench_qo_{uuid.uuid4().hex[:8]}")
+        self.admin.cursor().execute(f'CREATE DATABASE "{self.dbs[-1]}"')
+        return self.pg.rsplit("/", 1)[0] + "/" + self.dbs[-1]
+
+    def clean(self) -> None:
+        self.redis.flushdb()
+        for name in self.dbs:
+            self.admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def repetition(rep: int, args: argparse.Namespace, tmp: Path, stores: Stores,
+               dist: Distributed) -> dict:
+    """Every mode once: 1. embedded + SQLite (`doctriage run`'s default), 2. embedded +
+    PostgreSQL, 3. distributed, once per classify process count."""
+    run: dict = {}
+    home = {"DOCTRIAGE_HOME": str(tmp / f"sqlite{rep}")}
+    run["embedded_sqlite"] = embedded(dist.docs, dist.base | home)
+    home = {"DOCTRIAGE_HOME": str(tmp / f"pg{rep}"), "DOCTRIAGE_DATABASE_URL": stores.fresh_db()}
+    run["embedded_postgres"] = embedded(dist.docs, dist.base | home)
+    for n_procs in classify_procs(args):
+        run[f"distributed_{n_procs}proc"] = dist.run(
+            tmp / f"dist{n_procs}-{rep}", stores.fresh_db(), n_procs,
+            run["embedded_sqlite"]["pages"], args.profile if rep == 0 else None)
+        stores.redis.flushdb()
+    return run
+
+
+def classify_procs(args: argparse.Namespace) -> list[int]:
+    return [int(x) for x in args.classify_procs.split(",")]
+
+
+def main() -> int:
+    args = arguments().parse_args()
     harness.resolve_model(args.model)
     if not args.data.is_dir():
         raise harness.BadInput(f"{args.data}: no such folder")
     if args.profile:
         py_spy()  # fail now, not after the first runs
     bench_run = harness.start(args, malloc=False)
-
     tmp = Path(tempfile.mkdtemp(prefix="queue-overhead-"))
-    warm, docs = tmp / "warm", tmp / "docs"
-    warm.mkdir()
-    docs.mkdir()
-    picked = pick_documents(args.data, args.docs + 1, docs, args.max_doc_pages, args.pick,
-                            args.seed)
-    if len(picked) < 2:
-        raise harness.BadInput(f"{args.data}: fewer than 2 PDFs of at most "
-                               f"{args.max_doc_pages} pages (one warms the workers up)")
-    first = sorted(docs.iterdir())[0]
-    first.rename(warm / first.name)  # the warm-up document, not timed
-
-    # One OpenMP thread per process in every mode (torch included), so the modes compare the
-    # same work and no spinning OpenMP thread competes with the other worker for a core.
-    base = {**os.environ, "DOCTRIAGE_MODEL_DIR": str(args.model.resolve()), "OMP_THREAD_LIMIT": "1",
-            "DOCTRIAGE_AUDIT_FRACTION": "0", "DOCTRIAGE_OCR_MODE": args.ocr_mode,
-            "DOCTRIAGE_TASK_EVENTS": str(args.task_events == "on").lower(),
-            "DOCTRIAGE_DEVICE": args.device}
-    report: dict = {"documents": len(picked) - 1, "pick": args.pick,
+    warm, docs, n_docs = stage_documents(args, tmp)
+    report: dict = {"documents": n_docs, "pick": args.pick,
                     "max_doc_pages": args.max_doc_pages, "model": str(args.model),
                     "ocr_mode": args.ocr_mode, "task_events": args.task_events,
                     "device": args.device,
                     "repeat": args.repeat, "omp_thread_limit": 1,
                     "pin_cpus": args.pin_cpus}
-
-    r = redis.Redis.from_url(f"{args.redis}/{args.redis_db}")
-    if r.dbsize():
-        raise harness.BadInput(f"Redis DB {args.redis_db} is in use; pick another with --redis-db")
-    admin = psycopg2.connect(args.pg)
-    admin.autocommit = True
-    procs_list = [int(x) for x in args.classify_procs.split(",")]
-    procs: list[subprocess.Popen] = []
-    dbs: list[str] = []
+    stores = Stores(args)
+    # n_docs + 1: the warm-up document is in the store too when the timed ones are counted.
+    dist = Distributed(base_env(args), stores.broker, warm, docs, n_docs + 1, args.pin_cpus)
     runs: list[dict] = []
-
-    def fresh_db() -> str:
-        dbs.append(f"bench_qo_{uuid.uuid4().hex[:8]}")
-        admin.cursor().execute(f'CREATE DATABASE "{dbs[-1]}"')
-        return args.pg.rsplit("/", 1)[0] + "/" + dbs[-1]
-
     try:
         for rep in tqdm(range(args.repeat), desc="repetitions", file=sys.stderr, disable=None):
-            run: dict = {}
-            # 1. embedded + SQLite (`doctriage run`'s default), 2. embedded + PostgreSQL
-            home = {"DOCTRIAGE_HOME": str(tmp / f"sqlite{rep}")}
-            run["embedded_sqlite"] = embedded(docs, base | home)
-            home = {"DOCTRIAGE_HOME": str(tmp / f"pg{rep}"), "DOCTRIAGE_DATABASE_URL": fresh_db()}
-            run["embedded_postgres"] = embedded(docs, base | home)
-            # 3. distributed, once per classify process count
-            for n_procs in procs_list:
-                run[f"distributed_{n_procs}proc"] = distributed(
-                    tmp / f"dist{n_procs}-{rep}", base, fresh_db(),
-                    f"{args.redis}/{args.redis_db}", n_procs, warm, docs,
-                    run["embedded_sqlite"]["pages"], len(picked), procs,
-                    args.profile if rep == 0 else None, args.pin_cpus)
-                r.flushdb()
-            runs.append(run)
+            runs.append(repetition(rep, args, tmp, stores, dist))
     finally:
-        for p in procs:
+        for p in dist.procs:
             stop(p)
-        r.flushdb()
-        for name in dbs:
-            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        stores.clean()
     report["pages"] = runs[0]["embedded_sqlite"]["pages"]
-    report |= summarize(runs, procs_list)
+    report |= summarize(runs, classify_procs(args))
     report["runs"] = runs
     report["cpu_cores"] = os.cpu_count()
     report["note"] = ("CPU-ms per page: worker processes + submitter + PostgreSQL/Redis servers "

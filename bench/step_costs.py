@@ -21,30 +21,29 @@ bench/results/step_costs.json (or --out).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import statistics
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
 from bench import harness
 from bench.cpu_time import named_cpu, self_cpu
-from bench.queue_overhead import pick_documents
+from bench.queue_overhead import Pick, pick_documents
 
 CHUNK = 64  # the embedded runner's classify call: max_batch 16 x 4 batches
 
 
 def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
     """Register, ingest and classify `docs` on a fresh store; CPU-ms per page by phase."""
-    from sqlalchemy import select
-
-    from db.models import Page
     from db.repository import register_document
     from db.session import make_engine, migrate, session_factory, session_scope
-    from db.states import PageState
     from pipelines.artifacts import LocalArtifactStore
     from pipelines.options import IngestOptions
     from pipelines.sources import path_to_uri, sha256_file
@@ -61,36 +60,11 @@ def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
         with session_scope(sessions) as s:
             ids = [register_document(s, path_to_uri(p), sha256=sha256_file(p))[0]
                    for p in docs]
-
-        def server() -> float:  # the PostgreSQL server's CPU; SQLite has no server to count
-            return named_cpu("postgres") if engine.dialect.name == "postgresql" else 0.0
-
-        def timed(phase: Callable[[], None]) -> tuple[float, float]:
-            c0, p0 = self_cpu(), server()
-            phase()
-            return self_cpu() - c0, server() - p0
-
         pages_of: list[list[int]] = []
-        ingest = timed(lambda: pages_of.extend(steps.ingest_document(ctx, d).page_ids
-                                               for d in ids))
-
-        def classify_per_document() -> None:
-            for page_ids in pages_of:
-                rerouted = steps.classify_pages(ctx, runtime, page_ids).rerouted
-                if rerouted:
-                    steps.full_depth_pages(ctx, runtime, rerouted)
-
-        def classify_chunked() -> None:
-            flat = [p for page_ids in pages_of for p in page_ids]
-            for i in range(0, len(flat), CHUNK):
-                steps.classify_pages(ctx, runtime, flat[i : i + CHUNK])
-            with session_scope(sessions) as s:
-                q = select(Page.id).where(Page.state == PageState.REROUTED.value)
-                rerouted = [int(i) for i in s.execute(q.order_by(Page.id)).scalars()]
-            for i in range(0, len(rerouted), CHUNK):
-                steps.full_depth_pages(ctx, runtime, rerouted[i : i + CHUNK])
-
-        classify = timed(classify_per_document if mode == "per_document" else classify_chunked)
+        ingest = timed(engine, lambda: pages_of.extend(steps.ingest_document(ctx, d).page_ids
+                                                       for d in ids))
+        classify_all = classify_per_document if mode == "per_document" else classify_chunked
+        classify = timed(engine, lambda: classify_all(ctx, runtime, pages_of))
     engine.dispose()
     n = sum(len(p) for p in pages_of)
     ms = lambda sec: round(1000 * sec / n, 2)  # noqa: E731
@@ -100,10 +74,50 @@ def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
             "total": ms(ingest[0] + ingest[1] + classify[0] + classify[1])}
 
 
-def main() -> int:
+def timed(engine: Any, phase: Callable[[], None]) -> tuple[float, float]:
+    """(this process's CPU seconds, the PostgreSQL server's) while `phase` runs; SQLite has no
+    server to count."""
+    def server() -> float:
+        return named_cpu("postgres") if engine.dialect.name == "postgresql" else 0.0
+
+    c0, p0 = self_cpu(), server()
+    phase()
+    return self_cpu() - c0, server() - p0
+
+
+def classify_per_document(ctx: Any, runtime: Any, pages_of: list[list[int]]) -> None:
+    """As the Celery tasks call the steps: one document's pages at a time."""
+    from workers import steps
+
+    for page_ids in pages_of:
+        rerouted = steps.classify_pages(ctx, runtime, page_ids).rerouted
+        if rerouted:
+            steps.full_depth_pages(ctx, runtime, rerouted)
+
+
+def classify_chunked(ctx: Any, runtime: Any, pages_of: list[list[int]]) -> None:
+    """As the embedded runner calls them: every page in CHUNK-page calls, then the re-routed."""
+    from sqlalchemy import select
+
+    from db.models import Page
+    from db.session import session_scope
+    from db.states import PageState
+    from workers import steps
+
+    flat = [p for page_ids in pages_of for p in page_ids]
+    for i in range(0, len(flat), CHUNK):
+        steps.classify_pages(ctx, runtime, flat[i : i + CHUNK])
+    with session_scope(ctx.sessions) as s:
+        q = select(Page.id).where(Page.state == PageState.REROUTED.value)
+        rerouted = [int(i) for i in s.execute(q.order_by(Page.id)).scalars()]
+    for i in range(0, len(rerouted), CHUNK):
+        steps.full_depth_pages(ctx, runtime, rerouted[i : i + CHUNK])
+
+
+def arguments() -> argparse.ArgumentParser:
     # One torch thread, as in queue_overhead: not a choice here.
-    ap = harness.parser(__doc__, "step_costs", threads=False, device=True, seed=0,
-                        model="positional")
+    ap = harness.parser(__doc__, "step_costs",
+                        harness.Common(threads=False, device=True, seed=0, model="positional"))
     ap.add_argument("data", type=Path)
     ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--pick", choices=("shortest", "sample"), default="shortest")
@@ -111,7 +125,42 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--pin-cpu", action="store_true", help="run on core 0 only")
-    args = ap.parse_args()
+    return ap
+
+
+@contextlib.contextmanager
+def fresh_store(store: str, pg: str, admin: Any) -> Iterator[str]:
+    """The URL of an empty store: a new SQLite file, or a PostgreSQL database dropped after."""
+    if store == "sqlite":
+        yield f"sqlite:///{tempfile.mkdtemp(prefix='step-costs-db-')}/store.db"
+        return
+    name = f"bench_sc_{uuid.uuid4().hex[:8]}"
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(args: argparse.Namespace, docs: list[Path], model: object) -> dict[str, list[dict]]:
+    """Every (mode, store) once per repetition, in turn; runs by "MODE_STORE"."""
+    admin = psycopg2.connect(args.pg)
+    admin.autocommit = True
+    # Untimed warm-up: the first ingest imports the page pipeline, the first batch warms torch.
+    with fresh_store("sqlite", args.pg, admin) as url:
+        run_once(url, "chunked", docs[:4], model)
+    modes = [(store, mode) for mode in ("chunked", "per_document")
+             for store in ("sqlite", "postgres")]
+    runs: dict[str, list[dict]] = {f"{m}_{s}": [] for s, m in modes}
+    for _ in range(args.repeat):
+        for store, mode in modes:
+            with fresh_store(store, args.pg, admin) as url:
+                runs[f"{mode}_{store}"].append(run_once(url, mode, docs, model))
+    return runs
+
+
+def main() -> int:
+    args = arguments().parse_args()
     harness.resolve_model(args.model)
     if args.pin_cpu:
         os.sched_setaffinity(0, {0})
@@ -123,31 +172,10 @@ def main() -> int:
 
     torch.set_num_threads(1)
     model = load_bundle(args.model, args.device)
-
     folder = Path(tempfile.mkdtemp(prefix="step-costs-"))
-    pick_documents(args.data, args.docs, folder, args.max_doc_pages, args.pick, args.seed)
+    pick_documents(args.data, args.docs, folder, Pick.of(args))
     docs = sorted(folder.iterdir())
-    admin = psycopg2.connect(args.pg)
-    admin.autocommit = True
-    # Untimed warm-up: the first ingest imports the page pipeline, the first batch warms torch.
-    run_once(f"sqlite:///{tempfile.mkdtemp(prefix='step-costs-db-')}/store.db", "chunked",
-             docs[:4], model)
-    modes = [(store, mode) for mode in ("chunked", "per_document")
-             for store in ("sqlite", "postgres")]
-    runs: dict[str, list[dict]] = {f"{m}_{s}": [] for s, m in modes}
-    for _ in range(args.repeat):
-        for store, mode in modes:
-            if store == "sqlite":
-                url = f"sqlite:///{tempfile.mkdtemp(prefix='step-costs-db-')}/store.db"
-                runs[f"{mode}_{store}"].append(run_once(url, mode, docs, model))
-                continue
-            name = f"bench_sc_{uuid.uuid4().hex[:8]}"
-            admin.cursor().execute(f'CREATE DATABASE "{name}"')
-            try:
-                url = args.pg.rsplit("/", 1)[0] + "/" + name
-                runs[f"{mode}_{store}"].append(run_once(url, mode, docs, model))
-            finally:
-                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    runs = measure(args, docs, model)
     keys = ("ingest_client", "ingest_postgres", "classify_client", "classify_postgres", "total")
     medians = {k: {f: round(statistics.median(r[f] for r in v), 2) for f in keys}
                for k, v in runs.items()}

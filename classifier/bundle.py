@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import LayoutLMv3Config, LayoutLMv3Model
 
-from classifier.model import EarlyExitModel, Preprocessing
+from classifier.model import DEFAULT_POOLING, EarlyExitModel, Pooling, Preprocessing
 from classifier.tokenizer import load_tokenizer
 from classifier.weight_storage import pack, unpack
 
@@ -130,8 +130,7 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyEx
             tuple(pre["image_mean"]),
             tuple(pre["image_std"]),
         ),
-        pre_pooling=doc["heads"]["pre_pooling"],
-        ramp_pooling=doc["heads"]["ramp_pooling"],
+        pooling=Pooling(doc["heads"]["pre_pooling"], doc["heads"]["ramp_pooling"]),
         version=doc["version"],
     )
     try:
@@ -157,8 +156,7 @@ def from_checkpoint(
     placement_layers: list[int],
     *,
     max_text_len: int | None = None,
-    pre_pooling: str = "concat",
-    ramp_pooling: str = "concat",
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> EarlyExitModel:
     """A fresh early-exit model (new heads) on a LayoutLMv3 checkpoint directory's backbone."""
     path = Path(path)
@@ -183,7 +181,6 @@ def from_checkpoint(
         label_names,
         load_tokenizer(path),
         Preprocessing(text_len, size, mean, std),
-        pre_pooling=pre_pooling,
-        ramp_pooling=ramp_pooling,
+        pooling=pooling,
         backbone=backbone,
     )

@@ -33,6 +33,18 @@ class Preprocessing:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
+@dataclass(frozen=True)
+class Pooling:
+    """How the exit heads pool the tokens: the pre-encoder exit's, and every later exit's
+    (exits.json keeps them under "heads")."""
+
+    pre: str = "concat"
+    ramp: str = "concat"
+
+
+DEFAULT_POOLING = Pooling()
+
+
 class EarlyExitModel(nn.Module):
     def __init__(
         self,
@@ -42,8 +54,7 @@ class EarlyExitModel(nn.Module):
         tokenizer: PreTrainedTokenizerBase,
         preprocessing: Preprocessing,
         *,
-        pre_pooling: str = "concat",
-        ramp_pooling: str = "concat",
+        pooling: Pooling = DEFAULT_POOLING,
         backbone: LayoutLMv3Model | None = None,
         version: str = "unversioned",
     ):
@@ -69,11 +80,11 @@ class EarlyExitModel(nn.Module):
         self.label_names = list(label_names)
         self.tokenizer = tokenizer
         self.preprocessing = preprocessing
-        self.pre_pooling = pre_pooling
-        self.ramp_pooling = ramp_pooling
+        self.pre_pooling = pooling.pre
+        self.ramp_pooling = pooling.ramp
         self.version = version
         n = len(self.label_names)
-        poolings = [pre_pooling] + [ramp_pooling] * (len(layers) - 1)
+        poolings = [pooling.pre] + [pooling.ramp] * (len(layers) - 1)
         self.ramps = nn.ModuleList(RampHead(config.hidden_size, n, p) for p in poolings)
         self.gates = nn.ModuleList(GateHead(config.hidden_size, p) for p in poolings)
         # Calibration and exit decisions live with the weights (saved in exits.json).

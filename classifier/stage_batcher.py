@@ -379,7 +379,7 @@ class StageBatcher:
                 it.past.append(probs[i])
             if exits[i]:
                 row = tuple(prob_rows[i]) if prob_rows is not None else ()
-                answer = self._answer(int(labels[i]), float(confs[i]), exit_stage, it, row, now)
+                answer = self._answer(int(labels[i]), exit_stage, it, row, now)
                 it.future.set_result(answer)
             else:
                 stay.append(i)
@@ -404,12 +404,13 @@ class StageBatcher:
         logits, next_state = self.model.advance(state)
         return logits, next_state, stage == self.num_stages - 1
 
-    def _answer(self, label: int, confidence: float, exit_stage: int, item: _Item,
-                probs: tuple[float, ...], now: float) -> PagePrediction:
+    def _answer(self, label: int, exit_stage: int, item: _Item, probs: tuple[float, ...],
+                now: float) -> PagePrediction:
+        """The page's answer at `exit_stage`: its confidence is the last one on its trail."""
         names, layers = self._label_names, self._exit_layers
         return PagePrediction(
             label=names[label] if names is not None else str(label),
-            confidence=confidence,
+            confidence=item.trail[-1],
             exit_stage=exit_stage,
             exit_layer=int(layers[exit_stage]) if layers is not None else exit_stage,
             trail=tuple(item.trail),

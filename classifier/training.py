@@ -74,6 +74,18 @@ def phase_of(epoch: int, options: TrainOptions) -> str:
     raise ValueError(f"unknown strategy {options.strategy!r} (joint or two-stage)")
 
 
+@dataclass
+class _Progress:
+    """Where a run stands: what a checkpoint stores and a resume restores."""
+
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    step: int = 0
+    elapsed_before: float = 0.0
+    phase: str | None = None
+    optimizer: torch.optim.AdamW | None = None
+
+
 def train(
     model: EarlyExitModel,
     train_inputs: Inputs,
@@ -87,121 +99,143 @@ def train(
 ) -> TrainResult:
     set_seed(options.seed)
     started = time.monotonic()
-    n = len(train_labels)
-    steps_per_epoch = max(1, math.ceil(n / options.batch_size))
-    start_epoch, history, step, elapsed_before = 0, [], 0, 0.0
-    optimizer, phase = None, None
+    progress = _Progress()
     if resume and checkpoint_dir and (checkpoint_dir / "train_state.json").exists():
-        state = json.loads((checkpoint_dir / "train_state.json").read_text())
-        if state["options"]["strategy"] != options.strategy:
-            raise ValueError("cannot resume: the checkpoint was trained with another --strategy")
-        model.load_state_dict(load_file(str(checkpoint_dir / "model.safetensors")))
-        start_epoch, history, step = state["epochs_done"], state["history"], state["step"]
-        elapsed_before = state.get("seconds", 0.0)
-        phase = phase_of(max(0, start_epoch - 1), options) if start_epoch else None
-        if (
-            phase is not None
-            and phase == phase_of(start_epoch, options)
-            and start_epoch < options.epochs
-        ):
-            optimizer = _make_optimizer(model, phase, options)
-            _load_optimizer(optimizer, checkpoint_dir, state["optimizer_groups"])
-        log(f"resumed after epoch {start_epoch}")
+        progress = _resume(model, checkpoint_dir, options)
+        log(f"resumed after epoch {progress.start_epoch}")
     deadline = started + options.max_minutes * 60 if options.max_minutes is not None else None
+    epochs = _EpochRunner(model, train_inputs, train_labels, options, deadline)
     stopped = False
-    weights = exit_weights(model.num_stages).to(model.device)
-    for epoch in range(start_epoch, options.epochs):
+    for epoch in range(progress.start_epoch, options.epochs):
         new_phase = phase_of(epoch, options)
-        if optimizer is None or new_phase != phase:
-            phase = new_phase
-            optimizer = _make_optimizer(model, phase, options)
-        phase_epochs = _phase_epochs(phase, options)
-        total_steps = phase_epochs * steps_per_epoch
-        phase_step0 = _phase_start(phase, options) * steps_per_epoch
+        if progress.optimizer is None or new_phase != progress.phase:
+            progress.phase = new_phase
+            progress.optimizer = _make_optimizer(model, new_phase, options)
+        loss = epochs.run(epoch, progress)
+        if loss is None:
+            stopped = True
+            log(f"--max-minutes reached during epoch {epoch + 1}; keeping the weights so far")
+            break
+        record = {"epoch": epoch + 1, "phase": progress.phase, "loss": loss}
+        if val_inputs is not None and val_labels is not None and len(val_labels):
+            record["val_accuracy"] = exit_accuracies(
+                model, val_inputs, val_labels, options.batch_size
+            )
+        progress.history.append(record)
+        log(json.dumps(record))
+        if checkpoint_dir:
+            seconds = progress.elapsed_before + time.monotonic() - started
+            _save_checkpoint(model, checkpoint_dir, progress, options, seconds)
+    model.eval()
+    return TrainResult(
+        epochs_done=len(progress.history),
+        stopped_early=stopped,
+        seconds=progress.elapsed_before + time.monotonic() - started,
+        history=progress.history,
+    )
+
+
+def _resume(model: EarlyExitModel, checkpoint_dir: Path, options: TrainOptions) -> _Progress:
+    """Weights, counters and (when the next epoch stays in the same phase) AdamW state."""
+    state = json.loads((checkpoint_dir / "train_state.json").read_text())
+    if state["options"]["strategy"] != options.strategy:
+        raise ValueError("cannot resume: the checkpoint was trained with another --strategy")
+    model.load_state_dict(load_file(str(checkpoint_dir / "model.safetensors")))
+    progress = _Progress(
+        start_epoch=state["epochs_done"],
+        history=state["history"],
+        step=state["step"],
+        elapsed_before=state.get("seconds", 0.0),
+    )
+    start = progress.start_epoch
+    progress.phase = phase_of(max(0, start - 1), options) if start else None
+    if (
+        progress.phase is not None
+        and progress.phase == phase_of(start, options)
+        and start < options.epochs
+    ):
+        progress.optimizer = _make_optimizer(model, progress.phase, options)
+        _load_optimizer(progress.optimizer, checkpoint_dir, state["optimizer_groups"])
+    return progress
+
+
+class _EpochRunner:
+    """One pass over the training pages in the epoch's seeded order."""
+
+    def __init__(
+        self,
+        model: EarlyExitModel,
+        inputs: Inputs,
+        labels: torch.Tensor,
+        options: TrainOptions,
+        deadline: float | None,
+    ) -> None:
+        self.model, self.inputs, self.labels = model, inputs, labels
+        self.options, self.deadline = options, deadline
+        self.steps_per_epoch = max(1, math.ceil(len(labels) / options.batch_size))
+        self.weights = exit_weights(model.num_stages).to(model.device)
+
+    def run(self, epoch: int, progress: _Progress) -> float | None:
+        """The epoch's mean loss, or None when the deadline cut it short."""
+        options, model, phase = self.options, self.model, progress.phase
+        assert phase is not None and progress.optimizer is not None
+        total_steps = _phase_epochs(phase, options) * self.steps_per_epoch
+        phase_step0 = _phase_start(phase, options) * self.steps_per_epoch
         model.train()
         if phase == "exits":  # frozen backbone: no dropout noise in the features exits learn from
             model.backbone.eval()
         # Seeded per epoch (order and dropout), so a resumed run repeats the uninterrupted one.
         torch.manual_seed(options.seed * 1000 + epoch + 1)
         order = torch.randperm(
-            n, generator=torch.Generator().manual_seed(options.seed * 1000 + epoch)
+            len(self.labels), generator=torch.Generator().manual_seed(options.seed * 1000 + epoch)
         )
         bar = tqdm(
-            range(steps_per_epoch),
+            range(self.steps_per_epoch),
             desc=f"epoch {epoch + 1}/{options.epochs} [{phase}]",
             disable=None if options.progress else True,  # None: drawn on a terminal only
             leave=False,
         )
         running = 0.0
         for b in bar:
-            if deadline and time.monotonic() > deadline:
-                stopped = True
-                break
+            if self.deadline and time.monotonic() > self.deadline:
+                bar.close()
+                return None
             idx = order[b * options.batch_size : (b + 1) * options.batch_size]
-            batch = take(train_inputs, idx)
-            labels = train_labels.index_select(0, idx).to(model.device)
-            _set_lr(optimizer, options, step - phase_step0, total_steps)
-            loss = _loss(model, batch, labels, phase, weights, options.gate_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            running += float(loss.detach())
+            _set_lr(progress.optimizer, options, progress.step - phase_step0, total_steps)
+            running += self._step(progress.optimizer, idx, phase)
+            progress.step += 1
             bar.set_postfix(loss=f"{running / (b + 1):.3f}")
         bar.close()
-        if stopped:
-            log(f"--max-minutes reached during epoch {epoch + 1}; keeping the weights so far")
-            break
-        record = {"epoch": epoch + 1, "phase": phase, "loss": running / steps_per_epoch}
-        if val_inputs is not None and val_labels is not None and len(val_labels):
-            record["val_accuracy"] = exit_accuracies(
-                model, val_inputs, val_labels, options.batch_size
-            )
-        history.append(record)
-        log(json.dumps(record))
-        if checkpoint_dir:
-            _save_checkpoint(
-                model,
-                optimizer,
-                checkpoint_dir,
-                epoch + 1,
-                step,
-                history,
-                options,
-                elapsed_before + time.monotonic() - started,
-            )
-    model.eval()
-    return TrainResult(
-        epochs_done=len(history),
-        stopped_early=stopped,
-        seconds=elapsed_before + time.monotonic() - started,
-        history=history,
-    )
+        return running / self.steps_per_epoch
 
+    def _step(self, optimizer: torch.optim.Optimizer, idx: torch.Tensor, phase: str) -> float:
+        batch = take(self.inputs, idx)
+        labels = self.labels.index_select(0, idx).to(self.model.device)
+        loss = self._loss(batch, labels, phase)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        optimizer.step()
+        return float(loss.detach())
 
-def _loss(
-    model: EarlyExitModel,
-    batch: Inputs,
-    labels: torch.Tensor,
-    phase: str,
-    weights: torch.Tensor,
-    gate_weight: float,
-) -> torch.Tensor:
-    if phase == "backbone":
-        state = model.embed(batch)
-        logits, _ = model.advance(state, stages=model.num_stages)
-        return F.cross_entropy(logits, labels)
-    logits, gates = model.all_exit_logits(batch, with_gates=True)
-    ce = torch.stack([F.cross_entropy(lg, labels) for lg in logits])
-    if phase == "exits":  # the final head is frozen: its loss would only add noise
-        ce = ce[:-1]
-        loss = ce.mean()
-    else:
-        loss = (ce * weights).sum()
-    right = (logits[-1].detach().argmax(-1) == labels).float()
-    gate = torch.stack([F.binary_cross_entropy_with_logits(g, right) for g in gates[:-1]]).mean()
-    return loss + gate_weight * gate
+    def _loss(self, batch: Inputs, labels: torch.Tensor, phase: str) -> torch.Tensor:
+        model = self.model
+        if phase == "backbone":
+            state = model.embed(batch)
+            logits, _ = model.advance(state, stages=model.num_stages)
+            return F.cross_entropy(logits, labels)
+        logits, gates = model.all_exit_logits(batch, with_gates=True)
+        ce = torch.stack([F.cross_entropy(lg, labels) for lg in logits])
+        if phase == "exits":  # the final head is frozen: its loss would only add noise
+            ce = ce[:-1]
+            loss = ce.mean()
+        else:
+            loss = (ce * self.weights).sum()
+        right = (logits[-1].detach().argmax(-1) == labels).float()
+        gate = torch.stack(
+            [F.binary_cross_entropy_with_logits(g, right) for g in gates[:-1]]
+        ).mean()
+        return loss + self.options.gate_weight * gate
 
 
 def _make_optimizer(model: EarlyExitModel, phase: str, options: TrainOptions) -> torch.optim.AdamW:
@@ -276,11 +310,8 @@ def exit_accuracies(
 
 def _save_checkpoint(
     model: EarlyExitModel,
-    optimizer: torch.optim.Optimizer,
     path: Path,
-    epochs_done: int,
-    step: int,
-    history: list[dict],
+    progress: _Progress,
     options: TrainOptions,
     seconds: float,
 ) -> None:
@@ -289,7 +320,8 @@ def _save_checkpoint(
         {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
         str(path / "model.safetensors"),
     )
-    opt = optimizer.state_dict()
+    assert progress.optimizer is not None
+    opt = progress.optimizer.state_dict()
     tensors = {}
     for pid, st in opt["state"].items():
         for key, value in st.items():
@@ -297,9 +329,9 @@ def _save_checkpoint(
             tensors[f"{pid}.{key}"] = t.detach().contiguous().cpu()
     save_file(tensors, str(path / "optimizer.safetensors"))
     state = {
-        "epochs_done": epochs_done,
-        "step": step,
-        "history": history,
+        "epochs_done": len(progress.history),  # one record per finished epoch
+        "step": progress.step,
+        "history": progress.history,
         "seconds": seconds,
         "options": asdict(options),
         "optimizer_groups": opt["param_groups"],

@@ -92,19 +92,7 @@ def iter_frames(
                         raise DocumentError(
                             source.name, f"too many pages (more than {max_pages})", number
                         )
-                w, h = im.size
-                if w <= 0 or h <= 0:  # a header that declares no pixels: nothing to decode
-                    raise DocumentError(
-                        source.name, f"page {number}: corrupt image (it declares {w}x{h} px)",
-                        number,
-                    )
-                if w * h > max_image_pixels:
-                    raise DocumentError(
-                        source.name,
-                        f"page {number}: image {w}x{h} px over the "
-                        f"{max_image_pixels:,}-pixel budget",
-                        number,
-                    )
+                _check_declared_size(source, number, im.size, max_image_pixels)
                 frame = decoded_frame(im)
                 if source.kind == "jpeg":  # in place: the frame is our own copy (no third one)
                     ImageOps.exif_transpose(frame, in_place=True)
@@ -113,6 +101,23 @@ def iter_frames(
         except Exception as exc:  # decoder boundary
             raise decode_error(source.name, exc, number) from None
         yield number, frame, stated_dpi(im)
+
+
+def _check_declared_size(
+    source: OpenedDocument, number: int, size: tuple[int, int], max_image_pixels: int
+) -> None:
+    """Refuse a frame by the size its header declares, before anything is decoded."""
+    w, h = size
+    if w <= 0 or h <= 0:  # a header that declares no pixels: nothing to decode
+        raise DocumentError(
+            source.name, f"page {number}: corrupt image (it declares {w}x{h} px)", number
+        )
+    if w * h > max_image_pixels:
+        raise DocumentError(
+            source.name,
+            f"page {number}: image {w}x{h} px over the {max_image_pixels:,}-pixel budget",
+            number,
+        )
 
 
 def decoded_frame(im: Image.Image) -> Image.Image:

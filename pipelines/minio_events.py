@@ -22,11 +22,10 @@ import hashlib
 import json
 import logging
 import socket
-from collections.abc import Callable
 from typing import Any
 
-from pipelines.s3 import S3Location, S3Object
-from pipelines.sqs import ConsumeStats, ParsedMessage, PoisonMessage, parse_body
+from pipelines.s3 import S3Location
+from pipelines.sqs import EventConsumer, ParsedMessage, PoisonMessage, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +66,10 @@ def parse_entry(entry: str | bytes, location: S3Location | None = None) -> Parse
     return parse_body(json.dumps({"Records": records}), location)
 
 
-class RedisEventConsumer:
+class RedisEventConsumer(EventConsumer[bytes]):
     """Takes MinIO's events from the Redis list `key`. ``handle(objects)`` must commit first."""
+
+    log = log
 
     def __init__(self, client: Any, key: str = DEFAULT_KEY, location: S3Location | None = None,
                  *, consumer: str | None = None, wait_s: float = 5.0, max_messages: int = 10,
@@ -111,11 +112,29 @@ class RedisEventConsumer:
             got.append(more)
         return got
 
-    def _done(self, entry: bytes) -> None:
+    def parse(self, entry: bytes) -> ParsedMessage:
+        return parse_entry(entry, self.location)
+
+    def describe(self, entry: bytes) -> str:
+        return f"{self.key}: event entry"
+
+    def remove(self, entry: bytes) -> None:
         pipe = self.client.pipeline()
         pipe.lrem(self.processing, 1, entry)
         pipe.hdel(self.attempts_key, _digest(entry))
         pipe.execute()
+
+    def handle_failed(self, entry: bytes, exc: Exception) -> bool:
+        attempts = int(self.client.hget(self.attempts_key, _digest(entry)) or 0) + 1
+        if attempts >= self.max_attempts:
+            log.error("%s: event failed %d times, dropping it as poison: %s",
+                      self.key, attempts, exc)
+            self.remove(entry)
+            return True
+        self._retry_later(entry)
+        log.warning("%s: event failed (attempt %d), put back for retry: %s",
+                    self.key, attempts, exc)
+        return False
 
     def _retry_later(self, entry: bytes) -> int:
         """Back to the tail of the list; returns the attempts so far."""
@@ -125,42 +144,6 @@ class RedisEventConsumer:
         pipe.rpush(self.key, entry)
         pipe.execute()
         return attempts
-
-    def poll_once(self, handle: Callable[[list[S3Object]], None]) -> ConsumeStats:
-        stats = ConsumeStats()
-        for entry in self.receive():
-            stats.received += 1
-            try:
-                parsed = parse_entry(entry, self.location)
-            except PoisonMessage as exc:
-                log.error("%s: event entry is poison, dropping it: %s", self.key, exc)
-                self._done(entry)
-                stats.poison += 1
-                continue
-            if not parsed.objects:
-                log.info("%s: nothing to do (%s)", self.key, "; ".join(parsed.ignored))
-                self._done(entry)
-                stats.ignored += 1
-                continue
-            try:
-                handle(parsed.objects)
-            except Exception as exc:
-                attempts = int(self.client.hget(self.attempts_key, _digest(entry)) or 0) + 1
-                if attempts >= self.max_attempts:
-                    log.error("%s: event failed %d times, dropping it as poison: %s",
-                              self.key, attempts, exc)
-                    self._done(entry)
-                    stats.poison += 1
-                else:
-                    self._retry_later(entry)
-                    log.warning("%s: event failed (attempt %d), put back for retry: %s",
-                                self.key, attempts, exc)
-                    stats.failed += 1
-                continue
-            self._done(entry)  # only now: the rows are committed
-            stats.handled += 1
-            stats.objects += len(parsed.objects)
-        return stats
 
 
 def _digest(entry: bytes | str) -> str:

@@ -88,12 +88,15 @@ def parse_tsv(tsv: str, width: int, height: int, min_conf: float) -> OcrResult:
         if not text or conf < min_conf:
             continue
         words.append(text)
-        boxes.append(_norm(left, top, left + w, top + h, width, height))
+        boxes.append(_norm((left, top, left + w, top + h), width, height))
         confs.append(conf)
     return OcrResult(words, boxes, sum(confs) / len(confs) if confs else None)
 
 
-def _norm(x0: int, y0: int, x1: int, y1: int, width: int, height: int) -> Box:
+def _norm(box: tuple[int, int, int, int], width: int, height: int) -> Box:
+    """A pixel box (x0, y0, x1, y1) on the 0..1000 grid LayoutLMv3 takes."""
+    x0, y0, x1, y1 = box
+
     def nx(v: int) -> int:
         return max(0, min(1000, round(v * 1000 / width)))
 

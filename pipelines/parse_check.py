@@ -21,7 +21,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines import pdf
@@ -124,60 +124,69 @@ def _own_handle(src: OpenedDocument) -> OpenedDocument:
     return replace(src, data=open(f"/proc/self/fd/{fd}", "rb"))  # closed as the child exits
 
 
+@dataclass
+class _ChildReport:
+    """What the parsing child said so far (its progress lines) and its peak memory."""
+
+    page: int = 0
+    peak: int = 0
+    private: int = 0
+    base: tuple[int, int] | None = None  # the child's (RSS, private bytes) as it started
+    over: tuple[int, int, bool] | None = None  # (page, objects, nested) over the object budget
+
+    def take(self, line: bytes) -> None:
+        kind, *vals = line.decode().split()
+        if kind == "base":
+            self.base = (int(vals[0]), int(vals[1]))
+        elif kind == "mem":
+            self.private = max(self.private, int(vals[0]))
+        elif kind == "page":
+            self.page = int(vals[0])
+        elif kind == "over":
+            self.over = (int(vals[0]), int(vals[1]), vals[2] == "1")
+        elif kind == "peak":
+            self.peak = int(vals[0])
+
+    def grown(self) -> int:
+        """Bytes the child grew by since it started parsing (resident or private)."""
+        if self.base is None:
+            return 0
+        return max(self.peak - self.base[0], self.private - self.base[1])
+
+
 def _watch(src: OpenedDocument, pid: int, read_fd: int, budgets: tuple[int, int, float]) -> None:
     max_objects, max_parse_mb, max_s = budgets
-    start, buf, page, peak, private = time.monotonic(), b"", 0, 0, 0
-    base: tuple[int, int] | None = None  # the child's (RSS, private bytes) as it started
-    over: tuple[int, int, bool] | None = None
+    start, buf = time.monotonic(), b""
+    report = _ChildReport()
     done = False
     try:
         while not done:
-            # Wake on the child's progress lines or its exit (end of the pipe), else every poll.
-            if select.select([read_fd], [], [], _POLL_S)[0]:
-                chunk = os.read(read_fd, 65536)
-                buf += chunk
-                if not chunk:  # the child is gone (or going): reap it
-                    done = _reaped(pid, block=True)
-            elif _reaped(pid, block=False):
-                done = True
-                while chunk := os.read(read_fd, 65536):  # what it wrote last; every writer is gone
-                    buf += chunk
-            *lines, buf = buf.split(b"\n")
+            chunk, done = _read_child(pid, read_fd)
+            *lines, buf = (buf + chunk).split(b"\n")
             for line in lines:
-                kind, *vals = line.decode().split()
-                if kind == "base":
-                    base = (int(vals[0]), int(vals[1]))
-                elif kind == "mem":
-                    private = max(private, int(vals[0]))
-                elif kind == "page":
-                    page = int(vals[0])
-                elif kind == "over":
-                    over = (int(vals[0]), int(vals[1]), vals[2] == "1")
-                elif kind == "peak":
-                    peak = int(vals[0])
+                report.take(line)
             if not done:
-                peak = max(peak, _peak(pid))
-            grown = 0 if base is None else max(peak - base[0], private - base[1])
-            if grown > max_parse_mb << 20:
+                report.peak = max(report.peak, _peak(pid))
+            if report.grown() > max_parse_mb << 20:
                 raise DocumentError(
                     src.name,
-                    f"page {page}: parsing it takes over {max_parse_mb} MB (the parse budget; "
-                    "forms drawn many times over or a huge content stream)",
-                    page,
+                    f"page {report.page}: parsing it takes over {max_parse_mb} MB (the parse "
+                    "budget; forms drawn many times over or a huge content stream)",
+                    report.page,
                 )
-            if done:
-                break
-            if time.monotonic() - start > max_s:
+            if not done and time.monotonic() - start > max_s:
                 raise DocumentError(
-                    src.name, f"ingest over {max_s:g} s while parsing page {page}", page
+                    src.name,
+                    f"ingest over {max_s:g} s while parsing page {report.page}",
+                    report.page,
                 )
     finally:
         if not done:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _reaped(pid, block=True)
-    if over is not None:
-        number, objects, nested = over
+    if report.over is not None:
+        number, objects, nested = report.over
         at_least = "at least " if nested else ""
         raise DocumentError(
             src.name,
@@ -185,6 +194,21 @@ def _watch(src: OpenedDocument, pid: int, read_fd: int, budgets: tuple[int, int,
             f"{max_objects:,}-object budget",
             number,
         )
+
+
+def _read_child(pid: int, read_fd: int) -> tuple[bytes, bool]:
+    """What the child wrote since the last call, and whether it has exited (and was reaped).
+    Wakes on the child's progress lines or its exit (end of the pipe), else every poll."""
+    if select.select([read_fd], [], [], _POLL_S)[0]:
+        chunk = os.read(read_fd, 65536)
+        # An empty read: the child is gone (or going): reap it.
+        return chunk, (not chunk and _reaped(pid, block=True))
+    if not _reaped(pid, block=False):
+        return b"", False
+    buf = b""
+    while chunk := os.read(read_fd, 65536):  # what it wrote last; every writer is gone
+        buf += chunk
+    return buf, True
 
 
 def _peak(pid: int) -> int:

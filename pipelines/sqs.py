@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_plus
 
 from pipelines.s3 import S3Location, S3Object
@@ -105,7 +105,69 @@ class ConsumeStats:
     objects: int = 0
 
 
-class SqsConsumer:
+Entry = TypeVar("Entry")
+
+
+class EventConsumer(Generic[Entry]):
+    """The one polling loop both event feeds share: an entry is removed only after `handle`
+    returned (i.e. after the document rows are committed), malformed or empty ones at once,
+    and a failing one is left for redelivery until its feed gives up on it as poison.
+    Subclasses say how entries are received, read, named, removed and retried."""
+
+    log = log  # a subclass logs as its own module
+
+    def receive(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def parse(self, entry: Entry) -> ParsedMessage:
+        raise NotImplementedError
+
+    def describe(self, entry: Entry) -> str:
+        raise NotImplementedError
+
+    def remove(self, entry: Entry) -> None:
+        raise NotImplementedError
+
+    def handle_failed(self, entry: Entry, exc: Exception) -> bool:
+        """After `handle` raised: True when the entry was dropped as poison, False when it is
+        left for another try."""
+        raise NotImplementedError
+
+    def poll_once(self, handle: Callable[[list[S3Object]], None]) -> ConsumeStats:
+        stats = ConsumeStats()
+        for entry in self.receive():
+            stats.received += 1
+            try:
+                parsed = self.parse(entry)
+            except PoisonMessage as exc:
+                self.log.error("%s is poison, dropping it: %s", self.describe(entry), exc)
+                self.remove(entry)
+                stats.poison += 1
+                continue
+            if not parsed.objects:
+                self.log.info(
+                    "%s: nothing to do (%s)", self.describe(entry), "; ".join(parsed.ignored)
+                )
+                self.remove(entry)
+                stats.ignored += 1
+                continue
+            try:
+                handle(parsed.objects)
+            except Exception as exc:
+                if self.handle_failed(entry, exc):
+                    stats.poison += 1
+                else:
+                    stats.failed += 1
+                continue
+            # Only now: the rows are committed, so a crash before this line means a redelivery,
+            # which registration absorbs as a no-op.
+            self.remove(entry)
+            stats.handled += 1
+            stats.objects += len(parsed.objects)
+        return stats
+
+
+class SqsConsumer(EventConsumer[dict[str, Any]]):
     """Long-polls one queue. ``handle(objects)`` must commit before it returns."""
 
     def __init__(self, client: Any, queue_url: str, location: S3Location | None = None, *,
@@ -130,43 +192,24 @@ class SqsConsumer:
             params["VisibilityTimeout"] = self.visibility_timeout_s
         return self.client.receive_message(**params).get("Messages", [])
 
-    def _delete(self, msg: dict[str, Any]) -> None:
-        self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=msg["ReceiptHandle"])
+    def parse(self, entry: dict[str, Any]) -> ParsedMessage:
+        return parse_body(entry.get("Body", ""), self.location)
 
-    def poll_once(self, handle: Callable[[list[S3Object]], None]) -> ConsumeStats:
-        stats = ConsumeStats()
-        for msg in self.receive():
-            stats.received += 1
-            mid = msg.get("MessageId", "?")
-            try:
-                parsed = parse_body(msg.get("Body", ""), self.location)
-            except PoisonMessage as exc:
-                log.error("sqs message %s is poison, deleting it: %s", mid, exc)
-                self._delete(msg)
-                stats.poison += 1
-                continue
-            if not parsed.objects:
-                log.info("sqs message %s: nothing to do (%s)", mid, "; ".join(parsed.ignored))
-                self._delete(msg)
-                stats.ignored += 1
-                continue
-            try:
-                handle(parsed.objects)
-            except Exception as exc:
-                receives = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                if receives >= self.max_receives:
-                    log.error("sqs message %s failed %d times, deleting it as poison: %s",
-                              mid, receives, exc)
-                    self._delete(msg)
-                    stats.poison += 1
-                else:
-                    log.warning("sqs message %s failed (delivery %d), left for retry: %s",
-                                mid, receives, exc)
-                    stats.failed += 1
-                continue
-            # Only now: the rows are committed, so a crash before this line means a redelivery,
-            # which registration absorbs as a no-op.
-            self._delete(msg)
-            stats.handled += 1
-            stats.objects += len(parsed.objects)
-        return stats
+    def describe(self, entry: dict[str, Any]) -> str:
+        return f"sqs message {entry.get('MessageId', '?')}"
+
+    def remove(self, entry: dict[str, Any]) -> None:
+        self.client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=entry["ReceiptHandle"])
+
+    def handle_failed(self, entry: dict[str, Any], exc: Exception) -> bool:
+        """SQS counts deliveries itself; a message left alone comes back after its visibility
+        timeout."""
+        receives = int(entry.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        if receives >= self.max_receives:
+            log.error("%s failed %d times, deleting it as poison: %s",
+                      self.describe(entry), receives, exc)
+            self.remove(entry)
+            return True
+        log.warning("%s failed (delivery %d), left for retry: %s",
+                    self.describe(entry), receives, exc)
+        return False

@@ -46,25 +46,41 @@ def _integer_counts(ax: Any) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _stacked_pages(
+    ax: Any, x: list[int], parts: list[tuple[list[int], str, str]], width: float = 0.8
+) -> None:
+    """Bars of page counts stacked bottom-up, one (counts, colour, legend label) per part."""
+    bottom = [0] * len(x)
+    for counts, color, label in parts:
+        ax.bar(x, counts, width=width, bottom=bottom, color=color, label=label)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    _integer_counts(ax)
+    ax.legend(fontsize=8, loc="upper left")
+
+
+def _labelled_png(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str) -> str:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def exit_depth_figure(stages: list[dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if stages:
         x = [r["exit_stage"] for r in stages]
         kept = [r["pages"] - r["rerouted"] for r in stages]
-        ax.bar(x, kept, color="tab:blue", label="early answer kept")
-        ax.bar(x, [r["rerouted"] for r in stages], bottom=kept, color="tab:orange",
-               label="re-routed to full depth")
+        rerouted = [r["rerouted"] for r in stages]
         ax.set_xticks(range(max(x) + 1))  # every stage, also those no page stopped at
         ax.set_ylim(0, max(r["pages"] for r in stages) * 1.3)  # room for the legend
-        _integer_counts(ax)
-        ax.legend(fontsize=8, loc="upper left")
+        _stacked_pages(ax, x, [(kept, "tab:blue", "early answer kept"),
+                               (rerouted, "tab:orange", "re-routed to full depth")])
     else:
         _empty(ax, "no predictions")
-    ax.set_xlabel("exit stage where the early pass stopped")
-    ax.set_ylabel("pages")
-    ax.set_title("Exit depth of the early pass")
-    fig.tight_layout()
-    return _png(fig)
+    return _labelled_png(
+        fig, ax, "exit stage where the early pass stopped", "pages", "Exit depth of the early pass"
+    )
 
 
 def confidence_figure(by_class: dict[str, list[float]], bins: int = 20) -> str:
@@ -121,9 +137,9 @@ def agreement_figure(days: list[dict[str, Any]]) -> str:
         n = len(days)
         x = list(range(n))
         agree = [d["agree"] for d in days]
-        ax.bar(x, agree, width=0.6, color="tab:green", label="full depth gave the early class")
-        ax.bar(x, [d["pages"] - d["agree"] for d in days], width=0.6, bottom=agree,
-               color="tab:red", label="full depth changed the class")
+        changed = [d["pages"] - d["agree"] for d in days]
+        _stacked_pages(ax, x, [(agree, "tab:green", "full depth gave the early class"),
+                               (changed, "tab:red", "full depth changed the class")], width=0.6)
         if n <= 20:  # the agreement over each bar; beyond that the labels would collide
             for xi, d in zip(x, days, strict=True):
                 ax.annotate(f"{d['agreement']:.0%} agree", (xi, d["pages"]), ha="center",
@@ -135,15 +151,12 @@ def agreement_figure(days: list[dict[str, Any]]) -> str:
         pad = max(0.0, (5 - n) / 2)  # a lone day is one slim bar, not the whole width
         ax.set_xlim(-0.5 - pad, n - 0.5 + pad)
         ax.set_ylim(0, max(d["pages"] for d in days) * 1.45)  # room for labels and legend
-        _integer_counts(ax)
-        ax.legend(fontsize=8, loc="upper left")
     else:
         _empty(ax, "no re-routed pages")
-    ax.set_xlabel("day of the early answer (UTC)")
-    ax.set_ylabel("re-routed pages")
-    ax.set_title("Early vs full-depth answers on re-routed pages")
-    fig.tight_layout()
-    return _png(fig)
+    return _labelled_png(
+        fig, ax, "day of the early answer (UTC)", "re-routed pages",
+        "Early vs full-depth answers on re-routed pages",
+    )
 
 
 def _answer(which: str) -> str:
@@ -174,15 +187,40 @@ def _share(part: int, rate: float | None) -> str:
     return f"{part} ({'-' if rate is None else f'{100 * rate:.1f}%'})"
 
 
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+    "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px}"
+    "figure{margin:1em 0 2em}img{max-width:100%}.empty{color:gray}"
+    "figcaption{color:#333;font-size:14px;max-width:760px}"
+)
+
+
 def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_BINS) -> str:
     """The report as one HTML string. Every value from the store is HTML-escaped."""
     f = f or AuditFilter()
-    summ = audit.summary(s, f)
-    rer = audit.reroutes(s, f)
-    cal = calibration(s, f, bins)
+    figures = _figures(s, f, bins)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>doctriage audit report</title><style>",
+        _STYLE,
+        "</style></head><body><h1>doctriage audit report</h1>",
+        *_summary_section(audit.summary(s, f), f),
+    ]
+    for key in FIGURES:
+        parts.append(_figure_html(key, *figures[key]))
+    parts += [
+        *_reroutes_section(audit.reroutes(s, f)),
+        *_calibration_section(calibration(s, f, bins), bins),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _figures(s: Session, f: AuditFilter, bins: int) -> dict[str, tuple[str, str, str]]:
+    """key -> (title, caption, PNG as base64). Captions say how to read a figure (its title is
+    inside the image)."""
     per_pass = reliability_by_pass(s, f, bins)
-    # Captions say how to read a figure (its title is inside the image).
-    figures = {
+    return {
         "exit-depth": (
             "Exit depth of the early pass",
             "Each page once, at the exit where the early pass stopped (0 is the first exit). "
@@ -214,16 +252,20 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_B
             agreement_figure(audit.agreement_by_day(s, f)),
         ),
     }
+
+
+def _figure_html(key: str, title: str, caption: str, png: str) -> str:
+    return (
+        f"<figure id='{key}'><img alt='{html.escape(title)}' "
+        f"src='data:image/png;base64,{png}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _summary_section(summ: dict[str, Any], f: AuditFilter) -> list[str]:
     t = summ["total"]
     filters = ", ".join(f"{k}={v}" for k, v in f.as_dict().items() if v is not None) or "none"
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>doctriage audit report</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-        "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px}"
-        "figure{margin:1em 0 2em}img{max-width:100%}.empty{color:gray}"
-        "figcaption{color:#333;font-size:14px;max-width:760px}",
-        "</style></head><body><h1>doctriage audit report</h1>",
+    return [
         f"<p>Generated {html.escape(datetime.now(UTC).isoformat(timespec='seconds'))}; "
         f"filters: {html.escape(filters)}.</p>",
         f"<p id='totals'>{t['pages']} pages; re-routed {t['rerouted']} "
@@ -240,14 +282,10 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_B
             ],
         ),
     ]
-    for key in FIGURES:
-        title, caption, png = figures[key]
-        parts.append(
-            f"<figure id='{key}'><img alt='{html.escape(title)}' "
-            f"src='data:image/png;base64,{png}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-    parts += [
+
+
+def _reroutes_section(rer: dict[str, Any]) -> list[str]:
+    return [
         "<h2>Re-routes: early vs full-depth answers</h2>",
         _table(
             ["early exit stage", "early class", "re-routed pages",
@@ -257,6 +295,11 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_B
                 for g in rer["groups"]
             ],
         ),
+    ]
+
+
+def _calibration_section(cal: dict[str, Any], bins: int) -> list[str]:
+    return [
         "<h2>Calibration on human-labelled pages</h2>",
         "<p>Against each page's newest human label. A full-depth row counts the pages re-routed "
         "from that early exit stage, answered again with all layers.</p>" if cal["groups"] else "",
@@ -269,6 +312,4 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_B
                 for g in cal["groups"]
             ],
         ),
-        "</body></html>",
     ]
-    return "\n".join(parts)

@@ -11,6 +11,7 @@ import io
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pypdfium2 as pdfium
 from PIL import Image
@@ -21,21 +22,25 @@ HAND_FONTS = ("Helvetica-Oblique", "Times-Italic", "Courier-Oblique", "Times-Bol
 INKS = ((0.05, 0.05, 0.25), (0.1, 0.1, 0.1), (0.15, 0.2, 0.45), (0.0, 0.0, 0.0))
 
 
+@dataclass(frozen=True)
+class Pen:
+    """How a hand writes: glyph size, and a font and ink colour (drawn from HAND_FONTS and
+    INKS with `rng` when not given)."""
+
+    rng: random.Random
+    size: float = 14.0
+    font: str | None = None
+    ink: tuple[float, float, float] | None = None
+
+
 def handwrite(
-    c: Canvas,
-    text: str,
-    x: float,
-    y: float,
-    rng: random.Random,
-    *,
-    size: float = 14.0,
-    font: str | None = None,
-    ink: tuple[float, float, float] | None = None,
-    max_width: float | None = None,
+    c: Canvas, text: str, at: tuple[float, float], pen: Pen, max_width: float | None = None
 ) -> float:
-    """Draw `text` glyph by glyph from (x, y); returns the x where it ended."""
-    font = font or rng.choice(HAND_FONTS)
-    c.setFillColorRGB(*(ink or rng.choice(INKS)))
+    """Draw `text` glyph by glyph from `at` (x, y); returns the x where it ended."""
+    rng, size = pen.rng, pen.size
+    x, y = at
+    font = pen.font or rng.choice(HAND_FONTS)
+    c.setFillColorRGB(*(pen.ink or rng.choice(INKS)))
     drift = 0.0
     start = x
     for ch in text:

@@ -151,6 +151,10 @@ class Writer:
     def leading(self, size: float) -> float:
         return size * self.leading_factor
 
+    def _style(self, font: str | None, size: float | None) -> tuple[str, float]:
+        """The given font and size, or the document's body text ones."""
+        return font or self.fonts.regular, size or self.size
+
     def line(
         self,
         text: str,
@@ -161,8 +165,7 @@ class Writer:
         align: str = "left",
         gap_after: float = 0.0,
     ) -> None:
-        size = size or self.size
-        font = font or self.fonts.regular
+        font, size = self._style(font, size)
         if not self.ensure(self.leading(size)):
             return
         self.y -= self.leading(size)
@@ -186,8 +189,7 @@ class Writer:
         gap_after: float | None = None,
         justify: bool = False,
     ) -> None:
-        size = size or self.size
-        font = font or self.fonts.regular
+        font, size = self._style(font, size)
         lines = simpleSplit(text, font, size, self.width - indent - first_indent)
         for i, ln in enumerate(lines):
             if self.full:

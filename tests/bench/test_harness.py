@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_write_result_adds_the_conditions_and_echoes(tmp_path: Path, capsys) -> None:
-    ap = harness.parser("Doc line.\n\nMore.", "demo", device=True, seed=3)
+    ap = harness.parser("Doc line.\n\nMore.", "demo", harness.Common(device=True, seed=3))
     args = ap.parse_args(["--json", str(tmp_path / "r.json"), "--threads", "1"])
     assert (args.out, args.device, args.seed, args.threads) == (tmp_path / "r.json", "cpu", 3, 1)
     assert ap.parse_args([]).out == harness.RESULTS / "demo.json"

@@ -55,3 +55,18 @@ def cc(w: Writer, t: Text) -> None:
     if w.rng.random() < 0.45:
         w.space(8)
         w.line("cc: " + ", ".join(t.person() for _ in range(w.rng.randint(1, 3))), size=w.size - 1)
+
+
+def display_title(
+    w: Writer,
+    text: str,
+    *,
+    size: tuple[float, float],
+    align: str | tuple[str, ...] = "center",
+    gap_after: float = 0.0,
+) -> None:
+    """A bold title line at a random size within `size`; a tuple `align` is a choice drawn
+    after the size (the order layouts have always drawn them in: same seed, same bytes)."""
+    points = w.rng.uniform(*size)
+    where = w.rng.choice(align) if isinstance(align, tuple) else align
+    w.line(text, font=w.fonts.bold, size=points, align=where, gap_after=gap_after)

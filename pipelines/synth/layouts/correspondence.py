@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import random
 
-from pipelines.synth.content import (
-    DEPARTMENTS,
-    SCI_TOPICS,
-    TITLES,
-    Text,
+from pipelines.synth.content import DEPARTMENTS, SCI_TOPICS, TITLES, Text
+from pipelines.synth.layouts.common import (
+    BLUR,
+    body,
+    cc,
+    display_title,
+    letterhead,
+    signature_block,
 )
-from pipelines.synth.layouts.common import BLUR, body, cc, letterhead, signature_block
 from pipelines.synth.writer import Writer
 
 
@@ -68,13 +70,7 @@ def memo(rng: random.Random, max_pages: int) -> Writer:
         )
     )
     if rng.random() > BLUR / 2:  # a few memos have no title at all
-        w.line(
-            title,
-            font=w.fonts.bold,
-            size=rng.uniform(13, 22),
-            align=rng.choice(("left", "center")),
-            gap_after=14,
-        )
+        display_title(w, title, size=(13, 22), align=("left", "center"), gap_after=14)
     fields = [
         ("TO:", t.person() if rng.random() < 0.7 else t.pick(DEPARTMENTS)),
         ("FROM:", t.person()),

@@ -17,7 +17,7 @@ from pipelines.synth.content import (
     RATINGS,
     Text,
 )
-from pipelines.synth.layouts.common import BLUR, page_numbers
+from pipelines.synth.layouts.common import BLUR, display_title, page_numbers
 from pipelines.synth.writer import Writer
 
 
@@ -44,7 +44,7 @@ def _box_grid(w: Writer, t: Text, rows: int, filled: float) -> None:
                     (t.person(), t.date(), t.money(10, 5000), t.ref_no(), t.pick(DEPARTMENTS))
                 )
                 if w.rng.random() < 0.5:
-                    ink.handwrite(w.c, value, x + 6, w.y + 4, w.rng, size=10, max_width=bw - 12)
+                    ink.handwrite(w.c, value, (x + 6, w.y + 4), ink.Pen(w.rng, size=10), bw - 12)
                 else:
                     w.c.setFont("Courier", 9)
                     w.c.drawString(x + 6, w.y + 5, value[: int(bw / 6)])
@@ -62,9 +62,8 @@ def _fill_lines(w: Writer, t: Text, n: int, filled: float) -> None:
         w.c.setLineWidth(0.5)
         w.c.line(lx, w.y - 2, w.x0 + w.width, w.y - 2)
         if w.rng.random() < filled:
-            ink.handwrite(
-                w.c, t.person() if w.rng.random() < 0.5 else t.date(), lx + 8, w.y, w.rng, size=11
-            )
+            text = t.person() if w.rng.random() < 0.5 else t.date()
+            ink.handwrite(w.c, text, (lx + 8, w.y), ink.Pen(w.rng, size=11))
 
 
 def _checkbox_options(w: Writer, options: tuple[str, ...], checked: int | None) -> None:
@@ -93,7 +92,8 @@ def form(rng: random.Random, max_pages: int) -> Writer:
     )
     t = Text(rng)
     w.line(t.company().upper(), font=w.fonts.bold, size=9, align=rng.choice(("left", "center")))
-    w.line(
+    display_title(
+        w,
         rng.choice(
             (
                 "EXPENSE REPORT",
@@ -107,9 +107,7 @@ def form(rng: random.Random, max_pages: int) -> Writer:
                 "APPLICATION FORM",
             )
         ),
-        font=w.fonts.bold,
-        size=rng.uniform(13, 18),
-        align="center",
+        size=(13, 18),
         gap_after=8,
     )
     filled = rng.uniform(0.2, 0.9)
@@ -146,7 +144,8 @@ def questionnaire(rng: random.Random, max_pages: int) -> Writer:
     w = Writer(rng, max_pages=max_pages, family=rng.choice(("Helvetica", "Times")))
     w.footer = page_numbers
     t = Text(rng)
-    w.line(
+    display_title(
+        w,
         rng.choice(
             (
                 "CONSUMER QUESTIONNAIRE",
@@ -156,9 +155,7 @@ def questionnaire(rng: random.Random, max_pages: int) -> Writer:
                 "FOLLOW-UP INTERVIEW",
             )
         ),
-        font=w.fonts.bold,
-        size=rng.uniform(13, 18),
-        align="center",
+        size=(13, 18),
         gap_after=6,
     )
     if rng.random() < 0.6:
@@ -192,6 +189,8 @@ def questionnaire(rng: random.Random, max_pages: int) -> Writer:
                 w.c.setLineWidth(0.4)
                 w.c.line(w.x0 + 18, w.y, w.x0 + w.width, w.y)
             if answered:
-                ink.handwrite(w.c, t.pick(HANDWRITTEN_PHRASES), w.x0 + 24, w.y + 3, rng, size=11)
+                ink.handwrite(
+                    w.c, t.pick(HANDWRITTEN_PHRASES), (w.x0 + 24, w.y + 3), ink.Pen(rng, 11)
+                )
         w.space(8)
     return w

@@ -8,12 +8,7 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
 
 from pipelines.synth import ink
-from pipelines.synth.content import (
-    FOLDER_WORDS,
-    HANDWRITTEN_PHRASES,
-    MONTHS,
-    Text,
-)
+from pipelines.synth.content import FOLDER_WORDS, HANDWRITTEN_PHRASES, MONTHS, Text
 from pipelines.synth.writer import Writer
 
 
@@ -36,7 +31,7 @@ def file_folder(rng: random.Random, max_pages: int) -> Writer:
         c.setFont(rng.choice(("Helvetica-Bold", "Courier-Bold", "Times-Bold")), 10)
         c.drawString(tab_x + 8, top - 22, label[: int(tab_w / 6.5)])
     else:
-        ink.handwrite(c, label, tab_x + 8, top - 22, rng, size=12, max_width=tab_w - 20)
+        ink.handwrite(c, label, (tab_x + 8, top - 22), ink.Pen(rng, size=12), tab_w - 20)
     for _ in range(rng.randint(0, 3)):  # stickers, file numbers, a date range
         x, y = rng.uniform(40, w.page_w - 200), rng.uniform(80, top - 80)
         if rng.random() < 0.5:
@@ -53,7 +48,7 @@ def file_folder(rng: random.Random, max_pages: int) -> Writer:
                 ),
             )
         else:
-            ink.handwrite(c, t.pick(HANDWRITTEN_PHRASES), x, y, rng, size=rng.uniform(12, 20))
+            ink.handwrite(c, t.pick(HANDWRITTEN_PHRASES), (x, y), ink.Pen(rng, rng.uniform(12, 20)))
     return w
 
 
@@ -63,9 +58,10 @@ def handwritten(rng: random.Random, max_pages: int) -> Writer:
     header, the archive's document number) are text, so ingestion must decide to OCR the page."""
     w = Writer(rng, max_pages=max_pages)
     c, t = w.c, Text(rng)
-    font = rng.choice(ink.HAND_FONTS)
-    colour = rng.choice(ink.INKS)
-    size = rng.uniform(13, 20)
+    # One writer's hand for the whole document.
+    pen = ink.Pen(
+        rng, font=rng.choice(ink.HAND_FONTS), ink=rng.choice(ink.INKS), size=rng.uniform(13, 20)
+    )
     ruled = rng.random() < 0.5
     pad = rng.choice(
         (
@@ -84,45 +80,9 @@ def handwritten(rng: random.Random, max_pages: int) -> Writer:
 
         def draw(pc: Canvas, top: float = top) -> None:
             if ruled:
-                pc.setStrokeColorRGB(0.6, 0.7, 0.9)
-                pc.setLineWidth(0.5)
-                y = top
-                while y > 40:
-                    pc.line(20, y - 3, w.page_w - 20, y - 3)
-                    y -= size * 1.7
-                pc.setStrokeColorRGB(0, 0, 0)
-            y = top
-            for _ in range(rng.randint(3, 16)):
-                if y < 60:
-                    break
-                words: list[str] = []
-                while sum(len(x) + 1 for x in words) < rng.randint(12, 45):
-                    words.append(
-                        t.pick(HANDWRITTEN_PHRASES)
-                        if rng.random() < 0.5
-                        else t.business_sentence().split(" ")[rng.randint(0, 4)]
-                    )
-                x = w.margin_x + rng.uniform(-10, 30)
-                ink.handwrite(
-                    pc,
-                    " ".join(words),
-                    x,
-                    y,
-                    rng,
-                    size=size,
-                    font=font,
-                    ink=colour,
-                    max_width=w.page_w - x - 40,
-                )
-                if rng.random() < 0.1:
-                    ink.scribble_line(pc, x, y + size * 0.3, x + rng.uniform(60, 200), rng)
-                y -= size * rng.uniform(1.5, 2.1)
-            if rng.random() < 0.4:
-                ink.signature(pc, w.page_w * 0.55, max(60, y - 20), rng)
-            if rng.random() < 0.2:
-                ink.circle_doodle(
-                    pc, rng.uniform(100, 500), rng.uniform(100, 600), rng.uniform(15, 40), rng
-                )
+                _ruled_paper(pc, w.page_w, top, pen.size * 1.7)
+            y = _hand_lines(pc, w, t, pen, top)
+            _pen_marks(pc, w, y)
 
         layer = ink.ink_layer(w.page_w, w.page_h, draw)
         c.drawImage(ImageReader(layer), 0, 0, width=w.page_w, height=w.page_h)
@@ -133,3 +93,46 @@ def handwritten(rng: random.Random, max_pages: int) -> Writer:
         c.setFont("Helvetica", 7)
         c.drawRightString(w.page_w - 24, 18, f"{rng.randint(10**9, 10**10 - 1)}")
     return w
+
+
+def _ruled_paper(pc: Canvas, page_w: float, top: float, spacing: float) -> None:
+    pc.setStrokeColorRGB(0.6, 0.7, 0.9)
+    pc.setLineWidth(0.5)
+    y = top
+    while y > 40:
+        pc.line(20, y - 3, page_w - 20, y - 3)
+        y -= spacing
+    pc.setStrokeColorRGB(0, 0, 0)
+
+
+def _hand_lines(pc: Canvas, w: Writer, t: Text, pen: ink.Pen, top: float) -> float:
+    """Write lines of mixed phrases and words down from `top`; returns the y below the last."""
+    rng = w.rng
+    y = top
+    for _ in range(rng.randint(3, 16)):
+        if y < 60:
+            break
+        words: list[str] = []
+        while sum(len(x) + 1 for x in words) < rng.randint(12, 45):
+            words.append(
+                t.pick(HANDWRITTEN_PHRASES)
+                if rng.random() < 0.5
+                else t.business_sentence().split(" ")[rng.randint(0, 4)]
+            )
+        x = w.margin_x + rng.uniform(-10, 30)
+        ink.handwrite(pc, " ".join(words), (x, y), pen, max_width=w.page_w - x - 40)
+        if rng.random() < 0.1:
+            ink.scribble_line(pc, x, y + pen.size * 0.3, x + rng.uniform(60, 200), rng)
+        y -= pen.size * rng.uniform(1.5, 2.1)
+    return y
+
+
+def _pen_marks(pc: Canvas, w: Writer, y: float) -> None:
+    """Sometimes a signature under the text, sometimes a doodle anywhere."""
+    rng = w.rng
+    if rng.random() < 0.4:
+        ink.signature(pc, w.page_w * 0.55, max(60, y - 20), rng)
+    if rng.random() < 0.2:
+        ink.circle_doodle(
+            pc, rng.uniform(100, 500), rng.uniform(100, 600), rng.uniform(15, 40), rng
+        )

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
-from pipelines.synth.content import (
-    AD_BRANDS,
-    AD_SLOGANS,
-    NEWS_HEADS,
-    SLIDE_TITLES,
-    Text,
-)
+from pipelines.synth.content import AD_BRANDS, AD_SLOGANS, NEWS_HEADS, SLIDE_TITLES, Text
+from pipelines.synth.layouts.common import display_title
 from pipelines.synth.writer import Writer
 
 
@@ -43,12 +39,7 @@ def news_article(rng: random.Random, max_pages: int) -> Writer:
             align="center",
         )
         w.rule(rng.uniform(0.8, 2.5))
-    w.line(
-        t.pick(NEWS_HEADS),
-        font=w.fonts.bold,
-        size=rng.uniform(16, 28),
-        align=rng.choice(("left", "center")),
-    )
+    display_title(w, t.pick(NEWS_HEADS), size=(16, 28), align=("left", "center"))
     if rng.random() < 0.5:
         w.line(f"By {t.person().upper()}", size=w.size - 1, gap_after=2)
         w.line(
@@ -74,8 +65,21 @@ def news_article(rng: random.Random, max_pages: int) -> Writer:
 
 def advertisement(rng: random.Random, max_pages: int) -> Writer:
     w = Writer(rng, max_pages=1, family=rng.choice(("Helvetica", "Times")))
-    c, t = w.c, Text(rng)
-    if rng.random() < 0.6:  # a dark or tinted field behind the type
+    t = Text(rng)
+    _ad_background(w)
+    brand, size = t.pick(AD_BRANDS), rng.uniform(44, 96)
+    brand_font = rng.choice((w.fonts.bold, w.fonts.bold_italic, "Times-Bold", "Helvetica-Bold"))
+    _display_line(w, brand, brand_font, size, _BRAND)
+    slogan = t.pick(AD_SLOGANS)
+    _display_line(w, slogan, w.fonts.italic, rng.uniform(18, 34), _SLOGAN)
+    _ad_small_print(w)
+    return w
+
+
+def _ad_background(w: Writer) -> None:
+    """Sometimes a dark or tinted field behind the type, and up to four grey shapes."""
+    c, rng = w.c, w.rng
+    if rng.random() < 0.6:
         c.setFillGray(rng.uniform(0.0, 0.85))
         c.rect(
             0,
@@ -105,24 +109,29 @@ def advertisement(rng: random.Random, max_pages: int) -> Writer:
                 fill=1,
             )
 
-    def ink_gray() -> None:
-        c.setFillGray(rng.choice((0.0, 0.0, 1.0, 0.2)))
 
-    brand = t.pick(AD_BRANDS)
-    size = rng.uniform(44, 96)
-    font = rng.choice((w.fonts.bold, w.fonts.bold_italic, "Times-Bold", "Helvetica-Bold"))
-    while stringWidth(brand, font, size) > w.page_w - 40:
-        size -= 4
-    ink_gray()
+class _Display(NamedTuple):
+    step: float  # points the size shrinks by until the line fits
+    height: tuple[float, float]  # the baseline's range, as shares of the page height
+
+
+_BRAND = _Display(step=4, height=(0.45, 0.8))
+_SLOGAN = _Display(step=2, height=(0.25, 0.42))
+
+
+def _display_line(w: Writer, text: str, font: str, size: float, display: _Display) -> None:
+    """Centred display type, shrunk until it fits, at a random share of the page height."""
+    c, rng = w.c, w.rng
+    while stringWidth(text, font, size) > w.page_w - 40:
+        size -= display.step
+    c.setFillGray(rng.choice((0.0, 0.0, 1.0, 0.2)))
     c.setFont(font, size)
-    c.drawCentredString(w.page_w / 2, rng.uniform(0.45, 0.8) * w.page_h, brand)
-    slogan = t.pick(AD_SLOGANS)
-    s2 = rng.uniform(18, 34)
-    while stringWidth(slogan, w.fonts.italic, s2) > w.page_w - 40:
-        s2 -= 2
-    ink_gray()
-    c.setFont(w.fonts.italic, s2)
-    c.drawCentredString(w.page_w / 2, rng.uniform(0.25, 0.42) * w.page_h, slogan)
+    c.drawCentredString(w.page_w / 2, rng.uniform(*display.height) * w.page_h, text)
+
+
+def _ad_small_print(w: Writer) -> None:
+    """An optional tag line and the boxed warning found on cigarette ads."""
+    c, rng = w.c, w.rng
     if rng.random() < 0.5:
         c.setFont(w.fonts.regular, rng.uniform(10, 14))
         c.drawCentredString(
@@ -138,7 +147,7 @@ def advertisement(rng: random.Random, max_pages: int) -> Writer:
                 )
             ),
         )
-    if rng.random() < 0.7:  # the boxed warning found on cigarette ads
+    if rng.random() < 0.7:
         c.setFillGray(1)
         c.rect(30, 26, w.page_w * 0.55, 40, stroke=1, fill=1)
         c.setFillGray(0)
@@ -146,7 +155,6 @@ def advertisement(rng: random.Random, max_pages: int) -> Writer:
         c.drawString(36, 54, "SURGEON GENERAL'S WARNING: Smoking Causes Lung Cancer,")
         c.drawString(36, 44, "Heart Disease, Emphysema, And May Complicate Pregnancy.")
     c.setFillGray(0)
-    return w
 
 
 def presentation(rng: random.Random, max_pages: int) -> Writer:

@@ -142,24 +142,7 @@ def scientific_publication(rng: random.Random, max_pages: int) -> Writer:
         size=rng.choice((8, 8.5, 9, 9.5, 10)),
     )
     t = Text(rng)
-    journal = rng.choice(
-        (
-            "J. Agric. Food Chem.",
-            "Toxicology Letters",
-            "Mutation Research",
-            "Journal of Chromatography",
-            "Food Chem. Toxicol.",
-            "Beitrage zur Tabakforschung",
-            "Analytical Chemistry",
-        )
-    )
-    w.line(
-        f"{journal} {rng.randint(5, 60)} ({rng.randint(1975, 1999)}) "
-        f"{rng.randint(1, 900)}-{rng.randint(901, 999)}",
-        font=w.fonts.italic,
-        size=7.5,
-    )
-    w.rule(0.5)
+    journal = _journal_masthead(w)
     w.line(
         f"{t.pick(SCI_TOPICS).capitalize()} and {t.pick(SCI_TOPICS)} in "
         f"{t.pick(('rats', 'human smokers', 'cell cultures', 'mainstream smoke', 'volunteers'))}",
@@ -189,12 +172,41 @@ def scientific_publication(rng: random.Random, max_pages: int) -> Writer:
         w.set_columns(2, gap=rng.uniform(12, 22))
     _sci_sections(w, t, numbered=rng.random() < 0.4, tables=0.3)
     if not w.full:
-        w.line("References", font=w.fonts.bold)
-        for i in range(1, rng.randint(3, 9)):
-            w.paragraph(
-                f"{i}. {t.initials_name()}, {t.initials_name()}: {journal} "
-                f"{rng.randint(5, 60)}, {rng.randint(1, 900)} ({rng.randint(1960, 1995)}).",
-                size=w.size - 1.5,
-                gap_after=1,
-            )
+        _references(w, t, journal)
     return w
+
+
+def _journal_masthead(w: Writer) -> str:
+    """The citation line over the title; returns the journal, which the references cite."""
+    rng = w.rng
+    journal = rng.choice(
+        (
+            "J. Agric. Food Chem.",
+            "Toxicology Letters",
+            "Mutation Research",
+            "Journal of Chromatography",
+            "Food Chem. Toxicol.",
+            "Beitrage zur Tabakforschung",
+            "Analytical Chemistry",
+        )
+    )
+    w.line(
+        f"{journal} {rng.randint(5, 60)} ({rng.randint(1975, 1999)}) "
+        f"{rng.randint(1, 900)}-{rng.randint(901, 999)}",
+        font=w.fonts.italic,
+        size=7.5,
+    )
+    w.rule(0.5)
+    return journal
+
+
+def _references(w: Writer, t: Text, journal: str) -> None:
+    rng = w.rng
+    w.line("References", font=w.fonts.bold)
+    for i in range(1, rng.randint(3, 9)):
+        w.paragraph(
+            f"{i}. {t.initials_name()}, {t.initials_name()}: {journal} "
+            f"{rng.randint(5, 60)}, {rng.randint(1, 900)} ({rng.randint(1960, 1995)}).",
+            size=w.size - 1.5,
+            gap_after=1,
+        )
