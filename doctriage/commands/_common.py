@@ -1,5 +1,6 @@
-"""What every command shares: the one-line error with exit status 2, and quieting a logger for
-the length of a command without leaving it changed for whoever runs the next one in-process."""
+"""What every command shares: the one-line error with exit status 2, the date options' parser,
+and quieting a logger for the length of a command without leaving it changed for whoever runs the
+next one in-process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 import typer
@@ -19,6 +21,20 @@ def fail(message: str) -> typer.Exit:
     """Print `error: message` on stderr; raise the returned Exit (status 2)."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
+
+
+def parse_date(value: str | None, flag: str, *, through_day: bool = False) -> datetime | None:
+    """A date option as an aware UTC datetime (no zone: UTC); None when not given.
+    through_day: a bare date (YYYY-MM-DD) means the end of that day, for an exclusive bound."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{flag} {value!r}: not a date (YYYY-MM-DD or ISO 8601)") from None
+    if through_day and len(value) == len("YYYY-MM-DD"):
+        when += timedelta(days=1)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 @contextlib.contextmanager

@@ -7,15 +7,14 @@ import csv
 import getpass
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from doctriage.commands._common import fail
+from doctriage.commands._common import fail, parse_date
 
 if TYPE_CHECKING:  # the store's modules load SQLAlchemy: imported where a command queries
     from sqlalchemy.orm import Session
@@ -44,26 +43,14 @@ CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
 
 
 
-def _parse_when(value: str | None, option: str, *, end: bool = False) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(f"{option}: not an ISO date or date-time: {value!r}") from None
-    if end and len(value) == 10:  # a bare date as --until means "through that day"
-        when += timedelta(days=1)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
-
-
 def _filters(
     since: str | None, until: str | None, label: str | None, version: str | None
 ) -> audit.AuditFilter:
     from db import audit
 
     return audit.AuditFilter(
-        since=_parse_when(since, "--since"),
-        until=_parse_when(until, "--until", end=True),
+        since=parse_date(since, "--since"),
+        until=parse_date(until, "--until", through_day=True),
         label=label,
         model_version=version,
     )
@@ -106,6 +93,18 @@ def _emit(
         typer.echo(text)
 
 
+def _show_groups(
+    query: Callable[[Session], dict[str, Any]],
+    text: Callable[[dict[str, Any]], str],
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Run a grouped query on the store; print its result (CSV: one row per group)."""
+    with _session() as s:
+        result = query(s)
+    _emit(result, result["groups"], as_json, as_csv, text(result))
+
+
 def _cell(value: Any) -> Any:
     # floats as stored (full precision): CSV is for machines; the tables round
     if isinstance(value, dict):
@@ -133,13 +132,10 @@ def summary_cmd(
 ) -> None:
     """Pages, classes, exit stages, mean confidence, re-route rate; by model version and day."""
     from db import audit
-
-    f = _filters(since, until, label, version)
-    with _session() as s:
-        result = audit.summary(s, f)
     from doctriage.commands._tables import summary_text
 
-    _emit(result, result["groups"], as_json, as_csv, summary_text(result))
+    f = _filters(since, until, label, version)
+    _show_groups(lambda s: audit.summary(s, f), summary_text, as_json, as_csv)
 
 
 @audit_app.command("low-confidence")
@@ -180,13 +176,10 @@ def reroutes_cmd(
 ) -> None:
     """Agreement of early and full-depth answers on re-routed pages, by exit stage and class."""
     from db import audit
-
-    f = _filters(since, until, label, version)
-    with _session() as s:
-        result = audit.reroutes(s, f)
     from doctriage.commands._tables import reroutes_text
 
-    _emit(result, result["groups"], as_json, as_csv, reroutes_text(result))
+    f = _filters(since, until, label, version)
+    _show_groups(lambda s: audit.reroutes(s, f), reroutes_text, as_json, as_csv)
 
 
 @audit_app.command("calibration")
@@ -202,14 +195,11 @@ def calibration_cmd(
     as_csv: CsvOpt = False,
 ) -> None:
     """Accuracy and ECE by exit stage on human-labelled pages."""
+    from doctriage.commands._tables import calibration_text
     from doctriage.reporting.calibration import calibration
 
     f = _filters(since, until, label, version)
-    with _session() as s:
-        result = calibration(s, f, bins)
-    from doctriage.commands._tables import calibration_text
-
-    _emit(result, result["groups"], as_json, as_csv, calibration_text(result))
+    _show_groups(lambda s: calibration(s, f, bins), calibration_text, as_json, as_csv)
 
 
 @audit_app.command("report")

@@ -4,28 +4,17 @@ when a broker is configured, else in this process (the embedded runner's steps).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from doctriage.commands._common import fail, quiet_workers_logs
+from doctriage.commands._common import fail, parse_date, quiet_workers_logs
 from pipelines.errors import one_line
 
 if TYPE_CHECKING:
     from doctriage.settings import Settings
 
 KINDS = ("transient", "permanent", "all")
-
-
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(f"--failed-since {value!r}: not a date (YYYY-MM-DD or ISO 8601)") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 @quiet_workers_logs
@@ -46,7 +35,7 @@ def retry(
     """Retry FAILED documents: back to RECEIVED (attempt counts kept), then ingested again."""
     if kind not in KINDS:
         raise fail(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
-    since = _since(failed_since)
+    since = parse_date(failed_since, "--failed-since")
     from doctriage import preflight, wiring
     from doctriage.settings import get_settings
 
