@@ -191,23 +191,16 @@ def demo_accuracy(
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Full-depth and early-exit accuracy of `bundle` on the README's demo corpus."""
-    from doctriage.bundle_evaluation import evaluate_bundle
+    from doctriage.bundle_evaluation import EvaluationOptions, evaluate_bundle
     from pipelines.synth import generate_corpus
 
     with tempfile.TemporaryDirectory(prefix="doctriage-demo-") as tmp:
         demo = Path(tmp) / "demo"
         generate_corpus(demo, DEMO_PER_CLASS, DEMO_SEED, progress=progress)
-        report = evaluate_bundle(
-            bundle,
-            demo,
-            split="all",
-            cache_dir=Path(tmp) / "cache",
-            workers=2,
-            ingest=ingest_options(settings),
-            timing_rounds=0,
-            progress=progress,
-            log=log,
-        )
+        report = evaluate_bundle(bundle, demo, EvaluationOptions(
+            cache_dir=Path(tmp) / "cache", workers=2, ingest=ingest_options(settings),
+            timing_rounds=0, progress=progress, log=log,
+        ))
     return {
         "corpus": f"doctriage synth --per-class {DEMO_PER_CLASS} --seed {DEMO_SEED}",
         "pages": report["pages"],
