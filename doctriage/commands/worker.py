@@ -12,10 +12,7 @@ from typing import Annotated
 import typer
 
 from doctriage.commands._common import fail
-
-# Concurrent classify tasks per model process: they feed ONE stage batcher, so more tasks in
-# flight = fuller batches (documents of 1-3 pages would otherwise run batches of 1-3 pages).
-MODEL_THREADS = 8
+from doctriage.jobs.worker import MODEL_THREADS
 
 
 def worker(
@@ -40,9 +37,7 @@ def worker(
     ] = None,
 ) -> None:
     """Start a Celery worker consuming the given queues."""
-    from doctriage import preflight, wiring
-    from doctriage.settings import get_settings
-    from workers.celery_app import CLASSIFY, FULL_DEPTH, QUEUES
+    from workers.celery_app import QUEUES
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in chosen if q not in QUEUES]
@@ -54,37 +49,14 @@ def worker(
         raise fail("--concurrency must be at least 1")
     if pool is not None and pool not in ("prefork", "threads", "solo"):
         raise fail("--pool must be prefork, threads or solo")
-    model_queues = {CLASSIFY, FULL_DEPTH} & set(chosen)
-    if pool is None:
-        pool = "threads" if model_queues else "prefork"
-    if concurrency is None:
-        concurrency = MODEL_THREADS if model_queues and pool == "threads" else 1
-    settings = get_settings()
-    if model_queues and settings.malloc_tuning:
-        from workers.allocator import tune_malloc
+    from doctriage.jobs import JobError
+    from doctriage.jobs.worker import WorkerOptions, start_worker
+    from doctriage.settings import get_settings
 
-        tune_malloc()  # before Celery's pool threads exist, so they share the one arena
     try:
-        wiring.store(settings)  # migrate once before the children start (and fail fast)
-        if model_queues:
-            # fail now, not on the first task, if there is no model: workers never train one
-            wiring.model_dir(settings, build_default=False)
-        # a dead broker would be retried forever, bad S3 settings fail every document later
-        preflight.check_services(settings, broker=True)
-        app = wiring.configure_celery(settings, preload_model=bool(model_queues))
-    except wiring.WiringError as exc:
+        start_worker(get_settings(), WorkerOptions(chosen, concurrency, pool, beat, loglevel, name))
+    except JobError as exc:
         raise fail(str(exc)) from None
-    argv = ["worker", "-Q", ",".join(chosen), "-c", str(concurrency), "--pool", pool,
-            "--loglevel", loglevel, "-n", name or f"doctriage-{'-'.join(chosen)}@%h"]
-    if beat:
-        # The in-memory scheduler: Celery's default one keeps its state in a shelve file, which
-        # is pickle. Losing the state on restart only means a run may happen once more, and every
-        # scheduled task (reconcile, backlog) is idempotent.
-        argv += ["--beat", "--scheduler", "celery.beat:Scheduler"]
-    from doctriage.observability import prepare_worker
-
-    prepare_worker(settings)  # logging (JSON if configured) and the metrics endpoint
-    app.worker_main(argv)
 
 
 def register(app: typer.Typer) -> None:
