@@ -5,16 +5,45 @@ next one in-process."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, get_type_hints
 
 import typer
 
 P = ParamSpec("P")
 R = TypeVar("R")
+A = TypeVar("A")
+
+
+def takes_arguments(arguments: type[A]) -> Callable[[Callable[[A], R]], Callable[..., R]]:
+    """Declare a command's arguments and options as the fields of one dataclass (annotated
+    for typer as parameters would be): typer sees the fields as the command's parameters, and
+    the command receives them as one `arguments` object."""
+    hints = get_type_hints(arguments, include_extras=True)
+    params = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+            default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+        )
+        for f in dataclasses.fields(arguments)  # type: ignore[arg-type]
+    ]
+
+    def decorate(command: Callable[[A], R]) -> Callable[..., R]:
+        def from_options(**values: Any) -> R:
+            return command(arguments(**values))
+
+        functools.update_wrapper(from_options, command, updated=())
+        del from_options.__wrapped__  # typer must read the signature below, not command's
+        from_options.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        from_options.__annotations__ = {p.name: p.annotation for p in params}
+        return from_options
+
+    return decorate
 
 
 def fail(message: str) -> typer.Exit:

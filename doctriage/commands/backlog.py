@@ -7,55 +7,60 @@ enqueues nothing. With no broker configured the work runs in this process."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from doctriage.commands._common import fail, parse_date, quiet_workers_logs
+from doctriage.commands._common import fail, parse_date, quiet_workers_logs, takes_arguments
 
 
-@quiet_workers_logs
-def backlog(
-    source: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX or a local folder.")],
-    since: Annotated[str | None, typer.Option(help="Documents received on/after DATE.")] = None,
-    until: Annotated[str | None, typer.Option(help="Documents received before DATE.")] = None,
+@dataclass(frozen=True)
+class BacklogArguments:
+    source: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX or a local folder.")]
+    since: Annotated[str | None, typer.Option(help="Documents received on/after DATE.")] = None
+    until: Annotated[str | None, typer.Option(help="Documents received before DATE.")] = None
     reclassify_below: Annotated[float | None, typer.Option(
         "--reclassify-below", help="Re-route early answers below this confidence to full depth."
-    )] = None,
+    )] = None
     model_version: Annotated[str | None, typer.Option(
         "--model-version",
         help="Reclassify pages with no prediction by this version (default: the current model's)."
-    )] = None,
-    limit: Annotated[int | None, typer.Option(help="At most N documents this run.")] = None,
+    )] = None
+    limit: Annotated[int | None, typer.Option(help="At most N documents this run.")] = None
     max_in_queue: Annotated[int, typer.Option(
-        help="Backlog messages allowed ahead of live work in a queue.")] = 64,
-    rate: Annotated[float | None, typer.Option(help="At most this many messages/s.")] = None,
-    scan: Annotated[bool, typer.Option(help="List SOURCE for unregistered objects first.")] = True,
-    model: Annotated[Path | None, typer.Option("--model", help="Model bundle (embedded).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
+        help="Backlog messages allowed ahead of live work in a queue.")] = 64
+    rate: Annotated[float | None, typer.Option(help="At most this many messages/s.")] = None
+    scan: Annotated[bool, typer.Option(help="List SOURCE for unregistered objects first.")] = True
+    model: Annotated[Path | None, typer.Option("--model", help="Model bundle (embedded).")] = None
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False
+
+
+@quiet_workers_logs
+@takes_arguments(BacklogArguments)
+def backlog(args: BacklogArguments) -> None:
     """Find and enqueue the backlog of SOURCE."""
-    start, end = parse_date(since, "--since"), parse_date(until, "--until")
+    start, end = parse_date(args.since, "--since"), parse_date(args.until, "--until")
     if start and end and start >= end:
         raise fail("--since must be before --until")
-    if reclassify_below is not None and not 0.0 < reclassify_below <= 1.0:
+    if args.reclassify_below is not None and not 0.0 < args.reclassify_below <= 1.0:
         raise fail("--reclassify-below must be in (0, 1]")
-    if limit is not None and limit < 1:
+    if args.limit is not None and args.limit < 1:
         raise fail("--limit must be at least 1")
-    if not source.startswith("s3://") and not Path(source).exists():
-        raise fail(f"no such folder: {source}")
+    if not args.source.startswith("s3://") and not Path(args.source).exists():
+        raise fail(f"no such folder: {args.source}")
     from doctriage.jobs import JobError
     from doctriage.jobs.backlog import BacklogOptions, run_backlog_job
     from doctriage.settings import get_settings
 
-    opts = BacklogOptions(source, start, end, reclassify_below, model_version, limit,
-                          max_in_queue, rate, scan, model)
+    opts = BacklogOptions(args.source, start, end, args.reclassify_below, args.model_version,
+                          args.limit, args.max_in_queue, args.rate, args.scan, args.model)
     try:
         out = run_backlog_job(get_settings(), opts)
     except JobError as exc:
         raise fail(str(exc)) from None
-    typer.echo(json.dumps(out, indent=2) if as_json else _line(out))
+    typer.echo(json.dumps(out, indent=2) if args.as_json else _line(out))
 
 
 def _line(out: dict[str, Any]) -> str:
