@@ -7,54 +7,60 @@ workers use prefork: OCR is CPU-bound, one process per core.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
-from doctriage.commands._common import fail
+from doctriage.commands._common import fail, takes_arguments
 from doctriage.jobs.worker import MODEL_THREADS
 
 
-def worker(
+@dataclass(frozen=True)
+class WorkerArguments:
     queues: Annotated[
         str,
         typer.Option("--queues", "-Q", help="Comma-separated queue names."),
-    ] = "ingest,classify,full_depth,maintenance",
+    ] = "ingest,classify,full_depth,maintenance"
     concurrency: Annotated[
         int | None,
         typer.Option("--concurrency", "-c", help="Processes, or threads for the threads pool "
                      f"(default {MODEL_THREADS} threads for the model queues, else 1)."),
-    ] = None,
+    ] = None
     pool: Annotated[
         str | None, typer.Option("--pool", help="prefork, threads or solo (default by queue).")
-    ] = None,
-    beat: Annotated[bool, typer.Option("--beat", help="Also run the reconcile schedule.")] = False,
-    loglevel: Annotated[str, typer.Option("--loglevel", help="Celery log level.")] = "INFO",
+    ] = None
+    beat: Annotated[bool, typer.Option("--beat", help="Also run the reconcile schedule.")] = False
+    loglevel: Annotated[str, typer.Option("--loglevel", help="Celery log level.")] = "INFO"
     name: Annotated[
         str | None,
         typer.Option("--name", "-n", help="Node name, unique per worker (default "
                      "doctriage-QUEUES@HOST; give one when running several on one host)."),
-    ] = None,
-) -> None:
+    ] = None
+
+
+@takes_arguments(WorkerArguments)
+def worker(args: WorkerArguments) -> None:
     """Start a Celery worker consuming the given queues."""
     from workers.celery_app import QUEUES
 
-    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    chosen = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = [q for q in chosen if q not in QUEUES]
     if unknown or not chosen:
         raise fail(
             f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}"
         )
-    if concurrency is not None and concurrency < 1:
+    if args.concurrency is not None and args.concurrency < 1:
         raise fail("--concurrency must be at least 1")
-    if pool is not None and pool not in ("prefork", "threads", "solo"):
+    if args.pool is not None and args.pool not in ("prefork", "threads", "solo"):
         raise fail("--pool must be prefork, threads or solo")
     from doctriage.jobs import JobError
     from doctriage.jobs.worker import WorkerOptions, start_worker
     from doctriage.settings import get_settings
 
+    opts = WorkerOptions(chosen, args.concurrency, args.pool, args.beat, args.loglevel, args.name)
     try:
-        start_worker(get_settings(), WorkerOptions(chosen, concurrency, pool, beat, loglevel, name))
+        start_worker(get_settings(), opts)
     except JobError as exc:
         raise fail(str(exc)) from None
 
