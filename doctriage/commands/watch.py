@@ -54,16 +54,15 @@ class _Submitter:
         from tqdm import tqdm
 
         from doctriage import wiring
-        from workers.embedded import run_documents
+        from workers.embedded import RunDisplay, run_documents
 
         if self._runtime is None:
             self._runtime = wiring.classify_runtime(self.settings, self.model)
         # disable=None: the bar is drawn only when stderr is a terminal
         with tqdm(total=len(doc_ids), unit="doc", desc="documents", leave=False,
                   disable=None) as bar:
-            summary = run_documents(
-                self._ctx, self._runtime, doc_ids,
-                progress=lambda e, n: bar.update(n) if e == "document" else None)
+            summary = run_documents(self._ctx, self._runtime, doc_ids, display=RunDisplay(
+                progress=lambda e, n: bar.update(n) if e == "document" else None))
         failed = len(summary.failed_documents)
         return (f"{summary.documents} ingested ({failed} failed), {summary.pages} pages, "
                 f"classes: {', '.join(f'{k} {v}' for k, v in summary.pages_per_class.items())}")

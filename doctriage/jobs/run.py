@@ -66,7 +66,7 @@ def _run_with_progress(ctx: StepContext, runtime: ClassifyRuntime, refs: list[Do
     """run_embedded with a documents bar and a pages bar (drawn only on a terminal)."""
     from tqdm import tqdm
 
-    from workers.embedded import run_embedded
+    from workers.embedded import RunDisplay, run_embedded
 
     candidates = sum(ref.skip is None for ref in refs)
     with (
@@ -76,5 +76,5 @@ def _run_with_progress(ctx: StepContext, runtime: ClassifyRuntime, refs: list[Do
         def progress(event: str, n: int) -> None:
             (docs_bar if event == "document" else pages_bar).update(n)
 
-        return run_embedded(ctx, runtime, refs, screen=source.screen, progress=progress,
-                            roots=roots)
+        return run_embedded(ctx, runtime, refs, screen=source.screen,
+                            display=RunDisplay(progress, roots))
