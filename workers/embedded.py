@@ -29,7 +29,7 @@ from workers.classify_runtime import ClassifyRuntime
 from workers.intake.registration import Screen, register_documents
 from workers.orchestration import InProcessOrchestrator
 from workers.redaction import stored_error
-from workers.run_report import DocumentReport, document_reports, predictions_by_pass
+from workers.run_report import DocumentReport, RunFacts, document_reports, predictions_by_pass
 from workers.steps import ClassifyResult, IngestResult, StepContext
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def run_documents(
     summary.documents_already_classified = len(already)
     summary.per_document = document_reports(
         ctx.sessions, reported, runtime.version,
-        roots=display.roots, seconds=observer.spent, already=already,
+        RunFacts(roots=display.roots, seconds=observer.spent, already=already),
     )
     summary.seconds = round(seconds, 3)
     summary.cpu_seconds = round(cpu_seconds, 3)
