@@ -18,7 +18,7 @@ import torch
 
 from bench import harness
 from classifier.bundle import BundleError
-from doctriage.bundle_evaluation import evaluate_bundle
+from doctriage.bundle_evaluation import EvaluationOptions, evaluate_bundle
 from pipelines.dataset import DatasetError
 
 
@@ -34,16 +34,14 @@ def main() -> int:
     run = harness.start(args)
     started = time.time()
     try:
-        report = evaluate_bundle(
-            args.model,
-            args.data,
+        report = evaluate_bundle(args.model, args.data, EvaluationOptions(
             split=args.split,
             batch_size=args.batch_size,
             device=args.device,
             cache_dir=args.cache_dir,
             timing_rounds=args.rounds,
             out_dir=args.out.parent / "early_exit_plots",
-        )
+        ))
     except (BundleError, DatasetError, ValueError) as exc:
         raise harness.BadInput(str(exc)) from None
     ee = report["early_exit"]

@@ -4,7 +4,7 @@ repeated call (a redelivered message, a second drop of the same object) a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -171,6 +171,20 @@ def claim_document(s: Session, doc_id: int) -> ClaimedDocument | None:
     return None if row is None else ClaimedDocument(doc_id, row.source_uri, row.etag)
 
 
+def _move_values(table: Any, *, counts_attempt: bool, counts_failure: bool) -> dict[str, Any]:
+    """The SET clause a state move of documents or pages shares: state, error, updated_at and
+    failure kind from bound parameters; the attempt counters when the move counts one."""
+    values: dict[str, Any] = {
+        "state": bindparam("new_state"), "error": bindparam("new_error"),
+        "updated_at": bindparam("now"), "failure_kind": bindparam("new_kind"),
+    }
+    if counts_attempt:
+        values["attempts"] = table.c.attempts + 1
+    if counts_failure:
+        values["failed_attempts"] = table.c.failed_attempts + 1
+    return values
+
+
 @cache
 def _document_move(
     *, counts_attempt: bool, sets_page_count: bool, restricted: bool, claims: bool = False,
@@ -179,16 +193,9 @@ def _document_move(
     # Built once per shape and reused: building and keying a statement per call cost more
     # client CPU than the round trip (bound parameters carry the values).
     table = Document.__table__
-    values: dict[str, Any] = {
-        "state": bindparam("new_state"), "error": bindparam("new_error"),
-        "updated_at": bindparam("now"), "failure_kind": bindparam("new_kind"),
-    }
-    if counts_failure:
-        values["failed_attempts"] = table.c.failed_attempts + 1
+    values = _move_values(table, counts_attempt=counts_attempt, counts_failure=counts_failure)
     if sets_page_count:
         values["page_count"] = bindparam("new_page_count")
-    if counts_attempt:
-        values["attempts"] = table.c.attempts + 1
     stmt = update(table).where(table.c.id == bindparam("doc_id")).values(**values)
     if restricted:
         stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
@@ -333,14 +340,7 @@ def _page_move(
     `restricted` adds the only_from condition; a claim returns the rows. Built once per shape
     (see _document_move)."""
     table = Page.__table__
-    values: dict[str, Any] = {
-        "state": bindparam("new_state"), "error": bindparam("new_error"),
-        "updated_at": bindparam("now"), "failure_kind": bindparam("new_kind"),
-    }
-    if counts_attempt:
-        values["attempts"] = table.c.attempts + 1
-    if counts_failure:
-        values["failed_attempts"] = table.c.failed_attempts + 1
+    values = _move_values(table, counts_attempt=counts_attempt, counts_failure=counts_failure)
     stmt = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(**values)
     if restricted:
         stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
@@ -434,12 +434,8 @@ def reclaim_documents(
     def cond(t: Any) -> list[Any]:
         return [t.c.state.in_([DocumentState(x).value for x in states]), t.c.updated_at < before]
 
-    inner = table.alias("stale")
-    pick = select(inner.c.id).where(*cond(inner)).order_by(inner.c.updated_at, inner.c.id)
-    stmt = (update(table).where(table.c.id.in_(pick.limit(limit).scalar_subquery()), *cond(table))
-            .values(state=DocumentState(to).value, updated_at=now or utcnow())
-            .returning(table.c.id))
-    return sorted(int(i) for i in s.execute(stmt).scalars())
+    return _reclaim(s, table, cond, limit, {"state": DocumentState(to).value,
+                                             "updated_at": now or utcnow()})
 
 
 def reclaim_pages(
@@ -458,11 +454,18 @@ def reclaim_pages(
             out.append(~busy.exists())
         return out
 
+    return _reclaim(s, table, cond, limit, {"state": PageState(to).value,
+                                             "updated_at": now or utcnow()})
+
+
+def _reclaim(s: Session, table: Any, cond: Callable[[Any], list[Any]], limit: int,
+             values: dict[str, Any]) -> list[int]:
+    """UPDATE the oldest `limit` rows meeting `cond` (checked again in the UPDATE itself) to
+    `values`; their ids, ascending."""
     inner = table.alias("stale")
     pick = select(inner.c.id).where(*cond(inner)).order_by(inner.c.updated_at, inner.c.id)
     stmt = (update(table).where(table.c.id.in_(pick.limit(limit).scalar_subquery()), *cond(table))
-            .values(state=PageState(to).value, updated_at=now or utcnow())
-            .returning(table.c.id))
+            .values(**values).returning(table.c.id))
     return sorted(int(i) for i in s.execute(stmt).scalars())
 
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Document, Page, utcnow
 from db.states import DocumentState, FailureKind, PageState
+
+T = TypeVar("T", bound=tuple[Any, ...])
 
 # Ids per UPDATE: far below SQLite's bound-parameter limit.
 _CHUNK = 500
@@ -35,6 +38,17 @@ def _failed() -> Select[tuple[int, str, str | None, int, str | None, datetime]]:
     ).where(Document.state == DocumentState.FAILED.value)
 
 
+def _retry_due(q: Select[T], row: type[Document] | type[Page], max_attempts: int,
+               updated_before: datetime, limit: int | None) -> Select[T]:
+    """`q` narrowed to the transient failures of `row`'s table with attempts left, untouched
+    since `updated_before`, oldest first: those whose backoff may have passed."""
+    return q.where(
+        row.failure_kind == FailureKind.TRANSIENT.value,
+        row.failed_attempts < max_attempts,
+        row.updated_at < updated_before,
+    ).order_by(row.updated_at, row.id).limit(limit)
+
+
 def failure_counts(s: Session) -> dict[str, int]:
     """FAILED documents by failure kind, zero-filled (`doctriage status`)."""
     out = {k.value: 0 for k in FailureKind}
@@ -51,11 +65,7 @@ def transient_candidates(
 ) -> list[FailedDocument]:
     """FAILED for a transient reason, fewer than `max_attempts` failures, untouched since
     `updated_before`: the documents whose backoff may have passed, oldest first."""
-    q = _failed().where(
-        Document.failure_kind == FailureKind.TRANSIENT.value,
-        Document.failed_attempts < max_attempts,
-        Document.updated_at < updated_before,
-    ).order_by(Document.updated_at, Document.id).limit(limit)
+    q = _retry_due(_failed(), Document, max_attempts, updated_before, limit)
     return [FailedDocument(*row) for row in s.execute(q)]
 
 
@@ -126,12 +136,9 @@ def transient_page_candidates(
     s: Session, *, max_attempts: int, updated_before: datetime, limit: int | None = None
 ) -> list[FailedPage]:
     """Pages FAILED for a transient reason, as transient_candidates for documents."""
-    q = select(Page.id, Page.document_id, Page.failed_attempts, Page.updated_at).where(
-        Page.state == PageState.FAILED.value,
-        Page.failure_kind == FailureKind.TRANSIENT.value,
-        Page.failed_attempts < max_attempts,
-        Page.updated_at < updated_before,
-    ).order_by(Page.updated_at, Page.id).limit(limit)
+    failed = select(Page.id, Page.document_id, Page.failed_attempts, Page.updated_at).where(
+        Page.state == PageState.FAILED.value)
+    q = _retry_due(failed, Page, max_attempts, updated_before, limit)
     return [FailedPage(*row) for row in s.execute(q)]
 
 

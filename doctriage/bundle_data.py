@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,27 +21,32 @@ def stderr_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_split_pages(
-    docs: Sequence[DocumentEntry],
-    cache_dir: Path,
-    image_size: int,
-    ingest: IngestOptions,
-    workers: int,
-    progress: bool,
-    log: Callable[[str], None],
-) -> list[Page]:
+@dataclass(frozen=True)
+class PageLoading:
+    """Where and how documents become cached pages, for training and evaluation alike."""
+
+    cache_dir: Path
+    image_size: int
+    ingest: IngestOptions
+    workers: int = 1
+    progress: bool = True
+    log: Callable[[str], None] = stderr_line
+
+
+def load_split_pages(docs: Sequence[DocumentEntry], how: PageLoading) -> list[Page]:
+    """The pages of `docs` (from the cache, else ingested); unreadable documents are logged."""
     # disable=None: tqdm draws only on a terminal, so redirected logs get no '\r' fragments
     bar = tqdm(total=len(docs), desc="pages (ingest/cache)", unit="doc",
-               disable=None if progress else True)
+               disable=None if how.progress else True)
 
     def tick(done: int, _total: int) -> None:
         bar.update(done - bar.n)
 
-    cache = PageCache(cache_dir, image_size, ingest)
-    pages, errors = cache.load(docs, workers=workers, progress=tick)
+    cache = PageCache(how.cache_dir, how.image_size, how.ingest)
+    pages, errors = cache.load(docs, workers=how.workers, progress=tick)
     bar.close()
     for err in errors:
-        log(f"skipped unreadable document: {err}")
+        how.log(f"skipped unreadable document: {err}")
     return pages
 
 

@@ -4,6 +4,7 @@ accuracy, bench/early_exit.py): the training run's split, the pages, classifier.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from classifier.bundle import load_bundle
 from classifier.evaluation import evaluate
 from classifier.model import EarlyExitModel
-from doctriage.bundle_data import encode_pages, load_split_pages, stderr_line
+from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
 from pipelines.dataset import DatasetError, DocumentEntry, read_documents, split_documents
 from pipelines.options import IngestOptions
 
@@ -35,44 +36,44 @@ def select_documents(
     return chosen
 
 
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How to evaluate a bundle; the defaults are `doctriage evaluate`'s."""
+
+    split: str = "all"  # all, or the training run's val/train documents
+    batch_size: int = 16
+    out_dir: Path | None = None  # the PNG plots
+    cache_dir: Path | None = None  # page cache (None: the bundle's page-cache folder)
+    workers: int = 1
+    device: str = "cpu"
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    timing_rounds: int = 2  # 0: no wall-time measurement
+    progress: bool = True
+    log: Callable[[str], None] = stderr_line
+
+
 def evaluate_bundle(
-    model_dir: Path,
-    data_dir: Path,
-    *,
-    split: str = "all",
-    batch_size: int = 16,
-    out_dir: Path | None = None,
-    cache_dir: Path | None = None,
-    workers: int = 1,
-    device: str = "cpu",
-    ingest: IngestOptions | None = None,
-    timing_rounds: int = 2,
-    progress: bool = True,
-    log: Callable[[str], None] = stderr_line,
+    model_dir: Path, data_dir: Path, opts: EvaluationOptions | None = None
 ) -> dict:
-    model = load_bundle(model_dir, device=device)
-    docs = select_documents(model, read_documents(data_dir), split)
+    """Per-exit accuracy/ECE, the early-exit policy and its measured speed-up on DATA's pages."""
+    opts = opts or EvaluationOptions()
+    model = load_bundle(model_dir, device=opts.device)
+    docs = select_documents(model, read_documents(data_dir), opts.split)
     unknown = sorted({d.label for d in docs} - set(model.label_names))
     if unknown:
         raise DatasetError(f"DATA has labels the model does not know: {', '.join(unknown)}")
-    pages = load_split_pages(
-        docs,
-        cache_dir or model_dir / "page-cache",
-        model.preprocessing.image_size,
-        ingest or IngestOptions(),
-        workers,
-        progress,
-        log,
-    )
+    loading = PageLoading(opts.cache_dir or model_dir / "page-cache",
+                          model.preprocessing.image_size, opts.ingest, opts.workers,
+                          opts.progress, opts.log)
+    pages = load_split_pages(docs, loading)
     if not pages:
         raise DatasetError(f"{data_dir}: no readable pages")
-    inputs = encode_pages(model, pages, progress)
+    inputs = encode_pages(model, pages, opts.progress)
     by_key = {d.key: d.label for d in docs}
     labels = torch.tensor([model.label_names.index(by_key[p.doc_key]) for p in pages])
-    report = evaluate(
-        model, inputs, labels, batch_size=batch_size, out_dir=out_dir, timing_rounds=timing_rounds
-    )
-    report["split"] = split
+    report = evaluate(model, inputs, labels, batch_size=opts.batch_size, out_dir=opts.out_dir,
+                      timing_rounds=opts.timing_rounds)
+    report["split"] = opts.split
     report["documents"] = len(docs)
-    report["device"] = device
+    report["device"] = opts.device
     return report

@@ -23,7 +23,7 @@ from classifier.factory import new_model
 from classifier.model import EarlyExitModel
 from classifier.tokenizer import load_tokenizer, train_tokenizer
 from classifier.training import TrainOptions, TrainResult, all_logits, set_seed, train
-from doctriage.bundle_data import encode_pages, load_split_pages, stderr_line
+from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
 from pipelines.dataset import (
     DatasetError,
     DocumentEntry,
@@ -149,10 +149,9 @@ def _load_pages(options: BundleTrainOptions, split: _Split, image_size: int,
     cache = options.cache_dir or options.out_dir / "page-cache"
     progress = options.training.progress
     t0 = time.monotonic()
-    split.train_pages = load_split_pages(split.train_docs, cache, image_size, options.ingest,
-                                         options.workers, progress, log)
-    split.val_pages = load_split_pages(split.val_docs, cache, image_size, options.ingest,
-                                       options.workers, progress, log)
+    loading = PageLoading(cache, image_size, options.ingest, options.workers, progress, log)
+    split.train_pages = load_split_pages(split.train_docs, loading)
+    split.val_pages = load_split_pages(split.val_docs, loading)
     split.ingest_s = time.monotonic() - t0
     if not split.train_pages:
         raise DatasetError(f"{options.data_dir}: no readable training pages")

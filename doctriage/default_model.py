@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,16 +125,27 @@ def ensure_default_bundle(
     return target
 
 
+@dataclass(frozen=True)
+class BuildPlan:
+    """What build_default_bundle builds: the recipe's size (smaller in tests) and whether to
+    measure the result on the demo corpus."""
+
+    per_class: int = CORPUS_PER_CLASS
+    epochs: int = TRAIN_EPOCHS
+    config: str = CONFIG
+    measure_demo: bool = True
+
+
+RECIPE = BuildPlan()  # the shipped bundle's
+
+
 def build_default_bundle(
     settings: Settings,
     target: Path,
+    plan: BuildPlan = RECIPE,
     *,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
-    per_class: int = CORPUS_PER_CLASS,
-    epochs: int = TRAIN_EPOCHS,
-    config: str = CONFIG,
-    measure_demo: bool = True,
 ) -> Path:
     """Train the recipe to its last epoch (no time cap: a bundle cut short is never the default),
     store it as int8 (a scale per row), measure it on the demo corpus, and move it to `target` in
@@ -147,11 +159,11 @@ def build_default_bundle(
         tune_malloc()  # training allocates like inference does, only more
 
     cache = settings.home / "cache"
-    corpus = cache / f"default-corpus-{per_class}-{CORPUS_SEED}-{CORPUS_SCANNED_FRACTION}"
+    corpus = cache / f"default-corpus-{plan.per_class}-{CORPUS_SEED}-{CORPUS_SCANNED_FRACTION}"
     if not (corpus / "manifest.csv").exists():
         generate_corpus(
             corpus,
-            per_class,
+            plan.per_class,
             CORPUS_SEED,
             scanned_fraction=CORPUS_SCANNED_FRACTION,
             progress=progress,
@@ -161,9 +173,9 @@ def build_default_bundle(
     train_bundle(BundleTrainOptions(
         data_dir=corpus,
         out_dir=staging,
-        training=TrainOptions(strategy="joint", epochs=epochs, lr=TRAIN_LR, max_minutes=None,
+        training=TrainOptions(strategy="joint", epochs=plan.epochs, lr=TRAIN_LR, max_minutes=None,
                               seed=CORPUS_SEED, progress=progress),
-        config=config,
+        config=plan.config,
         placements=PLACEMENTS,
         val_fraction=VAL_FRACTION,
         cache_dir=cache / "pages",
@@ -171,12 +183,12 @@ def build_default_bundle(
         ingest=ingest_options(settings),
         weights_dtype="int8",
         extra_metadata={
-            "recipe": recipe(per_class, epochs, config),
-            "corpus": recipe(per_class, epochs, config)["corpus"],
+            "recipe": recipe(plan.per_class, plan.epochs, plan.config),
+            "corpus": recipe(plan.per_class, plan.epochs, plan.config)["corpus"],
         },
     ), log=log)
     shutil.rmtree(staging / "checkpoint", ignore_errors=True)  # training state is not needed
-    if measure_demo:
+    if plan.measure_demo:
         record_demo_accuracy(staging, settings, progress=progress, log=log)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # appears complete or not at all
@@ -191,23 +203,16 @@ def demo_accuracy(
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Full-depth and early-exit accuracy of `bundle` on the README's demo corpus."""
-    from doctriage.bundle_evaluation import evaluate_bundle
+    from doctriage.bundle_evaluation import EvaluationOptions, evaluate_bundle
     from pipelines.synth import generate_corpus
 
     with tempfile.TemporaryDirectory(prefix="doctriage-demo-") as tmp:
         demo = Path(tmp) / "demo"
         generate_corpus(demo, DEMO_PER_CLASS, DEMO_SEED, progress=progress)
-        report = evaluate_bundle(
-            bundle,
-            demo,
-            split="all",
-            cache_dir=Path(tmp) / "cache",
-            workers=2,
-            ingest=ingest_options(settings),
-            timing_rounds=0,
-            progress=progress,
-            log=log,
-        )
+        report = evaluate_bundle(bundle, demo, EvaluationOptions(
+            cache_dir=Path(tmp) / "cache", workers=2, ingest=ingest_options(settings),
+            timing_rounds=0, progress=progress, log=log,
+        ))
     return {
         "corpus": f"doctriage synth --per-class {DEMO_PER_CLASS} --seed {DEMO_SEED}",
         "pages": report["pages"],

@@ -14,6 +14,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.options import IngestOptions
+from workers.queue_config import queue_defaults
+
+# One source of defaults: the ingest budgets are pipelines.options.IngestOptions' (which says
+# how each was chosen), the broker's and reconciler's workers.queue_config.QueueConfig's.
+_INGEST = IngestOptions()
+_QUEUE = queue_defaults()
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOCTRIAGE_", extra="ignore")
@@ -40,26 +48,26 @@ class Settings(BaseSettings):
     attention: Literal["eager", "fused"] = "eager"
 
     # Ingestion.
-    ocr_mode: Literal["auto", "ocr", "text"] = "auto"
-    dpi: int = 100
-    ocr_dpi: int = 200
-    ocr_timeout_s: float = 60.0
-    max_pages: int = 2000
-    max_page_pixels: int = 60_000_000
-    max_page_words: int = 5000
-    max_file_bytes: int = 200 * 1024 * 1024
-    # Budgets per image, page and document (pipelines/options.py says how each was chosen).
-    max_image_pixels: int = 60_000_000
-    max_page_objects: int = 100_000
-    max_parse_mb: int = 512
-    max_artifact_bytes: int = 1024 * 1024
-    max_ingest_s: float = 600.0
+    ocr_mode: Literal["auto", "ocr", "text"] = _INGEST.ocr_mode
+    dpi: int = _INGEST.dpi
+    ocr_dpi: int = _INGEST.ocr_dpi
+    ocr_timeout_s: float = _INGEST.ocr_timeout_s
+    max_pages: int = _INGEST.max_pages
+    max_page_pixels: int = _INGEST.max_page_pixels
+    max_page_words: int = _INGEST.max_page_words
+    max_file_bytes: int = _INGEST.max_file_bytes
+    # Budgets per image, page and document.
+    max_image_pixels: int = _INGEST.max_image_pixels
+    max_page_objects: int = _INGEST.max_page_objects
+    max_parse_mb: int = _INGEST.max_parse_mb
+    max_artifact_bytes: int = _INGEST.max_artifact_bytes
+    max_ingest_s: float = _INGEST.max_ingest_s
     # Local folders: a symlink whose target lies outside the folder is recorded SKIPPED and
     # never opened; DOCTRIAGE_FOLLOW_SYMLINKS=true reads it like any other file.
     follow_symlinks: bool = False
-    ocr_lang: str = "eng"
-    min_ocr_conf: float = 30.0
-    min_text_coverage: float = 0.4
+    ocr_lang: str = _INGEST.ocr_lang
+    min_ocr_conf: float = _INGEST.min_ocr_conf
+    min_text_coverage: float = _INGEST.min_text_coverage
 
     # Classification and the stage batcher.
     max_batch: int = 16
@@ -81,12 +89,12 @@ class Settings(BaseSettings):
     # visibility_timeout_s: Redis re-delivers an unacknowledged message after it; it should
     # exceed the longest task (an ingest: max_ingest_s, 600 s) plus the longest retry countdown
     # (300 s).
-    visibility_timeout_s: int = 900
-    reconcile_every_s: float = 10.0
-    stuck_after_s: float = 900.0
-    lost_after_s: float = 30.0
+    visibility_timeout_s: int = _QUEUE["visibility_timeout_s"]
+    reconcile_every_s: float = _QUEUE["reconcile_every_s"]
+    stuck_after_s: float = _QUEUE["stuck_after_s"]
+    lost_after_s: float = _QUEUE["lost_after_s"]
     ingest_stuck_after_s: float | None = None
-    classify_stuck_after_s: float = 30.0
+    classify_stuck_after_s: float = _QUEUE["classify_stuck_after_s"]
     # Documents FAILED for a transient reason (S3, the store or broker unreachable) go back to
     # ingest after retry_backoff_s x 2^(failures-1) (jittered, capped at retry_backoff_max_s),
     # until max_attempts ingests have failed; `doctriage retry` re-runs any of them by hand.
@@ -100,7 +108,7 @@ class Settings(BaseSettings):
     # Celery task events from the start (and task-sent events from producers): four Redis
     # publishes per task, 3-6 CPU-ms per page on 1-3-page documents (bench/queue_overhead.py).
     # Off by default: Flower switches workers' events on itself (its enable_events option).
-    task_events: bool = False
+    task_events: bool = _QUEUE["task_events"]
     log_level: str = "INFO"
 
     @property

@@ -8,13 +8,14 @@ settings (workers never read doctriage settings themselves). Start workers with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 from kombu import Exchange, Queue
+
+from workers.queue_config import QueueConfig
 
 INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE = "ingest", "classify", "full_depth", "maintenance"
 QUEUES: tuple[str, ...] = (INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE)
@@ -50,32 +51,6 @@ app = Celery(
     "doctriage", task_cls=CheckedTask,
     include=["workers.tasks", "workers.backlog_runner", "workers.task_signals"],
 )
-
-
-@dataclass(frozen=True)
-class QueueConfig:
-    broker_url: str
-    result_backend_url: str | None = None
-    # Redis re-delivers an unacknowledged message after this long: it should exceed the longest
-    # task (an ingest, bounded by max_ingest_s) plus the longest retry countdown (300 s). A
-    # task still running then is handed out again, which is safe (idempotent claims and upserts)
-    # but wasted. A dead worker's work comes back sooner through the reconciler.
-    visibility_timeout_s: int = 900
-    reconcile_every_s: float = 10.0
-    # The reconciler's bounds (workers.steps.StuckRules).
-    stuck_after_s: float = 900.0
-    lost_after_s: float = 30.0
-    ingest_stuck_after_s: float = 90.0
-    classify_stuck_after_s: float = 30.0
-    # Page ids per classify message: one batcher batch, so a task writes one transaction.
-    classify_chunk: int = 16
-    # Load the model when a prefork child starts (classify workers), not on the first task.
-    preload_model: bool = False
-    # Task events (sent/received/started/succeeded) for Flower and `celery events`; Flower
-    # also turns workers' events on at run time (remote control `enable_events`).
-    task_events: bool = False
-    # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
-    extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def configure(config: QueueConfig, target: Celery = app) -> Celery:

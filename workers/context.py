@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 # Types only: importing them loads torch, and `doctriage submit` configures Celery (and so
 # imports this) to enqueue, where a bad broker must be reported in a second, not after torch.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from workers.classify_runtime import ClassifyRuntime
     from workers.steps import StepContext
 
+T = TypeVar("T")
 _lock = threading.Lock()
 # Installed by doctriage.wiring.configure_celery: building these needs the settings, and workers
 # never import doctriage (`doctriage -> workers`), so the wiring hands its factories down.
@@ -47,13 +48,21 @@ def reset() -> None:
         _context = _runtime = None
 
 
+def _this_process(built: tuple[int, T] | None, factory: Callable[[], T] | None,
+                  start: Callable[[T], T] = lambda made: made) -> tuple[int, T]:
+    """`built` if this process made it; else a fresh one from `factory`, started (a forked
+    child must not use its parent's)."""
+    if built is not None and built[0] == os.getpid():
+        return built
+    if factory is None:
+        raise NotConfigured("worker resources are not configured")
+    return os.getpid(), start(factory())
+
+
 def step_context() -> StepContext:
     global _context
     with _lock:
-        if _context is None or _context[0] != os.getpid():
-            if _context_factory is None:
-                raise NotConfigured("worker resources are not configured")
-            _context = (os.getpid(), _context_factory())
+        _context = _this_process(_context, _context_factory)
         return _context[1]
 
 
@@ -61,10 +70,7 @@ def classify_runtime() -> ClassifyRuntime:
     """The process's model, loaded on first use, with its batcher threads running."""
     global _runtime
     with _lock:
-        if _runtime is None or _runtime[0] != os.getpid():
-            if _runtime_factory is None:
-                raise NotConfigured("worker resources are not configured")
-            _runtime = (os.getpid(), _runtime_factory().start())
+        _runtime = _this_process(_runtime, _runtime_factory, lambda runtime: runtime.start())
         return _runtime[1]
 
 

@@ -29,7 +29,7 @@ from workers.classify_runtime import ClassifyRuntime
 from workers.intake.registration import Screen, register_documents
 from workers.orchestration import InProcessOrchestrator
 from workers.redaction import stored_error
-from workers.run_report import DocumentReport, document_reports, predictions_by_pass
+from workers.run_report import DocumentReport, RunFacts, document_reports, predictions_by_pass
 from workers.steps import ClassifyResult, IngestResult, StepContext
 
 log = logging.getLogger(__name__)
@@ -71,22 +71,32 @@ class RunSummary:
 Progress = Callable[[str, int], None]  # (event, amount): "document" done, "pages" classified
 
 
+@dataclass(frozen=True)
+class RunDisplay:
+    """What a run shows a person: progress ticks, and the folders or prefixes its documents
+    were found under (they only name the documents in the per-document report)."""
+
+    progress: Progress | None = None
+    roots: Sequence[str] = ()
+
+
+NO_DISPLAY = RunDisplay()
+
+
 def run_embedded(
     ctx: StepContext,
     runtime: ClassifyRuntime,
     documents: Iterable[DocumentRef],
     *,
     screen: Screen | None = None,
-    progress: Progress | None = None,
-    roots: Sequence[str] = (),
+    display: RunDisplay = NO_DISPLAY,
 ) -> RunSummary:
     """Register `documents` (a source's references; `screen`, the source's, refuses what needs
     a look at the bytes), then ingest and classify them; refused ones are recorded SKIPPED with
-    the reason and reported. `roots`, the folders or prefixes they were found under, only name
-    them in the per-document report."""
+    the reason and reported."""
     registered = register_documents(ctx.sessions, documents, screen=screen)
     return run_documents(ctx, runtime, registered.documents, skipped_ids=registered.skipped_ids,
-                         progress=progress, roots=roots)
+                         display=display)
 
 
 class _RunObserver:
@@ -123,15 +133,14 @@ def run_documents(
     doc_ids: Sequence[int],
     *,
     skipped_ids: Sequence[int] = (),
-    progress: Progress | None = None,
-    roots: Sequence[str] = (),
+    display: RunDisplay = NO_DISPLAY,
 ) -> RunSummary:
     """Ingest and classify registered documents through the in-process orchestrator, then read
     the summary back from the store (`skipped_ids`: refused ones, reported only)."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     with session_scope(ctx.sessions) as s:
         already = _final_already(s, doc_ids)
-    observer = _RunObserver(progress or (lambda _e, _n: None))
+    observer = _RunObserver(display.progress or (lambda _e, _n: None))
     run = InProcessOrchestrator(ctx, runtime, observer=observer)
     # Re-routed pages an earlier, interrupted run of these documents left behind (no reconciler
     # here): the full-depth pass at the end takes them with this run's.
@@ -147,7 +156,7 @@ def run_documents(
     summary.documents_already_classified = len(already)
     summary.per_document = document_reports(
         ctx.sessions, reported, runtime.version,
-        roots=roots, seconds=observer.spent, already=already,
+        RunFacts(roots=display.roots, seconds=observer.spent, already=already),
     )
     summary.seconds = round(seconds, 3)
     summary.cpu_seconds = round(cpu_seconds, 3)

@@ -195,15 +195,6 @@ def record_ingested_page(text_source: str, seconds: float) -> None:
     m.page_ingest_seconds.labels(text_source).observe(max(0.0, seconds))
 
 
-def record_batch(batcher: str, stage: int, size: int, max_batch: int, seconds: float,
-                 depths: Sequence[int]) -> None:
-    """One stage-batcher batch, and every stage queue's depth right after it."""
-    m = metrics()
-    m.batch_fill.labels(batcher, str(stage)).observe(size / max_batch if max_batch else 0.0)
-    m.batch_seconds.labels(batcher, str(stage)).observe(max(0.0, seconds))
-    set_queue_depths(batcher, depths)
-
-
 def set_queue_depths(batcher: str, depths: Sequence[int]) -> None:
     m = metrics()
     for stage, depth in enumerate(depths):
@@ -223,7 +214,11 @@ class BatcherMetrics:
 
     def batch_done(self, stage: int, size: int, max_batch: int, seconds: float,
                    depths: list[int]) -> None:
-        record_batch(self.name, stage, size, max_batch, seconds, depths)
+        """One batch (its fill and time) and every stage queue's depth right after it."""
+        m, labels = metrics(), (self.name, str(stage))
+        m.batch_fill.labels(*labels).observe(size / max_batch if max_batch else 0.0)
+        m.batch_seconds.labels(*labels).observe(max(0.0, seconds))
+        set_queue_depths(self.name, depths)
 
 
 def record_task(task: str, seconds: float, outcome: str) -> None:

@@ -11,7 +11,7 @@ back spread out, and every sweep (and every test) computes the same due time for
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,48 +47,33 @@ def backoff(doc_id: int, failures: int, options: RetryOptions) -> timedelta:
     return timedelta(seconds=full * jitter)
 
 
-def retry_transient_failures(
-    sessions: sessionmaker[Session],
-    options: RetryOptions,
-    now: datetime | None = None,
-    *,
-    limit: int = 1000,
-) -> list[int]:
+def retry_transient_failures(sessions: sessionmaker[Session], options: RetryOptions,
+                             now: datetime | None = None, *, limit: int = 1000) -> list[int]:
     """Move the transiently FAILED documents whose backoff has passed back to RECEIVED and
     return their ids, for the caller to enqueue for ingest. Pages an earlier try wrote stay:
     the next ingest upserts them. The move is one conditional UPDATE ... RETURNING, so when two
     reconcilers run at once each document goes to exactly one of them."""
-    if options.max_attempts <= 0:
-        return []
-    now = now or utcnow()
-    earliest = _earliest(now, options)
-    with session_scope(sessions) as s:
+
+    def take(s: Session, now: datetime, earliest: datetime) -> list[int]:
         candidates = transient_candidates(
             s, max_attempts=options.max_attempts, updated_before=earliest, limit=limit
         )
-        due = _due(candidates, now, options)
         # The same guards again in the UPDATE: a row another sweep took (or that failed again)
         # since the SELECT is left alone.
-        return reset_failed(s, due, kinds=(FailureKind.TRANSIENT,),
+        return reset_failed(s, _due(candidates, now, options), kinds=(FailureKind.TRANSIENT,),
                             max_attempts=options.max_attempts, updated_before=earliest)
 
+    return _sweep(sessions, options, now, take)
 
-def retry_transient_page_failures(
-    sessions: sessionmaker[Session],
-    options: RetryOptions,
-    now: datetime | None = None,
-    *,
-    limit: int = 1000,
-) -> list[int]:
+
+def retry_transient_page_failures(sessions: sessionmaker[Session], options: RetryOptions,
+                                  now: datetime | None = None, *, limit: int = 1000) -> list[int]:
     """The same for pages (a classify task whose retries ran out while the artifact store was
     down): due ones go back to PENDING, their documents from DONE to INGESTED; returns the page
     ids, for the caller to enqueue for classify. Its early prediction, if one was stored, is
     kept (ON CONFLICT DO NOTHING): the pass decides the page's route again from the same answer."""
-    if options.max_attempts <= 0:
-        return []
-    now = now or utcnow()
-    earliest = _earliest(now, options)
-    with session_scope(sessions) as s:
+
+    def take(s: Session, now: datetime, earliest: datetime) -> list[int]:
         candidates = transient_page_candidates(
             s, max_attempts=options.max_attempts, updated_before=earliest, limit=limit
         )
@@ -96,6 +81,19 @@ def retry_transient_page_failures(
         # id: the same jitter for both is harmless).
         return reset_failed_pages(s, _due(candidates, now, options),
                                   max_attempts=options.max_attempts, updated_before=earliest)
+
+    return _sweep(sessions, options, now, take)
+
+
+def _sweep(sessions: sessionmaker[Session], options: RetryOptions, now: datetime | None,
+           take: Callable[[Session, datetime, datetime], list[int]]) -> list[int]:
+    """One retry sweep: nothing when retries are off; else `take(session, now, earliest)` in
+    one transaction, `earliest` being the newest failure time that could be due by now."""
+    if options.max_attempts <= 0:
+        return []
+    now = now or utcnow()
+    with session_scope(sessions) as s:
+        return take(s, now, _earliest(now, options))
 
 
 def _due(candidates: Sequence[FailedDocument | FailedPage], now: datetime,

@@ -86,19 +86,24 @@ def predictions_by_pass(
     return early, full
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run knows of its documents that the store does not."""
+
+    roots: Sequence[str] = ()  # the folders/prefixes it was given: they name the documents
+    seconds: Mapping[int, float] = field(default_factory=dict)  # its time per document
+    already: frozenset[int] | set[int] = frozenset()  # documents final before it started
+
+
 def document_reports(
     sessions: sessionmaker[Session],
     doc_ids: Sequence[int],
     model_version: str,
-    *,
-    roots: Sequence[str] = (),
-    seconds: Mapping[int, float] | None = None,
-    already: frozenset[int] | set[int] = frozenset(),
+    facts: RunFacts | None = None,
 ) -> list[DocumentReport]:
     """One report per document of `doc_ids` (in that order), with its pages in page order, as
-    the store holds them under `model_version`. `roots` are the folders/prefixes the run was
-    given (for names), `seconds` the run's time per document, `already` the documents that were
-    final before the run."""
+    the store holds them under `model_version`."""
+    facts = facts or RunFacts()
     ids = list(dict.fromkeys(doc_ids))
     with session_scope(sessions) as s:
         docs = {d.id: d for d in s.execute(select(Document).where(Document.id.in_(ids))).scalars()}
@@ -110,10 +115,10 @@ def document_reports(
             by_doc.setdefault(pg.document_id, []).append(
                 _page_report(pg, early.get(pg.id), full.get(pg.id))
             )
-        spent = seconds or {}
+        spent, already = facts.seconds, facts.already
         return [
             _document_report(
-                docs[i], by_doc.get(i, []), roots,
+                docs[i], by_doc.get(i, []), facts.roots,
                 None if i in already or i not in spent else round(spent[i], 3), i in already,
             )
             for i in ids if i in docs

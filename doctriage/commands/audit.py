@@ -7,15 +7,15 @@ import csv
 import getpass
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from doctriage.commands._common import fail
+from doctriage.commands._common import fail, parse_date, takes_arguments
 
 if TYPE_CHECKING:  # the store's modules load SQLAlchemy: imported where a command queries
     from sqlalchemy.orm import Session
@@ -44,29 +44,98 @@ CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
 
 
 
-def _parse_when(value: str | None, option: str, *, end: bool = False) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise fail(f"{option}: not an ISO date or date-time: {value!r}") from None
-    if end and len(value) == 10:  # a bare date as --until means "through that day"
-        when += timedelta(days=1)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+@dataclass(frozen=True, kw_only=True)
+class Filters:
+    """The options every audit query shares."""
+
+    since: SinceOpt = None
+    until: UntilOpt = None
+    label: ClassOpt = None
+    version: VersionOpt = None
+
+    def audit_filter(self) -> audit.AuditFilter:
+        from db import audit
+
+        return audit.AuditFilter(
+            since=parse_date(self.since, "--since"),
+            until=parse_date(self.until, "--until", through_day=True),
+            label=self.label,
+            model_version=self.version,
+        )
 
 
-def _filters(
-    since: str | None, until: str | None, label: str | None, version: str | None
-) -> audit.AuditFilter:
-    from db import audit
+@dataclass(frozen=True, kw_only=True)
+class Output:
+    as_json: JsonOpt = False
+    as_csv: CsvOpt = False
 
-    return audit.AuditFilter(
-        since=_parse_when(since, "--since"),
-        until=_parse_when(until, "--until", end=True),
-        label=label,
-        model_version=version,
+
+@dataclass(frozen=True, kw_only=True)
+class Bins:
+    bins: Annotated[
+        int, typer.Option("--bins", min=1, max=100, help="Confidence bins for ECE.")
+    ] = ECE_BINS
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupedArguments(Output, Filters):
+    """summary and reroutes: the filters, then the output format."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationArguments(Output, Bins, Filters):
+    """The filters, --bins, then the output format."""
+
+
+# One option each, so that a command's fields keep the help's order: a dataclass lists its
+# bases' fields first, the last base's first.
+@dataclass(frozen=True, kw_only=True)
+class Below:
+    below: Annotated[float, typer.Option("--below", help="Confidence bar (0-1).")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limit:
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many pages.")
+    ] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportFile:
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowConfidenceArguments(Output, Limit, Filters, Below):
+    """--below, the filters, --limit, then the output format."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportArguments(Filters, ReportFile):
+    """--out, the filters, then --bins."""
+
+    bins: Annotated[int, typer.Option("--bins", min=1, max=100, help="Confidence bins.")] = (
+        ECE_BINS
     )
+
+
+@dataclass(frozen=True)
+class LabelArguments:
+    page_id: Annotated[int, typer.Argument(help="Page id (see low-confidence).")]
+    label: Annotated[str, typer.Argument(help="The correct class.")]
+    who: Annotated[
+        str | None, typer.Option("--who", help="Reviewer (default: current user).")
+    ] = None
+    as_json: JsonOpt = False
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Model bundle whose classes the label is checked against "
+                     "(default: DOCTRIAGE_MODEL_DIR, else the default bundle)."),
+    ] = None
+    force: Annotated[
+        bool, typer.Option("--force", help="Store a class the model does not have (warns).")
+    ] = False
 
 
 @contextmanager
@@ -92,18 +161,28 @@ def _session() -> Iterator[Session]:
 def _emit(
     payload: dict[str, Any] | list[dict[str, Any]],
     rows: Sequence[dict[str, Any]],
-    as_json: bool,
-    as_csv: bool,
+    output: Output,
     text: str,
 ) -> None:
-    if as_json and as_csv:
+    if output.as_json and output.as_csv:
         raise fail("choose one of --json and --csv")
-    if as_json:
+    if output.as_json:
         typer.echo(json.dumps(payload, indent=2, default=str))
-    elif as_csv:
+    elif output.as_csv:
         _write_csv(rows)
     else:
         typer.echo(text)
+
+
+def _show_groups(
+    query: Callable[[Session], dict[str, Any]],
+    text: Callable[[dict[str, Any]], str],
+    output: Output,
+) -> None:
+    """Run a grouped query on the store; print its result (CSV: one row per group)."""
+    with _session() as s:
+        result = query(s)
+    _emit(result, result["groups"], output, text(result))
 
 
 def _cell(value: Any) -> Any:
@@ -123,116 +202,69 @@ def _write_csv(rows: Sequence[dict[str, Any]]) -> None:
 
 
 @audit_app.command("summary")
-def summary_cmd(
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    label: ClassOpt = None,
-    version: VersionOpt = None,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-) -> None:
+@takes_arguments(GroupedArguments)
+def summary_cmd(args: GroupedArguments) -> None:
     """Pages, classes, exit stages, mean confidence, re-route rate; by model version and day."""
     from db import audit
-
-    f = _filters(since, until, label, version)
-    with _session() as s:
-        result = audit.summary(s, f)
     from doctriage.commands._tables import summary_text
 
-    _emit(result, result["groups"], as_json, as_csv, summary_text(result))
+    f = args.audit_filter()
+    _show_groups(lambda s: audit.summary(s, f), summary_text, args)
 
 
 @audit_app.command("low-confidence")
-def low_confidence_cmd(
-    below: Annotated[float, typer.Option("--below", help="Confidence bar (0-1).")],
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    label: ClassOpt = None,
-    version: VersionOpt = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most this many pages.")
-    ] = None,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-) -> None:
+@takes_arguments(LowConfidenceArguments)
+def low_confidence_cmd(args: LowConfidenceArguments) -> None:
     """Pages whose final answer is below --below, least confident first."""
     from db import audit
 
-    if not 0.0 <= below <= 1.0:
-        raise fail(f"--below must be between 0 and 1, got {below}")
-    f = _filters(since, until, label, version)
+    if not 0.0 <= args.below <= 1.0:
+        raise fail(f"--below must be between 0 and 1, got {args.below}")
+    f = args.audit_filter()
     with _session() as s:
-        rows = audit.low_confidence(s, below, f, limit)
+        rows = audit.low_confidence(s, args.below, f, args.limit)
     from doctriage.commands._tables import low_confidence_text
 
-    payload = {"filters": f.as_dict(), "below": below, "pages": rows}
-    _emit(payload, rows, as_json, as_csv, low_confidence_text(rows))
+    payload = {"filters": f.as_dict(), "below": args.below, "pages": rows}
+    _emit(payload, rows, args, low_confidence_text(rows))
 
 
 @audit_app.command("reroutes")
-def reroutes_cmd(
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    label: ClassOpt = None,
-    version: VersionOpt = None,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-) -> None:
+@takes_arguments(GroupedArguments)
+def reroutes_cmd(args: GroupedArguments) -> None:
     """Agreement of early and full-depth answers on re-routed pages, by exit stage and class."""
     from db import audit
-
-    f = _filters(since, until, label, version)
-    with _session() as s:
-        result = audit.reroutes(s, f)
     from doctriage.commands._tables import reroutes_text
 
-    _emit(result, result["groups"], as_json, as_csv, reroutes_text(result))
+    f = args.audit_filter()
+    _show_groups(lambda s: audit.reroutes(s, f), reroutes_text, args)
 
 
 @audit_app.command("calibration")
-def calibration_cmd(
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    label: ClassOpt = None,
-    version: VersionOpt = None,
-    bins: Annotated[
-        int, typer.Option("--bins", min=1, max=100, help="Confidence bins for ECE.")
-    ] = ECE_BINS,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-) -> None:
+@takes_arguments(CalibrationArguments)
+def calibration_cmd(args: CalibrationArguments) -> None:
     """Accuracy and ECE by exit stage on human-labelled pages."""
+    from doctriage.commands._tables import calibration_text
     from doctriage.reporting.calibration import calibration
 
-    f = _filters(since, until, label, version)
-    with _session() as s:
-        result = calibration(s, f, bins)
-    from doctriage.commands._tables import calibration_text
-
-    _emit(result, result["groups"], as_json, as_csv, calibration_text(result))
+    f = args.audit_filter()
+    _show_groups(lambda s: calibration(s, f, args.bins), calibration_text, args)
 
 
 @audit_app.command("report")
-def report_cmd(
-    out: Annotated[Path, typer.Option("--out", help="HTML file to write.")],
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    label: ClassOpt = None,
-    version: VersionOpt = None,
-    bins: Annotated[
-        int, typer.Option("--bins", min=1, max=100, help="Confidence bins.")
-    ] = ECE_BINS,
-) -> None:
+@takes_arguments(ReportArguments)
+def report_cmd(args: ReportArguments) -> None:
     """A self-contained HTML report: exit depths, confidence per class, reliability, re-routes."""
+    out = args.out
     # A mistyped folder is an error, not a new tree of folders: checked before any work.
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise fail(f"cannot write {out}: the folder {folder} does not exist")
     from doctriage.reporting.html_report import build_report  # matplotlib: only here
 
-    f = _filters(since, until, label, version)
+    f = args.audit_filter()
     with _session() as s:
-        page = build_report(s, f, bins)
+        page = build_report(s, f, args.bins)
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
@@ -241,40 +273,25 @@ def report_cmd(
 
 
 @audit_app.command("label")
-def label_cmd(
-    page_id: Annotated[int, typer.Argument(help="Page id (see low-confidence).")],
-    label: Annotated[str, typer.Argument(help="The correct class.")],
-    who: Annotated[
-        str | None, typer.Option("--who", help="Reviewer (default: current user).")
-    ] = None,
-    as_json: JsonOpt = False,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", help="Model bundle whose classes the label is checked against "
-                     "(default: DOCTRIAGE_MODEL_DIR, else the default bundle)."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Store a class the model does not have (warns).")
-    ] = False,
-) -> None:
+@takes_arguments(LabelArguments)
+def label_cmd(args: LabelArguments) -> None:
     """Record a human label for a page."""
     from db import audit
 
-    reviewer = who or getpass.getuser()
+    reviewer = args.who or getpass.getuser()
     with _session() as s:
         try:
-            label_id = audit.label(s, page_id, label, reviewer)
+            label_id = audit.label(s, args.page_id, args.label, reviewer)
         except (LookupError, ValueError) as exc:
             raise fail(str(exc)) from None
         # After the page check (a missing page is said first); a refusal here raises out of
         # the transaction, which rolls the label back.
-        _check_class(label.strip(), model, force)
-    if as_json:
-        typer.echo(
-            json.dumps({"id": label_id, "page_id": page_id, "label": label, "who": reviewer})
-        )
+        _check_class(args.label.strip(), args.model, args.force)
+    if args.as_json:
+        typer.echo(json.dumps(
+            {"id": label_id, "page_id": args.page_id, "label": args.label, "who": reviewer}))
     else:
-        typer.echo(f"labelled page {page_id} as {label!r} (by {reviewer})")
+        typer.echo(f"labelled page {args.page_id} as {args.label!r} (by {reviewer})")
 
 
 def _check_class(label: str, model: Path | None, force: bool) -> None:

@@ -3,97 +3,101 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from doctriage.commands._common import fail, set_torch_threads
+from doctriage.commands._common import fail, set_torch_threads, takes_arguments
+
+if TYPE_CHECKING:  # torch loads with it: imported once the arguments pass
+    from doctriage.bundle_evaluation import EvaluationOptions
 
 
-def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")],
+@dataclass(frozen=True)
+class EvaluateArguments:
+    model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]
     data: Annotated[
         Path, typer.Argument(help="Labelled DATA folder (manifest.csv or class sub-folders).")
-    ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False,
+    ]
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for report.json and the PNG plots.")
-    ] = None,
-    split: Annotated[
-        str,
-        typer.Option(
-            "--split", help="all, or val/train: the documents of the bundle's training split."
-        ),
-    ] = "all",
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    ] = None
+    split: Annotated[str, typer.Option(
+        "--split", help="all, or val/train: the documents of the bundle's training split."
+    )] = "all"
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16
     device: Annotated[
         str | None, typer.Option("--device", help="cpu or cuda (default from settings).")
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."),
-    ] = None,
-    workers: Annotated[int, typer.Option("--workers")] = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", help="torch CPU threads (1 is fastest on a busy machine)."),
-    ] = None,
-) -> None:
+    ] = None
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."
+    )] = None
+    workers: Annotated[int, typer.Option("--workers")] = 1
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="torch CPU threads (1 is fastest on a busy machine)."
+    )] = None
+
+
+@takes_arguments(EvaluateArguments)
+def evaluate(args: EvaluateArguments) -> None:
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
     from doctriage import wiring
     from doctriage.settings import get_settings
-    from doctriage.wiring import ingest_options
 
-    if split not in ("all", "val", "train"):
-        raise fail(f"--split must be all, val or train, not {split!r}")
-    if batch_size < 1:
+    if args.split not in ("all", "val", "train"):
+        raise fail(f"--split must be all, val or train, not {args.split!r}")
+    if args.batch_size < 1:
         raise fail("--batch-size must be at least 1")
     try:
-        wiring.bundle_folder(model_dir)  # worded as run's --model; before torch loads
+        wiring.bundle_folder(args.model_dir)  # worded as run's --model; before torch loads
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
     settings = get_settings()
-    ingest = ingest_options(settings)
-    set_torch_threads(threads)
+    ingest = wiring.ingest_options(settings)
+    set_torch_threads(args.threads)
+    from doctriage.bundle_evaluation import EvaluationOptions
+
+    report = _evaluate(args.model_dir, args.data, EvaluationOptions(
+        split=args.split, batch_size=args.batch_size, out_dir=args.out,
+        cache_dir=args.cache_dir or settings.home / "cache" / "pages", workers=args.workers,
+        device=args.device or settings.device, ingest=ingest,
+    ))
+    if args.out is not None:
+        (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    typer.echo(json.dumps(report, indent=2) if args.as_json else render(report))
+
+
+def _evaluate(model_dir: Path, data: Path, opts: EvaluationOptions) -> dict[str, Any]:
+    """evaluate_bundle, its errors as one line."""
     from classifier.bundle import BundleError
     from doctriage.bundle_evaluation import evaluate_bundle
     from pipelines.dataset import DatasetError
 
     try:
-        report = evaluate_bundle(
-            model_dir,
-            data,
-            split=split,
-            batch_size=batch_size,
-            out_dir=out,
-            cache_dir=cache_dir or settings.home / "cache" / "pages",
-            workers=workers,
-            device=device or settings.device,
-            ingest=ingest,
-        )
+        return evaluate_bundle(model_dir, data, opts)
     except (DatasetError, BundleError, ValueError, OSError) as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    if out is not None:
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-        return
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report for a terminal: full depth, each exit, then the early-exit policy."""
     ee = report["early_exit"]
-    typer.echo(
-        f"pages {report['pages']}  "
-        f"full-depth accuracy {100 * report['full_depth']['accuracy']:.2f}%"
-    )
-    for e in report["exits"]:
-        typer.echo(
-            f"  exit {e['stage']} (layer {e['layer']}): accuracy {100 * e['accuracy']:.2f}%  "
-            f"ECE {e['ece_raw']:.3f} -> {e['ece_calibrated']:.3f}"
-        )
-    typer.echo(
+    lines = [f"pages {report['pages']}  "
+             f"full-depth accuracy {100 * report['full_depth']['accuracy']:.2f}%"]
+    lines += [
+        f"  exit {e['stage']} (layer {e['layer']}): accuracy {100 * e['accuracy']:.2f}%  "
+        f"ECE {e['ece_raw']:.3f} -> {e['ece_calibrated']:.3f}"
+        for e in report["exits"]
+    ]
+    lines.append(
         f"early exit ({ee['policy']['name']}): accuracy {100 * ee['accuracy']:.2f}%  "
         f"mean layers {ee['mean_layers']:.2f}  FLOPs ratio {ee['flops_ratio']:.3f}  "
         f"wall speed-up {ee['speedup_wall']:.2f}x ({ee['engine'].replace('_', ' ')})"
     )
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

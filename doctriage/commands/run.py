@@ -13,7 +13,7 @@ import typer
 from doctriage.commands._common import fail, quiet_workers_logs
 from pipelines.errors import one_line
 
-if TYPE_CHECKING:  # workers.embedded loads SQLAlchemy and torch; imported in run() when it runs
+if TYPE_CHECKING:  # workers.embedded loads SQLAlchemy and torch: imported by the job
     from workers.embedded import RunSummary
 
 
@@ -37,50 +37,14 @@ def run(
 
     Exit status 0: all classified; 1: a document or page failed (0 with --allow-failures).
     """
-    from doctriage import preflight, wiring
+    from doctriage.jobs import JobError
+    from doctriage.jobs.run import RunOptions, classify_here
     from doctriage.settings import get_settings
-    from doctriage.wiring import s3_options
-    from pipelines.sources_factory import source_for
 
-    settings = get_settings()
     try:
-        # folders, files, S3 prefixes (S3 options, and so boto3, only for s3:// paths)
-        s3 = s3_options(settings) if any(p.startswith("s3://") for p in paths) else None
-        source = source_for(paths, s3, follow_symlinks=settings.follow_symlinks)
-        preflight.check_s3(settings, sources=paths)  # s3:// paths are listed next, artifacts
-        refs = list(source)  # listed once; non-documents come with their reason
-    except (FileNotFoundError, wiring.WiringError) as exc:
+        summary = classify_here(get_settings(), RunOptions(paths, model))
+    except JobError as exc:
         raise fail(str(exc)) from None
-    candidates = sum(ref.skip is None for ref in refs)
-    if not candidates:
-        raise fail("no documents found (looked for .pdf .png .jpg .jpeg .tif .tiff)")
-    try:
-        if model is not None:
-            wiring.bundle_folder(model)  # a mistyped --model fails before torch loads
-        ctx = wiring.step_context(settings)  # the store first: a bad one fails in a second
-        runtime = wiring.classify_runtime(settings, model)
-    except wiring.WiringError as exc:
-        raise fail(str(exc)) from None
-    from tqdm import tqdm
-
-    from workers.embedded import run_embedded
-
-    with (
-        tqdm(total=candidates, unit="doc", desc="documents", leave=False, disable=None) as docs_bar,
-        tqdm(unit="page", desc="pages", leave=False, disable=None) as pages_bar,  # None: TTY only
-    ):
-        def progress(event: str, n: int) -> None:
-            (docs_bar if event == "document" else pages_bar).update(n)
-
-        summary = run_embedded(ctx, runtime, refs, screen=source.screen, progress=progress,
-                               roots=paths)
-    from workers.model_fit import fit_warning
-
-    default = model is None and settings.model_dir is None
-    warning = fit_warning(runtime.model, summary.per_document, settings.reroute_below,
-                          model_name="the default model" if default else "the model")
-    if warning:
-        summary.warnings.append(warning)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -6,12 +6,13 @@ The command parses its arguments into one `BundleTrainOptions` and calls
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from doctriage.commands._common import fail, set_torch_threads
+from doctriage.commands._common import fail, set_torch_threads, takes_arguments
 
 if TYPE_CHECKING:  # loads torch: imported in train() once the arguments are known to be usable
     from doctriage.bundle_training import BundleTrainOptions
@@ -41,54 +42,59 @@ Threads = Annotated[int | None, typer.Option("--threads", help=(
     "torch CPU threads (1 is fastest on a busy machine)."))]
 
 
-def train(
-    data: Data,
-    out: Out,
-    config: Config = "small",
-    backbone: Backbone = None,
-    placements: Placements = "every",
-    strategy: Strategy = "joint",
-    epochs: Annotated[int, typer.Option("--epochs")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    lr: Annotated[float, typer.Option("--lr")] = 5e-4,
-    max_minutes: MaxMinutes = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    val_fraction: ValFraction = 0.2,
-    budget: Budget = 0.5,
-    resume: Resume = False,
-    cache_dir: CacheDir = None,
-    workers: Workers = 1,
-    threads: Threads = None,
-) -> None:
+@dataclass(frozen=True)
+class TrainArguments:
+    data: Data
+    out: Out
+    config: Config = "small"
+    backbone: Backbone = None
+    placements: Placements = "every"
+    strategy: Strategy = "joint"
+    epochs: Annotated[int, typer.Option("--epochs")] = 10
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16
+    lr: Annotated[float, typer.Option("--lr")] = 5e-4
+    max_minutes: MaxMinutes = None
+    seed: Annotated[int, typer.Option("--seed")] = 0
+    val_fraction: ValFraction = 0.2
+    budget: Budget = 0.5
+    resume: Resume = False
+    cache_dir: CacheDir = None
+    workers: Workers = 1
+    threads: Threads = None
+
+
+@takes_arguments(TrainArguments)
+def train(args: TrainArguments) -> None:
     """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
     from doctriage.settings import get_settings
     from doctriage.wiring import ingest_options
 
-    if strategy not in ("joint", "two-stage"):
-        raise fail(f"--strategy must be joint or two-stage, not {strategy!r}")
-    if epochs < 1 or batch_size < 1 or workers < 1:
+    if args.strategy not in ("joint", "two-stage"):
+        raise fail(f"--strategy must be joint or two-stage, not {args.strategy!r}")
+    if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
-    if resume and not (out / "checkpoint" / "train_state.json").exists():
-        raise fail(f"--resume: no checkpoint in {out / 'checkpoint'}")
-    set_torch_threads(threads)
+    if args.resume and not (args.out / "checkpoint" / "train_state.json").exists():
+        raise fail(f"--resume: no checkpoint in {args.out / 'checkpoint'}")
+    set_torch_threads(args.threads)
     # torch and transformers load only now, after the arguments are known to be usable
     from classifier.training import TrainOptions
     from doctriage.bundle_training import BundleTrainOptions
 
     settings = get_settings()
     options = BundleTrainOptions(
-        data_dir=data,
-        out_dir=out,
-        training=TrainOptions(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr,
-                              max_minutes=max_minutes, seed=seed),
-        config=config,
-        backbone=backbone,
-        placements=placements,
-        val_fraction=val_fraction,
-        resume=resume,
-        budget_points=budget,
-        cache_dir=cache_dir or settings.home / "cache" / "pages",
-        workers=workers,
+        data_dir=args.data,
+        out_dir=args.out,
+        training=TrainOptions(strategy=args.strategy, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr,
+                              max_minutes=args.max_minutes, seed=args.seed),
+        config=args.config,
+        backbone=args.backbone,
+        placements=args.placements,
+        val_fraction=args.val_fraction,
+        resume=args.resume,
+        budget_points=args.budget,
+        cache_dir=args.cache_dir or settings.home / "cache" / "pages",
+        workers=args.workers,
         ingest=ingest_options(settings),
     )
     if settings.malloc_tuning:

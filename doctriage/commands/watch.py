@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from doctriage.commands._common import fail
+from doctriage.commands._common import fail, takes_arguments
 
 log = logging.getLogger(__name__)
 
@@ -54,39 +54,42 @@ class _Submitter:
         from tqdm import tqdm
 
         from doctriage import wiring
-        from workers.embedded import run_documents
+        from workers.embedded import RunDisplay, run_documents
 
         if self._runtime is None:
             self._runtime = wiring.classify_runtime(self.settings, self.model)
         # disable=None: the bar is drawn only when stderr is a terminal
         with tqdm(total=len(doc_ids), unit="doc", desc="documents", leave=False,
                   disable=None) as bar:
-            summary = run_documents(
-                self._ctx, self._runtime, doc_ids,
-                progress=lambda e, n: bar.update(n) if e == "document" else None)
+            summary = run_documents(self._ctx, self._runtime, doc_ids, display=RunDisplay(
+                progress=lambda e, n: bar.update(n) if e == "document" else None))
         failed = len(summary.failed_documents)
         return (f"{summary.documents} ingested ({failed} failed), {summary.pages} pages, "
                 f"classes: {', '.join(f'{k} {v}' for k, v in summary.pages_per_class.items())}")
 
 
-def watch(
-    target: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX to take documents from.")],
+@dataclasses.dataclass(frozen=True)
+class WatchArguments:
+    target: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX to take documents from.")]
     sqs: Annotated[str | None, typer.Option(
-        "--sqs", help="SQS queue URL receiving the bucket's event notifications.")] = None,
+        "--sqs", help="SQS queue URL receiving the bucket's event notifications.")] = None
     redis_events: Annotated[str | None, typer.Option(
         "--redis-events", help="Redis URL of the list MinIO publishes the bucket's events to "
-        "(its Redis notification target, access format; key from --events-key).")] = None,
-    events_key: Annotated[str, typer.Option(help="Redis list key of --redis-events.")]
-    = "doctriage:minio-events",
+        "(its Redis notification target, access format; key from --events-key).")] = None
+    events_key: Annotated[str, typer.Option(help="Redis list key of --redis-events.")] \
+        = "doctriage:minio-events"
     once: Annotated[bool, typer.Option(
-        "--once", help="One poll (or drain the queue once), then exit.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0,
+        "--once", help="One poll (or drain the queue once), then exit.")] = False
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0
     sweep_every: Annotated[float, typer.Option(
         help="Seconds between full listings (keys sorting before the newest one, replaced "
-             "objects); polls in between list only keys after the newest seen.")] = 600.0,
-    model: Annotated[Path | None, typer.Option("--model", help="Model bundle (embedded).")]
-    = None,
-) -> None:
+             "objects); polls in between list only keys after the newest seen.")] = 600.0
+    model: Annotated[Path | None, typer.Option("--model", help="Model bundle (embedded).")] \
+        = None
+
+
+@takes_arguments(WatchArguments)
+def watch(args: WatchArguments) -> None:
     """Watch an S3 prefix and process each new document once."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -96,33 +99,33 @@ def watch(
     from pipelines.s3 import S3Source, S3UriError, make_client, parse_s3_uri, register_s3_opener
 
     settings = get_settings()
-    if interval <= 0 or sweep_every < 0:
+    if args.interval <= 0 or args.sweep_every < 0:
         raise fail("--interval must be positive and --sweep-every not negative")
     try:
-        location = parse_s3_uri(target)
+        location = parse_s3_uri(args.target)
     except S3UriError as exc:
         raise fail(str(exc)) from None
-    options = dataclasses.replace(s3_options(settings), sweep_every_s=sweep_every)
+    options = dataclasses.replace(s3_options(settings), sweep_every_s=args.sweep_every)
     register_s3_opener(options)  # the ingest step opens s3:// URIs in this process
     try:
         sessions = wiring.store(settings)
         preflight.check_services(settings, broker=settings.broker_url is not None,
-                                 sources=[target])
-        submit = _Submitter(settings, model)
+                                 sources=[args.target])
+        submit = _Submitter(settings, args.model)
     except wiring.WiringError as exc:
         raise fail(str(exc)) from None
-    w = _Watch(sessions, S3Source(location, make_client(options), options), submit, target,
-               once)
+    w = _Watch(sessions, S3Source(location, make_client(options), options), submit, args.target,
+               args.once)
     signal.signal(signal.SIGTERM, w.stop)
     try:
         if not submit.celery:  # the embedded mode has no reconciler: take them here
             w.resume_leftovers()
-        events = sqs is not None or redis_events is not None
-        consumer = _consumer(w, options, sqs, redis_events, events_key) if events else None
+        events = args.sqs is not None or args.redis_events is not None
+        consumer = _consumer(w, options, args) if events else None
         w.serve(w.poll if consumer is None else lambda: w.drain_events(consumer),
-                interval=None if events else interval)
+                interval=None if events else args.interval)
     except (BotoCoreError, ClientError) as exc:
-        raise fail(f"{target}: {_one_line(exc)}") from None
+        raise fail(f"{args.target}: {_one_line(exc)}") from None
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
 
@@ -221,21 +224,20 @@ class _Watch:
                        + (f"; {done}" if done else ""))
 
 
-def _consumer(w: _Watch, options: Any, queue_url: str | None, redis_events: str | None,
-              events_key: str) -> Any:
+def _consumer(w: _Watch, options: Any, args: WatchArguments) -> Any:
     """The bucket's event notifications: SQS, or MinIO's Redis notification target."""
     wait_s = 1 if w.once else 20
-    if redis_events:  # pipelines/minio_events.py
+    if args.redis_events:  # pipelines/minio_events.py
         from pipelines.minio_events import RedisEventConsumer
 
-        consumer = RedisEventConsumer.from_url(redis_events, events_key, w.source.location,
-                                               wait_s=wait_s)
+        consumer = RedisEventConsumer.from_url(args.redis_events, args.events_key,
+                                               w.source.location, wait_s=wait_s)
         consumer.recover()
         return consumer
     from pipelines.s3 import make_client
     from pipelines.sqs import SqsConsumer
 
-    return SqsConsumer(make_client(options, "sqs"), queue_url, w.source.location, wait_s=wait_s)
+    return SqsConsumer(make_client(options, "sqs"), args.sqs, w.source.location, wait_s=wait_s)
 
 
 def register(app: typer.Typer) -> None:

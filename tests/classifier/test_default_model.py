@@ -57,7 +57,8 @@ def test_default_bundle_builds_from_the_synthetic_corpus(tmp_path, monkeypatch):
     monkeypatch.setattr(
         default_model,
         "build_default_bundle",
-        functools.partial(real_build, per_class=2, epochs=2, config="tiny", measure_demo=False),
+        functools.partial(real_build, plan=default_model.BuildPlan(
+            per_class=2, epochs=2, config="tiny", measure_demo=False)),
     )
     path = default_model.ensure_default_bundle(settings, progress=False)
     model = load_bundle(path)

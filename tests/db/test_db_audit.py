@@ -246,7 +246,7 @@ def test_cli_label_and_bad_input(cli, seeded) -> None:
     assert json.loads(res.stdout)["who"] == "bob"
     for args, message in [
         (("label", "999999", "memo"), "no page with id 999999"),
-        (("summary", "--since", "yesterday"), "--since: not an ISO date"),
+        (("summary", "--since", "yesterday"), "--since 'yesterday': not a date"),
         (("low-confidence", "--below", "7"), "--below must be between 0 and 1"),
         (("summary", "--json", "--csv"), "choose one of --json and --csv"),
     ]:

@@ -1,0 +1,39 @@
+"""How the Celery app is configured: the broker, the reconciler's schedule and bounds, task
+events. Plain data (no Celery import), so that doctriage.settings takes its defaults from here
+without loading Celery."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    broker_url: str
+    result_backend_url: str | None = None
+    # Redis re-delivers an unacknowledged message after this long: it should exceed the longest
+    # task (an ingest, bounded by max_ingest_s) plus the longest retry countdown (300 s). A
+    # task still running then is handed out again, which is safe (idempotent claims and upserts)
+    # but wasted. A dead worker's work comes back sooner through the reconciler.
+    visibility_timeout_s: int = 900
+    reconcile_every_s: float = 10.0
+    # The reconciler's bounds (workers.steps.StuckRules).
+    stuck_after_s: float = 900.0
+    lost_after_s: float = 30.0
+    ingest_stuck_after_s: float = 90.0
+    classify_stuck_after_s: float = 30.0
+    # Page ids per classify message: one batcher batch, so a task writes one transaction.
+    classify_chunk: int = 16
+    # Load the model when a prefork child starts (classify workers), not on the first task.
+    preload_model: bool = False
+    # Task events (sent/received/started/succeeded) for Flower and `celery events`; Flower
+    # also turns workers' events on at run time (remote control `enable_events`).
+    task_events: bool = False
+    # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
+    extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def queue_defaults() -> dict[str, Any]:
+    """The defaults above by field name (doctriage.settings' defaults for the same settings)."""
+    return {f.name: f.default for f in fields(QueueConfig) if f.default is not MISSING}
