@@ -122,9 +122,9 @@ def main() -> int:
             **{f"median_{k}": round(statistics.median(r[k] for r in rounds), 3) for k in keys},
             "rounds": rounds,
         }
-    report["note"] = ("a no-op task through doctriage's broker settings: what Celery + Redis "
-                      "cost per message before any step runs (worker, Redis server, publisher)")
-    harness.write_result(report, args.out, run)
+    note = ("a no-op task through doctriage's broker settings: what Celery + Redis "
+            "cost per message before any step runs (worker, Redis server, publisher)")
+    harness.write_result(report, args.out, run, note=note)
     return 0
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -131,8 +132,11 @@ def start(args: argparse.Namespace, *, malloc: bool = True) -> Run:
 
 
 def write_result(result: dict[str, Any], out: Path | None, run: Run, *,
-                 echo: bool = True) -> dict[str, Any]:
-    """`result` + its "conditions", to `out` (if any) and, with `echo`, to stdout."""
+                 echo: bool = True, note: str | None = None) -> dict[str, Any]:
+    """`result` + its "conditions" (and `note`: how to read it), to `out` (if any) and, with
+    `echo`, to stdout."""
+    if note is not None:
+        result["note"] = note
     result["conditions"] = run.conditions()
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if out is not None:
@@ -151,6 +155,17 @@ def run_main(fn: Callable[[], int | None]) -> NoReturn:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code or 0)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM to the process group (a worker's warm shutdown), SIGKILL past `grace_s`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def command_line() -> str:

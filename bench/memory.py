@@ -337,9 +337,9 @@ def main() -> int:
             if args.only in (None, name):
                 result[name] = run_child(name, args, pdf, Path(tmp) / f"home-{name}")
     result["seconds"] = round(time.time() - started, 1)
-    result["note"] = ("each scenario in its own process; RSS sampled every 10 ms (psutil) and "
-                      "ru_maxrss; the backlog's pages are copies of --distinct encoded pages")
-    harness.write_result(result, args.out, run)
+    note = ("each scenario in its own process; RSS sampled every 10 ms (psutil) and "
+            "ru_maxrss; the backlog's pages are copies of --distinct encoded pages")
+    harness.write_result(result, args.out, run, note=note)
     return 0
 
 

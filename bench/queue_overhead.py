@@ -299,22 +299,13 @@ class Distributed:
         finally:
             probe.close()
             for p in started:
-                stop(p)
+                harness.stop_process_group(p, 30)
         cpu = sum(parts.values())
         return {"classify_processes": n_procs, "pages": pages, "wall_s": round(wall, 2),
                 "pages_per_s": round(pages / wall, 3), "cpu_s": round(cpu, 2),
                 "cpu_ms_per_page": round(1000 * cpu / pages, 2),
                 "cpu_ms_per_page_by_part": {k: round(1000 * v / pages, 2)
                                             for k, v in parts.items()}}
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
 
 
 def median(values: list[float]) -> float:
@@ -480,17 +471,17 @@ def main() -> int:
             runs.append(repetition(rep, args, tmp, stores, dist))
     finally:
         for p in dist.procs:
-            stop(p)
+            harness.stop_process_group(p, 30)
         stores.clean()
     report["pages"] = runs[0]["embedded_sqlite"]["pages"]
     report |= summarize(runs, classify_procs(args))
     report["runs"] = runs
     report["cpu_cores"] = os.cpu_count()
-    report["note"] = ("CPU-ms per page: worker processes + submitter + PostgreSQL/Redis servers "
-                      "(distributed, from submit to every document final, polled every "
-                      f"{POLL_S} s) against `doctriage run`'s own CPU + the servers' (embedded); "
-                      "overheads are paired within each repetition, then the median")
-    harness.write_result(report, args.out, bench_run)
+    note = ("CPU-ms per page: worker processes + submitter + PostgreSQL/Redis servers "
+            "(distributed, from submit to every document final, polled every "
+            f"{POLL_S} s) against `doctriage run`'s own CPU + the servers' (embedded); "
+            "overheads are paired within each repetition, then the median")
+    harness.write_result(report, args.out, bench_run, note=note)
     return 0
 
 

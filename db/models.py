@@ -68,7 +68,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class Document(Base):
+class WorkItem:
+    """The columns every unit of work (a document, a page) carries besides its state: the
+    failure record, the claim counters and the clock the reconciler reads."""
+
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims, Celery retries included
+    # Why it is FAILED (NULL otherwise): "transient" ones are retried later by the reconciler.
+    failure_kind: Mapped[str | None] = mapped_column(String(16))
+    # Attempts that ended FAILED: what the reconciler's retry budget counts.
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Document(WorkItem, Base):
     __tablename__ = "documents"
     __table_args__ = (
         # version_key = etag or sha256 or "": never NULL, because NULLs never collide in a
@@ -84,19 +98,11 @@ class Document(Base):
     version_key: Mapped[str] = mapped_column(Text)
     etag: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default=DocumentState.RECEIVED.value)
-    error: Mapped[str | None] = mapped_column(Text)
     page_count: Mapped[int | None] = mapped_column(Integer)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # Why it is FAILED (NULL otherwise): "transient" ones are retried later by the reconciler.
-    failure_kind: Mapped[str | None] = mapped_column(String(16))
-    # Ingest attempts that ended FAILED (`attempts` counts claims, Celery retries included).
-    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default=DocumentState.RECEIVED.value)
 
 
-class Page(Base):
+class Page(WorkItem, Base):
     __tablename__ = "pages"
     __table_args__ = (
         UniqueConstraint("document_id", "number", name="uq_pages_document_number"),
@@ -115,12 +121,6 @@ class Page(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default=PageState.PENDING.value)
-    error: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    failure_kind: Mapped[str | None] = mapped_column(String(16))  # as on documents
-    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Prediction(Base):

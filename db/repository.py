@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -250,28 +250,6 @@ def _finish_statements() -> tuple[Select[Any], Update, Update]:
     return lock, move_all.where(some), move_all
 
 
-def stuck_documents(
-    s: Session,
-    older_than: timedelta,
-    states: Iterable[DocumentState | str] = (DocumentState.RECEIVED, DocumentState.INGESTING),
-    *,
-    limit: int | None = None,
-    now: datetime | None = None,
-) -> list[Document]:
-    """Documents sitting in `states` with no update for longer than `older_than`, oldest first."""
-    cutoff = (now or utcnow()) - older_than
-    query = (
-        select(Document)
-        .where(
-            Document.state.in_([DocumentState(x).value for x in states]),
-            Document.updated_at < cutoff,
-        )
-        .order_by(Document.updated_at, Document.id)
-        .limit(limit)
-    )
-    return list(s.execute(query).scalars())
-
-
 # --- pages ------------------------------------------------------------------------------------
 
 
@@ -397,29 +375,6 @@ def pages_for_document(s: Session, doc_id: int) -> list[Page]:
     return list(
         s.execute(select(Page).where(Page.document_id == doc_id).order_by(Page.number)).scalars()
     )
-
-
-def stuck_pages(
-    s: Session,
-    older_than: timedelta,
-    states: Iterable[PageState | str] = (
-        PageState.PENDING,
-        PageState.CLASSIFYING,
-        PageState.REROUTED,
-    ),
-    *,
-    limit: int | None = None,
-    now: datetime | None = None,
-) -> list[Page]:
-    """Pages sitting in `states` with no update for longer than `older_than`, oldest first."""
-    cutoff = (now or utcnow()) - older_than
-    query = (
-        select(Page)
-        .where(Page.state.in_([PageState(x).value for x in states]), Page.updated_at < cutoff)
-        .order_by(Page.updated_at, Page.id)
-        .limit(limit)
-    )
-    return list(s.execute(query).scalars())
 
 
 def reclaim_documents(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bench.harness import stop_process_group
 
 PG_ADMIN = os.environ.get("DOCTRIAGE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("DOCTRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -126,13 +127,7 @@ def start_doctriage(
 
 def stop_process(proc: subprocess.Popen) -> None:
     """SIGTERM to the process group (a worker's warm shutdown), SIGKILL if it takes over 20 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_process_group(proc, 20)
 
 
 # -- the workflow on the real services: fixtures, settings, waiting for the workers -----------

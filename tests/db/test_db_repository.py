@@ -251,7 +251,7 @@ def test_two_tasks_finishing_one_document_at_once_mark_it_done(factory, backend)
         assert repo.get_document(s, doc_id).state == DocumentState.DONE
 
 
-def test_stuck_queries(factory) -> None:
+def test_reclaim_takes_back_only_stale_unfinished_rows(factory) -> None:
     doc_old, pages_old = _doc_with_pages(factory, 3, "file:///old.pdf")
     _, pages_new = _doc_with_pages(factory, 1, "file:///new.pdf")
     with session_scope(factory) as s:
@@ -260,24 +260,27 @@ def test_stuck_queries(factory) -> None:
         long_ago = repo.utcnow() - timedelta(hours=2)
         s.execute(update(Document).where(Document.id == doc_old).values(updated_at=long_ago))
         s.execute(update(Page).where(Page.id.in_(pages_old)).values(updated_at=long_ago))
-    bound = timedelta(minutes=15)
+    before = repo.utcnow() - timedelta(minutes=15)
+    docs = (DocumentState.RECEIVED, DocumentState.INGESTING)
+    unfinished = (PageState.PENDING, PageState.CLASSIFYING, PageState.REROUTED)
     with session_scope(factory) as s:
-        assert [d.id for d in repo.stuck_documents(s, bound)] == [doc_old]
-        assert [d.id for d in repo.stuck_documents(s, bound, [DocumentState.INGESTING])] == []
-        # DONE is final: only the CLASSIFYING and PENDING old pages are stuck.
-        assert [p.id for p in repo.stuck_pages(s, bound)] == [pages_old[0], pages_old[2]]
-        assert [p.id for p in repo.stuck_pages(s, bound, [PageState.PENDING])] == [pages_old[2]]
-        assert len(repo.stuck_pages(s, bound, limit=1)) == 1
-        assert {
-            p.id for p in repo.stuck_pages(s, timedelta(0), now=repo.utcnow() + timedelta(1))
-        } == {
-            pages_old[0],
-            pages_old[2],
-            *pages_new,
-        }
-        # Re-enqueueing touches the row, so the next sweep leaves it alone.
-        repo.mark_pages(s, pages_old[:1], PageState.CLASSIFYING)
-        assert [p.id for p in repo.stuck_pages(s, bound)] == [pages_old[2]]
+        assert repo.reclaim_documents(s, [DocumentState.INGESTING], before,
+                                      DocumentState.RECEIVED, limit=10) == []
+        assert repo.reclaim_documents(s, docs, before, DocumentState.RECEIVED,
+                                      limit=10) == [doc_old]
+        # DONE is final: only the CLASSIFYING and PENDING old pages are stale; oldest first,
+        # at most `limit`.
+        assert repo.reclaim_pages(s, unfinished, before, PageState.PENDING,
+                                  limit=1) == [pages_old[0]]
+        assert repo.reclaim_pages(s, unfinished, before, PageState.PENDING,
+                                  limit=10) == [pages_old[2]]
+    with session_scope(factory) as s:
+        # Taking a row back touches it, so the next sweep leaves it alone ...
+        assert repo.reclaim_pages(s, unfinished, before, PageState.PENDING, limit=10) == []
+        # ... until its own bound passes again; the fresh document's page was never stale.
+        later = repo.utcnow() + timedelta(days=1)
+        assert set(repo.reclaim_pages(s, unfinished, later, PageState.PENDING, limit=10)) == {
+            *pages_old[::2], *pages_new}
 
 
 def test_final_label_prefers_full_depth(factory) -> None:
