@@ -136,10 +136,10 @@ def scenario_ingest(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(args.home)
     os.environ["DOCTRIAGE_HOME"] = str(home)
     from classifier.bundle import load_bundle
+    from classifier.predict import ClassifyRuntime
     from doctriage import wiring
     from doctriage.settings import Settings
     from pipelines.sources import LocalSource
-    from workers.classify_runtime import ClassifyRuntime
     from workers.embedded import run_embedded
 
     sampler = PeakSampler()

@@ -100,9 +100,9 @@ def split_rules(artifacts: Any) -> dict[str, list[Any]]:
     import sqlalchemy
 
     import db
+    from classifier.predict import ClassifyRuntime
     from pipelines import artifacts as art
     from pipelines import coverage, images, ocr, pdf, reading_order, textlayer
-    from workers.classify_runtime import ClassifyRuntime
 
     store = type(artifacts)
     return {
@@ -120,11 +120,11 @@ def run_embedded_timed(paths: list[Path], model: Any, device: str, home: Path,
                        sample_s: float) -> dict:
     """The real embedded path, its time split by sampling, its pages counted as they come."""
     os.environ["DOCTRIAGE_HOME"] = str(home)
+    from classifier.predict import ClassifyRuntime
     from doctriage import wiring
     from doctriage.settings import Settings
     from pipelines.pages import iter_pages
     from pipelines.sources import LocalSource
-    from workers.classify_runtime import ClassifyRuntime
     from workers.embedded import run_embedded
 
     settings = Settings(home=home, device=device, database_url=None, artifact_url=None)

@@ -42,13 +42,13 @@ CHUNK = 64  # the embedded runner's classify call: max_batch 16 x 4 batches
 
 def run_once(url: str, mode: str, docs: list[Path], model: object) -> dict:
     """Register, ingest and classify `docs` on a fresh store; CPU-ms per page by phase."""
+    from classifier.predict import ClassifyRuntime
     from db.repository import register_document
     from db.session import make_engine, migrate, session_factory, session_scope
     from pipelines.artifacts import LocalArtifactStore
     from pipelines.options import IngestOptions
     from pipelines.sources import path_to_uri, sha256_file
     from workers import steps
-    from workers.classify_runtime import ClassifyRuntime
 
     engine = make_engine(url)
     migrate(engine)

@@ -4,12 +4,19 @@ the same batcher with `early_exit=False` (no intermediate heads). Written once h
 `predict_pages`, evaluation and the workers' classify runtime: the bundle's exit policy as the
 batcher's decider (`make_decider`: confidence, trail, exit or not), a batcher answering with the
 model's names (`page_batcher`) and the way through it (`run_rows`). Answers are
-`PagePrediction`s (defined beside the batcher, which makes them)."""
+`PagePrediction`s (defined beside the batcher, which makes them).
+
+`ClassifyRuntime` is what a serving process holds: the loaded model with its early-exit and
+full-depth batchers (one per worker process, built after fork, see workers/context.py, or one
+per embedded run). With the batchers' loop threads started, pages from concurrent callers share
+batches; without, the caller drains the backlog itself. Metrics come in as hooks, so the
+classifier never imports the worker's metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,7 +24,14 @@ import torch
 from classifier.inputs import PageLike
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit, policy_from_json
-from classifier.stage_batcher import Decider, PagePrediction, StageBatcher, StageDecision
+from classifier.stage_batcher import (
+    BatcherHooks,
+    Decider,
+    PagePrediction,
+    Schedule,
+    StageBatcher,
+    StageDecision,
+)
 
 # What times `evaluate`'s speed-up (reported as early_exit.engine).
 ENGINE = "stage_batcher"
@@ -124,3 +138,54 @@ def predict_rows(
     """Encoded one-page rows through a fresh stage batcher, drained here, answers in row order."""
     batcher = page_batcher(model, early_exit=early_exit, policy=policy, max_batch=batch_size)
     return run_rows(batcher, rows)
+
+
+@dataclass(frozen=True)
+class BatcherOptions:
+    max_batch: int = 16
+    max_delay_ms: float = 20.0
+    schedule: Schedule = "deepest_full"
+
+
+class ClassifyRuntime:
+    """The model and its two batchers: `classify(pages, early_exit=...)` encodes the pages,
+    feeds them to the early-exit batcher (or the full-depth one) and waits for every answer.
+    `hooks(name)` gives each batcher ("early", "full") its batch/queue-depth hooks."""
+
+    def __init__(self, model: Any, options: BatcherOptions = BatcherOptions(), *,
+                 hooks: Callable[[str], BatcherHooks] | None = None) -> None:
+        self.model = model
+        self.options = options
+        common = dict(max_batch=options.max_batch, max_delay_ms=options.max_delay_ms,
+                      schedule=options.schedule)
+        self.early = page_batcher(model, early_exit=True,
+                                  hooks=hooks("early") if hooks else None, **common)
+        self.full = page_batcher(model, early_exit=False,
+                                 hooks=hooks("full") if hooks else None, **common)
+
+    @property
+    def version(self) -> str:
+        return str(self.model.version)
+
+    @property
+    def threaded(self) -> bool:
+        return self.early.threaded
+
+    def start(self) -> ClassifyRuntime:
+        """Run the batchers' loop threads (a worker process fed by concurrent tasks)."""
+        self.early.start()
+        self.full.start()
+        return self
+
+    def stop(self, finish: bool = True) -> list[Any]:
+        return self.early.stop(finish=finish) + self.full.stop(finish=finish)
+
+    def classify(self, pages: Sequence[Any], *, early_exit: bool = True) -> list[PagePrediction]:
+        if not pages:
+            return []
+        # Encode in chunks of max_batch: tokenising is the caller's CPU work, not the batcher's.
+        rows = encode_rows(self.model, pages, self.options.max_batch)
+        return run_rows(self.early if early_exit else self.full, rows)
+
+    def stats(self) -> dict[str, list[dict[str, float]]]:
+        return {"early": self.early.stats_dict(), "full": self.full.stats_dict()}

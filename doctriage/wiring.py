@@ -23,7 +23,7 @@ from doctriage.settings import Settings, get_settings
 from pipelines.options import IngestOptions
 from workers.allocator import tune_malloc
 
-# Imported where used: workers.classify_runtime and workers.steps load torch and transformers,
+# Imported where used: classifier.predict and workers.steps load torch and transformers,
 # celery and sqlalchemy take a second, and `doctriage status` or a bad argument must not wait
 # for them (doctriage/cli.py).
 if TYPE_CHECKING:
@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from classifier.model import EarlyExitModel
+    from classifier.predict import BatcherOptions, ClassifyRuntime
     from pipelines.artifacts import ArtifactStore
     from pipelines.s3 import S3Options
     from workers.celery_app import QueueConfig
-    from workers.classify_runtime import BatcherOptions, ClassifyRuntime
     from workers.retrying import RetryOptions
     from workers.steps import RerouteOptions, StepContext
 
@@ -64,7 +64,7 @@ def s3_options(settings: Settings) -> S3Options:
 
 
 def batcher_options(settings: Settings) -> BatcherOptions:
-    from workers.classify_runtime import BatcherOptions
+    from classifier.predict import BatcherOptions
 
     return BatcherOptions(max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms)
 
@@ -207,12 +207,14 @@ def load_model(settings: Settings, override: Path | None = None, *,
 
 def classify_runtime(settings: Settings, override: Path | None = None, *,
                      build_default: bool = True) -> ClassifyRuntime:
-    from workers.classify_runtime import ClassifyRuntime
+    from classifier.predict import ClassifyRuntime
+    from workers.metrics import BatcherMetrics
 
     if settings.malloc_tuning:
         tune_malloc()  # before the model's first allocations
     model = load_model(settings, override, build_default=build_default)
-    return ClassifyRuntime(model, batcher_options(settings))
+    # Batch fill and queue depths go to the worker's metrics.
+    return ClassifyRuntime(model, batcher_options(settings), hooks=BatcherMetrics)
 
 
 def current_model_version(settings: Settings, override: Path | None = None) -> str | None:

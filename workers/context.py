@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 # Types only: importing them loads torch, and `doctriage submit` configures Celery (and so
 # imports this) to enqueue, where a bad broker must be reported in a second, not after torch.
 if TYPE_CHECKING:
-    from workers.classify_runtime import ClassifyRuntime
+    from classifier.predict import ClassifyRuntime
     from workers.steps import StepContext
 
 T = TypeVar("T")

@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from classifier.predict import ClassifyRuntime
 from db.models import Document, Page
 from db.session import session_scope
 from db.states import DOCUMENT_FINAL, DocumentState, PageState
 from pipelines.sources import DocumentRef
-from workers.classify_runtime import ClassifyRuntime
 from workers.intake.registration import Screen, register_documents
 from workers.orchestration import InProcessOrchestrator
 from workers.redaction import stored_error

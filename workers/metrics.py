@@ -203,7 +203,7 @@ def set_queue_depths(batcher: str, depths: Sequence[int]) -> None:
 
 class BatcherMetrics:
     """Hooks for a stage batcher (classifier.stage_batcher.BatcherHooks): its batches and queue
-    depths recorded under `batcher=name` ("early" or "full"). Passed in by the classify runtime,
+    depths recorded under `batcher=name` ("early" or "full"). Passed in by doctriage.wiring,
     so the classifier never imports prometheus."""
 
     def __init__(self, name: str) -> None:

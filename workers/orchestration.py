@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from classifier.predict import ClassifyRuntime
 from pipelines.errors import one_line
 from workers import steps
-from workers.classify_runtime import ClassifyRuntime
 from workers.steps import ClassifyResult, IngestResult, StepContext
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from classifier.predict import ClassifyRuntime
 from classifier.stage_batcher import PagePrediction
 from db.models import Document, Page, utcnow
 from db.repository import (
@@ -46,7 +47,6 @@ from pipelines.options import IngestOptions
 from pipelines.page_content import Page as PageContent
 from pipelines.sources import name_of, open_uri
 from workers import metrics
-from workers.classify_runtime import ClassifyRuntime
 from workers.redaction import stored_error
 from workers.retrying import RetryOptions
 

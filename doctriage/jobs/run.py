@@ -11,9 +11,9 @@ from doctriage import preflight, wiring
 from doctriage.jobs import JobError
 
 if TYPE_CHECKING:  # workers.embedded loads SQLAlchemy and torch: imported when the job runs
+    from classifier.predict import ClassifyRuntime
     from doctriage.settings import Settings
     from pipelines.sources import DocumentRef, DocumentSource
-    from workers.classify_runtime import ClassifyRuntime
     from workers.embedded import RunSummary
     from workers.steps import StepContext
 

@@ -11,10 +11,10 @@ import pytest
 from relkit import build_tiny_bundle
 
 from classifier.bundle import load_bundle
+from classifier.predict import BatcherOptions, ClassifyRuntime
 from db.session import make_engine, migrate, session_factory
 from pipelines.artifacts import LocalArtifactStore
 from pipelines.options import IngestOptions
-from workers.classify_runtime import BatcherOptions, ClassifyRuntime
 from workers.steps import RerouteOptions, StepContext
 
 

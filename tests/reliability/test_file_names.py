@@ -159,7 +159,7 @@ def test_submit_registers_and_ingest_opens_a_latin1_named_file(
 def test_embedded_run_on_postgresql_stores_latin1_names(tmp_path: Path, tiny_model) -> None:
     """The steps with PostgreSQL as the store: the Latin-1-named document is DONE, the bad one
     FAILED with its name escaped in the stored error."""
-    from workers.classify_runtime import BatcherOptions, ClassifyRuntime
+    from classifier.predict import BatcherOptions, ClassifyRuntime
 
     good = _write(tmp_path / "in", LATIN1, text_pdf_bytes(2, tag="resume"))
     bad = _write(tmp_path / "in", b"bad\xe9.pdf", b"this is not a document at all")

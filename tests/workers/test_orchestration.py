@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from classifier.bundle import load_bundle
+from classifier.predict import BatcherOptions, ClassifyRuntime
 from db.models import Document, Page, Prediction
 from db.repository import register_document
 from db.session import make_engine, migrate, session_factory, session_scope
@@ -20,7 +21,6 @@ from pipelines.artifacts import LocalArtifactStore
 from pipelines.options import IngestOptions
 from pipelines.sources import path_to_uri, sha256_file
 from workers import steps, tasks
-from workers.classify_runtime import BatcherOptions, ClassifyRuntime
 from workers.orchestration import InProcessOrchestrator, Orchestrator, chunks
 from workers.steps import RerouteOptions, StepContext, needs_full_depth
 

@@ -12,8 +12,7 @@ from racekit import run_at_once
 
 from classifier.bundle import load_bundle
 from classifier.inputs import PageInput
-from classifier.predict import predict_pages
-from workers.classify_runtime import BatcherOptions, ClassifyRuntime
+from classifier.predict import BatcherOptions, ClassifyRuntime, predict_pages
 
 
 def _pages(n: int, seed: int = 0) -> list[PageInput]:
