@@ -15,12 +15,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.options import IngestOptions
-from workers.queue_config import queue_defaults
+from workers.queue_config import RetryPolicy, queue_defaults
 
 # One source of defaults: the ingest budgets are pipelines.options.IngestOptions' (which says
 # how each was chosen), the broker's and reconciler's workers.queue_config.QueueConfig's.
 _INGEST = IngestOptions()
 _QUEUE = queue_defaults()
+_RETRY = RetryPolicy()
 
 
 class Settings(BaseSettings):
@@ -98,9 +99,9 @@ class Settings(BaseSettings):
     # Documents FAILED for a transient reason (S3, the store or broker unreachable) go back to
     # ingest after retry_backoff_s x 2^(failures-1) (jittered, capped at retry_backoff_max_s),
     # until max_attempts ingests have failed; `doctriage retry` re-runs any of them by hand.
-    max_attempts: int = 5
-    retry_backoff_s: float = 30.0
-    retry_backoff_max_s: float = 1800.0
+    max_attempts: int = _RETRY.max_attempts
+    retry_backoff_s: float = _RETRY.backoff_s
+    retry_backoff_max_s: float = _RETRY.backoff_max_s
     backlog_hour: int = 2
     backlog_source: str | None = None
     metrics_port: int | None = None

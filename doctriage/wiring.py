@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pipelines.artifacts import ArtifactStore
     from pipelines.s3 import S3Options
     from workers.celery_app import QueueConfig
-    from workers.retrying import RetryOptions
+    from workers.queue_config import RetryPolicy
     from workers.steps import RerouteOptions, StepContext
 
 
@@ -79,10 +79,10 @@ def reroute_options(settings: Settings) -> RerouteOptions:
     )
 
 
-def retry_options(settings: Settings) -> RetryOptions:
-    from workers.retrying import RetryOptions
+def retry_policy(settings: Settings) -> RetryPolicy:
+    from workers.queue_config import RetryPolicy
 
-    return RetryOptions(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s,
+    return RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s,
                         backoff_max_s=settings.retry_backoff_max_s)
 
 
@@ -153,7 +153,7 @@ def step_context(settings: Settings, *, migrate: bool = True) -> StepContext:
         artifacts=artifact_store(settings),
         ingest=ingest_options(settings),
         reroute=reroute_options(settings),
-        retry=retry_options(settings),
+        retry=retry_policy(settings),
     )
 
 

@@ -1,6 +1,6 @@
-"""How the Celery app is configured: the broker, the reconciler's schedule and bounds, task
-events. Plain data (no Celery import), so that doctriage.settings takes its defaults from here
-without loading Celery."""
+"""How the Celery app is configured: the broker, the reconciler's schedule, bounds and retry
+policy, task events. Plain data (no Celery import), so that doctriage.settings takes its
+defaults from here without loading Celery."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ class QueueConfig:
     task_events: bool = False
     # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
     extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how far apart, the reconciler retries what failed for a transient reason
+    (workers.retrying)."""
+
+    max_attempts: int = 5  # failed ingests after which a transient failure is final
+    backoff_s: float = 30.0  # wait after the first failure
+    backoff_max_s: float = 1800.0
 
 
 def queue_defaults() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,16 +27,10 @@ from db.retries import (
 )
 from db.session import session_scope
 from db.states import FailureKind
+from workers.queue_config import RetryPolicy
 
 
-@dataclass(frozen=True)
-class RetryOptions:
-    max_attempts: int = 5  # failed ingests after which a transient failure is final
-    backoff_s: float = 30.0  # wait after the first failure
-    backoff_max_s: float = 1800.0
-
-
-def backoff(doc_id: int, failures: int, options: RetryOptions) -> timedelta:
+def backoff(doc_id: int, failures: int, options: RetryPolicy) -> timedelta:
     """Wait after the `failures`-th failure: base * 2^(failures-1), capped, times a seeded
     jitter in [0.5, 1) ("equal jitter": spread out, never immediately)."""
     exponent = min(max(failures - 1, 0), 32)  # 2^32 x 30 s is far past any cap
@@ -47,7 +40,7 @@ def backoff(doc_id: int, failures: int, options: RetryOptions) -> timedelta:
     return timedelta(seconds=full * jitter)
 
 
-def retry_transient_failures(sessions: sessionmaker[Session], options: RetryOptions,
+def retry_transient_failures(sessions: sessionmaker[Session], options: RetryPolicy,
                              now: datetime | None = None, *, limit: int = 1000) -> list[int]:
     """Move the transiently FAILED documents whose backoff has passed back to RECEIVED and
     return their ids, for the caller to enqueue for ingest. Pages an earlier try wrote stay:
@@ -66,7 +59,7 @@ def retry_transient_failures(sessions: sessionmaker[Session], options: RetryOpti
     return _sweep(sessions, options, now, take)
 
 
-def retry_transient_page_failures(sessions: sessionmaker[Session], options: RetryOptions,
+def retry_transient_page_failures(sessions: sessionmaker[Session], options: RetryPolicy,
                                   now: datetime | None = None, *, limit: int = 1000) -> list[int]:
     """The same for pages (a classify task whose retries ran out while the artifact store was
     down): due ones go back to PENDING, their documents from DONE to INGESTED; returns the page
@@ -85,7 +78,7 @@ def retry_transient_page_failures(sessions: sessionmaker[Session], options: Retr
     return _sweep(sessions, options, now, take)
 
 
-def _sweep(sessions: sessionmaker[Session], options: RetryOptions, now: datetime | None,
+def _sweep(sessions: sessionmaker[Session], options: RetryPolicy, now: datetime | None,
            take: Callable[[Session, datetime, datetime], list[int]]) -> list[int]:
     """One retry sweep: nothing when retries are off; else `take(session, now, earliest)` in
     one transaction, `earliest` being the newest failure time that could be due by now."""
@@ -97,12 +90,12 @@ def _sweep(sessions: sessionmaker[Session], options: RetryOptions, now: datetime
 
 
 def _due(candidates: Sequence[FailedDocument | FailedPage], now: datetime,
-         options: RetryOptions) -> list[int]:
+         options: RetryPolicy) -> list[int]:
     """The candidates whose own backoff has passed."""
     return [c.id for c in candidates
             if c.updated_at <= now - backoff(c.id, c.failed_attempts, options)]
 
 
-def _earliest(now: datetime, options: RetryOptions) -> datetime:
+def _earliest(now: datetime, options: RetryPolicy) -> datetime:
     """Nothing is due before the shortest possible wait (base x 0.5) has passed."""
     return now - timedelta(seconds=min(options.backoff_s, options.backoff_max_s) * 0.5)

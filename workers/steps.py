@@ -47,8 +47,8 @@ from pipelines.options import IngestOptions
 from pipelines.page_content import Page as PageContent
 from pipelines.sources import name_of, open_uri
 from workers import metrics
+from workers.queue_config import RetryPolicy
 from workers.redaction import stored_error
-from workers.retrying import RetryOptions
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class StepContext:
     artifacts: ArtifactStore
     ingest: IngestOptions = field(default_factory=IngestOptions)
     reroute: RerouteOptions = field(default_factory=RerouteOptions)
-    retry: RetryOptions = field(default_factory=RetryOptions)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     open_uri: Callable[[str, str | None], BinaryIO] = open_uri
     # The page source (None: pipelines.pages.iter_pages, imported lazily so an ingest-only worker
     # never imports the page pipeline's heavy parts twice). Tests pass fakes in; bench/pipeline.py

@@ -27,13 +27,13 @@ from db.retries import failed_documents, reset_failed
 from db.session import alembic_config, make_engine, migrate, session_factory, session_scope
 from db.states import DocumentState, FailureKind, PageState
 from workers.retrying import (
-    RetryOptions,
+    RetryPolicy,
     backoff,
     retry_transient_failures,
     retry_transient_page_failures,
 )
 
-OPTS = RetryOptions(max_attempts=3, backoff_s=30.0, backoff_max_s=600.0)
+OPTS = RetryPolicy(max_attempts=3, backoff_s=30.0, backoff_max_s=600.0)
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
@@ -124,7 +124,7 @@ def test_each_document_waits_for_its_own_backoff(factory) -> None:
 
 def test_max_attempts_zero_turns_the_retry_off(factory) -> None:
     _failed(factory, "a", FailureKind.TRANSIENT)
-    assert retry_transient_failures(factory, RetryOptions(max_attempts=0), NOW) == []
+    assert retry_transient_failures(factory, RetryPolicy(max_attempts=0), NOW) == []
 
 
 def test_concurrent_sweeps_never_both_take_a_document(engine: Engine, factory) -> None:
