@@ -28,6 +28,7 @@ from pipelines.dataset import (
     DatasetError,
     DocumentEntry,
     read_documents,
+    scan_copies,
     split_documents,
 )
 from pipelines.options import IngestOptions
@@ -50,6 +51,9 @@ class BundleTrainOptions:
     budget_points: float = 0.5  # allowed early-exit accuracy loss vs full depth, in points
     cache_dir: Path | None = None  # the page cache (default: out_dir/page-cache)
     workers: int = 1  # processes ingesting uncached documents
+    # Share of born-digital training PDFs that also train as a simulated scan (OCR'd), so each
+    # class is seen both ways and the model cannot learn "scanned means this class".
+    scan_copies: float = 0.0
     ingest: IngestOptions = field(default_factory=IngestOptions)
     # "float16" or "int8" stores the weights at 1/2 or 1/4 of the size (they load back as
     # float32; classifier/weight_storage.py)
@@ -74,13 +78,14 @@ class _Split:
     train_docs: list[DocumentEntry]
     val_docs: list[DocumentEntry]
     labels: list[str]
+    scan_docs: list[DocumentEntry] = field(default_factory=list)  # training scan copies
     train_pages: list[Page] = field(default_factory=list)
     val_pages: list[Page] = field(default_factory=list)
     ingest_s: float = 0.0
 
     def targets(self, pages: list[Page]) -> torch.Tensor:
         index = {name: i for i, name in enumerate(self.labels)}
-        by_key = {d.key: index[d.label] for d in self.docs}
+        by_key = {d.key: index[d.label] for d in [*self.docs, *self.scan_docs]}
         return torch.tensor([by_key[p.doc_key] for p in pages])
 
 
@@ -151,6 +156,12 @@ def _load_pages(options: BundleTrainOptions, split: _Split, image_size: int,
     t0 = time.monotonic()
     loading = PageLoading(cache, image_size, options.ingest, options.workers, progress, log)
     split.train_pages = load_split_pages(split.train_docs, loading)
+    if options.scan_copies > 0:
+        split.scan_docs = scan_copies(split.train_docs, split.train_pages, options.scan_copies,
+                                      options.training.seed)
+        log(f"scan copies: {len(split.scan_docs)} born-digital training documents also train "
+            "as simulated scans (rendered, damaged, OCR'd; cached like the originals)")
+        split.train_pages += load_split_pages(split.scan_docs, loading)
     split.val_pages = load_split_pages(split.val_docs, loading)
     split.ingest_s = time.monotonic() - t0
     if not split.train_pages:
@@ -185,6 +196,7 @@ def _metadata(options: BundleTrainOptions, split: _Split, result: TrainResult,
             "val_fraction": options.val_fraction,
             "val_documents": sorted(d.key for d in split.val_docs),
             "train_documents": len(split.train_docs),
+            "scan_copies": {"share": options.scan_copies, "documents": len(split.scan_docs)},
         },
         "training": {
             "strategy": training.strategy,

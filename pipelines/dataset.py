@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import random
@@ -45,6 +46,36 @@ class DocumentEntry:
     key: str  # path relative to DATA, the document's identity in splits
     path: Path
     label: str
+    # Not None: the document as a scanner would have delivered it (pipelines.synth.scan:
+    # rasterised, skewed, blurred, speckled, JPEG'd, then read by OCR), damage seeded by this.
+    scan_seed: int | None = None
+
+    def scanned_copy(self, seed: int) -> DocumentEntry:
+        """This PDF as a simulated scan: its own key (the copy of a training document trains,
+        of a held-out one is scored beside its original)."""
+        return DocumentEntry(f"{self.key}#scan", self.path, self.label, scan_seed=seed)
+
+
+def born_digital(doc: DocumentEntry, pages: Sequence[Page]) -> bool:
+    """A PDF whose every page was read from its text layer: what a scan copy teaches about."""
+    own = [p for p in pages if p.doc_key == doc.key]
+    return (doc.path.suffix.lower() == ".pdf" and bool(own)
+            and all(p.text_source == "text_layer" for p in own))
+
+
+def scan_copies(docs: Sequence[DocumentEntry], pages: Sequence[Page], share: float,
+                seed: int) -> list[DocumentEntry]:
+    """Scan copies of `share` of the born-digital documents among `docs` (a seeded choice;
+    each copy's damage seeded by the document's key)."""
+    eligible = [d for d in docs if born_digital(d, pages)]
+    rng = random.Random(f"{seed}:scan-copies")  # noqa: S311 (a sample, not a secret)
+    chosen = sorted(rng.sample(eligible, round(len(eligible) * min(max(share, 0.0), 1.0))),
+                    key=lambda d: d.key)
+    return [d.scanned_copy(_seed_of(f"{seed}:{d.key}")) for d in chosen]
+
+
+def _seed_of(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def read_documents(data_dir: Path) -> list[DocumentEntry]:
@@ -111,12 +142,16 @@ def split_documents(
     return train, val
 
 
-def _cache_key(path: Path, options: IngestOptions, image_size: int) -> str:
+def _cache_key(path: Path, options: IngestOptions, image_size: int,
+               scan_seed: int | None = None) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    opts = json.dumps({"v": CACHE_VERSION, "size": image_size, **asdict(options)}, sort_keys=True)
+    made = {"v": CACHE_VERSION, "size": image_size, **asdict(options)}
+    if scan_seed is not None:  # absent for originals: their keys stay what they were
+        made["scan_seed"] = scan_seed
+    opts = json.dumps(made, sort_keys=True)
     return f"{digest.hexdigest()[:32]}-{hashlib.sha256(opts.encode()).hexdigest()[:12]}"
 
 
@@ -158,7 +193,8 @@ class PageCache:
         return pages, errors
 
     def entry(self, doc: DocumentEntry) -> Path:
-        return Path(self.folder) / _cache_key(doc.path, self.options, self.image_size)
+        return Path(self.folder) / _cache_key(doc.path, self.options, self.image_size,
+                                              doc.scan_seed)
 
     def _ingest_all(
         self, missing: Sequence[tuple[DocumentEntry, Path]], workers: int
@@ -177,7 +213,7 @@ class PageCache:
 
         meta, images = [], []
         try:
-            for page in iter_pages(doc.path, name=doc.key, options=self.options):
+            for page in iter_pages(_source_of(doc), name=doc.key, options=self.options):
                 images.append(np.asarray(self._raster(page.image), dtype=np.uint8))
                 meta.append(_entry_meta(page))
         except DocumentError as e:
@@ -190,6 +226,19 @@ class PageCache:
     def _raster(self, image: Image.Image) -> Image.Image:
         size = (self.image_size, self.image_size)
         return downsize(image).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+def _source_of(doc: DocumentEntry) -> Path | io.BytesIO:
+    """The document's file, or its simulated scan (an image-only PDF: ingest OCRs it)."""
+    if doc.scan_seed is None:
+        return doc.path
+    from pipelines.synth.scan import scan_pdf
+
+    try:
+        scanned = scan_pdf(doc.path.read_bytes(), random.Random(doc.scan_seed))  # noqa: S311
+    except Exception as exc:  # pdfium's errors: this copy is skipped like an unreadable file
+        raise DocumentError(doc.key, f"cannot simulate a scan: {exc}") from exc
+    return io.BytesIO(scanned)
 
 
 def _entry_meta(page: Page) -> dict[str, Any]:

@@ -38,6 +38,9 @@ CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help=(
     "Page cache (default: DOCTRIAGE_HOME/cache/pages)."))]
 Workers = Annotated[int, typer.Option("--workers", help=(
     "Processes for ingesting uncached documents."))]
+ScanCopies = Annotated[float, typer.Option("--scan-copies", help=(
+    "Share of born-digital training PDFs that also train as simulated scans (rendered, "
+    "skewed, blurred, speckled, JPEG'd, then OCR'd; cached like any page). 0 turns it off."))]
 Threads = Annotated[int | None, typer.Option("--threads", help=(
     "torch CPU threads (1 is fastest on a busy machine)."))]
 
@@ -60,6 +63,7 @@ class TrainArguments:
     resume: Resume = False
     cache_dir: CacheDir = None
     workers: Workers = 1
+    scan_copies: ScanCopies = 1.0
     threads: Threads = None
 
 
@@ -73,6 +77,8 @@ def train(args: TrainArguments) -> None:
         raise fail(f"--strategy must be joint or two-stage, not {args.strategy!r}")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
+    if not 0.0 <= args.scan_copies <= 1.0:
+        raise fail(f"--scan-copies must be between 0 and 1, got {args.scan_copies}")
     if args.resume and not (args.out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {args.out / 'checkpoint'}")
     set_torch_threads(args.threads)
@@ -95,6 +101,7 @@ def train(args: TrainArguments) -> None:
         budget_points=args.budget,
         cache_dir=args.cache_dir or settings.home / "cache" / "pages",
         workers=args.workers,
+        scan_copies=args.scan_copies,
         ingest=ingest_options(settings),
     )
     if settings.malloc_tuning:

@@ -66,6 +66,8 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
         str(tmp_path / "cache"),
         "--placements",
         "every_other",
+        "--scan-copies",
+        "0.5",
     ]
     res = run("train", tiny_corpus, "--out", out, "--epochs", "2", *common)
     assert res.exit_code == 0, res.output
@@ -75,6 +77,10 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     val_docs = exits["metadata"]["data_split"]["val_documents"]
     assert len(val_docs) == 6 and {d.split("/")[0] for d in val_docs} == set(WORDS)
     assert exits["exit_layers"] == [0, 2, 4]
+    # half the born-digital training PDFs also trained as simulated scans
+    split = exits["metadata"]["data_split"]
+    assert split["scan_copies"] == {"share": 0.5, "documents": round(0.5 * 9)}
+    assert split["train_documents"] == 9
 
     res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common)
     assert res.exit_code == 0, res.output
@@ -112,6 +118,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     res = run("train", tmp_path / "nope", "--out", tmp_path / "m", "--config", "tiny")
     assert res.exit_code == 2
     assert "no such folder" in res.output and "Traceback" not in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--scan-copies", "2")
+    assert res.exit_code == 2 and "--scan-copies" in res.output
     res = run("train", tmp_path, "--out", tmp_path / "m", "--strategy", "magic")
     assert res.exit_code == 2 and "--strategy" in res.output
     res = run("train", tmp_path, "--out", tmp_path / "m", "--placements", "sometimes")

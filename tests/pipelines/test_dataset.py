@@ -131,3 +131,32 @@ def test_a_cache_entry_written_without_the_raster_size_still_reads(tmp_path):
     old, _ = cache.load(docs)
     assert (old[0].width, old[0].height) == (32, 32) and old[0].words == fresh[0].words
     assert old[1].width == fresh[1].width > 32
+
+
+def test_scan_copies_of_born_digital_pdfs_are_ocrd_scans_under_their_own_key(tmp_path):
+    """A born-digital training PDF also trains as a simulated scan: same label, its own key
+    and cache entry, text from OCR (not the text layer), damage fixed by the seed."""
+    from pipelines.dataset import PageCache, born_digital, scan_copies
+
+    line = "INVOICE number {label} total amount due payment terms"
+    docs = read_documents(write_pdf_classes(tmp_path / "d", line))
+    cache = PageCache(tmp_path / "cache", 64)
+    pages, _ = cache.load(docs)
+    assert all(born_digital(d, pages) for d in docs)
+
+    assert scan_copies(docs, pages, 0.0, seed=0) == []
+    half = scan_copies(docs, pages, 0.5, seed=0)
+    assert len(half) == 1 and half == scan_copies(docs, pages, 0.5, seed=0)  # seeded
+    copies = scan_copies(docs, pages, 1.0, seed=0)
+    assert [(c.key, c.label) for c in copies] == [("a/x.pdf#scan", "a"), ("b/x.pdf#scan", "b")]
+    assert len({cache.entry(d) for d in [*docs, *copies]}) == 4  # originals' keys unchanged
+
+    scanned, errors = cache.load(copies)
+    assert not errors and [p.doc_key for p in scanned] == ["a/x.pdf#scan", "b/x.pdf#scan"]
+    assert all(p.text_source == "ocr" for p in scanned)
+    assert {"INVOICE", "payment"} & set(scanned[0].words)
+    assert scanned[0].image.tobytes() != pages[0].image.tobytes()
+    assert not any(born_digital(c, scanned) for c in copies)  # a scan is not born digital
+    # The same seed gives the same damage: a second cache reads the same words.
+    again, _ = PageCache(tmp_path / "again", 64).load(copies)
+    assert [p.words for p in again] == [p.words for p in scanned]
