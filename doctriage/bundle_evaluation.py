@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -13,8 +14,15 @@ from classifier.bundle import load_bundle
 from classifier.evaluation import evaluate
 from classifier.model import EarlyExitModel
 from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
-from pipelines.dataset import DatasetError, DocumentEntry, read_documents, split_documents
+from pipelines.dataset import (
+    DatasetError,
+    DocumentEntry,
+    read_documents,
+    scan_copies,
+    split_documents,
+)
 from pipelines.options import IngestOptions
+from pipelines.page_content import Page
 
 
 def select_documents(
@@ -48,6 +56,8 @@ class EvaluationOptions:
     device: str = "cpu"
     ingest: IngestOptions = field(default_factory=IngestOptions)
     timing_rounds: int = 2  # 0: no wall-time measurement
+    # Also score simulated scans of the born-digital PDFs evaluated, beside their originals.
+    scan_copies: bool = False
     progress: bool = True
     log: Callable[[str], None] = stderr_line
 
@@ -76,4 +86,33 @@ def evaluate_bundle(
     report["split"] = opts.split
     report["documents"] = len(docs)
     report["device"] = opts.device
+    if opts.scan_copies:
+        report["scan_copies"] = scan_copy_figures(model, docs, pages, loading, opts.batch_size)
     return report
+
+
+def scan_copy_figures(model: EarlyExitModel, docs: list[DocumentEntry], pages: list[Page],
+                      loading: PageLoading, batch_size: int) -> dict[str, Any]:
+    """Accuracy on simulated scans of the born-digital PDFs among `docs` next to the same
+    documents as they are: how much the model leans on how a document arrived."""
+    copies = scan_copies(docs, pages, 1.0, seed=0)
+    if not copies:
+        return {"documents": 0, "note": "no born-digital PDF among the documents evaluated"}
+    keys = {c.original_key for c in copies}
+    originals = [p for p in pages if p.doc_key in keys]
+    scanned = load_split_pages(copies, loading)
+    label_of = {d.key: d.label for d in [*docs, *copies]}
+
+    def score(subset: list[Page]) -> dict[str, Any]:
+        labels = torch.tensor([model.label_names.index(label_of[p.doc_key]) for p in subset])
+        inputs = encode_pages(model, subset, False)
+        got = evaluate(model, inputs, labels, batch_size=batch_size, timing_rounds=0)
+        return {"pages": len(subset), "full_depth_accuracy": got["full_depth"]["accuracy"],
+                "early_exit_accuracy": got["early_exit"]["accuracy"]}
+
+    figures = {"documents": len(copies), "originals": score(originals),
+               "scanned": score(scanned) if scanned else None}
+    if figures["scanned"]:
+        figures["full_depth_gap_points"] = 100 * (figures["originals"]["full_depth_accuracy"]
+                                                  - figures["scanned"]["full_depth_accuracy"])
+    return figures

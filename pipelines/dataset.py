@@ -34,6 +34,7 @@ from pipelines.options import IngestOptions
 from pipelines.page_content import Page
 
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+SCAN_SUFFIX = "#scan"  # a scan copy's key: its original's key + this
 CACHE_VERSION = 1
 
 
@@ -53,7 +54,11 @@ class DocumentEntry:
     def scanned_copy(self, seed: int) -> DocumentEntry:
         """This PDF as a simulated scan: its own key (the copy of a training document trains,
         of a held-out one is scored beside its original)."""
-        return DocumentEntry(f"{self.key}#scan", self.path, self.label, scan_seed=seed)
+        return DocumentEntry(self.key + SCAN_SUFFIX, self.path, self.label, scan_seed=seed)
+
+    @property
+    def original_key(self) -> str:
+        return self.key.removesuffix(SCAN_SUFFIX) if self.scan_seed is not None else self.key
 
 
 def born_digital(doc: DocumentEntry, pages: Sequence[Page]) -> bool:

@@ -36,6 +36,9 @@ class EvaluateArguments:
         "--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."
     )] = None
     workers: Annotated[int, typer.Option("--workers")] = 1
+    scan_copies: Annotated[bool, typer.Option(
+        "--scan-copies", help="Also score simulated scans (rendered, damaged, OCR'd) of the "
+        "born-digital PDFs evaluated, beside their originals.")] = False
     threads: Annotated[int | None, typer.Option(
         "--threads", help="torch CPU threads (1 is fastest on a busy machine)."
     )] = None
@@ -63,7 +66,7 @@ def evaluate(args: EvaluateArguments) -> None:
     report = _evaluate(args.model_dir, args.data, EvaluationOptions(
         split=args.split, batch_size=args.batch_size, out_dir=args.out,
         cache_dir=args.cache_dir or settings.home / "cache" / "pages", workers=args.workers,
-        device=args.device or settings.device, ingest=ingest,
+        device=args.device or settings.device, ingest=ingest, scan_copies=args.scan_copies,
     ))
     if args.out is not None:
         (args.out / "report.json").write_text(json.dumps(report, indent=2))
@@ -97,6 +100,13 @@ def render(report: dict[str, Any]) -> str:
         f"mean layers {ee['mean_layers']:.2f}  FLOPs ratio {ee['flops_ratio']:.3f}  "
         f"wall speed-up {ee['speedup_wall']:.2f}x ({ee['engine'].replace('_', ' ')})"
     )
+    scans = report.get("scan_copies")
+    if scans and scans.get("scanned"):
+        lines.append(
+            f"simulated scans of {scans['documents']} born-digital documents: full-depth "
+            f"accuracy {100 * scans['scanned']['full_depth_accuracy']:.2f}% against "
+            f"{100 * scans['originals']['full_depth_accuracy']:.2f}% on the originals"
+        )
     return "\n".join(lines)
 
 

@@ -100,9 +100,16 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
         str(tmp_path / "cache"),
         "--out",
         tmp_path / "eval",
+        "--scan-copies",
     )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout[res.stdout.index("{") :])
+    # every held-out document is a born-digital PDF: each is scored again as a simulated scan
+    scans = report["scan_copies"]
+    assert scans["documents"] == 6
+    assert scans["originals"]["pages"] == report["pages"] == scans["scanned"]["pages"]
+    assert scans["originals"]["full_depth_accuracy"] == report["full_depth"]["accuracy"]
+    assert 0.0 <= scans["scanned"]["full_depth_accuracy"] <= 1.0
     assert report["documents"] == 6 and report["pages"] >= 6
     assert report["full_depth"]["accuracy"] >= 0.5
     assert [e["layer"] for e in report["exits"]] == [0, 2, 4]
