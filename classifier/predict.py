@@ -65,13 +65,19 @@ def page_batcher(
     *,
     early_exit: bool = True,
     policy: ExitPolicy | None = None,
+    every_exit: bool = False,
     **options: Any,
 ) -> StageBatcher:
     """A stage batcher deciding with `policy` (default: the bundle's). A `NeverExit` policy is
-    full depth, like `early_exit=False`: no intermediate heads are computed. `options` go to
-    `StageBatcher` (max_batch, max_delay_ms, schedule, hooks)."""
+    full depth, like `early_exit=False`: no intermediate heads are computed. `every_exit`: full
+    depth that still runs every exit head on the way, so each answer's `trail` and
+    `trail_labels` hold every exit's confidence and label (what the audit sample stores for
+    replaying thresholds). `options` go to `StageBatcher` (max_batch, max_delay_ms, schedule,
+    hooks)."""
+    if every_exit:
+        policy, early_exit = NeverExit(model.num_stages), True
     policy = policy or model_policy(model)
-    if isinstance(policy, NeverExit):
+    if isinstance(policy, NeverExit) and not every_exit:
         early_exit = False
     return StageBatcher(
         model,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from classifier.policy import policy_version
 from classifier.predict import encode_rows, page_batcher, run_rows
 from classifier.stage_batcher import PagePrediction, Schedule
 from workers.metrics import BatcherMetrics
@@ -38,7 +39,10 @@ class ClassifyRuntime:
         )
         # The bundle's policy decides; batch fill and queue depths go to the worker's metrics.
         self.early = page_batcher(model, early_exit=True, hooks=BatcherMetrics("early"), **common)
-        self.full = page_batcher(model, early_exit=False, hooks=BatcherMetrics("full"), **common)
+        # Full depth through every exit head: each answer carries every exit's label and
+        # confidence (stored for the audit sample: what each exit would have answered).
+        self.full = page_batcher(model, every_exit=True, hooks=BatcherMetrics("full"), **common)
+        self.policy_version = policy_version(self.version, model.policy_spec)
 
     @property
     def version(self) -> str:
