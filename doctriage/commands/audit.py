@@ -304,8 +304,9 @@ def report_cmd(args: ReportArguments) -> None:
 def loss_cmd(args: LossArguments) -> None:
     """What early exit costs: the share of early answers that full depth answers differently,
     estimated from the audit sample alone (pages drawn whatever their confidence; low-confidence
-    re-routes are left out, they are biased), with a 95% Wilson interval. Exit status 1 when
-    the interval's lower bound is above the budget."""
+    re-routes are left out, they are biased), with a 95% Wilson interval. --class and
+    --model-version filter the early answer. Exit status 1 when the interval's lower bound is
+    above the budget."""
     from db import audit_loss
     from doctriage.commands._tables import loss_text
 
