@@ -6,6 +6,8 @@ last. The final stage always exits. Policies serialise to/from a small JSON dict
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,3 +123,12 @@ def policy_from_json(spec: dict, num_stages: int) -> ExitPolicy:
     if name == "full_depth":
         return NeverExit(num_stages)
     raise ValueError(f"unknown exit policy {name!r}")
+
+
+def policy_version(model_version: str, spec: dict | None) -> str:
+    """The name of the exit policy in force: the model version and a short hash of the policy's
+    JSON (name and thresholds), e.g. `small-858c599e9839+p1a2b3c4d`. Stored with every
+    prediction so an audit can tell answers decided by different thresholds of one model apart.
+    The one place this name is made."""
+    text = json.dumps(spec or {}, sort_keys=True, separators=(",", ":"))
+    return f"{model_version}+p{hashlib.sha256(text.encode()).hexdigest()[:8]}"

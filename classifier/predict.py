@@ -23,7 +23,7 @@ import torch
 
 from classifier.inputs import PageLike
 from classifier.model import EarlyExitModel
-from classifier.policy import ExitPolicy, NeverExit, policy_from_json
+from classifier.policy import ExitPolicy, NeverExit, policy_from_json, policy_version
 from classifier.stage_batcher import (
     BatcherHooks,
     Decider,
@@ -79,13 +79,19 @@ def page_batcher(
     *,
     early_exit: bool = True,
     policy: ExitPolicy | None = None,
+    every_exit: bool = False,
     **options: Any,
 ) -> StageBatcher:
     """A stage batcher deciding with `policy` (default: the bundle's). A `NeverExit` policy is
-    full depth, like `early_exit=False`: no intermediate heads are computed. `options` go to
-    `StageBatcher` (max_batch, max_delay_ms, schedule, hooks)."""
+    full depth, like `early_exit=False`: no intermediate heads are computed. `every_exit`: full
+    depth that still runs every exit head on the way, so each answer's `trail` and
+    `trail_labels` hold every exit's confidence and label (what the audit sample stores for
+    replaying thresholds). `options` go to `StageBatcher` (max_batch, max_delay_ms, schedule,
+    hooks)."""
+    if every_exit:
+        policy, early_exit = NeverExit(model.num_stages), True
     policy = policy or model_policy(model)
-    if isinstance(policy, NeverExit):
+    if isinstance(policy, NeverExit) and not every_exit:
         early_exit = False
     return StageBatcher(
         model,
@@ -160,8 +166,11 @@ class ClassifyRuntime:
                       schedule=options.schedule)
         self.early = page_batcher(model, early_exit=True,
                                   hooks=hooks("early") if hooks else None, **common)
-        self.full = page_batcher(model, early_exit=False,
+        # Full depth through every exit head: each answer carries every exit's label and
+        # confidence (stored for the audit sample: what each exit would have answered).
+        self.full = page_batcher(model, every_exit=True,
                                  hooks=hooks("full") if hooks else None, **common)
+        self.policy_version = policy_version(self.version, model.policy_spec)
 
     @property
     def version(self) -> str:

@@ -82,6 +82,7 @@ class PagePrediction:
     exit_layer: int  # encoder layers run for this page (0 = pre-encoder exit)
     trail: tuple[float, ...] = ()  # confidence at each exit visited, stage 0 first
     probs: tuple[float, ...] = ()  # class probabilities at the exit (empty: decider gave none)
+    trail_labels: tuple[str, ...] = ()  # the label at each exit visited, beside `trail`
     # submit -> exit in the batcher, queueing included: a measurement, not part of the answer
     latency_ms: float | None = field(default=None, compare=False)
 
@@ -120,6 +121,7 @@ class _Item:
     submitted: float
     payload: Any  # encoded inputs of the page (stage 0 only)
     trail: list[float] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # label index at each exit visited
     past: list[torch.Tensor] = field(default_factory=list)  # probs at each exit passed
 
 
@@ -375,6 +377,7 @@ class StageBatcher:
         stay: list[int] = []
         for i, it in enumerate(batch):
             it.trail.append(float(confs[i]))
+            it.labels.append(int(labels[i]))
             if probs is not None and not final:
                 it.past.append(probs[i])
             if exits[i]:
@@ -408,13 +411,18 @@ class StageBatcher:
                 now: float) -> PagePrediction:
         """The page's answer at `exit_stage`: its confidence is the last one on its trail."""
         names, layers = self._label_names, self._exit_layers
+
+        def name(index: int) -> str:
+            return names[index] if names is not None else str(index)
+
         return PagePrediction(
-            label=names[label] if names is not None else str(label),
+            label=name(label),
             confidence=item.trail[-1],
             exit_stage=exit_stage,
             exit_layer=int(layers[exit_stage]) if layers is not None else exit_stage,
             trail=tuple(item.trail),
             probs=probs,
+            trail_labels=tuple(name(i) for i in item.labels),
             latency_ms=(now - item.submitted) * 1000.0,
         )
 

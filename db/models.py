@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -19,12 +20,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from db.states import DocumentState, FailureKind, PageState, Pass
+from db.states import DocumentState, FailureKind, FullDepthReason, PageState, Pass
 
 # Deterministic constraint names, so migrations can refer to them on both backends.
 NAMING = {
@@ -132,6 +134,7 @@ class Prediction(Base):
         ),
         CheckConstraint(_in("pass_name", Pass), name="pass_name"),
         CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        CheckConstraint(_in("full_depth_reason", FullDepthReason), name="full_depth_reason"),
         Index("ix_predictions_created", "created_at"),
     )
 
@@ -146,6 +149,19 @@ class Prediction(Base):
     trail: Mapped[list[float]] = mapped_column(JSON)  # calibrated confidence at each exit tried
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The exit policy in force (classifier.policy.policy_version: model version + a hash of the
+    # thresholds); NULL on rows written before migration 0003.
+    policy_version: Mapped[str | None] = mapped_column(String(160))
+    # Why the page goes (early row: as the classify step decided; NULL = answered early) or
+    # went (full row: NULL only on rows older than 0003) to full depth.
+    full_depth_reason: Mapped[str | None] = mapped_column(String(16))
+    # The seeded audit coin picked this page (true on its early and full rows): the audit
+    # sample is every such page, also a low-confidence one, whose reason then says
+    # "low_confidence" (it would have gone anyway; "audit_sample" = sent only for the audit).
+    audit_sample: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Full rows: [[label, confidence], ...] at every exit, stage 0 first (what each exit would
+    # have answered); NULL on early rows (their `trail` has the exits they visited).
+    exit_answers: Mapped[list[list[Any]] | None] = mapped_column(JSON)
 
 
 class HumanLabel(Base):

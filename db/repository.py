@@ -42,6 +42,19 @@ class PredictionRecord:
     exit_layer: int
     trail: Sequence[float]  # calibrated confidence at each exit tried, in order
     latency_ms: float | None
+    policy_version: str | None = None  # classifier.policy.policy_version of the policy in force
+    full_depth_reason: str | None = None  # db.states.FullDepthReason (None: answered early)
+    audit_sample: bool = False  # the seeded audit coin picked the page
+    exit_answers: Sequence[tuple[str, float]] | None = None  # full rows: (label, conf) per exit
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Why a page went to full depth, as its early row records it (the classify step's
+    decision), for the full row to carry."""
+
+    reason: str
+    audit_sample: bool
 
 
 @dataclass(frozen=True)
@@ -484,11 +497,30 @@ def record_predictions(s: Session, rows: Sequence[PredictionRecord]) -> int:
             "trail": [float(c) for c in r.trail],
             "latency_ms": None if r.latency_ms is None else float(r.latency_ms),
             "created_at": now,
+            "policy_version": r.policy_version,
+            "full_depth_reason": None if r.full_depth_reason is None else str(r.full_depth_reason),
+            "audit_sample": bool(r.audit_sample),
+            "exit_answers": (None if r.exit_answers is None
+                             else [[str(lab), float(c)] for lab, c in r.exit_answers]),
         }
         for r in rows
     ]
     # executemany parameters: one cached statement (sent as multi-row INSERTs), see upsert_pages.
     return sum(len(s.execute(stmt, chunk).all()) for chunk in _chunks(params))
+
+
+def routing_of(s: Session, page_ids: Iterable[int], model_version: str) -> dict[int, Routing]:
+    """The full-depth routing the classify step recorded on the pages' early rows of
+    `model_version`: page id -> Routing. A page missing here was not routed by the classify
+    step (an operator's re-run, or its early answer is another version's)."""
+    ids = list(page_ids)
+    if not ids:
+        return {}
+    p = Prediction.__table__
+    query = select(p.c.page_id, p.c.full_depth_reason, p.c.audit_sample).where(
+        p.c.page_id.in_(ids), p.c.model_version == model_version,
+        p.c.pass_name == Pass.EARLY.value, p.c.full_depth_reason.is_not(None))
+    return {int(pid): Routing(reason, bool(audit)) for pid, reason, audit in s.execute(query)}
 
 
 def predictions_for_page(s: Session, page_id: int) -> list[Prediction]:

@@ -38,5 +38,13 @@ class Pass(StrEnum):
     FULL = "full"  # all layers, no early exit (re-route / audit sample)
 
 
+class FullDepthReason(StrEnum):
+    """Why a page was (or is to be) answered again at full depth."""
+
+    LOW_CONFIDENCE = "low_confidence"  # the early answer was below the re-route bar
+    AUDIT_SAMPLE = "audit_sample"  # the seeded audit coin picked the page (whatever its confidence)
+    MANUAL = "manual"  # an operator's re-run (backlog --reclassify-below), not the classify step
+
+
 DOCUMENT_FINAL = frozenset({DocumentState.DONE, DocumentState.FAILED, DocumentState.SKIPPED})
 PAGE_FINAL = frozenset({PageState.DONE, PageState.FAILED})

@@ -57,6 +57,8 @@ class _Metrics:
     task_seconds: Histogram
     failures: Counter
     retries: Counter
+    loss: Gauge
+    loss_pages: Gauge
 
 
 def _build() -> _Metrics:
@@ -96,6 +98,17 @@ def _build() -> _Metrics:
         retries=Counter(
             "doctriage_task_retries", "Task retries, by task and reason (error type).",
             ["task", "reason"]),
+        # Set by the reconciler from the store (workers/loss_gauge.py): the newest value counts.
+        loss=Gauge(
+            "doctriage_early_exit_loss",
+            "Share of early answers that full depth answers differently, estimated from the "
+            "audit sample of the last day: bound=estimate, and the 95% Wilson interval's "
+            "lower and upper bounds (NaN without sampled pages).",
+            ["bound"], multiprocess_mode="mostrecent"),
+        loss_pages=Gauge(
+            "doctriage_early_exit_loss_sample_pages",
+            "Audit-sampled pages (with both answers) behind doctriage_early_exit_loss.",
+            multiprocess_mode="mostrecent"),
     )
 
 
@@ -232,3 +245,12 @@ def record_failure(where: str, reason: BaseException | str, count: int = 1) -> N
 
 def record_retry(task: str, reason: BaseException | str) -> None:
     metrics().retries.labels(task, reason_of(reason)).inc()
+
+
+def record_loss_estimate(pages: int, estimate: float | None, lower: float | None,
+                         upper: float | None) -> None:
+    """The early-exit loss estimate (db.audit_loss) as gauges; None (no pages) is NaN."""
+    m = metrics()
+    for bound, value in (("estimate", estimate), ("lower", lower), ("upper", upper)):
+        m.loss.labels(bound).set(float("nan") if value is None else value)
+    m.loss_pages.set(pages)

@@ -26,6 +26,7 @@ from db.repository import (
     ClaimedPage,
     PageRecord,
     PredictionRecord,
+    Routing,
     claim_document,
     claim_pages,
     finish_documents,
@@ -36,11 +37,12 @@ from db.repository import (
     reclaim_documents,
     reclaim_pages,
     record_predictions,
+    routing_of,
     touch_document,
     upsert_pages,
 )
 from db.session import session_scope
-from db.states import DocumentState, FailureKind, PageState, Pass
+from db.states import DocumentState, FailureKind, FullDepthReason, PageState, Pass
 from pipelines.artifacts import ArtifactNotFound, ArtifactStore, decode_page, encode_page, page_key
 from pipelines.errors import DocumentError, one_line
 from pipelines.options import IngestOptions
@@ -216,7 +218,17 @@ def audit_pick(page_id: int, seed: int, fraction: float) -> bool:
 
 
 def needs_full_depth(page_id: int, confidence: float, opts: RerouteOptions) -> bool:
-    return confidence < opts.reroute_below or audit_pick(page_id, opts.seed, opts.audit_fraction)
+    return full_depth_routing(page_id, confidence, opts) is not None
+
+
+def full_depth_routing(page_id: int, confidence: float, opts: RerouteOptions) -> Routing | None:
+    """Why this early answer goes to full depth, or None when it stands. A page both below the
+    bar and drawn for the audit is `low_confidence` (it would have gone anyway) and still in the
+    audit sample (`audit_sample` true): the sample stays every drawn page, unbiased."""
+    sampled = audit_pick(page_id, opts.seed, opts.audit_fraction)
+    if confidence < opts.reroute_below:
+        return Routing(FullDepthReason.LOW_CONFIDENCE.value, sampled)
+    return Routing(FullDepthReason.AUDIT_SAMPLE.value, True) if sampled else None
 
 
 def _load_inputs(
@@ -253,8 +265,9 @@ def classify_pages(
     rerouted, done = [], []
     records = []
     for (page_id, _), a in zip(ok, answers, strict=True):
-        records.append(_record(page_id, runtime.version, Pass.EARLY, a))
-        (rerouted if needs_full_depth(page_id, a.confidence, ctx.reroute) else done).append(page_id)
+        routing = full_depth_routing(page_id, a.confidence, ctx.reroute)
+        records.append(_record(page_id, runtime, Pass.EARLY, a, routing))
+        (done if routing is None else rerouted).append(page_id)
     with session_scope(ctx.sessions) as s:
         record_predictions(s, records)
         mark_pages(s, done, PageState.DONE, only_from=(PageState.CLASSIFYING,))
@@ -280,12 +293,15 @@ def full_depth_pages(
     claimed = {p.id for p in pages}
     ok, bad = _load_inputs(ctx, pages)
     answers = runtime.classify([inp for _, inp in ok], early_exit=False)
-    records = [
-        _record(pid, runtime.version, Pass.FULL, a) for (pid, _), a in zip(ok, answers, strict=True)
-    ]
     done = [pid for pid, _ in ok]
     with session_scope(ctx.sessions) as s:
-        record_predictions(s, records)
+        # The classify step's routing, read in the transaction that writes the full rows; a
+        # page it did not route was sent by an operator (backlog --reclassify-below).
+        routed = routing_of(s, done, runtime.version)
+        record_predictions(s, [
+            _record(pid, runtime, Pass.FULL, a, routed.get(pid, MANUAL))
+            for (pid, _), a in zip(ok, answers, strict=True)
+        ])
         mark_pages(s, done, PageState.DONE, only_from=(PageState.REROUTED,))
         for page_id, reason in bad:
             mark_pages(s, [page_id], PageState.FAILED, error=reason)
@@ -306,12 +322,21 @@ def fail_pages(
         finish_documents(s, set(docs))
 
 
-def _record(page_id: int, version: str, pass_name: Pass, a: PagePrediction) -> PredictionRecord:
-    """The engine's answer as the store's row: the page, model version and pass added."""
+MANUAL = Routing(FullDepthReason.MANUAL.value, False)
+
+
+def _record(page_id: int, runtime: ClassifyRuntime, pass_name: Pass, a: PagePrediction,
+            routing: Routing | None) -> PredictionRecord:
+    """The engine's answer as the store's row: the page, model and policy version, pass and
+    full-depth routing added; a full row keeps every exit's (label, confidence)."""
+    full = pass_name is Pass.FULL
     return PredictionRecord(
-        page_id=page_id, model_version=version, pass_name=pass_name.value, label=a.label,
+        page_id=page_id, model_version=runtime.version, pass_name=pass_name.value, label=a.label,
         confidence=a.confidence, exit_stage=a.exit_stage, exit_layer=a.exit_layer,
-        trail=list(a.trail), latency_ms=a.latency_ms,
+        trail=list(a.trail), latency_ms=a.latency_ms, policy_version=runtime.policy_version,
+        full_depth_reason=routing.reason if routing else None,
+        audit_sample=bool(routing and routing.audit_sample),
+        exit_answers=list(zip(a.trail_labels, a.trail, strict=True)) if full else None,
     )
 
 

@@ -14,7 +14,7 @@ from celery.exceptions import Ignore, Retry
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from workers import context, retrying, steps
+from workers import context, loss_gauge, retrying, steps
 from workers.celery_app import CheckedTask, app
 from workers.failures import PERMANENT_TYPES, TRANSIENT_TYPES, is_transient
 from workers.orchestration import after_classify, after_ingest, chunks
@@ -158,6 +158,7 @@ def reconcile(stuck_after_s: float = 900.0, **bounds: float) -> dict[str, int]:
     then.ingest([*plan.documents, *retried])
     then.classify([*plan.classify, *retried_pages])
     then.full_depth(plan.full_depth)
+    loss_gauge.refresh_due(ctx.sessions)  # the early-exit loss gauge, at most once a minute
     return {"documents": len(plan.documents), "classify": len(plan.classify),
             "full_depth": len(plan.full_depth), "finished": len(plan.finished),
             "retried": len(retried), "retried_pages": len(retried_pages)}

@@ -226,3 +226,35 @@ def calibration_text(result: Mapping[str, Any]) -> str:
     lines.append("full depth rows: pages re-routed from that early exit stage, answered at full "
                  f"depth; accuracy against the newest human label; ECE over {result['bins']} bins")
     return "\n".join(lines)
+
+
+LOSS_HEADERS = {"day": "day (UTC)", "class": "early class", "stage": "early exit stage",
+                "source": "source", "version": "policy version"}
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"  # a loss budget is a fraction of a percent
+
+
+def _interval(e: Mapping[str, Any]) -> str:
+    if e["estimate"] is None:
+        return "-"
+    return f"{_share(e['estimate'])} [{_share(e['lower'])}, {_share(e['upper'])}]"
+
+
+def loss_text(result: Mapping[str, Any]) -> str:
+    t, by = result["total"], result["by"]
+    total = (
+        f"audit sample: {t['pages']} pages, early answer differs from full depth on "
+        f"{t['differ']}: estimated loss {_interval(t)} (95% Wilson interval); "
+        f"budget {_share(result['budget'])}"
+    )
+    if not t["pages"]:
+        total = "no audit-sampled page with both answers matches\n" + total
+    if by is None or not result["groups"]:
+        return total
+    rows = [
+        [printable(str(g[by])), g["pages"], g["differ"], _interval(g)] for g in result["groups"]
+    ]
+    headers = [LOSS_HEADERS[by], "pages", "differ", "loss [95% interval]"]
+    return table(headers, rows, right=(1, 2)) + "\n" + total

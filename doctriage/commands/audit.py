@@ -1,4 +1,4 @@
-"""`doctriage audit summary|low-confidence|reroutes|calibration|label`: confidence audit queries
+"""`doctriage audit summary|low-confidence|reroutes|calibration|loss|label|report`: audit queries
 on the store (database from DOCTRIAGE_DATABASE_URL, default the embedded SQLite file)."""
 
 from __future__ import annotations
@@ -118,6 +118,33 @@ class ReportArguments(Filters, ReportFile):
     bins: Annotated[int, typer.Option("--bins", min=1, max=100, help="Confidence bins.")] = (
         ECE_BINS
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossOptions:
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Also per group: day (UTC, of the early answer), class (the "
+                     "early one), stage (early exit stage), source (the document's folder: "
+                     "scheme, bucket and prefix), version (policy version: model version and "
+                     "thresholds)."),
+    ] = None
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", help="Share of early answers allowed to differ from full "
+                     "depth (default: the bundle's calibration budget in exits.json, else "
+                     "0.005). Exit status 1 when the interval's lower bound is above it."),
+    ] = None
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Bundle whose budget is the default (default: "
+                     "DOCTRIAGE_MODEL_DIR, else the default bundle)."),
+    ] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossArguments(Output, LossOptions, Filters):
+    """The filters (--class: the early class), --by, --budget, --model, the output format."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +299,50 @@ def report_cmd(args: ReportArguments) -> None:
     typer.echo(f"report: {out} ({len(page) // 1024} KiB)")
 
 
+@audit_app.command("loss")
+@takes_arguments(LossArguments)
+def loss_cmd(args: LossArguments) -> None:
+    """What early exit costs: the share of early answers that full depth answers differently,
+    estimated from the audit sample alone (pages drawn whatever their confidence; low-confidence
+    re-routes are left out, they are biased), with a 95% Wilson interval. --class and
+    --model-version filter the early answer. Exit status 1 when the interval's lower bound is
+    above the budget."""
+    from db import audit_loss
+    from doctriage.commands._tables import loss_text
+
+    if args.by is not None and args.by not in audit_loss.GROUPINGS:
+        raise fail(f"--by {args.by!r}: one of {', '.join(audit_loss.GROUPINGS)}")
+    if args.budget is not None and not 0.0 <= args.budget <= 1.0:
+        raise fail(f"--budget must be between 0 and 1, got {args.budget}")
+    budget = args.budget if args.budget is not None else _bundle_budget(args.model)
+    f = args.audit_filter()
+    with _session() as s:
+        result = audit_loss.loss(s, f, args.by)
+    over = audit_loss.over_budget(result["total"], budget)
+    result = {**result, "budget": budget, "over_budget": over}
+    rows = result["groups"] if args.by else [result["total"]]
+    _emit(result, rows, args, loss_text(result))
+    if over:
+        t = result["total"]
+        typer.echo(f"over budget: estimated loss {t['estimate']:.2%}, lower bound "
+                   f"{t['lower']:.2%} > budget {budget:.2%} ({t['pages']} audit-sampled pages)",
+                   err=True)
+        raise typer.Exit(1)
+
+
+def _bundle_budget(model: Path | None) -> float:
+    """The disagreement budget the bundle's thresholds were searched under (exits.json
+    metadata.calibration.budget), else audit_loss.DEFAULT_BUDGET."""
+    from db.audit_loss import DEFAULT_BUDGET
+
+    bundle = _bundle_exits(model)
+    if bundle is None:
+        return DEFAULT_BUDGET
+    calibration = bundle[1].get("metadata", {}).get("calibration") or {}
+    budget = calibration.get("budget") if isinstance(calibration, dict) else None
+    return float(budget) if isinstance(budget, int | float) else DEFAULT_BUDGET
+
+
 @audit_app.command("label")
 @takes_arguments(LabelArguments)
 def label_cmd(args: LabelArguments) -> None:
@@ -318,6 +389,19 @@ def _check_class(label: str, model: Path | None, force: bool) -> None:
 def _bundle_classes(model: Path | None) -> tuple[Path, list[str]] | None:
     """(folder, class names) of the bundle --model, DOCTRIAGE_MODEL_DIR or the default gives,
     read from its exits.json (no torch, never builds the default); None if there is none."""
+    bundle = _bundle_exits(model)
+    if bundle is None:
+        return None
+    folder, exits = bundle
+    try:
+        return folder, [str(n) for n in exits["label_names"]]
+    except (KeyError, TypeError):
+        raise fail(f"{folder}: not a model bundle (unreadable exits.json)") from None
+
+
+def _bundle_exits(model: Path | None) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, exits.json) of the bundle --model, DOCTRIAGE_MODEL_DIR or the default gives;
+    None if there is none."""
     from doctriage import wiring
     from doctriage.settings import get_settings
 
@@ -335,10 +419,12 @@ def _bundle_classes(model: Path | None) -> tuple[Path, list[str]] | None:
     if folder is None:
         return None
     try:
-        names = json.loads((folder / "exits.json").read_text(encoding="utf-8"))["label_names"]
-    except (OSError, ValueError, KeyError, TypeError):
+        exits = json.loads((folder / "exits.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         raise fail(f"{folder}: not a model bundle (unreadable exits.json)") from None
-    return folder, [str(n) for n in names]
+    if not isinstance(exits, dict):
+        raise fail(f"{folder}: not a model bundle (unreadable exits.json)")
+    return folder, exits
 
 
 def register(app: typer.Typer) -> None:

@@ -21,11 +21,11 @@ from matplotlib.ticker import MaxNLocator
 from sqlalchemy.orm import Session
 
 from classifier.calibration import DEFAULT_BINS
-from db import audit
+from db import audit, audit_loss
 from db.audit import AuditFilter
 from doctriage.reporting.calibration import calibration, reliability_by_pass
 
-FIGURES = ("exit-depth", "confidence-by-class", "reliability", "reroute-agreement")
+FIGURES = ("exit-depth", "confidence-by-class", "reliability", "reroute-agreement", "audit-loss")
 
 
 def _png(fig: Figure) -> str:
@@ -159,6 +159,37 @@ def agreement_figure(days: list[dict[str, Any]]) -> str:
     )
 
 
+def loss_figure(days: list[dict[str, Any]]) -> str:
+    """The audit sample's loss estimate per day with its 95% Wilson interval, in percent."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    if days:
+        n = len(days)
+        x = list(range(n))
+        est = [100 * d["estimate"] for d in days]
+        below = [e - 100 * d["lower"] for e, d in zip(est, days, strict=True)]
+        above = [100 * d["upper"] - e for e, d in zip(est, days, strict=True)]
+        ax.errorbar(x, est, yerr=[below, above], fmt="o", color="tab:purple", capsize=4,
+                    label="estimate, 95% Wilson interval")
+        if n <= 20:  # the sample size under each point; beyond that the labels would collide
+            for xi, d in zip(x, days, strict=True):
+                ax.annotate(f"n={d['pages']}", (xi, 100 * d["upper"]), ha="center",
+                            va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        step = -(-n // 12)
+        ax.set_xticks(x[::step], [d["day"] for d in days][::step],
+                      rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                      fontsize=8)
+        pad = max(0.0, (5 - n) / 2)
+        ax.set_xlim(-0.5 - pad, n - 0.5 + pad)
+        ax.set_ylim(0, max(100 * d["upper"] for d in days) * 1.3 + 0.5)
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        _empty(ax, "no audit-sampled pages with a full-depth answer")
+    return _labelled_png(
+        fig, ax, "day of the early answer (UTC)", "early answers differing from full depth (%)",
+        "Early-exit loss on the audit sample",
+    )
+
+
 def _answer(which: str) -> str:
     return "full-depth" if which == "full" else which
 
@@ -250,6 +281,14 @@ def _figures(s: Session, f: AuditFilter, bins: int) -> dict[str, tuple[str, str,
             "kept the early class, red where it changed it. Low agreement means the early exits "
             "are often wrong on the pages they are unsure of.",
             agreement_figure(audit.agreement_by_day(s, f)),
+        ),
+        "audit-loss": (
+            "Early-exit loss on the audit sample",
+            "Per UTC day, the share of audit-sampled early answers that the full-depth pass "
+            "answers differently, with its 95% Wilson interval and the number of sampled pages. "
+            "The audit sample is drawn whatever the confidence, so unlike the re-routes above it "
+            "estimates what early exit costs on all traffic (doctriage audit loss).",
+            loss_figure(audit_loss.loss_by_day(s, f)),
         ),
     }
 

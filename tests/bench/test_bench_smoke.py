@@ -205,7 +205,24 @@ def _fuzz_ingest(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
     return ["--cases", "3", "--workers", "1", "--ocr-share", "0", "--no-fixtures"], check
 
 
+def _audit_drift(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert len(r["runs"]) == 2 and r["params"]["pages"] == 400
+        for run in r["runs"]:
+            # a 25% sample of 400 pages: the audit query saw exactly the drawn pages
+            assert run["sampled_pages"] == run["audit_sample"] > 0
+            assert run["rerouted"] >= run["audit_sample"]
+            assert run["lower"] <= run["estimate"] <= run["upper"]
+            assert run["covered"] == (run["lower"] <= run["true_disagreement"] <= run["upper"])
+            assert run["flagged"] == (run["lower"] > r["params"]["budget"])
+        assert r["flagged"] == sum(run["flagged"] for run in r["runs"])
+        assert r["covered"] == sum(run["covered"] for run in r["runs"])
+
+    return ["--runs", "2", "--pages", "400", "--audit-fraction", "0.25", "--drift", "0.2"], check
+
+
 SMOKE: dict[str, Callable[[Fixtures], tuple[list[Any], Callable[[dict], None]]]] = {
+    "audit_drift": _audit_drift,
     "capacity": _capacity,
     "batching": _batching,
     "early_exit": _early_exit,

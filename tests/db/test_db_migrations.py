@@ -118,3 +118,53 @@ def test_a_new_connection_waits_for_a_lock_held_while_it_switches_to_wal(tmp_pat
         release.join()
         holder.close()
         engine.dispose()
+
+
+def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str) -> None:
+    """Rows written before 0003 keep their values, are not in the audit sample and have no
+    reason; the reason's CHECK holds on both backends; down to 0002 and back keeps the rows
+    (SQLite: ADD/DROP COLUMN, never a table copy that would cascade)."""
+    from sqlalchemy.exc import IntegrityError
+
+    engine = make_engine(fresh_url)
+    try:
+        migrate(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO documents (id, source_uri, version_key, state, attempts,"
+                " failed_attempts, created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x',"
+                " 'DONE', 1, 0, '2026-01-01', '2026-01-01')"))
+            conn.execute(text(
+                "INSERT INTO pages (id, document_id, number, state, attempts, failed_attempts,"
+                " created_at, updated_at) VALUES (1, 1, 1, 'DONE', 1, 0, '2026-01-01',"
+                " '2026-01-01')"))
+            conn.execute(text(
+                "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
+                " exit_stage, exit_layer, trail, created_at) VALUES (1, 'm', 'early', 'memo',"
+                " 0.5, 0, 0, '[0.5]', '2026-01-01'), (1, 'm', 'full', 'memo', 0.9, 3, 3,"
+                " '[0.9]', '2026-01-01')"))
+        migrate(engine)
+        select_new = text(
+            "SELECT pass_name, policy_version, full_depth_reason, audit_sample, exit_answers"
+            " FROM predictions ORDER BY id")
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(select_new)]
+        assert rows == [("early", None, None, False, None), ("full", None, None, False, None)]
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE predictions SET full_depth_reason = 'manual',"
+                              " audit_sample = true WHERE pass_name = 'full'"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE predictions SET full_depth_reason = 'because'"))
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0002")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 2
+            columns = {c["name"] for c in inspect(conn).get_columns("predictions")}
+            assert "audit_sample" not in columns and "full_depth_reason" not in columns
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
+    finally:
+        engine.dispose()

@@ -105,6 +105,26 @@ def test_one_day_of_reroutes_has_a_legend_and_a_slim_bar(monkeypatch) -> None:
     assert any(t.get_text() == "67% agree" for t in ax.texts)
 
 
+def test_loss_figure_draws_each_days_interval(monkeypatch) -> None:
+    from db.audit_loss import LossEstimate
+    from doctriage.reporting import html_report as report
+
+    days = [{"day": "2026-03-01", **LossEstimate.of(100, 5).as_dict()},
+            {"day": "2026-03-02", **LossEstimate.of(80, 0).as_dict()}]
+    fig = _figure(monkeypatch, report.loss_figure, days)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() and "%" in ax.get_ylabel() and len(ax.get_legend().get_texts()) == 1
+    (drawn,) = ax.containers  # the estimates and their intervals as error bars
+    points, _caps, (bars,) = drawn.lines
+    assert list(points.get_ydata()) == pytest.approx([5.0, 0.0])
+    spans = [sorted(seg[:, 1]) for seg in bars.get_segments()]
+    assert spans == [pytest.approx([100 * days[0]["lower"], 100 * days[0]["upper"]]),
+                     pytest.approx([0.0, 100 * days[1]["upper"]])]
+    assert [t.get_text() for t in ax.texts] == ["n=100", "n=80"]
+    fig = _figure(monkeypatch, report.loss_figure, [])
+    assert "no audit-sampled pages" in fig.axes[0].texts[0].get_text()
+
+
 def test_reliability_without_labels_is_the_message_alone(monkeypatch) -> None:
     from doctriage.reporting import html_report as report
 

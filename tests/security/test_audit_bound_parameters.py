@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
-from db import audit
+from db import audit, audit_loss
 from db.models import HumanLabel, Prediction
 from db.repository import (
     PageRecord,
@@ -87,6 +87,8 @@ def test_audit_queries_bind_hostile_filters(tmp_path: Path, spy: SqlSpy, hostile
             assert audit.low_confidence(s, 1.0, f) == []
             audit.reroutes(s, f)
             calibration(s, f)
+            for by in (None, *audit_loss.GROUPINGS):
+                assert audit_loss.loss(s, f, by)["total"]["pages"] == 0
         spy.check(hostile)
     spy.calls.clear()
     with session_scope(sessions) as s:
@@ -110,7 +112,8 @@ def test_audit_cli_binds_hostile_class_filter(tmp_path: Path, spy: SqlSpy,
     hostile = HOSTILE[1]
     spy.calls.clear()
     for cmd in (["summary", "--class", hostile, "--json"],
-                ["low-confidence", "--below", "0.9", "--model-version", hostile, "--json"]):
+                ["low-confidence", "--below", "0.9", "--model-version", hostile, "--json"],
+                ["loss", "--class", hostile, "--by", "source", "--budget", "0.01", "--json"]):
         result = CliRunner().invoke(app, ["audit", *cmd])
         assert result.exit_code == 0, result.output
     spy.check(hostile)

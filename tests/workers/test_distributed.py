@@ -91,6 +91,9 @@ def test_workers_classify_submitted_documents(
             assert len(p.trail) == p.exit_stage + 1
         for p in full:
             assert p.exit_stage == 4 and p.exit_layer == 4
+            # why it ran, and what every exit answered on the way (the audit's replay data)
+            assert p.full_depth_reason in {"low_confidence", "audit_sample"}
+            assert [lab for lab, _ in p.exit_answers][-1] == p.label and len(p.exit_answers) == 5
 
         status = CliRunner().invoke(app, ["status", "--json"])
         counts = json.loads(status.stdout)

@@ -12,6 +12,7 @@ from racekit import run_at_once
 
 from classifier.bundle import load_bundle
 from classifier.inputs import PageInput
+from classifier.policy import MaxSoftmax
 from classifier.predict import BatcherOptions, ClassifyRuntime, predict_pages
 
 
@@ -46,6 +47,15 @@ def test_batcher_matches_predict_pages(model, early_exit: bool) -> None:
     want = predict_pages(model, pages, early_exit=early_exit, batch_size=8)
     runtime = ClassifyRuntime(model, BatcherOptions(max_batch=8))
     got = runtime.classify(pages, early_exit=early_exit)
+    if not early_exit:
+        # The served full pass runs every exit head on the way: its trail (and the label at
+        # each exit) is a never-exiting policy's, its answer the full-depth one.
+        assert [g.confidence for g in got] == pytest.approx([w.confidence for w in want], abs=1e-4)
+        assert all(len(g.trail) == len(g.trail_labels) == model.num_stages for g in got)
+        assert all(g.trail_labels[-1] == g.label for g in got)
+        never = MaxSoftmax.global_threshold(model.num_stages, 2.0)
+        want = predict_pages(model, pages, batch_size=8, policy=never)
+        assert [g.trail_labels for g in got] == [w.trail_labels for w in want]
     assert [g.label for g in got] == [w.label for w in want]
     assert [g.exit_stage for g in got] == [w.exit_stage for w in want]
     assert [g.exit_layer for g in got] == [w.exit_layer for w in want]
