@@ -45,6 +45,10 @@ configure(QueueConfig(broker_url=os.environ.get("FLOOR_BROKER", "redis://127.0.0
 def noop(ids: list[int]) -> None:
     return None
 
+# How to read the result (written into it).
+NOTE = ("a no-op task through doctriage's broker settings: what Celery + Redis "
+        "cost per message before any step runs (worker, Redis server, publisher)")
+
 
 def _drained(r: redis.Redis) -> bool:
     # kombu's Redis transport: the queue is a list; a delivered, unacknowledged message waits
@@ -122,9 +126,7 @@ def main() -> int:
             **{f"median_{k}": round(statistics.median(r[k] for r in rounds), 3) for k in keys},
             "rounds": rounds,
         }
-    note = ("a no-op task through doctriage's broker settings: what Celery + Redis "
-            "cost per message before any step runs (worker, Redis server, publisher)")
-    harness.write_result(report, args.out, run, note=note)
+    harness.write_result(report, args.out, run, note=NOTE)
     return 0
 
 

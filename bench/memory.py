@@ -83,6 +83,10 @@ class PeakSampler:
         self._thread.join()
         self.peak = max(self.peak, self.rss())
 
+# How to read the result (written into it).
+NOTE = ("each scenario in its own process; RSS sampled every 10 ms (psutil) and "
+        "ru_maxrss; the backlog's pages are copies of --distinct encoded pages")
+
 
 def maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
@@ -337,9 +341,7 @@ def main() -> int:
             if args.only in (None, name):
                 result[name] = run_child(name, args, pdf, Path(tmp) / f"home-{name}")
     result["seconds"] = round(time.time() - started, 1)
-    note = ("each scenario in its own process; RSS sampled every 10 ms (psutil) and "
-            "ru_maxrss; the backlog's pages are copies of --distinct encoded pages")
-    harness.write_result(result, args.out, run, note=note)
+    harness.write_result(result, args.out, run, note=NOTE)
     return 0
 
 

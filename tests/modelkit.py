@@ -4,9 +4,12 @@ thresholds set so that pages leave at every stage."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from PIL import Image, ImageDraw
 
 LABELS = ["contract", "form", "invoice", "receipt", "resume", "scientific_publication"]
 TEXTS = [
@@ -44,3 +47,20 @@ def build_tiny_bundle(
         model.metadata = dict(metadata)
     save_bundle(model.eval(), path, name=name)
     return path
+
+
+def scribbled_page(rng: random.Random, vocab: Sequence[str], words: tuple[int, int]
+                   ) -> tuple[list[str], list[tuple[int, int, int, int]], Image.Image]:
+    """A random page for model inputs: `words` (a randrange) words drawn from `vocab`, their
+    boxes (0-1000), and a 170x220 image with a black bar where each word is."""
+    k = rng.randrange(*words)
+    chosen = [rng.choice(vocab) for _ in range(k)]
+    boxes = []
+    for _ in range(k):
+        x, y = rng.randrange(0, 900), rng.randrange(0, 950)
+        boxes.append((x, y, x + rng.randrange(10, 100), y + 20))
+    img = Image.new("RGB", (170, 220), "white")
+    draw = ImageDraw.Draw(img)
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle((x0 * 0.17, y0 * 0.22, x1 * 0.17, y1 * 0.22), fill="black")
+    return chosen, boxes, img

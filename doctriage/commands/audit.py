@@ -202,14 +202,16 @@ def _emit(
 
 
 def _show_groups(
-    query: Callable[[Session], dict[str, Any]],
+    query: Callable[[Session, audit.AuditFilter], dict[str, Any]],
     text: Callable[[dict[str, Any]], str],
-    output: Output,
+    args: Any,
 ) -> None:
-    """Run a grouped query on the store; print its result (CSV: one row per group)."""
+    """Run a grouped query on the store with the command's filters; print its result (CSV: one
+    row per group). `args`: the command's arguments (filters and output options)."""
+    f = args.audit_filter()
     with _session() as s:
-        result = query(s)
-    _emit(result, result["groups"], output, text(result))
+        result = query(s, f)
+    _emit(result, result["groups"], args, text(result))
 
 
 def _cell(value: Any) -> Any:
@@ -235,8 +237,7 @@ def summary_cmd(args: GroupedArguments) -> None:
     from db import audit
     from doctriage.commands._tables import summary_text
 
-    f = args.audit_filter()
-    _show_groups(lambda s: audit.summary(s, f), summary_text, args)
+    _show_groups(audit.summary, summary_text, args)
 
 
 @audit_app.command("low-confidence")
@@ -263,8 +264,7 @@ def reroutes_cmd(args: GroupedArguments) -> None:
     from db import audit
     from doctriage.commands._tables import reroutes_text
 
-    f = args.audit_filter()
-    _show_groups(lambda s: audit.reroutes(s, f), reroutes_text, args)
+    _show_groups(audit.reroutes, reroutes_text, args)
 
 
 @audit_app.command("calibration")
@@ -274,8 +274,7 @@ def calibration_cmd(args: CalibrationArguments) -> None:
     from doctriage.commands._tables import calibration_text
     from doctriage.reporting.calibration import calibration
 
-    f = args.audit_filter()
-    _show_groups(lambda s: calibration(s, f, args.bins), calibration_text, args)
+    _show_groups(lambda s, f: calibration(s, f, args.bins), calibration_text, args)
 
 
 @audit_app.command("report")

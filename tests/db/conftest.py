@@ -4,6 +4,7 @@ database created for this test session (dropped at the end)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from servicekit import fresh_pg_database, migrated_pg_database
@@ -56,3 +57,24 @@ def fresh_url(backend: str, tmp_path) -> Iterator[str]:
         return
     with fresh_pg_database("doctriage_fresh") as url:
         yield url
+
+
+@pytest.fixture
+def audit_cli(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """`doctriage audit ...` run in process against this test's store."""
+    import typer
+    from typer.testing import CliRunner
+
+    from doctriage.commands import audit as audit_cmd
+    from doctriage.settings import get_settings
+
+    monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    app = typer.Typer()
+    audit_cmd.register(app)
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(app, ["audit", *args])
+
+    yield invoke
+    get_settings.cache_clear()

@@ -10,16 +10,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-import typer
 from sqlalchemy import func, select, update
-from typer.testing import CliRunner
 
 from db import audit_loss
 from db import repository as repo
 from db.audit import AuditFilter
 from db.models import Document, Prediction
 from db.session import session_scope
-from doctriage.commands import audit as audit_cmd
 
 DAY1 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -152,19 +149,8 @@ def test_source_prefix() -> None:
 
 
 @pytest.fixture
-def cli(engine, loss_store, monkeypatch):
-    from doctriage.settings import get_settings
-
-    monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    get_settings.cache_clear()
-    app = typer.Typer()
-    audit_cmd.register(app)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(app, ["audit", *args])
-
-    yield invoke
-    get_settings.cache_clear()
+def cli(audit_cli, loss_store):
+    return audit_cli
 
 
 def test_cli_outputs(cli) -> None:

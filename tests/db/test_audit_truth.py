@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from modelkit import scribbled_page
 from sqlalchemy import select
 
 from classifier.bundle import load_bundle
@@ -31,16 +31,7 @@ def _contents(n: int, seed: int = 0) -> list[PageContent]:
     vocab = ["invoice", "total", "dear", "sir", "memo", "date", "amount", "report", "form", "to"]
     pages = []
     for number in range(1, n + 1):
-        k = rng.randrange(3, 30)
-        words = [rng.choice(vocab) for _ in range(k)]
-        boxes = []
-        for _ in range(k):
-            x, y = rng.randrange(0, 900), rng.randrange(0, 950)
-            boxes.append((x, y, x + rng.randrange(10, 100), y + 20))
-        img = Image.new("RGB", (170, 220), "white")
-        draw = ImageDraw.Draw(img)
-        for x0, y0, x1, y1 in boxes:
-            draw.rectangle((x0 * 0.17, y0 * 0.22, x1 * 0.17, y1 * 0.22), fill="black")
+        words, boxes, img = scribbled_page(rng, vocab, (3, 30))
         pages.append(PageContent(number=number, width=170, height=220, text_source="text_layer",
                                  words=words, boxes=boxes, image=img))
     return pages

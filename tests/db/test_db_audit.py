@@ -7,16 +7,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-import typer
 from sqlalchemy import func, select, update
-from typer.testing import CliRunner
 
 from db import audit
 from db import repository as repo
 from db.audit import AuditFilter
 from db.models import HumanLabel, Prediction
 from db.session import session_scope
-from doctriage.commands import audit as audit_cmd
 from doctriage.reporting.calibration import calibration
 
 DAY1 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -204,19 +201,8 @@ def test_hostile_filters_are_data(factory, seeded) -> None:
 
 
 @pytest.fixture
-def cli(engine, seeded, monkeypatch):
-    from doctriage.settings import get_settings
-
-    monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    get_settings.cache_clear()
-    app = typer.Typer()
-    audit_cmd.register(app)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(app, ["audit", *args])
-
-    yield invoke
-    get_settings.cache_clear()
+def cli(audit_cli, seeded):
+    return audit_cli
 
 
 def test_cli_outputs(cli, seeded) -> None:

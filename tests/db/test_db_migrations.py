@@ -155,10 +155,7 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
                               " audit_sample = true WHERE pass_name = 'full'"))
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text("UPDATE predictions SET full_depth_reason = 'because'"))
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0002")
+        _downgrade(engine, "0002")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 2
             columns = {c["name"] for c in inspect(conn).get_columns("predictions")}
@@ -168,3 +165,37 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
             assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_pages_and_marks_old_failures_permanent(tmp_path) -> None:
+    """SQLite: adding the columns must not copy (and so drop, cascading to pages) documents."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO documents (id, source_uri, version_key, state, error, attempts,"
+                " created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x', 'FAILED', 'boom', 1,"
+                " '2026-01-01', '2026-01-01'), (2, 'file:///b.pdf', 'y', 'DONE', NULL, 1,"
+                " '2026-01-01', '2026-01-01')"))
+            conn.execute(text(
+                "INSERT INTO pages (document_id, number, state, attempts, created_at, updated_at)"
+                " VALUES (2, 1, 'DONE', 1, '2026-01-01', '2026-01-01')"))
+        migrate(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT id, failure_kind, failed_attempts FROM documents ORDER BY id")).all()
+            assert [tuple(r) for r in rows] == [(1, "permanent", 1), (2, None, 0)]
+            assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
+        _downgrade(engine, "0001")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def _downgrade(engine, revision: str) -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)

@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from alembic import command
 from racekit import run_at_once
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +23,7 @@ from db.repository import (
     upsert_pages,
 )
 from db.retries import failed_documents, reset_failed
-from db.session import alembic_config, make_engine, migrate, session_factory, session_scope
+from db.session import make_engine, session_factory, session_scope
 from db.states import DocumentState, FailureKind, PageState
 from workers.retrying import (
     RetryPolicy,
@@ -157,36 +156,6 @@ def test_operator_selection_and_reset(factory) -> None:
         assert reset_failed(s, [t1, p1]) == [p1]  # any kind; t1 is no longer FAILED
     assert {_row(factory, i).state for i in (t1, p1)} == {"RECEIVED"}
     assert _row(factory, p1).failed_attempts == 1  # kept
-
-
-def test_upgrade_from_0001_keeps_pages_and_marks_old_failures_permanent(tmp_path) -> None:
-    """SQLite: adding the columns must not copy (and so drop, cascading to pages) documents."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        migrate(engine, "0001")
-        with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO documents (id, source_uri, version_key, state, error, attempts,"
-                " created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x', 'FAILED', 'boom', 1,"
-                " '2026-01-01', '2026-01-01'), (2, 'file:///b.pdf', 'y', 'DONE', NULL, 1,"
-                " '2026-01-01', '2026-01-01')"))
-            conn.execute(text(
-                "INSERT INTO pages (document_id, number, state, attempts, created_at, updated_at)"
-                " VALUES (2, 1, 'DONE', 1, '2026-01-01', '2026-01-01')"))
-        migrate(engine)
-        with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT id, failure_kind, failed_attempts FROM documents ORDER BY id")).all()
-            assert [tuple(r) for r in rows] == [(1, "permanent", 1), (2, None, 0)]
-            assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0001")
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
-    finally:
-        engine.dispose()
 
 
 def test_transient_page_failures_go_back_to_pending_and_reopen_their_document(factory) -> None:

@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from modelkit import scribbled_page
 from racekit import run_at_once
 
 from classifier.bundle import load_bundle
@@ -22,16 +22,7 @@ def _pages(n: int, seed: int = 0) -> list[PageInput]:
              "abstract", "party"]
     pages = []
     for _ in range(n):
-        k = rng.randrange(1, 40)
-        words = [rng.choice(vocab) for _ in range(k)]
-        boxes = []
-        for _ in range(k):
-            x, y = rng.randrange(0, 900), rng.randrange(0, 950)
-            boxes.append((x, y, x + rng.randrange(10, 100), y + 20))
-        img = Image.new("RGB", (170, 220), "white")
-        draw = ImageDraw.Draw(img)
-        for x0, y0, x1, y1 in boxes:
-            draw.rectangle((x0 * 0.17, y0 * 0.22, x1 * 0.17, y1 * 0.22), fill="black")
+        words, boxes, img = scribbled_page(rng, vocab, (1, 40))
         pages.append(PageInput(words, boxes, img))
     return pages
 
