@@ -69,10 +69,15 @@ def evaluate_bundle(
     if not pages:
         raise DatasetError(f"{data_dir}: no readable pages")
     inputs = encode_pages(model, pages, opts.progress)
-    by_key = {d.key: d.label for d in docs}
-    labels = torch.tensor([model.label_names.index(by_key[p.doc_key]) for p in pages])
+    by_key = {d.key: d for d in docs}
+    labels = torch.tensor([model.label_names.index(by_key[p.doc_key].label) for p in pages])
+    groups = {"source": [by_key[p.doc_key].source for p in pages],
+              "text_source": [p.text_source for p in pages]}
     report = evaluate(model, inputs, labels, batch_size=opts.batch_size, out_dir=opts.out_dir,
-                      timing_rounds=opts.timing_rounds)
+                      timing_rounds=opts.timing_rounds, groups=groups)
+    # how the bundle's thresholds were chosen (None: a bundle from before the record)
+    report["threshold_selection"] = (
+        getattr(model, "metadata", {}).get("calibration", {}).get("threshold_selection"))
     report["split"] = opts.split
     report["documents"] = len(docs)
     report["device"] = opts.device

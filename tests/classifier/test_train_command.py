@@ -75,9 +75,21 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     val_docs = exits["metadata"]["data_split"]["val_documents"]
     assert len(val_docs) == 6 and {d.split("/")[0] for d in val_docs} == set(WORDS)
     assert exits["exit_layers"] == [0, 2, 4]
+    chosen = exits["metadata"]["calibration"]["threshold_selection"]
+    assert chosen["selection"] == "ucb" and chosen["delta"] == 0.1 and chosen["budget"] == 0.005
+    assert chosen == summary["threshold_selection"]
+    # six validation documents cannot bound a 0.5% disagreement: no early exit, and it says so
+    assert chosen["validation_disagreement_ucb"] > 0.005 and chosen["fallback"]
+    assert exits["thresholds"][:-1] == [1.01, 1.01] and "no early exit" in res.output
+    assert exits["policy"] == {"name": "full_depth"}  # served as one plain full-depth pass
 
-    res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common)
+    res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common,
+              "--selection", "point", "--delta", "0.25")
     assert res.exit_code == 0, res.output
+    chosen = json.loads((out / "exits.json").read_text())["metadata"]["calibration"][
+        "threshold_selection"]
+    assert chosen["selection"] == "point" and chosen["delta"] == 0.25
+    assert chosen["validation_disagreement"] <= chosen["validation_disagreement_ucb"]
     state = json.loads((out / "checkpoint" / "train_state.json").read_text())
     assert state["epochs_done"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
 
@@ -101,10 +113,13 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     assert report["full_depth"]["accuracy"] >= 0.5
     assert [e["layer"] for e in report["exits"]] == [0, 2, 4]
     assert report["early_exit"]["speedup_wall"] > 0
+    assert report["threshold_selection"]["selection"] == "point"
+    assert sum(g["pages"] for g in report["breakdowns"]["class"].values()) == report["pages"]
     # timed on the serving engine, with the batch size asked for
     assert report["early_exit"]["engine"] == "stage_batcher"
     assert report["early_exit"]["timing"]["max_batch"] == 4
     assert (tmp_path / "eval" / "tradeoff.png").exists()
+    assert (tmp_path / "eval" / "confusion.png").exists()
     assert (tmp_path / "eval" / "report.json").exists()
 
 
@@ -116,5 +131,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     assert res.exit_code == 2 and "--strategy" in res.output
     res = run("train", tmp_path, "--out", tmp_path / "m", "--placements", "sometimes")
     assert res.exit_code == 2 and "placement" in res.output and "Traceback" not in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--selection", "magic")
+    assert res.exit_code == 2 and "--selection" in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--delta", "1.5")
+    assert res.exit_code == 2 and "--delta" in res.output
     res = run("evaluate", tmp_path / "nothing", tmp_path)
     assert res.exit_code == 2 and "no such model folder" in res.output
