@@ -4,33 +4,18 @@ documents (five text-layer PDFs and one image page that needs OCR)."""
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from synthkit import PDFS, SCAN, write_short_docs
+from synthkit import PDFS, SCAN
 from typer.testing import CliRunner
 
 from classifier.breakdowns import breakdowns
 from doctriage.cli import app
 from doctriage.default_model import SHIPPED_BUNDLE
 from pipelines.dataset import read_documents
-
-
-@pytest.fixture(scope="module")
-def labelled_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The short documents with a manifest naming each one's label and source collection."""
-    root = write_short_docs(tmp_path_factory.mktemp("labelled"))
-    with open(root / "manifest.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "source"])
-        for doc in PDFS:
-            writer.writerow([doc.name, doc.label, "born-digital-set"])
-        writer.writerow([SCAN.name, SCAN.label, "scan-set"])
-    return root
 
 
 def test_evaluate_json_breaks_down_to_the_totals(labelled_docs, tmp_path):
