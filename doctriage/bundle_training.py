@@ -47,7 +47,8 @@ class BundleTrainOptions:
     placements: str = "every"
     val_fraction: float = 0.2
     resume: bool = False  # continue from out_dir/checkpoint (the last finished epoch)
-    budget_points: float = 0.5  # allowed early-vs-full disagreement, in points of pages
+    # allowed early-vs-full disagreement, in points of pages (point selection: accuracy lost)
+    budget_points: float = 0.5
     # how thresholds are chosen (classifier.thresholds): "ucb" (an upper confidence bound at
     # confidence 1 - delta holds the budget) or "point" (the validation estimate does)
     threshold_selection: str = "ucb"

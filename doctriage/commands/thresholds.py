@@ -26,7 +26,8 @@ class FitArguments:
     ]
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False
     budget: Annotated[float, typer.Option("--budget", help=(
-        "Allowed share of pages whose early answer differs from full depth, in points."
+        "Allowed share of pages whose early answer differs from full depth, in points "
+        "(the point selection: accuracy lost against full depth)."
     ))] = 0.5
     delta: Annotated[float, typer.Option(
         "--delta", help="ucb: the bound holds with confidence 1 - delta.")] = 0.1

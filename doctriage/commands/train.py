@@ -31,7 +31,8 @@ MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help=(
 ValFraction = Annotated[float, typer.Option("--val-fraction", help=(
     "Share of documents (per class) held out for validation."))]
 Budget = Annotated[float, typer.Option("--budget", help=(
-    "Allowed share of pages whose early answer differs from full depth, in points."))]
+    "Allowed share of pages whose early answer differs from full depth, in points "
+    "(--selection point: accuracy lost against full depth)."))]
 Selection = Annotated[str, typer.Option("--selection", help=(
     "Threshold selection: ucb (an upper confidence bound holds the budget) or point "
     "(the validation estimate does)."))]

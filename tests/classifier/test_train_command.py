@@ -51,6 +51,17 @@ def run(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def assert_ucb_fallback(exits: dict, summary: dict, output: str) -> None:
+    """Six validation documents cannot bound a 0.5% disagreement at the default delta: no
+    early exit, recorded in exits.json and the summary, and said in the output."""
+    chosen = exits["metadata"]["calibration"]["threshold_selection"]
+    assert chosen["selection"] == "ucb" and chosen["delta"] == 0.1 and chosen["budget"] == 0.005
+    assert chosen == summary["threshold_selection"]
+    assert chosen["validation_disagreement_ucb"] > 0.005 and chosen["fallback"]
+    assert exits["thresholds"][:-1] == [1.01, 1.01] and "no early exit" in output
+    assert exits["policy"] == {"name": "full_depth"}  # served as one plain full-depth pass
+
+
 def test_train_evaluate_resume(tiny_corpus, tmp_path):
     out = tmp_path / "model"
     common = [
@@ -75,13 +86,7 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     val_docs = exits["metadata"]["data_split"]["val_documents"]
     assert len(val_docs) == 6 and {d.split("/")[0] for d in val_docs} == set(WORDS)
     assert exits["exit_layers"] == [0, 2, 4]
-    chosen = exits["metadata"]["calibration"]["threshold_selection"]
-    assert chosen["selection"] == "ucb" and chosen["delta"] == 0.1 and chosen["budget"] == 0.005
-    assert chosen == summary["threshold_selection"]
-    # six validation documents cannot bound a 0.5% disagreement: no early exit, and it says so
-    assert chosen["validation_disagreement_ucb"] > 0.005 and chosen["fallback"]
-    assert exits["thresholds"][:-1] == [1.01, 1.01] and "no early exit" in res.output
-    assert exits["policy"] == {"name": "full_depth"}  # served as one plain full-depth pass
+    assert_ucb_fallback(exits, summary, res.output)
 
     res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common,
               "--selection", "point", "--delta", "0.25")
