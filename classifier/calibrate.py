@@ -1,5 +1,6 @@
 """After training: one temperature per exit (validation NLL), ECE before/after, and per-exit
-thresholds that keep early-exit accuracy within a budget of full depth at the lowest compute."""
+thresholds at the lowest compute whose early-vs-full disagreement holds the budget
+(classifier.thresholds: an upper confidence bound by default, or the old point estimate)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 
 from classifier.calibration import ece, fit_temperature
 from classifier.model import EarlyExitModel
-from classifier.thresholds import search_thresholds
+from classifier.policy import NeverExit
+from classifier.thresholds import DEFAULT_DELTA, select_thresholds
 
 
 def stage_cost_layers(model: EarlyExitModel) -> list[float]:
@@ -17,10 +19,17 @@ def stage_cost_layers(model: EarlyExitModel) -> list[float]:
 
 
 def calibrate_model(
-    model: EarlyExitModel, logits: torch.Tensor, labels: torch.Tensor, budget: float = 0.005
+    model: EarlyExitModel,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    budget: float = 0.005,
+    *,
+    selection: str = "ucb",
+    delta: float = DEFAULT_DELTA,
 ) -> dict:
     """`logits` (N, S, C) of every exit on validation pages. Sets the model's temperatures,
-    thresholds and policy; returns what was found (for the training report and exits.json)."""
+    thresholds (`selection`: ucb or point, see classifier.thresholds) and policy; returns what
+    was found (for the training report and exits.json)."""
     temps, rows = [], []
     for k in range(model.num_stages):
         t = fit_temperature(logits[:, k], labels)
@@ -42,9 +51,13 @@ def calibrate_model(
     probs = torch.stack(
         [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1
     )
-    thresholds, sim = search_thresholds(probs, labels, stage_cost_layers(model), budget=budget)
+    choice = select_thresholds(probs, labels, stage_cost_layers(model), budget,
+                               selection=selection, delta=delta)
+    thresholds, sim = choice.thresholds, choice.simulation
     model.thresholds = thresholds
     model.policy_spec = {"name": "max_softmax", "thresholds": thresholds}
+    if choice.fallback:  # served as a plain full-depth pass: no intermediate head is computed
+        model.policy_spec = NeverExit(model.num_stages).to_json()
     return {
         "validation_pages": len(labels),
         "exits": rows,
@@ -52,5 +65,6 @@ def calibrate_model(
         "budget": budget,
         "early_exit_val_accuracy": sim.accuracy,
         "full_depth_val_accuracy": rows[-1]["accuracy"],
-        "val_flops_ratio": sim.mean_cost,
+        "val_flops_ratio": 1.0 if choice.fallback else sim.mean_cost,
+        "threshold_selection": choice.record,
     }

@@ -1,22 +1,25 @@
 """Evaluate a bundle on labelled encoded pages: per-exit accuracy and calibration, threshold
-sweeps per policy (replayed on every exit's probabilities), and the early-exit policy as served:
+sweeps per policy (replayed on every exit's probabilities), breakdowns (per class, per page
+group such as source and text source, and the confusion matrix: classifier.breakdowns), and the
+early-exit policy as served:
 accuracy, exit counts and compute of the stage batcher's answers, and its measured wall-clock
 speed-up over full depth through the same batcher (same pages, same batch size, same run)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from classifier.breakdowns import breakdowns
 from classifier.calibrate import stage_cost_layers
 from classifier.calibration import ece, reliability_bins
 from classifier.model import EarlyExitModel
-from classifier.plots import reliability_plot, tradeoff_plot
-from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, Patience
+from classifier.plots import confusion_plot, reliability_plot, tradeoff_plot
+from classifier.policy import Entropy, ExitPolicy, MaxSoftmax, NeverExit, Patience
 from classifier.predict import ENGINE, model_policy, predict_rows, split_rows
 from classifier.stage_batcher import PagePrediction
 from classifier.thresholds import simulate
@@ -32,9 +35,11 @@ def evaluate(
     out_dir: Path | None = None,
     timing_rounds: int = 2,
     policy: ExitPolicy | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
     """Per-exit figures from every exit's logits; the early-exit figures from the answers of
-    the engine that serves (the stage batcher, max_batch = `batch_size`), which also times it."""
+    the engine that serves (the stage batcher, max_batch = `batch_size`), which also times it.
+    `groups` names page tags to break the figures down by (e.g. "source", "text_source")."""
     model.eval()
     n = len(labels)
     logits, gates = all_logits_and_gates(model, inputs, batch_size)  # (N, S, C), (N, S)
@@ -46,7 +51,9 @@ def evaluate(
     policy = policy or model_policy(model)
     costs = stage_cost_layers(model)
     answers = predict_rows(model, split_rows(inputs), batch_size=batch_size, policy=policy)
-    early = early_exit_figures(model, answers, labels, costs)
+    # NeverExit runs as a plain full-depth pass: no intermediate head, cost 1 at every stage
+    served = [1.0] * len(costs) if isinstance(policy, NeverExit) else costs
+    early = early_exit_figures(model, answers, labels, served)
     timing = measure_speedup(model, inputs, policy, batch_size, timing_rounds)
     report = {
         "pages": n,
@@ -68,17 +75,27 @@ def evaluate(
         },
         "sweeps": policy_sweeps(model, probs, labels, costs),
     }
+    index = {name: i for i, name in enumerate(model.label_names)}
+    early_pred = np.array([index[a.label] for a in answers], dtype=np.int64)
+    report.update(breakdowns(model.label_names, labels, logits[:, -1].argmax(-1).numpy(),
+                             early_pred, probs, groups))
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report["plots"] = {
-            "tradeoff": str(
-                tradeoff_plot(
-                    report["sweeps"], report["early_exit"], full_acc, out_dir / "tradeoff.png"
-                )
-            ),
-            "reliability": str(reliability_plot(exits, out_dir / "reliability.png")),
-        }
+        report["plots"] = write_plots(report, exits, out_dir)
     return report
+
+
+def write_plots(report: dict, exits: list[dict], out_dir: Path) -> dict[str, str]:
+    """The PNG figures beside the JSON: trade-off, reliability, confusion matrices."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full_acc = report["full_depth"]["accuracy"]
+    return {
+        "tradeoff": str(
+            tradeoff_plot(report["sweeps"], report["early_exit"], full_acc,
+                          out_dir / "tradeoff.png")
+        ),
+        "reliability": str(reliability_plot(exits, out_dir / "reliability.png")),
+        "confusion": str(confusion_plot(report["confusion_matrix"], out_dir / "confusion.png")),
+    }
 
 
 def exit_reports(

@@ -73,3 +73,30 @@ def reliability_plot(exits: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def confusion_plot(matrix: dict, path: Path) -> Path:
+    """The confusion matrices (counts; row = true label, column = predicted) side by side:
+    full depth and the early-exit answers."""
+    names = matrix["labels"]
+    panels = [("full depth", matrix["full_depth"]), ("early exit", matrix["early_exit"])]
+    size = max(4.0, 0.42 * len(names) + 2.0)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), squeeze=False)
+    for ax, (title, counts) in zip(axes.flat, panels, strict=True):
+        ax.imshow(counts, cmap="Blues")
+        for i, row in enumerate(counts):
+            for j, count in enumerate(row):
+                if count:
+                    ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                            color="white" if i == j else "black")
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("predicted label")
+        ax.set_ylabel("true label")
+        right = sum(counts[i][i] for i in range(len(names)))
+        total = sum(map(sum, counts))
+        ax.set_title(f"{title}: {right}/{total} right", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

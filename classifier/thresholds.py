@@ -1,16 +1,33 @@
-"""Choosing exit thresholds on validation: the lowest mean compute whose early-exit accuracy stays
-within a budget of full-depth accuracy. Works on precomputed calibrated probabilities of every
-exit, so a search costs no model time."""
+"""Choosing exit thresholds on validation, on precomputed calibrated probabilities of every exit
+(a search costs no model time). Two selections (`select_thresholds`):
+
+- `ucb` (the default): Learn-then-Test. Global max-softmax thresholds on a fixed path from the
+  strictest to the loosest are tested in order; a configuration passes when the exact
+  (Clopper-Pearson) upper confidence bound, at confidence 1 - delta, on the share of pages whose
+  early answer differs from the full-depth answer is within the budget. The walk stops at the
+  first failure (fixed-sequence testing), so with probability >= 1 - delta every configuration
+  that passed, the cheapest of which is chosen, holds the budget on pages from the same source
+  as the validation pages. Nothing passing means no early exit (every page runs to the last
+  exit).
+- `point`: the lowest mean compute whose validation early-exit accuracy stays within the budget
+  of full-depth accuracy (a point estimate: kept for comparison)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
 
 from classifier.policy import ExitPolicy, MaxSoftmax
+from classifier.risk_bounds import clopper_pearson_upper
+
+SELECTIONS = ("ucb", "point")
+DEFAULT_DELTA = 0.1
+NEVER = 1.01  # a max-softmax threshold no page reaches: the page goes on to the next exit
 
 
 @dataclass
@@ -57,15 +74,15 @@ def search_thresholds(
     floor = full_acc - budget - 1e-12
     conf = probs.max(-1).values
     candidates = (
-        sorted({1.01, *np.quantile(conf[:, :-1].numpy(), np.linspace(0, 1, 41)).tolist()})
+        sorted({NEVER, *np.quantile(conf[:, :-1].numpy(), np.linspace(0, 1, 41)).tolist()})
         if n
-        else [1.01]
+        else [NEVER]
     )
 
     def run(th: list[float]) -> Simulation:
         return simulate(MaxSoftmax(s, th), probs, labels, stage_costs)
 
-    best_th = [1.01] * (s - 1) + [0.0]
+    best_th = [NEVER] * (s - 1) + [0.0]
     best = run(best_th)
     for t in candidates:  # global threshold sweep
         th = [t] * (s - 1) + [0.0]
@@ -90,3 +107,108 @@ def search_thresholds(
         if not improved:
             break
     return [float(t) for t in best_th], best
+
+
+@dataclass
+class ThresholdChoice:
+    """Chosen per-exit thresholds, their replay on validation, and what exits.json records."""
+
+    thresholds: list[float]
+    simulation: Simulation
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fallback(self) -> bool:
+        return bool(self.record.get("fallback"))
+
+
+def ucb_path() -> list[float]:
+    """The fixed sequence of global thresholds, strictest first: dense near 1 (where calibrated
+    confidences crowd), then every 0.01 down to 0. Fixed in advance, not drawn from the
+    validation pages, so the tests along it keep their guarantee."""
+    near_one = 1.0 - np.logspace(-6, -1, 51)  # 0.999999 ... 0.9
+    rest = np.linspace(0.9, 0.0, 91)[1:]
+    return [float(t) for t in np.concatenate([near_one, rest])]
+
+
+@lru_cache(maxsize=4096)
+def _upper(k: int, n: int, delta: float) -> float:
+    return clopper_pearson_upper(k, n, delta)
+
+
+def disagreements(sim: Simulation, probs: torch.Tensor) -> int:
+    """Pages whose early answer differs from the full-depth (last exit) answer."""
+    return int((sim.predictions != probs[:, -1].argmax(-1).numpy()).sum())
+
+
+def ucb_thresholds(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    stage_costs: Sequence[float],
+    budget: float = 0.005,
+    delta: float = DEFAULT_DELTA,
+) -> tuple[list[float], Simulation, dict[str, Any]]:
+    """Learn-then-Test along `ucb_path()` (see the module's note): the cheapest configuration
+    of those that passed before the first failure, else no early exit. Labels are used only by
+    the replay's accuracy: the tested loss (disagreement with full depth) needs none."""
+    n, s, _ = probs.shape
+    chosen = [NEVER] * (s - 1) + [0.0]
+    best = simulate(MaxSoftmax(s, chosen), probs, labels, stage_costs)
+    passed, first_failed = 0, None
+    for t in ucb_path():
+        th = [t] * (s - 1) + [0.0]
+        sim = simulate(MaxSoftmax(s, th), probs, labels, stage_costs)
+        if _upper(disagreements(sim, probs), n, delta) > budget:
+            first_failed = t
+            break
+        passed += 1
+        if sim.mean_cost < best.mean_cost - 1e-12:
+            chosen, best = th, sim
+    path = {"passed": passed, "first_failed_threshold": first_failed}
+    return chosen, best, path
+
+
+def select_thresholds(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    stage_costs: Sequence[float],
+    budget: float = 0.005,
+    *,
+    selection: str = "ucb",
+    delta: float = DEFAULT_DELTA,
+) -> ThresholdChoice:
+    """Per-exit thresholds by `selection` (`ucb` or `point`), with the record exits.json keeps:
+    method, delta, budget, and the chosen thresholds' validation disagreement with full depth
+    and its upper bound at confidence 1 - delta (for `point` too, to compare)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"threshold selection must be one of {', '.join(SELECTIONS)}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), not {delta!r}")
+    n = probs.shape[0]
+    if selection == "point":
+        thresholds, sim = search_thresholds(probs, labels, stage_costs, budget=budget)
+        path: dict[str, Any] = {}
+    else:
+        thresholds, sim, path = ucb_thresholds(probs, labels, stage_costs, budget, delta)
+    k = disagreements(sim, probs) if n else 0
+    fallback = all(t >= NEVER for t in thresholds[:-1])
+    record: dict[str, Any] = {
+        "selection": selection,
+        "delta": delta,
+        "budget": budget,
+        "loss": "disagreement with the full-depth answer",
+        "validation_pages": n,
+        "validation_disagreements": k,
+        "validation_disagreement": k / n if n else 0.0,
+        "validation_disagreement_ucb": _upper(k, n, delta),
+        "fallback": fallback,
+        **({"path": path} if path else {}),
+    }
+    if fallback:
+        record["note"] = (
+            "no threshold configuration's upper bound was within the budget: no early exit, "
+            "every page runs to the last exit"
+            if selection == "ucb" and not path.get("passed")
+            else "no early exit: every page runs to the last exit"
+        )
+    return ThresholdChoice([float(t) for t in thresholds], sim, record)

@@ -13,6 +13,7 @@ import torch
 from classifier.bundle import load_bundle
 from classifier.evaluation import evaluate
 from classifier.model import EarlyExitModel
+from classifier.training import Inputs
 from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
 from pipelines.dataset import (
     DatasetError,
@@ -62,12 +63,23 @@ class EvaluationOptions:
     log: Callable[[str], None] = stderr_line
 
 
-def evaluate_bundle(
-    model_dir: Path, data_dir: Path, opts: EvaluationOptions | None = None
-) -> dict:
-    """Per-exit accuracy/ECE, the early-exit policy and its measured speed-up on DATA's pages."""
-    opts = opts or EvaluationOptions()
-    model = load_bundle(model_dir, device=opts.device)
+@dataclass
+class LabelledPages:
+    """DATA's chosen documents, their readable pages encoded for the model, and each page's
+    label index and tags (its document's source, its text source)."""
+
+    docs: list[DocumentEntry]
+    inputs: Inputs
+    labels: torch.Tensor
+    groups: dict[str, list[str]]
+    pages: list[Page]
+    loading: PageLoading  # where more of DATA's pages come from (scan copies)
+
+
+def labelled_pages(
+    model: EarlyExitModel, model_dir: Path, data_dir: Path, opts: EvaluationOptions
+) -> LabelledPages:
+    """The documents of `opts.split`, read through the page cache and encoded."""
     docs = select_documents(model, read_documents(data_dir), opts.split)
     unknown = sorted({d.label for d in docs} - set(model.label_names))
     if unknown:
@@ -78,16 +90,37 @@ def evaluate_bundle(
     pages = load_split_pages(docs, loading)
     if not pages:
         raise DatasetError(f"{data_dir}: no readable pages")
-    inputs = encode_pages(model, pages, opts.progress)
-    by_key = {d.key: d.label for d in docs}
-    labels = torch.tensor([model.label_names.index(by_key[p.doc_key]) for p in pages])
-    report = evaluate(model, inputs, labels, batch_size=opts.batch_size, out_dir=opts.out_dir,
-                      timing_rounds=opts.timing_rounds)
+    by_key = {d.key: d for d in docs}
+    return LabelledPages(
+        docs,
+        encode_pages(model, pages, opts.progress),
+        torch.tensor([model.label_names.index(by_key[p.doc_key].label) for p in pages]),
+        {"source": [by_key[p.doc_key].source for p in pages],
+         "text_source": [p.text_source for p in pages]},
+        pages,
+        loading,
+    )
+
+
+def evaluate_bundle(
+    model_dir: Path, data_dir: Path, opts: EvaluationOptions | None = None
+) -> dict:
+    """Per-exit accuracy/ECE, the early-exit policy and its measured speed-up on DATA's pages,
+    broken down by class, source and text source."""
+    opts = opts or EvaluationOptions()
+    model = load_bundle(model_dir, device=opts.device)
+    data = labelled_pages(model, model_dir, data_dir, opts)
+    report = evaluate(model, data.inputs, data.labels, batch_size=opts.batch_size,
+                      out_dir=opts.out_dir, timing_rounds=opts.timing_rounds, groups=data.groups)
+    # how the bundle's thresholds were chosen (None: a bundle from before the record)
+    report["threshold_selection"] = (
+        getattr(model, "metadata", {}).get("calibration", {}).get("threshold_selection"))
     report["split"] = opts.split
-    report["documents"] = len(docs)
+    report["documents"] = len(data.docs)
     report["device"] = opts.device
     if opts.scan_copies:
-        report["scan_copies"] = scan_copy_figures(model, docs, pages, loading, opts.batch_size)
+        report["scan_copies"] = scan_copy_figures(model, data.docs, data.pages, data.loading,
+                                                  opts.batch_size)
     return report
 
 

@@ -48,7 +48,12 @@ class BundleTrainOptions:
     placements: str = "every"
     val_fraction: float = 0.2
     resume: bool = False  # continue from out_dir/checkpoint (the last finished epoch)
-    budget_points: float = 0.5  # allowed early-exit accuracy loss vs full depth, in points
+    # allowed early-vs-full disagreement, in points of pages (point selection: accuracy lost)
+    budget_points: float = 0.5
+    # how thresholds are chosen (classifier.thresholds): "ucb" (an upper confidence bound at
+    # confidence 1 - delta holds the budget) or "point" (the validation estimate does)
+    threshold_selection: str = "ucb"
+    delta: float = 0.1
     cache_dir: Path | None = None  # the page cache (default: out_dir/page-cache)
     workers: int = 1  # processes ingesting uncached documents
     # Share of born-digital training PDFs that also train as a simulated scan (OCR'd), so each
@@ -119,7 +124,9 @@ def train_bundle(options: BundleTrainOptions, *,
                    log=log)
     if val_inputs is not None and y_val is not None:
         calibration = calibrate_model(model, all_logits(model, val_inputs, 32), y_val,
-                                      budget=options.budget_points / 100)
+                                      budget=options.budget_points / 100,
+                                      selection=options.threshold_selection, delta=options.delta)
+        _log_selection(calibration["threshold_selection"], log)
     else:
         calibration = {"note": "no validation pages: temperatures 1, early exit disabled"}
         log("warning: no validation pages; early exit stays disabled (thresholds 1.0)")
@@ -127,6 +134,16 @@ def train_bundle(options: BundleTrainOptions, *,
     save_bundle(model, options.out_dir, name=options.bundle_name,
                 weights_dtype=getattr(torch, options.weights_dtype))
     return _write_report(options, model, split, time.monotonic() - started)
+
+
+def _log_selection(record: dict[str, Any], log: Callable[[str], None]) -> None:
+    """One line on how the thresholds were chosen; a warning when early exit is off."""
+    log(f"thresholds ({record['selection']}, delta {record['delta']:g}): validation "
+        f"disagreement {100 * record['validation_disagreement']:.2f}%, upper bound "
+        f"{100 * record['validation_disagreement_ucb']:.2f}% (budget "
+        f"{100 * record['budget']:.2f}%)")
+    if record["fallback"]:
+        log(f"warning: {record['note']}")
 
 
 def _check(options: BundleTrainOptions) -> None:

@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "audit",
     "train",
     "evaluate",
+    "thresholds",
     "run",
     "submit",
     "worker",

@@ -182,6 +182,10 @@ def build_default_bundle(
         workers=2,
         ingest=ingest_options(settings),
         weights_dtype="int8",
+        # The shipped bundle's thresholds came from the point search; its 320 validation pages
+        # are too few for the upper-bound search to certify 0.5 points (it would fall back to
+        # full depth), so the recipe keeps the selection it was built with.
+        threshold_selection="point",
         extra_metadata={
             "recipe": recipe(plan.per_class, plan.epochs, plan.config),
             "corpus": recipe(plan.per_class, plan.epochs, plan.config)["corpus"],

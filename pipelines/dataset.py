@@ -1,9 +1,11 @@
 """Labelled training/evaluation data from a DATA folder, as pages (`pipelines.page_content.Page`,
 which the classifier reads as they are) that carry their document's key.
 
-DATA is a folder with `manifest.csv` (columns `path,label`, paths relative to the folder, other
-columns ignored) or one sub-folder per class. Every page carries its document's label; the
-train/validation split is by document (seeded, stratified by label), never by page.
+DATA is a folder with `manifest.csv` (columns `path,label`, paths relative to the folder; an
+optional `source` column names the document's collection, else synth's `scanned` column gives
+`scanned`/`born_digital`; other columns ignored) or one sub-folder per class. Every page
+carries its document's label; the train/validation split is by document (seeded, stratified by
+label), never by page.
 
 Ingestion (OCR especially: 2-4 s a page here) is paid once (`PageCache`): each document's pages
 are cached under a cache folder as words/boxes JSON plus the raster already downsized to the
@@ -51,10 +53,15 @@ class DocumentEntry:
     # rasterised, skewed, blurred, speckled, JPEG'd, then read by OCR), damage seeded by this.
     scan_seed: int | None = None
 
+    # the collection it came from (evaluation breakdowns): the manifest's `source` column, synth's
+    # scanned flag, else the top folder of its key
+    source: str = field(default="", compare=False)
+
     def scanned_copy(self, seed: int) -> DocumentEntry:
         """This PDF as a simulated scan: its own key (the copy of a training document trains,
         of a held-out one is scored beside its original)."""
-        return DocumentEntry(self.key + SCAN_SUFFIX, self.path, self.label, scan_seed=seed)
+        return DocumentEntry(self.key + SCAN_SUFFIX, self.path, self.label, scan_seed=seed,
+                             source=self.source)
 
     @property
     def original_key(self) -> str:
@@ -81,6 +88,16 @@ def scan_copies(docs: Sequence[DocumentEntry], pages: Sequence[Page], share: flo
 
 def _seed_of(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def document_source(row: dict[str, str], key: str) -> str:
+    """A document's source collection from its manifest row (see DocumentEntry.source)."""
+    if (row.get("source") or "").strip():
+        return row["source"].strip()
+    if (row.get("scanned") or "").strip() in ("0", "1"):  # pipelines.synth's manifest
+        return "scanned" if row["scanned"].strip() == "1" else "born_digital"
+    parts = Path(key).parts
+    return parts[0] if len(parts) > 1 else "."
 
 
 def read_documents(data_dir: Path) -> list[DocumentEntry]:
@@ -111,14 +128,15 @@ def _manifest_documents(manifest: Path) -> list[DocumentEntry]:
                 raise DatasetError(f"{manifest}: listed file missing: {row['path']}")
             if not row["label"].strip():
                 raise DatasetError(f"{manifest}: empty label for {row['path']}")
-            docs.append(DocumentEntry(row["path"], path, row["label"].strip()))
+            docs.append(DocumentEntry(row["path"], path, row["label"].strip(),
+                                      document_source(row, row["path"])))
     return docs
 
 
 def _folder_documents(data_dir: Path) -> list[DocumentEntry]:
     """Every document under each sub-folder, labelled with the sub-folder's name."""
     return [
-        DocumentEntry(str(path.relative_to(data_dir)), path, sub.name)
+        DocumentEntry(str(path.relative_to(data_dir)), path, sub.name, sub.name)
         for sub in sorted(p for p in data_dir.iterdir() if p.is_dir())
         for path in sorted(sub.rglob("*"))
         if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES

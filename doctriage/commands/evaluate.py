@@ -23,7 +23,8 @@ class EvaluateArguments:
     ]
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for report.json and the PNG plots.")
+        Path | None, typer.Option("--out", help=(
+            "Folder for report.json and the PNG figures (trade-off, reliability, confusion)."))
     ] = None
     split: Annotated[str, typer.Option(
         "--split", help="all, or val/train: the documents of the bundle's training split."
@@ -100,6 +101,11 @@ def render(report: dict[str, Any]) -> str:
         f"mean layers {ee['mean_layers']:.2f}  FLOPs ratio {ee['flops_ratio']:.3f}  "
         f"wall speed-up {ee['speedup_wall']:.2f}x ({ee['engine'].replace('_', ' ')})"
     )
+    for name in ("text_source", "source"):
+        groups = report.get("breakdowns", {}).get(name, {})
+        lines.append(f"by {name.replace('_', ' ')}: " + "  ".join(
+            f"{value} {100 * g['full_depth_accuracy']:.2f}% ({g['pages']} pages)"
+            for value, g in groups.items()))
     scans = report.get("scan_copies")
     if scans and scans.get("scanned"):
         lines.append(

@@ -31,7 +31,13 @@ MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help=(
 ValFraction = Annotated[float, typer.Option("--val-fraction", help=(
     "Share of documents (per class) held out for validation."))]
 Budget = Annotated[float, typer.Option("--budget", help=(
-    "Allowed early-exit accuracy loss vs full depth, in points."))]
+    "Allowed share of pages whose early answer differs from full depth, in points "
+    "(--selection point: accuracy lost against full depth)."))]
+Selection = Annotated[str, typer.Option("--selection", help=(
+    "Threshold selection: ucb (an upper confidence bound holds the budget) or point "
+    "(the validation estimate does)."))]
+Delta = Annotated[float, typer.Option("--delta", help=(
+    "ucb: the bound holds with confidence 1 - delta."))]
 Resume = Annotated[bool, typer.Option("--resume", help=(
     "Continue from MODEL_DIR/checkpoint (last finished epoch)."))]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help=(
@@ -60,6 +66,8 @@ class TrainArguments:
     seed: Annotated[int, typer.Option("--seed")] = 0
     val_fraction: ValFraction = 0.2
     budget: Budget = 0.5
+    selection: Selection = "ucb"
+    delta: Delta = 0.1
     resume: Resume = False
     cache_dir: CacheDir = None
     workers: Workers = 1
@@ -75,6 +83,10 @@ def train(args: TrainArguments) -> None:
 
     if args.strategy not in ("joint", "two-stage"):
         raise fail(f"--strategy must be joint or two-stage, not {args.strategy!r}")
+    if args.selection not in ("ucb", "point"):
+        raise fail(f"--selection must be ucb or point, not {args.selection!r}")
+    if not 0 < args.delta < 1:
+        raise fail("--delta must be in (0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
     if not 0.0 <= args.scan_copies <= 1.0:
@@ -99,6 +111,8 @@ def train(args: TrainArguments) -> None:
         val_fraction=args.val_fraction,
         resume=args.resume,
         budget_points=args.budget,
+        threshold_selection=args.selection,
+        delta=args.delta,
         cache_dir=args.cache_dir or settings.home / "cache" / "pages",
         workers=args.workers,
         scan_copies=args.scan_copies,
@@ -136,6 +150,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "val_full_depth_accuracy": cal.get("full_depth_val_accuracy"),
         "val_early_exit_accuracy": cal.get("early_exit_val_accuracy"),
         "val_flops_ratio": cal.get("val_flops_ratio"),
+        "threshold_selection": cal.get("threshold_selection"),
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +74,19 @@ def make_model():
 @pytest.fixture
 def page_factory():
     return make_pages
+
+
+@pytest.fixture(scope="session")
+def labelled_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The short generated documents (synthkit: five text-layer PDFs, one image page needing
+    OCR) as a DATA folder: a manifest naming each one's label and source collection."""
+    from synthkit import PDFS, SCAN, write_short_docs
+
+    root = write_short_docs(tmp_path_factory.mktemp("labelled"))
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "source"])
+        for doc in PDFS:
+            writer.writerow([doc.name, doc.label, "born-digital-set"])
+        writer.writerow([SCAN.name, SCAN.label, "scan-set"])
+    return root

@@ -51,6 +51,17 @@ def run(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def assert_ucb_fallback(exits: dict, summary: dict, output: str) -> None:
+    """Six validation documents cannot bound a 0.5% disagreement at the default delta: no
+    early exit, recorded in exits.json and the summary, and said in the output."""
+    chosen = exits["metadata"]["calibration"]["threshold_selection"]
+    assert chosen["selection"] == "ucb" and chosen["delta"] == 0.1 and chosen["budget"] == 0.005
+    assert chosen == summary["threshold_selection"]
+    assert chosen["validation_disagreement_ucb"] > 0.005 and chosen["fallback"]
+    assert exits["thresholds"][:-1] == [1.01, 1.01] and "no early exit" in output
+    assert exits["policy"] == {"name": "full_depth"}  # served as one plain full-depth pass
+
+
 def test_train_evaluate_resume(tiny_corpus, tmp_path):
     out = tmp_path / "model"
     common = [
@@ -81,9 +92,15 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     split = exits["metadata"]["data_split"]
     assert split["scan_copies"] == {"share": 0.5, "documents": round(0.5 * 9)}
     assert split["train_documents"] == 9
+    assert_ucb_fallback(exits, summary, res.output)
 
-    res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common)
+    res = run("train", tiny_corpus, "--out", out, "--epochs", "4", "--resume", *common,
+              "--selection", "point", "--delta", "0.25")
     assert res.exit_code == 0, res.output
+    chosen = json.loads((out / "exits.json").read_text())["metadata"]["calibration"][
+        "threshold_selection"]
+    assert chosen["selection"] == "point" and chosen["delta"] == 0.25
+    assert chosen["validation_disagreement"] <= chosen["validation_disagreement_ucb"]
     state = json.loads((out / "checkpoint" / "train_state.json").read_text())
     assert state["epochs_done"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
 
@@ -114,10 +131,13 @@ def test_train_evaluate_resume(tiny_corpus, tmp_path):
     assert report["full_depth"]["accuracy"] >= 0.5
     assert [e["layer"] for e in report["exits"]] == [0, 2, 4]
     assert report["early_exit"]["speedup_wall"] > 0
+    assert report["threshold_selection"]["selection"] == "point"
+    assert sum(g["pages"] for g in report["breakdowns"]["class"].values()) == report["pages"]
     # timed on the serving engine, with the batch size asked for
     assert report["early_exit"]["engine"] == "stage_batcher"
     assert report["early_exit"]["timing"]["max_batch"] == 4
     assert (tmp_path / "eval" / "tradeoff.png").exists()
+    assert (tmp_path / "eval" / "confusion.png").exists()
     assert (tmp_path / "eval" / "report.json").exists()
 
 
@@ -131,5 +151,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     assert res.exit_code == 2 and "--strategy" in res.output
     res = run("train", tmp_path, "--out", tmp_path / "m", "--placements", "sometimes")
     assert res.exit_code == 2 and "placement" in res.output and "Traceback" not in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--selection", "magic")
+    assert res.exit_code == 2 and "--selection" in res.output
+    res = run("train", tmp_path, "--out", tmp_path / "m", "--delta", "1.5")
+    assert res.exit_code == 2 and "--delta" in res.output
     res = run("evaluate", tmp_path / "nothing", tmp_path)
     assert res.exit_code == 2 and "no such model folder" in res.output

@@ -89,7 +89,10 @@ def test_two_stage_freezes_backbone_then_calibrates_and_evaluates(
     for k, v in seen["2-final"].items():
         assert torch.equal(v, seen["4-final"][k]), k
 
-    report = calibrate_model(model, all_logits(model, xv), val_labels, budget=0.005)
+    # the point estimate: 18 validation pages are too few for the default bound to allow early
+    # exit, and this test follows the early-exit policy through the bundle and evaluate
+    report = calibrate_model(model, all_logits(model, xv), val_labels, budget=0.005,
+                             selection="point")
     assert len(report["exits"]) == model.num_stages
     assert report["early_exit_val_accuracy"] >= report["full_depth_val_accuracy"] - 0.005
     save_bundle(model, tmp_path / "bundle")
