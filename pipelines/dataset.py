@@ -51,11 +51,11 @@ class DocumentEntry:
     label: str
     # Not None: the document as a scanner would have delivered it (pipelines.synth.scan:
     # rasterised, skewed, blurred, speckled, JPEG'd, then read by OCR), damage seeded by this.
-    scan_seed: int | None = None
+    scan_seed: int | None = field(default=None, kw_only=True)
 
     # the collection it came from (evaluation breakdowns): the manifest's `source` column, synth's
     # scanned flag, else the top folder of its key
-    source: str = field(default="", compare=False)
+    source: str = field(default="", compare=False, kw_only=True)
 
     def scanned_copy(self, seed: int) -> DocumentEntry:
         """This PDF as a simulated scan: its own key (the copy of a training document trains,
@@ -129,14 +129,14 @@ def _manifest_documents(manifest: Path) -> list[DocumentEntry]:
             if not row["label"].strip():
                 raise DatasetError(f"{manifest}: empty label for {row['path']}")
             docs.append(DocumentEntry(row["path"], path, row["label"].strip(),
-                                      document_source(row, row["path"])))
+                                      source=document_source(row, row["path"])))
     return docs
 
 
 def _folder_documents(data_dir: Path) -> list[DocumentEntry]:
     """Every document under each sub-folder, labelled with the sub-folder's name."""
     return [
-        DocumentEntry(str(path.relative_to(data_dir)), path, sub.name, sub.name)
+        DocumentEntry(str(path.relative_to(data_dir)), path, sub.name, source=sub.name)
         for sub in sorted(p for p in data_dir.iterdir() if p.is_dir())
         for path in sorted(sub.rglob("*"))
         if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES
