@@ -10,6 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from doctriage.commands._common import fail, set_torch_threads, takes_arguments
+from doctriage.commands._options import (
+    AsJson,
+    BatchSize,
+    CacheDir,
+    LabelledData,
+    ModelDir,
+    Split,
+    Threads,
+    Workers,
+)
 
 if TYPE_CHECKING:  # torch loads with it: imported once the arguments pass
     from doctriage.bundle_evaluation import EvaluationOptions
@@ -17,32 +27,24 @@ if TYPE_CHECKING:  # torch loads with it: imported once the arguments pass
 
 @dataclass(frozen=True)
 class EvaluateArguments:
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]
-    data: Annotated[
-        Path, typer.Argument(help="Labelled DATA folder (manifest.csv or class sub-folders).")
-    ]
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False
+    model_dir: ModelDir
+    data: LabelledData
+    as_json: AsJson = False
     out: Annotated[
         Path | None, typer.Option("--out", help=(
             "Folder for report.json and the PNG figures (trade-off, reliability, confusion)."))
     ] = None
-    split: Annotated[str, typer.Option(
-        "--split", help="all, or val/train: the documents of the bundle's training split."
-    )] = "all"
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16
+    split: Split = "all"
+    batch_size: BatchSize = 16
     device: Annotated[
         str | None, typer.Option("--device", help="cpu or cuda (default from settings).")
     ] = None
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."
-    )] = None
-    workers: Annotated[int, typer.Option("--workers")] = 1
+    cache_dir: CacheDir = None
+    workers: Workers = 1
     scan_copies: Annotated[bool, typer.Option(
         "--scan-copies", help="Also score simulated scans (rendered, damaged, OCR'd) of the "
         "born-digital PDFs evaluated, beside their originals.")] = False
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="torch CPU threads (1 is fastest on a busy machine)."
-    )] = None
+    threads: Threads = None
 
 
 @takes_arguments(EvaluateArguments)

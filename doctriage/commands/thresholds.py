@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from doctriage.commands._common import fail, set_torch_threads, takes_arguments
+from doctriage.commands._options import (
+    AsJson,
+    BatchSize,
+    Budget,
+    CacheDir,
+    Delta,
+    LabelledData,
+    ModelDir,
+    Split,
+    Threads,
+    Workers,
+)
 
 thresholds_app = typer.Typer(
     help="Exit thresholds: choose them on labelled pages (a report; the bundle is unchanged).",
@@ -20,28 +31,16 @@ thresholds_app = typer.Typer(
 
 @dataclass(frozen=True)
 class FitArguments:
-    model_dir: Annotated[Path, typer.Argument(help="Model bundle directory.")]
-    data: Annotated[
-        Path, typer.Argument(help="Labelled DATA folder (manifest.csv or class sub-folders).")
-    ]
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON report.")] = False
-    budget: Annotated[float, typer.Option("--budget", help=(
-        "Allowed share of pages whose early answer differs from full depth, in points "
-        "(the point selection: accuracy lost against full depth)."
-    ))] = 0.5
-    delta: Annotated[float, typer.Option(
-        "--delta", help="ucb: the bound holds with confidence 1 - delta.")] = 0.1
-    split: Annotated[str, typer.Option(
-        "--split", help="all, or val/train: the documents of the bundle's training split."
-    )] = "all"
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16
-    cache_dir: Annotated[Path | None, typer.Option(
-        "--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages)."
-    )] = None
-    workers: Annotated[int, typer.Option("--workers")] = 1
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="torch CPU threads (1 is fastest on a busy machine)."
-    )] = None
+    model_dir: ModelDir
+    data: LabelledData
+    as_json: AsJson = False
+    budget: Budget = 0.5
+    delta: Delta = 0.1
+    split: Split = "all"
+    batch_size: BatchSize = 16
+    cache_dir: CacheDir = None
+    workers: Workers = 1
+    threads: Threads = None
 
 
 @takes_arguments(FitArguments)

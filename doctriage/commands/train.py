@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from doctriage.commands._common import fail, set_torch_threads, takes_arguments
+from doctriage.commands._options import Budget, CacheDir, Delta, Threads, Workers
 
 if TYPE_CHECKING:  # loads torch: imported in train() once the arguments are known to be usable
     from doctriage.bundle_training import BundleTrainOptions
@@ -30,25 +31,14 @@ MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help=(
     "Stop training after this many minutes (calibration still runs)."))]
 ValFraction = Annotated[float, typer.Option("--val-fraction", help=(
     "Share of documents (per class) held out for validation."))]
-Budget = Annotated[float, typer.Option("--budget", help=(
-    "Allowed share of pages whose early answer differs from full depth, in points "
-    "(--selection point: accuracy lost against full depth)."))]
 Selection = Annotated[str, typer.Option("--selection", help=(
     "Threshold selection: ucb (an upper confidence bound holds the budget) or point "
     "(the validation estimate does)."))]
-Delta = Annotated[float, typer.Option("--delta", help=(
-    "ucb: the bound holds with confidence 1 - delta."))]
 Resume = Annotated[bool, typer.Option("--resume", help=(
     "Continue from MODEL_DIR/checkpoint (last finished epoch)."))]
-CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help=(
-    "Page cache (default: DOCTRIAGE_HOME/cache/pages)."))]
-Workers = Annotated[int, typer.Option("--workers", help=(
-    "Processes for ingesting uncached documents."))]
 ScanCopies = Annotated[float, typer.Option("--scan-copies", help=(
     "Share of born-digital training PDFs that also train as simulated scans (rendered, "
     "skewed, blurred, speckled, JPEG'd, then OCR'd; cached like any page). 0 turns it off."))]
-Threads = Annotated[int | None, typer.Option("--threads", help=(
-    "torch CPU threads (1 is fastest on a busy machine)."))]
 
 
 @dataclass(frozen=True)
