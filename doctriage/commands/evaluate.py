@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,40 +52,51 @@ class EvaluateArguments:
 @takes_arguments(EvaluateArguments)
 def evaluate(args: EvaluateArguments) -> None:
     """Evaluate a bundle: per-exit accuracy/ECE, the early-exit policy, measured speed-up."""
-    from doctriage import wiring
-    from doctriage.settings import get_settings
+    opts = evaluation_options(args, out_dir=args.out, device=args.device,
+                              scan_copies=args.scan_copies)
+    from doctriage.bundle_evaluation import evaluate_bundle
 
-    if args.split not in ("all", "val", "train"):
-        raise fail(f"--split must be all, val or train, not {args.split!r}")
-    if args.batch_size < 1:
-        raise fail("--batch-size must be at least 1")
-    try:
-        wiring.bundle_folder(args.model_dir)  # worded as run's --model; before torch loads
-    except wiring.WiringError as exc:
-        raise fail(str(exc)) from None
-    settings = get_settings()
-    ingest = wiring.ingest_options(settings)
-    set_torch_threads(args.threads)
-    from doctriage.bundle_evaluation import EvaluationOptions
-
-    report = _evaluate(args.model_dir, args.data, EvaluationOptions(
-        split=args.split, batch_size=args.batch_size, out_dir=args.out,
-        cache_dir=args.cache_dir or settings.home / "cache" / "pages", workers=args.workers,
-        device=args.device or settings.device, ingest=ingest, scan_copies=args.scan_copies,
-    ))
+    with one_line_errors():
+        report = evaluate_bundle(args.model_dir, args.data, opts)
     if args.out is not None:
         (args.out / "report.json").write_text(json.dumps(report, indent=2))
     typer.echo(json.dumps(report, indent=2) if args.as_json else render(report))
 
 
-def _evaluate(model_dir: Path, data: Path, opts: EvaluationOptions) -> dict[str, Any]:
-    """evaluate_bundle, its errors as one line."""
+def evaluation_options(args: Any, **extra: Any) -> EvaluationOptions:
+    """The bundle, split and page-reading options that `evaluate` and `thresholds fit` share,
+    checked (a bad one is one line, exit 2) before torch loads. `extra`: EvaluationOptions
+    fields of the command's own (device None: the settings')."""
+    from doctriage import wiring
+    from doctriage.settings import get_settings
+
+    if args.split not in ("all", "val", "train"):
+        raise fail(f"--split must be all, val or train, not {args.split!r}")
+    if args.batch_size < 1 or args.workers < 1:
+        raise fail("--batch-size and --workers must be at least 1")
+    try:
+        wiring.bundle_folder(args.model_dir)  # worded as run's --model; before torch loads
+    except wiring.WiringError as exc:
+        raise fail(str(exc)) from None
+    settings = get_settings()
+    set_torch_threads(args.threads)
+    from doctriage.bundle_evaluation import EvaluationOptions
+
+    extra["device"] = extra.get("device") or settings.device
+    return EvaluationOptions(
+        split=args.split, batch_size=args.batch_size,
+        cache_dir=args.cache_dir or settings.home / "cache" / "pages", workers=args.workers,
+        ingest=wiring.ingest_options(settings), **extra)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What can go wrong in DATA or the bundle, as one line and exit 2."""
     from classifier.bundle import BundleError
-    from doctriage.bundle_evaluation import evaluate_bundle
     from pipelines.dataset import DatasetError
 
     try:
-        return evaluate_bundle(model_dir, data, opts)
+        yield
     except (DatasetError, BundleError, ValueError, OSError) as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 

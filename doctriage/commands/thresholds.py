@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from doctriage.commands._common import fail, set_torch_threads, takes_arguments
+from doctriage.commands._common import fail, takes_arguments
 from doctriage.commands._options import (
     AsJson,
     BatchSize,
@@ -22,6 +22,7 @@ from doctriage.commands._options import (
     Threads,
     Workers,
 )
+from doctriage.commands.evaluate import evaluation_options, one_line_errors
 
 thresholds_app = typer.Typer(
     help="Exit thresholds: choose them on labelled pages (a report; the bundle is unchanged).",
@@ -47,36 +48,16 @@ class FitArguments:
 def fit(args: FitArguments) -> None:
     """Choose exit thresholds on DATA by each selection (ucb: an upper confidence bound on the
     early-vs-full disagreement holds the budget; point: the estimate does) and report them."""
-    from doctriage import wiring
-    from doctriage.settings import get_settings
-
-    if args.split not in ("all", "val", "train"):
-        raise fail(f"--split must be all, val or train, not {args.split!r}")
     if not 0 < args.delta < 1:
         raise fail("--delta must be in (0, 1)")
-    if args.budget < 0 or args.batch_size < 1 or args.workers < 1:
-        raise fail("--budget must be >= 0, --batch-size and --workers at least 1")
-    try:
-        wiring.bundle_folder(args.model_dir)  # worded as run's --model; before torch loads
-    except wiring.WiringError as exc:
-        raise fail(str(exc)) from None
-    settings = get_settings()
-    set_torch_threads(args.threads)
-    from classifier.bundle import BundleError
-    from doctriage.bundle_evaluation import EvaluationOptions
+    if args.budget < 0:
+        raise fail("--budget must be >= 0")
+    data = evaluation_options(args)
     from doctriage.bundle_thresholds import FitOptions, fit_thresholds
-    from pipelines.dataset import DatasetError
 
-    data = EvaluationOptions(
-        split=args.split, batch_size=args.batch_size,
-        cache_dir=args.cache_dir or settings.home / "cache" / "pages", workers=args.workers,
-        device=settings.device, ingest=wiring.ingest_options(settings),
-    )
-    try:
+    with one_line_errors():
         report = fit_thresholds(args.model_dir, args.data,
                                 FitOptions(args.budget, args.delta, data))
-    except (DatasetError, BundleError, ValueError, OSError) as exc:
-        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     typer.echo(json.dumps(report, indent=2) if args.as_json else render(report))
 
 

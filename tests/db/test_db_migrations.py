@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -126,9 +129,7 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
     (SQLite: ADD/DROP COLUMN, never a table copy that would cascade)."""
     from sqlalchemy.exc import IntegrityError
 
-    engine = make_engine(fresh_url)
-    try:
-        migrate(engine, "0002")
+    with _store_at(fresh_url, "0002") as engine:
         with engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO documents (id, source_uri, version_key, state, attempts,"
@@ -163,15 +164,11 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
         migrate(engine)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_from_0001_keeps_pages_and_marks_old_failures_permanent(tmp_path) -> None:
     """SQLite: adding the columns must not copy (and so drop, cascading to pages) documents."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        migrate(engine, "0001")
+    with _store_at(f"sqlite:///{tmp_path / 'old.db'}", "0001") as engine:
         with engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO documents (id, source_uri, version_key, state, error, attempts,"
@@ -190,6 +187,16 @@ def test_upgrade_from_0001_keeps_pages_and_marks_old_failures_permanent(tmp_path
         _downgrade(engine, "0001")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
+
+
+
+@contextlib.contextmanager
+def _store_at(url: str, revision: str) -> Iterator[Any]:
+    """An engine on a store migrated up to `revision` (the older schema a test fills)."""
+    engine = make_engine(url)
+    try:
+        migrate(engine, revision)
+        yield engine
     finally:
         engine.dispose()
 
