@@ -9,7 +9,7 @@ import torch
 from classifier.calibration import ece, fit_temperature
 from classifier.model import EarlyExitModel
 from classifier.policy import NeverExit
-from classifier.thresholds import DEFAULT_DELTA, select_thresholds
+from classifier.thresholds import DEFAULT_RULE, ThresholdRule, select_thresholds
 
 
 def stage_cost_layers(model: EarlyExitModel) -> list[float]:
@@ -22,14 +22,11 @@ def calibrate_model(
     model: EarlyExitModel,
     logits: torch.Tensor,
     labels: torch.Tensor,
-    budget: float = 0.005,
-    *,
-    selection: str = "ucb",
-    delta: float = DEFAULT_DELTA,
+    rule: ThresholdRule = DEFAULT_RULE,
 ) -> dict:
     """`logits` (N, S, C) of every exit on validation pages. Sets the model's temperatures,
-    thresholds (`selection`: ucb or point, see classifier.thresholds) and policy; returns what
-    was found (for the training report and exits.json)."""
+    thresholds (chosen by `rule`, see classifier.thresholds) and policy; returns what was found
+    (for the training report and exits.json)."""
     temps, rows = [], []
     for k in range(model.num_stages):
         t = fit_temperature(logits[:, k], labels)
@@ -51,8 +48,7 @@ def calibrate_model(
     probs = torch.stack(
         [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1
     )
-    choice = select_thresholds(probs, labels, stage_cost_layers(model), budget,
-                               selection=selection, delta=delta)
+    choice = select_thresholds(probs, labels, stage_cost_layers(model), rule)
     thresholds, sim = choice.thresholds, choice.simulation
     model.thresholds = thresholds
     model.policy_spec = {"name": "max_softmax", "thresholds": thresholds}
@@ -62,7 +58,7 @@ def calibrate_model(
         "validation_pages": len(labels),
         "exits": rows,
         "thresholds": thresholds,
-        "budget": budget,
+        "budget": rule.budget,
         "early_exit_val_accuracy": sim.accuracy,
         "full_depth_val_accuracy": rows[-1]["accuracy"],
         "val_flops_ratio": 1.0 if choice.fallback else sim.mean_cost,

@@ -27,6 +27,19 @@ from classifier.risk_bounds import clopper_pearson_upper
 
 SELECTIONS = ("ucb", "point")
 DEFAULT_DELTA = 0.1
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How thresholds are chosen: the budget (a share of pages, 0.005 = 0.5 points), the
+    selection (`ucb` or `point`) and, for `ucb`, the confidence 1 - delta of its bound."""
+
+    budget: float = 0.005
+    selection: str = "ucb"
+    delta: float = DEFAULT_DELTA
+
+
+DEFAULT_RULE = ThresholdRule()
 NEVER = 1.01  # a max-softmax threshold no page reaches: the page goes on to the next exit
 
 
@@ -172,14 +185,12 @@ def select_thresholds(
     probs: torch.Tensor,
     labels: torch.Tensor,
     stage_costs: Sequence[float],
-    budget: float = 0.005,
-    *,
-    selection: str = "ucb",
-    delta: float = DEFAULT_DELTA,
+    rule: ThresholdRule = DEFAULT_RULE,
 ) -> ThresholdChoice:
-    """Per-exit thresholds by `selection` (`ucb` or `point`), with the record exits.json keeps:
-    method, delta, budget, and the chosen thresholds' validation disagreement with full depth
-    and its upper bound at confidence 1 - delta (for `point` too, to compare)."""
+    """Per-exit thresholds by `rule.selection` (`ucb` or `point`), with the record exits.json
+    keeps: method, delta, budget, and the chosen thresholds' validation disagreement with full
+    depth and its upper bound at confidence 1 - delta (for `point` too, to compare)."""
+    budget, selection, delta = rule.budget, rule.selection, rule.delta
     if selection not in SELECTIONS:
         raise ValueError(f"threshold selection must be one of {', '.join(SELECTIONS)}")
     if not 0.0 < delta < 1.0:

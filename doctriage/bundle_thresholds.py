@@ -16,7 +16,13 @@ import torch
 from classifier.bundle import load_bundle
 from classifier.calibrate import stage_cost_layers
 from classifier.model import EarlyExitModel
-from classifier.thresholds import DEFAULT_DELTA, SELECTIONS, ThresholdChoice, select_thresholds
+from classifier.thresholds import (
+    DEFAULT_DELTA,
+    SELECTIONS,
+    ThresholdChoice,
+    ThresholdRule,
+    select_thresholds,
+)
 from classifier.training import all_logits
 from doctriage.bundle_evaluation import EvaluationOptions, labelled_pages
 
@@ -52,8 +58,8 @@ def fit_thresholds(model_dir: Path, data_dir: Path, opts: FitOptions | None = No
                    "threshold_selection": calibration.get("threshold_selection")},
         "choices": {
             selection: choice_figures(model, select_thresholds(
-                probs, data.labels, costs, opts.budget_points / 100, selection=selection,
-                delta=opts.delta))
+                probs, data.labels, costs,
+                ThresholdRule(opts.budget_points / 100, selection, opts.delta)))
             for selection in SELECTIONS
         },
     }

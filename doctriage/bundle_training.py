@@ -21,6 +21,7 @@ from classifier.calibrate import calibrate_model
 from classifier.config import NAMED_SIZES, exit_layers_for
 from classifier.factory import new_model
 from classifier.model import EarlyExitModel
+from classifier.thresholds import ThresholdRule
 from classifier.tokenizer import load_tokenizer, train_tokenizer
 from classifier.training import TrainOptions, TrainResult, all_logits, set_seed, train
 from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
@@ -123,9 +124,9 @@ def train_bundle(options: BundleTrainOptions, *,
                    options.training, checkpoint_dir=options.checkpoint, resume=options.resume,
                    log=log)
     if val_inputs is not None and y_val is not None:
-        calibration = calibrate_model(model, all_logits(model, val_inputs, 32), y_val,
-                                      budget=options.budget_points / 100,
-                                      selection=options.threshold_selection, delta=options.delta)
+        rule = ThresholdRule(options.budget_points / 100, options.threshold_selection,
+                             options.delta)
+        calibration = calibrate_model(model, all_logits(model, val_inputs, 32), y_val, rule)
         _log_selection(calibration["threshold_selection"], log)
     else:
         calibration = {"note": "no validation pages: temperatures 1, early exit disabled"}

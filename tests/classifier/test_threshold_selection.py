@@ -13,7 +13,7 @@ import torch
 
 from classifier.policy import MaxSoftmax
 from classifier.risk_bounds import binomial_cdf, clopper_pearson_upper
-from classifier.thresholds import NEVER, select_thresholds, simulate, ucb_path
+from classifier.thresholds import NEVER, ThresholdRule, select_thresholds, simulate, ucb_path
 
 
 def test_zero_events_bound_is_closed_form():
@@ -71,8 +71,8 @@ def test_ucb_holds_the_budget_in_all_but_about_delta_of_trials():
     for seed in range(trials):
         probs, labels = sample_pages(np.random.default_rng(seed), 400)
         for selection in over:
-            choice = select_thresholds(probs, labels, costs, budget, selection=selection,
-                                       delta=delta)
+            choice = select_thresholds(probs, labels, costs, ThresholdRule(budget, selection,
+                                                                                   delta))
             over[selection] += true_risk(choice.thresholds) > budget
             if selection == "ucb":  # and it does save compute here
                 assert choice.simulation.mean_cost < 1.0
@@ -86,7 +86,7 @@ def test_nothing_passes_falls_back_to_full_depth():
     n = 200
     probs = torch.softmax(torch.randn(n, 3, 4, generator=g) * 3, -1)  # exits disagree at random
     labels = torch.randint(0, 4, (n,), generator=g)
-    choice = select_thresholds(probs, labels, [0.1, 0.5, 1.0], budget=0.005)
+    choice = select_thresholds(probs, labels, [0.1, 0.5, 1.0], ThresholdRule(0.005))
     assert choice.thresholds == [NEVER, NEVER, 0.0]
     assert choice.fallback and "no early exit" in choice.record["note"]
     assert choice.record["path"]["passed"] == 0
@@ -99,8 +99,8 @@ def test_nothing_passes_falls_back_to_full_depth():
 def test_record_and_point_option():
     probs, labels = sample_pages(np.random.default_rng(5), 1000)
     costs = [0.1, 1.0]
-    ucb = select_thresholds(probs, labels, costs, 0.03, delta=0.2)
-    point = select_thresholds(probs, labels, costs, 0.03, selection="point", delta=0.2)
+    ucb = select_thresholds(probs, labels, costs, ThresholdRule(0.03, delta=0.2))
+    point = select_thresholds(probs, labels, costs, ThresholdRule(0.03, "point", 0.2))
     for choice, method in ((ucb, "ucb"), (point, "point")):
         rec = choice.record
         assert rec["selection"] == method and rec["delta"] == 0.2 and rec["budget"] == 0.03
@@ -115,7 +115,7 @@ def test_record_and_point_option():
     assert point.thresholds[0] <= ucb.thresholds[0]  # the point estimate is looser
     assert ucb.thresholds[0] in ucb_path()
     with pytest.raises(ValueError):
-        select_thresholds(probs, labels, costs, selection="magic")
+        select_thresholds(probs, labels, costs, ThresholdRule(selection="magic"))
 
 
 def test_path_is_fixed_strict_to_loose():

@@ -12,6 +12,7 @@ import torch
 from classifier.bundle import load_bundle, save_bundle
 from classifier.calibrate import calibrate_model
 from classifier.evaluation import evaluate
+from classifier.thresholds import ThresholdRule
 from classifier.training import TrainOptions, all_logits, train
 
 
@@ -91,8 +92,8 @@ def test_two_stage_freezes_backbone_then_calibrates_and_evaluates(
 
     # the point estimate: 18 validation pages are too few for the default bound to allow early
     # exit, and this test follows the early-exit policy through the bundle and evaluate
-    report = calibrate_model(model, all_logits(model, xv), val_labels, budget=0.005,
-                             selection="point")
+    report = calibrate_model(model, all_logits(model, xv), val_labels,
+                             ThresholdRule(0.005, "point"))
     assert len(report["exits"]) == model.num_stages
     assert report["early_exit_val_accuracy"] >= report["full_depth_val_accuracy"] - 0.005
     save_bundle(model, tmp_path / "bundle")
