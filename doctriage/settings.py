@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     # never opened; DOCTRIAGE_FOLLOW_SYMLINKS=true reads it like any other file.
     follow_symlinks: bool = False
     ocr_lang: str = _INGEST.ocr_lang
+    ocr_psm: int = _INGEST.ocr_psm
     min_ocr_conf: float = _INGEST.min_ocr_conf
     min_text_coverage: float = _INGEST.min_text_coverage
 

@@ -38,6 +38,9 @@ from pipelines.page_content import Page
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 SCAN_SUFFIX = "#scan"  # a scan copy's key: its original's key + this
 CACHE_VERSION = 1
+# Ingest options added after entries were first written, with their defaults: they join the
+# cache key only when set away from the default.
+_LATER_OPTIONS = {"ocr_psm": 3}
 
 
 class DatasetError(ValueError):
@@ -172,6 +175,9 @@ def _cache_key(path: Path, options: IngestOptions, image_size: int,
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     made = {"v": CACHE_VERSION, "size": image_size, **asdict(options)}
+    for name, default in _LATER_OPTIONS.items():
+        if made[name] == default:  # entries written before the option existed stay valid
+            del made[name]
     if scan_seed is not None:  # absent for originals: their keys stay what they were
         made["scan_seed"] = scan_seed
     opts = json.dumps(made, sort_keys=True)

@@ -47,12 +47,14 @@ def ocr_image(
     timeout_s: float = 60.0,
     min_conf: float = 30.0,
     dpi: int | None = None,
+    psm: int = 3,
 ) -> OcrResult:
-    """OCR one page image; words in tesseract's block/paragraph/line order."""
+    """OCR one page image (page segmentation mode `psm`); words in tesseract's
+    block/paragraph/line order."""
     buf = io.BytesIO()
     # Uncompressed-ish PNG: encoding cost stays small next to the OCR itself.
     image.save(buf, format="PNG", compress_level=1, dpi=(dpi, dpi) if dpi else None)
-    args = [tesseract_cmd(), "stdin", "stdout", "-l", lang, "--psm", "3"]
+    args = [tesseract_cmd(), "stdin", "stdout", "-l", lang, "--psm", str(psm)]
     if dpi:
         args += ["--dpi", str(dpi)]
     args.append("tsv")

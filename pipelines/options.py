@@ -8,6 +8,8 @@ from typing import Literal
 OcrMode = Literal["auto", "ocr", "text"]
 OCR_MODES: tuple[str, ...] = ("auto", "ocr", "text")
 MIN_ARTIFACT_BYTES = 16 * 1024
+# tesseract page segmentation modes that read a whole page (0-2 do no OCR, 7-10 one line/word).
+OCR_PSMS: tuple[int, ...] = (3, 4, 6, 11, 12)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class IngestOptions:
     ocr_dpi: int = 200
     ocr_timeout_s: float = 60.0
     ocr_lang: str = "eng"
+    # tesseract's page segmentation mode: 3 = automatic layout analysis, 6 = one uniform block,
+    # 11 = sparse text in no particular order (bench/ocr_settings.py compares them).
+    ocr_psm: int = 3
     # Words below this tesseract confidence (0-100) are dropped as noise (speckle, rules, logos).
     # On renders of born-digital pages the cross-check F1 is flat (0.955-0.958) from 0 to 70, so
     # this only trims junk on real scans; 30 is a conventional cut, not tuned on labelled scans.
@@ -72,6 +77,8 @@ class IngestOptions:
         for field in (*positive, "max_file_bytes"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive")
+        if self.ocr_psm not in OCR_PSMS:
+            raise ValueError(f"ocr_psm must be one of {OCR_PSMS}, not {self.ocr_psm!r}")
         if self.ocr_timeout_s <= 0:
             raise ValueError("ocr_timeout_s must be positive")
         if self.max_artifact_bytes < MIN_ARTIFACT_BYTES:

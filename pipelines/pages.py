@@ -294,6 +294,7 @@ def _ocr(job: _Reading, number: int, grey: Image.Image, dpi: int | None) -> OcrR
             timeout_s=opts.ocr_timeout_s,
             min_conf=opts.min_ocr_conf,
             dpi=dpi,
+            psm=opts.ocr_psm,
         )
     except (OcrTimeout, OcrFailed) as exc:
         raise DocumentError(job.src.name, f"page {number}: {exc}", number) from None

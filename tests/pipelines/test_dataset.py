@@ -160,3 +160,23 @@ def test_scan_copies_of_born_digital_pdfs_are_ocrd_scans_under_their_own_key(tmp
     # The same seed gives the same damage: a second cache reads the same words.
     again, _ = PageCache(tmp_path / "again", 64).load(copies)
     assert [p.words for p in again] == [p.words for p in scanned]
+
+
+def test_options_added_later_keep_existing_cache_keys(tmp_path):
+    """A cache filled before ocr_psm existed is still read with the default mode; another mode
+    is another entry."""
+    from dataclasses import asdict
+
+    from pipelines.dataset import CACHE_VERSION, _cache_key
+    from pipelines.options import IngestOptions
+
+    doc = tmp_path / "a.pdf"
+    doc.write_bytes(b"%PDF-1.4 stub")
+    old = {k: v for k, v in asdict(IngestOptions()).items() if k != "ocr_psm"}
+    made = json.dumps({"v": CACHE_VERSION, "size": 64, **old}, sort_keys=True)
+    import hashlib
+
+    digest = hashlib.sha256(doc.read_bytes()).hexdigest()[:32]
+    before = f"{digest}-{hashlib.sha256(made.encode()).hexdigest()[:12]}"
+    assert _cache_key(doc, IngestOptions(), 64) == before
+    assert _cache_key(doc, IngestOptions(ocr_psm=6), 64) != before

@@ -120,3 +120,32 @@ def test_options_are_validated():
         IngestOptions(ocr_mode="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         IngestOptions(dpi=0)
+
+
+def test_ocr_page_segmentation_mode_reaches_tesseract(monkeypatch):
+    """DOCTRIAGE_OCR_PSM: the mode tesseract runs with; modes that read no page are refused."""
+    import subprocess
+
+    from pipelines import ocr
+
+    img = Image.new("L", (900, 200), 255)
+    ImageDraw.Draw(img).text((40, 80), "INVOICE TOTAL DUE", fill=0, font_size=48)
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def spy(args, **kwargs):
+        calls.append(list(args))
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(ocr.subprocess, "run", spy)
+    for psm in (3, 6, 11):
+        got = ocr.ocr_image(img, psm=psm)
+        assert "INVOICE" in got.words, (psm, got.words)
+        assert calls[-1][calls[-1].index("--psm") + 1] == str(psm)
+    with pytest.raises(ValueError, match="ocr_psm"):
+        IngestOptions(ocr_psm=7)
+    monkeypatch.setenv("DOCTRIAGE_OCR_PSM", "6")
+    from doctriage.settings import Settings
+    from doctriage.wiring import ingest_options
+
+    assert ingest_options(Settings()).ocr_psm == 6
