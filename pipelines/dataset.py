@@ -253,8 +253,13 @@ class PageCache:
         return None
 
     def _raster(self, image: Image.Image) -> Image.Image:
-        size = (self.image_size, self.image_size)
-        return downsize(image).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        return model_raster(image, self.image_size)
+
+
+def model_raster(image: Image.Image, image_size: int) -> Image.Image:
+    """A page image as the cache keeps it: the square RGB raster the model reads."""
+    size = (image_size, image_size)
+    return downsize(image).convert("RGB").resize(size, Image.Resampling.BILINEAR)
 
 
 def _source_of(doc: DocumentEntry) -> Path | io.BytesIO:

@@ -221,6 +221,23 @@ def _audit_drift(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
     return ["--runs", "2", "--pages", "400", "--audit-fraction", "0.25", "--drift", "0.2"], check
 
 
+def _ocr_settings(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        # the one OCR page (the PNG receipt) under each of the four settings
+        assert r["documents"] == 1
+        assert [(s["ocr_dpi"], s["psm"]) for s in r["settings"]] == [
+            (100, 3), (100, 6), (200, 3), (200, 6)]
+        for s in r["settings"]:
+            assert s["pages"] == 1 and s["ms_per_page"] > 0 and s["words_per_page"] > 0
+            assert 0.0 <= s["full_depth_accuracy"] <= 1.0
+        cheapest = r["cheapest_within_budget"]
+        assert (cheapest["ocr_dpi"], cheapest["psm"]) in {(s["ocr_dpi"], s["psm"])
+                                                          for s in r["settings"]}
+
+    return [fx.bundle(), fx.docs(), "--split", "all", "--dpis", "100,200", "--psms", "3,6",
+            "--workers", "1", "--cache-dir", fx.tmp / "cache"], check
+
+
 SMOKE: dict[str, Callable[[Fixtures], tuple[list[Any], Callable[[dict], None]]]] = {
     "audit_drift": _audit_drift,
     "capacity": _capacity,
@@ -230,6 +247,7 @@ SMOKE: dict[str, Callable[[Fixtures], tuple[list[Any], Callable[[dict], None]]]]
     "backlog_pacing": _backlog_pacing,
     "celery_floor": _celery_floor,
     "fuzz_ingest": _fuzz_ingest,
+    "ocr_settings": _ocr_settings,
 }
 
 
