@@ -93,6 +93,8 @@ def exits_document(model: EarlyExitModel) -> dict[str, Any]:
             "image_std": list(pre.image_std),
         },
         "metadata": getattr(model, "metadata", {}),
+        # absent for a bundle without an OCR-free exit (older bundles read the same)
+        **({"ocr_free": model.ocr_free} if getattr(model, "ocr_free", None) else {}),
     }
 
 
@@ -147,6 +149,7 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyEx
     model.thresholds = [float(t) for t in doc["thresholds"]]
     model.policy_spec = doc["policy"]
     model.metadata = doc.get("metadata", {})
+    model.ocr_free = doc.get("ocr_free")
     return model.to(device).eval()
 
 

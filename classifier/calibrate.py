@@ -9,7 +9,8 @@ import torch
 from classifier.calibration import ece, fit_temperature
 from classifier.model import EarlyExitModel
 from classifier.policy import NeverExit
-from classifier.thresholds import DEFAULT_RULE, ThresholdRule, select_thresholds
+from classifier.risk_bounds import clopper_pearson_upper
+from classifier.thresholds import DEFAULT_RULE, ThresholdRule, select_thresholds, ucb_path
 
 
 def stage_cost_layers(model: EarlyExitModel) -> list[float]:
@@ -63,4 +64,53 @@ def calibrate_model(
         "full_depth_val_accuracy": rows[-1]["accuracy"],
         "val_flops_ratio": 1.0 if choice.fallback else sim.mean_cost,
         "threshold_selection": choice.record,
+    }
+
+
+def calibrate_ocr_free(
+    model: EarlyExitModel,
+    logits: torch.Tensor,
+    full_answers: torch.Tensor,
+    labels: torch.Tensor,
+    rule: ThresholdRule = DEFAULT_RULE,
+) -> dict:
+    """The OCR-free exit's temperature and threshold (sets `model.ocr_free`) from validation
+    pages that needed OCR: `logits` (N, C) of their OCR-free pass, `full_answers` (N,) the
+    full-depth answers with their OCR words, `labels` (N,) the truth. The loss is a page
+    answered without OCR differently from the full-depth answer with OCR, over all N pages;
+    the threshold is the loosest on the fixed path (strictest first) whose loss holds the
+    budget by `rule` (ucb: its upper bound, walking the path until the first failure; point:
+    the estimate). None passing: no OCR-free exit (every such page gets OCR)."""
+    n = len(labels)
+    if n == 0:
+        model.ocr_free = None
+        return {"validation_pages": 0, "note": "no validation page needed OCR: no OCR-free exit"}
+    t = fit_temperature(logits, labels)
+    conf, pred = torch.softmax(logits.double() / t, -1).max(-1)
+    differs = pred != full_answers
+    chosen, found = None, {"k": 0, "share": 0.0}
+    for th in ucb_path():
+        exits = conf >= th
+        k = int((exits & differs).sum())
+        bound = clopper_pearson_upper(k, n, rule.delta) if rule.selection == "ucb" else k / n
+        if bound > rule.budget:
+            if rule.selection == "ucb":
+                break  # fixed-sequence testing: the first failure ends the walk
+            continue
+        chosen, found = th, {"k": k, "share": float(exits.double().mean())}
+    model.ocr_free = None if chosen is None else {"temperature": round(t, 4),
+                                                  "threshold": chosen}
+    return {
+        "validation_pages": n,
+        "temperature": round(t, 4),
+        "threshold": chosen,
+        "ocr_free_accuracy": float((pred == labels).double().mean()),
+        "full_depth_accuracy_with_ocr": float((full_answers == labels).double().mean()),
+        "ocr_avoided_share": found["share"],
+        "disagreements": found["k"],
+        "disagreement_ucb": clopper_pearson_upper(found["k"], n, rule.delta),
+        "selection": rule.selection,
+        "budget": rule.budget,
+        **({} if chosen is not None else
+           {"note": "no threshold held the budget: every page that needs OCR gets it"}),
     }

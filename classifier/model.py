@@ -91,6 +91,8 @@ class EarlyExitModel(nn.Module):
         self.register_buffer("temperatures", torch.ones(len(layers)), persistent=False)
         self.thresholds: list[float] = [1.0] * (len(layers) - 1) + [0.0]
         self.policy_spec: dict = {"name": "max_softmax", "thresholds": list(self.thresholds)}
+        # The OCR-free exit's temperature and threshold (classifier/textless.py); None: none.
+        self.ocr_free: dict | None = None
         # "eager": transformers' own layers (the bit-exact reference, the default);
         # "fused": one scaled_dot_product_attention kernel per layer (classifier/fused_attention).
         self.attention_impl = "eager"

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from classifier.model import EarlyExitModel
+from classifier.textless import empty_text, without_text
 
 Inputs = dict[str, torch.Tensor]
 
@@ -38,6 +39,9 @@ class TrainOptions:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     gate_weight: float = 0.1
+    # Share of training pages read without their words in each batch (classifier/textless.py):
+    # what teaches the OCR-free exit. 0 leaves every page as it is.
+    text_dropout: float = 0.0
     max_minutes: float | None = None
     seed: int = 0
     progress: bool = True
@@ -174,6 +178,7 @@ class _EpochRunner:
         self.options, self.deadline = options, deadline
         self.steps_per_epoch = max(1, math.ceil(len(labels) / options.batch_size))
         self.weights = exit_weights(model.num_stages).to(model.device)
+        self.empty = empty_text(model, trimmed=False) if options.text_dropout > 0 else None
 
     def run(self, epoch: int, progress: _Progress) -> float | None:
         """The epoch's mean loss, or None when the deadline cut it short."""
@@ -210,6 +215,9 @@ class _EpochRunner:
 
     def _step(self, optimizer: torch.optim.Optimizer, idx: torch.Tensor, phase: str) -> float:
         batch = take(self.inputs, idx)
+        if self.empty is not None:  # seeded: run() seeds torch per epoch
+            dropped = torch.rand(len(idx)) < self.options.text_dropout
+            batch = without_text(batch, self.empty, dropped)
         labels = self.labels.index_select(0, idx).to(self.model.device)
         loss = self._loss(batch, labels, phase)
         optimizer.zero_grad(set_to_none=True)

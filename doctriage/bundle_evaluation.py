@@ -118,10 +118,41 @@ def evaluate_bundle(
     report["split"] = opts.split
     report["documents"] = len(data.docs)
     report["device"] = opts.device
+    report["ocr_free"] = ocr_free_figures(model, data)
     if opts.scan_copies:
         report["scan_copies"] = scan_copy_figures(model, data.docs, data.pages, data.loading,
                                                   opts.batch_size)
     return report
+
+
+def ocr_free_figures(model: EarlyExitModel, data: LabelledPages) -> dict[str, Any]:
+    """The OCR-free exit on the evaluated pages that needed OCR: how many it answers without
+    OCR, and the accuracy of a pipeline that answers those from the raster and the rest at full
+    depth with their OCR words, next to full depth with OCR on every one."""
+    from classifier.textless import ocr_free_logits
+    from classifier.training import all_logits
+
+    rows = torch.tensor([i for i, p in enumerate(data.pages) if p.text_source == "ocr"],
+                        dtype=torch.long)
+    if not len(rows):
+        return {"pages": 0}
+    sub = {k: v.index_select(0, rows) for k, v in data.inputs.items()}
+    labels = data.labels.index_select(0, rows)
+    spec = model.ocr_free or {}
+    conf, pred = torch.softmax(
+        ocr_free_logits(model, sub) / float(spec.get("temperature", 1.0)), -1).max(-1)
+    full = all_logits(model, sub)[:, -1].argmax(-1)
+    exits = conf >= float(spec.get("threshold", float("inf")))
+    answered = torch.where(exits, pred, full)
+
+    def share(mask: torch.Tensor) -> float:
+        return float(mask.double().mean())
+
+    return {"pages": len(rows), "exit": spec or None, "ocr_avoided_share": share(exits),
+            "ocr_free_pass_accuracy": share(pred == labels),
+            "accuracy_with_ocr_free_exit": share(answered == labels),
+            "full_depth_accuracy_with_ocr": share(full == labels),
+            "disagreement_with_full_depth": share(exits & (pred != full))}
 
 
 def scan_copy_figures(model: EarlyExitModel, docs: list[DocumentEntry], pages: list[Page],

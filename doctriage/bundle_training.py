@@ -17,10 +17,11 @@ import torch
 from transformers import LayoutLMv3Config
 
 from classifier.bundle import from_checkpoint, save_bundle
-from classifier.calibrate import calibrate_model
+from classifier.calibrate import calibrate_model, calibrate_ocr_free
 from classifier.config import NAMED_SIZES, exit_layers_for
 from classifier.factory import new_model
 from classifier.model import EarlyExitModel
+from classifier.textless import ocr_free_logits
 from classifier.thresholds import ThresholdRule
 from classifier.tokenizer import load_tokenizer, train_tokenizer
 from classifier.training import TrainOptions, TrainResult, all_logits, set_seed, train
@@ -126,8 +127,12 @@ def train_bundle(options: BundleTrainOptions, *,
     if val_inputs is not None and y_val is not None:
         rule = ThresholdRule(options.budget_points / 100, options.threshold_selection,
                              options.delta)
-        calibration = calibrate_model(model, all_logits(model, val_inputs, 32), y_val, rule)
+        val_logits = all_logits(model, val_inputs, 32)
+        calibration = calibrate_model(model, val_logits, y_val, rule)
         _log_selection(calibration["threshold_selection"], log)
+        if options.training.text_dropout > 0:  # only a model taught word-less pages gets one
+            calibration["ocr_free"] = _calibrate_ocr_free(
+                model, split, (val_inputs, val_logits, y_val), rule, log)
     else:
         calibration = {"note": "no validation pages: temperatures 1, early exit disabled"}
         log("warning: no validation pages; early exit stays disabled (thresholds 1.0)")
@@ -135,6 +140,27 @@ def train_bundle(options: BundleTrainOptions, *,
     save_bundle(model, options.out_dir, name=options.bundle_name,
                 weights_dtype=getattr(torch, options.weights_dtype))
     return _write_report(options, model, split, time.monotonic() - started)
+
+
+def _calibrate_ocr_free(model: EarlyExitModel, split: _Split,
+                        val: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor],
+                        rule: ThresholdRule, log: Callable[[str], None]) -> dict[str, Any]:
+    """The OCR-free exit, calibrated on the validation pages that needed OCR against their
+    full-depth answers with OCR (`val`: inputs, every exit's logits, labels)."""
+    inputs, logits, labels = val
+    rows = torch.tensor([i for i, p in enumerate(split.val_pages) if p.text_source == "ocr"],
+                        dtype=torch.long)
+    sub = {k: v.index_select(0, rows) for k, v in inputs.items()}
+    record = calibrate_ocr_free(model, ocr_free_logits(model, sub),
+                                logits.index_select(0, rows)[:, -1].argmax(-1),
+                                labels.index_select(0, rows), rule)
+    if record.get("threshold") is not None:
+        log(f"OCR-free exit: threshold {record['threshold']:.4g}, OCR avoided on "
+            f"{100 * record['ocr_avoided_share']:.1f}% of {record['validation_pages']} "
+            "validation pages that needed it")
+    else:
+        log(f"OCR-free exit: none ({record.get('note', '')})")
+    return record
 
 
 def _log_selection(record: dict[str, Any], log: Callable[[str], None]) -> None:

@@ -121,6 +121,14 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"by {name.replace('_', ' ')}: " + "  ".join(
             f"{value} {100 * g['full_depth_accuracy']:.2f}% ({g['pages']} pages)"
             for value, g in groups.items()))
+    free = report.get("ocr_free") or {}
+    if free.get("pages"):
+        lines.append(
+            f"OCR-free exit on {free['pages']} pages that needed OCR: OCR avoided on "
+            f"{100 * free['ocr_avoided_share']:.1f}%, accuracy "
+            f"{100 * free['accuracy_with_ocr_free_exit']:.2f}% against "
+            f"{100 * free['full_depth_accuracy_with_ocr']:.2f}% with OCR on every one"
+            + ("" if free["exit"] else " (this bundle has no OCR-free exit)"))
     scans = report.get("scan_copies")
     if scans and scans.get("scanned"):
         lines.append(

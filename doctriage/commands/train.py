@@ -36,6 +36,9 @@ Selection = Annotated[str, typer.Option("--selection", help=(
     "(the validation estimate does)."))]
 Resume = Annotated[bool, typer.Option("--resume", help=(
     "Continue from MODEL_DIR/checkpoint (last finished epoch)."))]
+TextDropout = Annotated[float, typer.Option("--text-dropout", help=(
+    "Share of training pages read without their words in each batch: teaches the OCR-free "
+    "exit (a page that needs OCR answered from its raster). 0: no OCR-free exit."))]
 ScanCopies = Annotated[float, typer.Option("--scan-copies", help=(
     "Share of born-digital training PDFs that also train as simulated scans (rendered, "
     "skewed, blurred, speckled, JPEG'd, then OCR'd; cached like any page). 0 turns it off."))]
@@ -62,6 +65,7 @@ class TrainArguments:
     cache_dir: CacheDir = None
     workers: Workers = 1
     scan_copies: ScanCopies = 1.0
+    text_dropout: TextDropout = 0.3
     threads: Threads = None
 
 
@@ -79,8 +83,10 @@ def train(args: TrainArguments) -> None:
         raise fail("--delta must be in (0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
-    if not 0.0 <= args.scan_copies <= 1.0:
-        raise fail(f"--scan-copies must be between 0 and 1, got {args.scan_copies}")
+    for name, share in (("--scan-copies", args.scan_copies),
+                        ("--text-dropout", args.text_dropout)):
+        if not 0.0 <= share <= 1.0:
+            raise fail(f"{name} must be between 0 and 1, got {share}")
     if args.resume and not (args.out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {args.out / 'checkpoint'}")
     set_torch_threads(args.threads)
@@ -94,7 +100,8 @@ def train(args: TrainArguments) -> None:
         out_dir=args.out,
         training=TrainOptions(strategy=args.strategy, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr,
-                              max_minutes=args.max_minutes, seed=args.seed),
+                              max_minutes=args.max_minutes, seed=args.seed,
+                              text_dropout=args.text_dropout),
         config=args.config,
         backbone=args.backbone,
         placements=args.placements,

@@ -34,6 +34,10 @@ def test_evaluate_json_breaks_down_to_the_totals(labelled_docs, tmp_path):
     assert set(parts["source"]) == {"born-digital-set", "scan-set"}
     assert parts["source"]["scan-set"]["pages"] == 1
     assert {k: g["pages"] for k, g in parts["text_source"].items()} == {"ocr": 1, "text_layer": 7}
+    # the shipped bundle has no OCR-free exit: the one OCR page keeps its OCR
+    free = report["ocr_free"]
+    assert free["pages"] == 1 and free["exit"] is None and free["ocr_avoided_share"] == 0.0
+    assert free["accuracy_with_ocr_free_exit"] == free["full_depth_accuracy_with_ocr"]
     assert set(parts["class"]) == {d.label for d in (*PDFS, SCAN)}
     def right(groups: dict, key: str) -> int:
         return round(sum(g[key] * g["pages"] for g in groups.values()))
