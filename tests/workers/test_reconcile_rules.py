@@ -185,6 +185,7 @@ class _Runtime:
     """A classify runtime whose full-depth batch runs a reconcile sweep while it computes."""
 
     version = "v1"
+    policy_version = "v1+ptest"
 
     def __init__(self, ctx: StepContext) -> None:
         self.ctx = ctx
@@ -200,6 +201,7 @@ class _Runtime:
             exit_stage: int = 1
             exit_layer: int = 2
             trail: tuple[float, ...] = (0.9,)
+            trail_labels: tuple[str, ...] = ("form",)
             latency_ms: float = 5.0
 
         return [Answer() for _ in inputs]
