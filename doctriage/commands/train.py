@@ -36,6 +36,9 @@ Selection = Annotated[str, typer.Option("--selection", help=(
     "(the validation estimate does)."))]
 Resume = Annotated[bool, typer.Option("--resume", help=(
     "Continue from MODEL_DIR/checkpoint (last finished epoch)."))]
+Precision = Annotated[str, typer.Option("--precision", help=(
+    "fp32, bf16 (forward passes under CPU autocast; ~1.35x faster steps where the CPU has "
+    "AMX/AVX512-BF16) or auto (bf16 where the CPU has them)."))]
 TextDropout = Annotated[float, typer.Option("--text-dropout", help=(
     "Share of training pages read without their words in each batch: teaches the OCR-free "
     "exit (a page that needs OCR answered from its raster). 0: no OCR-free exit."))]
@@ -66,6 +69,7 @@ class TrainArguments:
     workers: Workers = 1
     scan_copies: ScanCopies = 1.0
     text_dropout: TextDropout = 0.3
+    precision: Precision = "auto"
     threads: Threads = None
 
 
@@ -83,6 +87,8 @@ def train(args: TrainArguments) -> None:
         raise fail("--delta must be in (0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
+    if args.precision not in ("fp32", "bf16", "auto"):
+        raise fail(f"--precision must be fp32, bf16 or auto, not {args.precision!r}")
     for name, share in (("--scan-copies", args.scan_copies),
                         ("--text-dropout", args.text_dropout)):
         if not 0.0 <= share <= 1.0:
@@ -101,7 +107,7 @@ def train(args: TrainArguments) -> None:
         training=TrainOptions(strategy=args.strategy, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr,
                               max_minutes=args.max_minutes, seed=args.seed,
-                              text_dropout=args.text_dropout),
+                              text_dropout=args.text_dropout, precision=args.precision),
         config=args.config,
         backbone=args.backbone,
         placements=args.placements,

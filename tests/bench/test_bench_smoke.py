@@ -238,6 +238,17 @@ def _ocr_settings(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
             "--workers", "1", "--cache-dir", fx.tmp / "cache"], check
 
 
+def _train_step(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
+    def check(r: dict) -> None:
+        assert set(r["seconds_per_pass"]) == {"fp32", "bf16"}
+        assert all(len(v) == 2 and min(v) > 0 for v in r["seconds_per_pass"].values())
+        assert r["bf16_speedup"] == pytest.approx(
+            r["median_s"]["fp32"] / r["median_s"]["bf16"], rel=0.01)
+
+    return ["--config", "tiny", "--pages", "8", "--batch-size", "4", "--rounds", "1",
+            "--threads", "1"], check
+
+
 SMOKE: dict[str, Callable[[Fixtures], tuple[list[Any], Callable[[dict], None]]]] = {
     "audit_drift": _audit_drift,
     "capacity": _capacity,
@@ -248,6 +259,7 @@ SMOKE: dict[str, Callable[[Fixtures], tuple[list[Any], Callable[[dict], None]]]]
     "celery_floor": _celery_floor,
     "fuzz_ingest": _fuzz_ingest,
     "ocr_settings": _ocr_settings,
+    "train_step": _train_step,
 }
 
 

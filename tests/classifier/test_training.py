@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from collections.abc import Iterator
 
@@ -133,3 +134,31 @@ def test_max_minutes_budget_stops_training(make_model, page_factory):
         TrainOptions(epochs=50, batch_size=4, max_minutes=0.0, progress=False),
     )
     assert res.stopped_early and res.epochs_done == 0
+
+
+def test_bf16_training_learns_and_auto_follows_the_cpu(make_model, page_factory, tmp_path,
+                                                       monkeypatch):
+    from classifier import training
+
+    pages, labels = page_factory(48, seed=3)
+    val_pages, val_labels = page_factory(18, seed=4)
+    model = make_model()
+    x, xv = model.encode(pages), model.encode(val_pages)
+    opts = TrainOptions(epochs=4, batch_size=8, lr=2e-3, seed=0, progress=False,
+                        precision="bf16")
+    res = train(model, x, labels, xv, val_labels, opts, checkpoint_dir=tmp_path / "bf16")
+    assert res.history[-1]["val_accuracy"][-1] >= 0.9, res.history  # three easy classes
+    assert next(model.parameters()).dtype == torch.float32  # only the forward ran in bf16
+
+    def cpu_flags(text: str):
+        real_open = open
+        return lambda path, *a, **k: (io.StringIO(text) if path == "/proc/cpuinfo"
+                                      else real_open(path, *a, **k))
+
+    monkeypatch.setattr("builtins.open", cpu_flags("flags : fpu avx512f amx_bf16 amx_tile"))
+    assert training.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr("builtins.open", cpu_flags("flags : fpu sse2 avx2"))
+    assert training.resolve_precision("auto") == "fp32"
+    assert training.resolve_precision("fp32") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        training.resolve_precision("fp8")
