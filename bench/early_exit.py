@@ -25,7 +25,7 @@ from pipelines.dataset import DatasetError
 def main() -> int:
     ap = harness.parser(__doc__, "early_exit", harness.Common(device=True, model="positional"))
     ap.add_argument("data", type=Path)
-    ap.add_argument("--split", default="all", choices=["all", "val", "train"])
+    ap.add_argument("--split", default="all", choices=["all", "val", "train", "test"])
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2, help="timing passes over all pages")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".doctriage/cache/pages")

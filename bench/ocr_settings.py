@@ -35,7 +35,7 @@ REFERENCE = (200, 3)
 def main() -> int:
     ap = harness.parser(__doc__, "ocr_settings", harness.Common(model="positional"))
     ap.add_argument("data", type=Path)
-    ap.add_argument("--split", default="val", choices=["all", "val", "train"])
+    ap.add_argument("--split", default="val", choices=["all", "val", "train", "test"])
     ap.add_argument("--dpis", default="100,150,200")
     ap.add_argument("--psms", default="3,6,11")
     ap.add_argument("--workers", type=int, default=2)

@@ -29,7 +29,8 @@ from pipelines.page_content import Page
 def select_documents(
     model: EarlyExitModel, docs: list[DocumentEntry], split: str
 ) -> list[DocumentEntry]:
-    """`all`, or the training run's `val`/`train` documents (stored in the bundle)."""
+    """`all`, or the training run's `val`/`train`/`test` documents (stored in the bundle):
+    test ones were used for neither training nor threshold choice."""
     if split == "all":
         return docs
     info = getattr(model, "metadata", {}).get("data_split")
@@ -39,7 +40,12 @@ def select_documents(
     if not val_keys:
         _, val = split_documents(docs, info["val_fraction"], info["seed"])
         val_keys = {d.key for d in val}
-    chosen = [d for d in docs if (d.key in val_keys) == (split == "val")]
+    test_keys = set(info.get("test_documents") or [])
+    if split == "test" and not test_keys:
+        raise DatasetError("this bundle was trained without a test split (train --test-fraction)")
+    keys = {"val": val_keys, "test": test_keys}.get(split)
+    chosen = [d for d in docs if (d.key in keys if keys is not None
+                                  else d.key not in val_keys | test_keys)]
     if not chosen:
         raise DatasetError(f"no documents of DATA fall in the training run's {split!r} split")
     return chosen

@@ -56,6 +56,9 @@ class BundleTrainOptions:
     backbone: Path | None = None  # a LayoutLMv3 checkpoint folder instead of `config`
     placements: str = "every"
     val_fraction: float = 0.2
+    # Share of documents (per class) held out of training AND threshold choice: what
+    # `evaluate --split test` scores the early-exit budget on. 0: none (train/val only).
+    test_fraction: float = 0.0
     resume: bool = False  # continue from out_dir/checkpoint (the last finished epoch)
     # allowed early-vs-full disagreement, in points of pages (point selection: accuracy lost)
     budget_points: float = 0.5
@@ -93,6 +96,7 @@ class _Split:
     val_docs: list[DocumentEntry]
     labels: list[str]
     scan_docs: list[DocumentEntry] = field(default_factory=list)  # training scan copies
+    test_docs: list[DocumentEntry] = field(default_factory=list)  # neither trained nor tuned on
     train_pages: list[Page] = field(default_factory=list)
     val_pages: list[Page] = field(default_factory=list)
     ingest_s: float = 0.0
@@ -193,10 +197,16 @@ def _check(options: BundleTrainOptions) -> None:
 
 def _split(options: BundleTrainOptions, log: Callable[[str], None]) -> _Split:
     docs = read_documents(options.data_dir)
-    train_docs, val_docs = split_documents(docs, options.val_fraction, options.training.seed)
-    split = _Split(docs, train_docs, val_docs, sorted({d.label for d in docs}))
-    log(f"data: {len(docs)} documents ({len(train_docs)} train, {len(val_docs)} validation), "
-        f"{len(split.labels)} classes")
+    seed = options.training.seed
+    rest, test_docs = docs, []
+    if options.test_fraction > 0:  # first, so the train/val split of the rest is as before
+        rest, test_docs = split_documents(docs, options.test_fraction, seed + 1)
+    val_share = options.val_fraction / (1 - options.test_fraction)
+    train_docs, val_docs = split_documents(rest, val_share, seed)
+    split = _Split(docs, train_docs, val_docs, sorted({d.label for d in docs}),
+                   test_docs=test_docs)
+    log(f"data: {len(docs)} documents ({len(train_docs)} train, {len(val_docs)} validation"
+        + (f", {len(test_docs)} test" if test_docs else "") + f"), {len(split.labels)} classes")
     return split
 
 
@@ -246,6 +256,8 @@ def _metadata(options: BundleTrainOptions, split: _Split, result: TrainResult,
             "seed": training.seed,
             "val_fraction": options.val_fraction,
             "val_documents": sorted(d.key for d in split.val_docs),
+            "test_fraction": options.test_fraction,
+            "test_documents": sorted(d.key for d in split.test_docs),
             "train_documents": len(split.train_docs),
             "scan_copies": {"share": options.scan_copies, "documents": len(split.scan_docs)},
         },

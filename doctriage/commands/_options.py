@@ -13,8 +13,9 @@ ModelDir = Annotated[Path, typer.Argument(help="Model bundle directory.")]
 LabelledData = Annotated[
     Path, typer.Argument(help="Labelled DATA folder (manifest.csv or class sub-folders).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the full JSON report.")]
-Split = Annotated[str, typer.Option(
-    "--split", help="all, or val/train: the documents of the bundle's training split.")]
+Split = Annotated[str, typer.Option("--split", help=(
+    "all, or val/train/test: the documents of the bundle's training split (test: held out of "
+    "training and threshold choice, train --test-fraction)."))]
 BatchSize = Annotated[int, typer.Option("--batch-size")]
 CacheDir = Annotated[Path | None, typer.Option(
     "--cache-dir", help="Page cache (default: DOCTRIAGE_HOME/cache/pages).")]

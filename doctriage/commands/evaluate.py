@@ -70,8 +70,8 @@ def evaluation_options(args: Any, **extra: Any) -> EvaluationOptions:
     from doctriage import wiring
     from doctriage.settings import get_settings
 
-    if args.split not in ("all", "val", "train"):
-        raise fail(f"--split must be all, val or train, not {args.split!r}")
+    if args.split not in ("all", "val", "train", "test"):
+        raise fail(f"--split must be all, val, train or test, not {args.split!r}")
     if args.batch_size < 1 or args.workers < 1:
         raise fail("--batch-size and --workers must be at least 1")
     try:

@@ -61,6 +61,9 @@ class TrainArguments:
     max_minutes: MaxMinutes = None
     seed: Annotated[int, typer.Option("--seed")] = 0
     val_fraction: ValFraction = 0.2
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help=(
+        "Share of documents (per class) held out of training and threshold choice, for "
+        "`evaluate --split test`."))] = 0.0
     budget: Budget = 0.5
     selection: Selection = "ucb"
     delta: Delta = 0.1
@@ -87,6 +90,9 @@ def train(args: TrainArguments) -> None:
         raise fail("--delta must be in (0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
+    if not (0 <= args.test_fraction < 1 and 0 <= args.val_fraction < 1
+            and args.test_fraction + args.val_fraction < 1):
+        raise fail("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
     if args.precision not in ("fp32", "bf16", "auto"):
         raise fail(f"--precision must be fp32, bf16 or auto, not {args.precision!r}")
     for name, share in (("--scan-copies", args.scan_copies),
@@ -112,6 +118,7 @@ def train(args: TrainArguments) -> None:
         backbone=args.backbone,
         placements=args.placements,
         val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
         resume=args.resume,
         budget_points=args.budget,
         threshold_selection=args.selection,

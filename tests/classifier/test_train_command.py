@@ -157,3 +157,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     assert res.exit_code == 2 and "--delta" in res.output
     res = run("evaluate", tmp_path / "nothing", tmp_path)
     assert res.exit_code == 2 and "no such model folder" in res.output
+
+
+def test_a_test_split_is_held_out_of_training_and_threshold_choice(tiny_corpus, tmp_path):
+    out = tmp_path / "model"
+    res = run("train", tiny_corpus, "--out", out, "--epochs", "1", "--config", "tiny",
+              "--batch-size", "4", "--val-fraction", "0.4", "--test-fraction", "0.2",
+              "--scan-copies", "0", "--text-dropout", "0", "--cache-dir", tmp_path / "cache")
+    assert res.exit_code == 0, res.output
+    split = json.loads((out / "exits.json").read_text())["metadata"]["data_split"]
+    test, val = set(split["test_documents"]), set(split["val_documents"])
+    # one test and two validation documents of each class's five; the rest trains
+    assert len(test) == 3 and {d.split("/")[0] for d in test} == set(WORDS)
+    assert len(val) == 6 and not test & val and split["train_documents"] == 6
+    res = run("evaluate", out, tiny_corpus, "--json", "--split", "test", "--batch-size", "4",
+              "--cache-dir", tmp_path / "cache")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout[res.stdout.index("{"):])["documents"] == 3
+
+    res = run("train", tiny_corpus, "--out", tmp_path / "m2", "--val-fraction", "0.5",
+              "--test-fraction", "0.5")
+    assert res.exit_code == 2 and "--test-fraction" in res.output
