@@ -199,7 +199,7 @@ def _split(options: BundleTrainOptions, log: Callable[[str], None]) -> _Split:
     docs = read_documents(options.data_dir)
     seed = options.training.seed
     rest, test_docs = docs, []
-    if options.test_fraction > 0:  # first, so the train/val split of the rest is as before
+    if options.test_fraction > 0:  # the test share first (its own seed), then train/val
         rest, test_docs = split_documents(docs, options.test_fraction, seed + 1)
     val_share = options.val_fraction / (1 - options.test_fraction)
     train_docs, val_docs = split_documents(rest, val_share, seed)
