@@ -322,7 +322,8 @@ def test_tune_arguments_and_applying_what_is_already_in_force(factory, tiny, tin
         add_policy(s, NewPolicy(str(tiny.version), policy_version(tiny.version,
                                                                   tiny.policy_spec),
                                 tiny.policy_spec, "test", record={"budget": 0.06, "delta": 0.2}))
-    first = tune_cli("--model", str(tiny_bundle), "--apply", "--json")
+    hostile = "x'); DROP TABLE policies; -- \u202e<b>"
+    first = tune_cli("--model", str(tiny_bundle), "--apply", "--json", "--notes", hostile)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
     assert (report["budget"], report["delta"]) == (0.06, 0.2)
@@ -331,6 +332,41 @@ def test_tune_arguments_and_applying_what_is_already_in_force(factory, tiny, tin
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["applied"] == {"stored": False, "reason": "already in force"}
     with session_scope(factory) as s:
-        assert len(policy_history(s, str(tiny.version))) == 2
+        history = policy_history(s, str(tiny.version))
+        assert len(history) == 2 and history[-1].notes == hostile  # stored as given
     future = tune_cli("--model", str(tiny_bundle), "--since", "2999-01-01")
     assert future.exit_code == 1 and "too few audit-sampled pages to decide: 0" in future.stderr
+
+
+def test_the_wiring_feeds_the_runtime_from_the_store(factory, tiny, tiny_bundle,
+                                                     monkeypatch) -> None:
+    """What `run` (once) and the workers (every DOCTRIAGE_POLICY_POLL_S) are given: the
+    store's newest policy of the bundle's version decides the early answers."""
+    from doctriage import wiring
+    from doctriage.settings import get_settings
+
+    monkeypatch.setenv("DOCTRIAGE_POLICY_POLL_S", "0")
+    monkeypatch.setenv("DOCTRIAGE_MALLOC_TUNING", "false")
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert settings.policy_poll_s == 0.0
+    full_depth = {"name": "full_depth"}
+    with session_scope(factory) as s:
+        add_policy(s, NewPolicy(str(tiny.version), policy_version(tiny.version, full_depth),
+                                full_depth, "test"))
+    pages = scribbled_contents(6, 9)
+    once = wiring.classify_runtime(settings, tiny_bundle, policies=wiring.policy_feed(
+        settings, lambda: factory, once=True))
+    polled = wiring.classify_runtime(settings, tiny_bundle, policies=wiring.policy_feed(
+        settings, lambda: factory))
+    for runtime in (once, polled):
+        answers = runtime.classify(pages)
+        assert {a.decided_by for a in answers} == {policy_version(tiny.version, full_depth)}
+        assert {a.exit_stage for a in answers} == {tiny.num_stages - 1}
+    loose = MaxSoftmax.global_threshold(tiny.num_stages, 0.0).to_json()
+    with session_scope(factory) as s:
+        add_policy(s, NewPolicy(str(tiny.version), policy_version(tiny.version, loose), loose,
+                                "test"))
+    assert {a.exit_stage for a in polled.classify(pages)} == {0}  # polled: taken up
+    assert {a.exit_stage for a in once.classify(pages)} == {tiny.num_stages - 1}  # read once
+    get_settings.cache_clear()
