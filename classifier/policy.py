@@ -125,6 +125,26 @@ def policy_from_json(spec: dict, num_stages: int) -> ExitPolicy:
     raise ValueError(f"unknown exit policy {name!r}")
 
 
+def checked_policy(spec: dict, num_stages: int) -> ExitPolicy:
+    """`policy_from_json`, refusing (ValueError, one line) a spec that would not decide
+    sensibly for this model: not a dict, an unknown name, max-softmax thresholds that are not
+    one number per exit. Used for policies that come from the store, not a bundle."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"an exit policy is a JSON object, not {type(spec).__name__}")
+    try:
+        policy = policy_from_json(spec, num_stages)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bad exit policy {spec.get('name')!r}: {exc}") from None
+    if isinstance(policy, MaxSoftmax):
+        th = list(policy.thresholds)
+        if len(th) != num_stages or not all(
+            isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+            for t in th
+        ):
+            raise ValueError(f"max_softmax needs {num_stages} finite thresholds, not {th!r}")
+    return policy
+
+
 def policy_version(model_version: str, spec: dict | None) -> str:
     """The name of the exit policy in force: the model version and a short hash of the policy's
     JSON (name and thresholds), e.g. `small-858c599e9839+p1a2b3c4d`. Stored with every

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from classifier.inputs import PageLike
+from classifier.live_policy import PolicyFeed, PolicyWatch
 from classifier.model import EarlyExitModel
 from classifier.policy import ExitPolicy, NeverExit, policy_from_json, policy_version
 from classifier.stage_batcher import (
@@ -156,10 +157,14 @@ class BatcherOptions:
 class ClassifyRuntime:
     """The model and its two batchers: `classify(pages, early_exit=...)` encodes the pages,
     feeds them to the early-exit batcher (or the full-depth one) and waits for every answer.
-    `hooks(name)` gives each batcher ("early", "full") its batch/queue-depth hooks."""
+    `hooks(name)` gives each batcher ("early", "full") its batch/queue-depth hooks. `policies`:
+    where a newer exit policy for the model version may come from (the store, polled before an
+    early classify; classifier/live_policy.py); each early answer names the policy version that
+    let it exit (`decided_by`)."""
 
     def __init__(self, model: Any, options: BatcherOptions = BatcherOptions(), *,
-                 hooks: Callable[[str], BatcherHooks] | None = None) -> None:
+                 hooks: Callable[[str], BatcherHooks] | None = None,
+                 policies: PolicyFeed | None = None) -> None:
         self.model = model
         self.options = options
         common = dict(max_batch=options.max_batch, max_delay_ms=options.max_delay_ms,
@@ -171,6 +176,21 @@ class ClassifyRuntime:
         self.full = page_batcher(model, every_exit=True,
                                  hooks=hooks("full") if hooks else None, **common)
         self.policy_version = policy_version(self.version, model.policy_spec)
+        self.early.set_decider(self.early.decide, early_exit=self.early.early_exit,
+                               name=self.policy_version)
+        self._watch = (PolicyWatch(policies, model, self.policy_version, self.use_policy)
+                       if policies is not None else None)
+
+    def use_policy(self, policy: ExitPolicy, version: str) -> None:
+        """Decide early exits with `policy` from the next batch on (pages in flight included:
+        their remaining exits decide under it, and they record `version`)."""
+        self.early.set_decider(make_decider(self.model, policy),
+                               early_exit=not isinstance(policy, NeverExit), name=version)
+        self.policy_version = version
+
+    def refresh_policy(self) -> bool:
+        """Poll the policy feed now if due (classify does it); True when the policy changed."""
+        return self._watch.poll() if self._watch is not None else False
 
     @property
     def version(self) -> str:
@@ -193,6 +213,8 @@ class ClassifyRuntime:
         if not pages:
             return []
         # Encode in chunks of max_batch: tokenising is the caller's CPU work, not the batcher's.
+        if early_exit:
+            self.refresh_policy()
         rows = encode_rows(self.model, pages, self.options.max_batch)
         return run_rows(self.early if early_exit else self.full, rows)
 

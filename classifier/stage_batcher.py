@@ -23,6 +23,7 @@ Prometheus ones, workers/metrics.py). Every page's answer is a `PagePrediction` 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -83,6 +84,9 @@ class PagePrediction:
     trail: tuple[float, ...] = ()  # confidence at each exit visited, stage 0 first
     probs: tuple[float, ...] = ()  # class probabilities at the exit (empty: decider gave none)
     trail_labels: tuple[str, ...] = ()  # the label at each exit visited, beside `trail`
+    # The name of the decider that let the page exit (`StageBatcher.set_decider`: the policy
+    # version a serving runtime records), None when the batcher's decider has no name.
+    decided_by: str | None = field(default=None, compare=False)
     # submit -> exit in the batcher, queueing included: a measurement, not part of the answer
     latency_ms: float | None = field(default=None, compare=False)
 
@@ -101,6 +105,16 @@ class BatcherHooks(Protocol):
 
 class BatcherStopped(RuntimeError):
     """Set on the futures of pages handed back by a non-finishing `stop()`."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How pages exit, swapped as one object (`set_decider`): a batch reads it once, so it
+    never mixes an old decider with a new early_exit flag."""
+
+    decide: Decider
+    early_exit: bool
+    name: str | None = None
 
 
 @dataclass
@@ -163,12 +177,11 @@ class StageBatcher:
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
         self.model = model
-        self.decide = decide
-        self.max_batch = max_batch
-        self.max_delay_s = max_delay_ms / 1000.0
         # early_exit=False is the full-depth pass: embeddings, then every layer in one go, with
         # no intermediate exit heads computed (only the final one).
-        self.early_exit = early_exit
+        self._rule = _Rule(decide, early_exit)
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_ms / 1000.0
         self.schedule = schedule
         self.num_stages = int(model.num_stages)
         self._collate = collate
@@ -187,6 +200,27 @@ class StageBatcher:
         # What answers are named with: the model's label names and encoder layers per exit.
         self._label_names = list(label_names) if label_names is not None else None
         self._exit_layers = list(exit_layers) if exit_layers is not None else None
+
+    @property
+    def decide(self) -> Decider:
+        return self._rule.decide
+
+    @property
+    def early_exit(self) -> bool:
+        return self._rule.early_exit
+
+    @property
+    def decider_name(self) -> str | None:
+        return self._rule.name
+
+    def set_decider(self, decide: Decider, *, early_exit: bool = True,
+                    name: str | None = None) -> None:
+        """Swap how pages exit, from any thread, between batches: a batch already running
+        finishes under the rule it started with, every later batch (pages parked mid-way
+        included) decides with the new one. `name` goes on each answer (`decided_by`)."""
+        rule = _Rule(decide, early_exit, name)
+        with self._cond:  # one reference assignment; the lock orders it with _take
+            self._rule = rule
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -354,19 +388,20 @@ class StageBatcher:
 
     def _run_batch(self, stage: int, batch: list[_Item], states: list[Any]) -> None:
         t0 = time.perf_counter()
+        rule = self._rule  # read once: the whole batch decides under one rule
         try:
             with torch.inference_mode():
-                logits, next_state, final = self._forward(stage, batch, states)
+                logits, next_state, final = self._forward(stage, batch, states, rule.early_exit)
                 past = None
                 if stage > 0 and batch[0].past:
                     past = torch.stack([torch.stack(it.past) for it in batch])
-                decision = self.decide(stage, logits, past)
+                decision = rule.decide(stage, logits, past)
         except BaseException as exc:  # a failed batch fails its pages, never the loop
             for it in batch:
                 it.future.set_exception(exc)
             self._record(stage, len(batch), 0, time.perf_counter() - t0)
             return
-        exits = decision.exit.tolist() if (self.early_exit and not final) else [final] * len(batch)
+        exits = decision.exit.tolist() if (rule.early_exit and not final) else [final] * len(batch)
         exit_stage = self.num_stages - 1 if final else stage
         confs = decision.confidence.tolist()
         labels = decision.label.tolist()
@@ -383,6 +418,8 @@ class StageBatcher:
             if exits[i]:
                 row = tuple(prob_rows[i]) if prob_rows is not None else ()
                 answer = self._answer(int(labels[i]), exit_stage, it, row, now)
+                if rule.name is not None:
+                    answer = dataclasses.replace(answer, decided_by=rule.name)
                 it.future.set_result(answer)
             else:
                 stay.append(i)
@@ -392,10 +429,10 @@ class StageBatcher:
         self._record(stage, len(batch), len(batch) - len(stay), now - t0)
 
     def _forward(
-        self, stage: int, batch: list[_Item], states: list[Any]
+        self, stage: int, batch: list[_Item], states: list[Any], early_exit: bool
     ) -> tuple[torch.Tensor, Any, bool]:
         """The model's work for one batch: (logits at the exit reached, state there, final?)."""
-        if stage == 0 and not self.early_exit:  # full depth: no exit heads on the way
+        if stage == 0 and not early_exit:  # full depth: no exit heads on the way
             state = self.model.embed(self._collate([it.payload for it in batch]))
             logits, next_state = self.model.advance(state, stages=self.num_stages - 1)
             return logits, next_state, True

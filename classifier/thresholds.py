@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -149,9 +150,106 @@ def _upper(k: int, n: int, delta: float) -> float:
     return clopper_pearson_upper(k, n, delta)
 
 
+def upper_bound(k: int, n: int, delta: float) -> float:
+    """The bound the ucb search tests: exact one-sided upper bound at 1 - delta on a
+    disagreement rate seen k times in n pages."""
+    return _upper(k, n, delta)
+
+
+def min_pages(budget: float, delta: float) -> int | None:
+    """The fewest pages on which any early exit can pass: the bound with no disagreement at all,
+    1 - delta^(1/n), within the budget. None: no number of pages does (budget <= 0)."""
+    if budget <= 0:
+        return None
+    if budget >= 1:
+        return 1
+    n = max(1, math.ceil(math.log(delta) / math.log1p(-budget)))
+    while _upper(0, n, delta) > budget:  # float rounding at the edge
+        n += 1
+    while n > 1 and _upper(0, n - 1, delta) <= budget:
+        n -= 1
+    return n
+
+
 def disagreements(sim: Simulation, probs: torch.Tensor) -> int:
     """Pages whose early answer differs from the full-depth (last exit) answer."""
     return int((sim.predictions != probs[:, -1].argmax(-1).numpy()).sum())
+
+
+@dataclass(frozen=True)
+class ExitAnswers:
+    """What every exit answered, per page: `confidence` (N, S) calibrated max-softmax
+    confidences and `labels` (N, S) label indices at each exit, stage 0 first, and `full` (N,)
+    the full-depth label. Made from every exit's probabilities on validation pages
+    (`from_probs`) or from the audit sample's stored full-depth rows (doctriage's tuner): the
+    one input of the replay and of the ucb search, offline and live."""
+
+    confidence: np.ndarray
+    labels: np.ndarray
+    full: np.ndarray
+
+    @classmethod
+    def from_probs(cls, probs: torch.Tensor) -> ExitAnswers:
+        conf, labels = probs.max(-1)
+        return cls(conf.numpy(), labels.numpy(), labels[:, -1].numpy())
+
+    @property
+    def pages(self) -> int:
+        return int(self.confidence.shape[0])
+
+
+@dataclass(frozen=True)
+class Replay:
+    exit_stage: np.ndarray  # (N,) stage each page leaves at
+    predictions: np.ndarray  # (N,) its answer there
+    disagreements: int  # pages whose answer differs from the full-depth label
+    mean_cost: float  # mean per-page cost in the units of `stage_costs`
+
+
+def replay(answers: ExitAnswers, thresholds: Sequence[float],
+           stage_costs: Sequence[float]) -> Replay:
+    """Max-softmax thresholds replayed on stored answers: a page leaves at the first exit k
+    whose confidence reaches thresholds[k] (the last exit always answers), with that exit's
+    label. Compared in the confidences' own dtype, as the served policy compares (float32)."""
+    conf = answers.confidence
+    n, s = conf.shape
+    reach = conf >= np.asarray(list(thresholds)[:s], dtype=conf.dtype)
+    reach[:, s - 1] = True
+    stage = reach.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+    preds = answers.labels[np.arange(n), stage]
+    costs = np.asarray(stage_costs, dtype=np.float64)[stage]
+    return Replay(stage, preds, int((preds != answers.full).sum()),
+                  float(costs.mean()) if n else 0.0)
+
+
+@dataclass(frozen=True)
+class UcbSearch:
+    thresholds: list[float]  # per exit, the last 0.0; NEVER everywhere else = no early exit
+    replay: Replay  # the chosen thresholds replayed on the pages searched
+    passed: int  # configurations on the path that held the budget before the first failure
+    first_failed: float | None  # the global threshold that failed (None: the whole path held)
+
+
+def ucb_search(answers: ExitAnswers, stage_costs: Sequence[float],
+               rule: ThresholdRule = DEFAULT_RULE) -> UcbSearch:
+    """Learn-then-Test along `ucb_path()` (see the module's note) on stored answers: the
+    cheapest configuration of those that passed before the first failure, else no early exit.
+    The one search: `select_thresholds` (validation probabilities) and `doctriage thresholds
+    tune` (the audit sample) both call it."""
+    n, s = answers.confidence.shape
+    chosen = [NEVER] * (s - 1) + [0.0]
+    best = replay(answers, chosen, stage_costs)
+    passed, first_failed = 0, None
+    for t in ucb_path():
+        th = [t] * (s - 1) + [0.0]
+        run = replay(answers, th, stage_costs)
+        if _upper(run.disagreements, n, rule.delta) > rule.budget:
+            first_failed = t
+            break
+        passed += 1
+        if run.mean_cost < best.mean_cost - 1e-12:
+            chosen, best = th, run
+    return UcbSearch(chosen, best, passed, first_failed)
 
 
 def ucb_thresholds(
@@ -161,24 +259,15 @@ def ucb_thresholds(
     budget: float = 0.005,
     delta: float = DEFAULT_DELTA,
 ) -> tuple[list[float], Simulation, dict[str, Any]]:
-    """Learn-then-Test along `ucb_path()` (see the module's note): the cheapest configuration
-    of those that passed before the first failure, else no early exit. Labels are used only by
-    the replay's accuracy: the tested loss (disagreement with full depth) needs none."""
-    n, s, _ = probs.shape
-    chosen = [NEVER] * (s - 1) + [0.0]
-    best = simulate(MaxSoftmax(s, chosen), probs, labels, stage_costs)
-    passed, first_failed = 0, None
-    for t in ucb_path():
-        th = [t] * (s - 1) + [0.0]
-        sim = simulate(MaxSoftmax(s, th), probs, labels, stage_costs)
-        if _upper(disagreements(sim, probs), n, delta) > budget:
-            first_failed = t
-            break
-        passed += 1
-        if sim.mean_cost < best.mean_cost - 1e-12:
-            chosen, best = th, sim
-    path = {"passed": passed, "first_failed_threshold": first_failed}
-    return chosen, best, path
+    """`ucb_search` on validation probabilities, the choice replayed as a `Simulation`. Labels
+    are used only by the replay's accuracy: the tested loss (disagreement with full depth)
+    needs none."""
+    s = probs.shape[1]
+    found = ucb_search(ExitAnswers.from_probs(probs), stage_costs,
+                       ThresholdRule(budget, "ucb", delta))
+    sim = simulate(MaxSoftmax(s, found.thresholds), probs, labels, stage_costs)
+    path = {"passed": found.passed, "first_failed_threshold": found.first_failed}
+    return found.thresholds, sim, path
 
 
 def select_thresholds(

@@ -137,3 +137,36 @@ def over_budget(total: dict[str, Any], budget: float) -> bool:
 def loss_by_day(s: Session, f: AuditFilter = EVERYTHING) -> list[dict[str, Any]]:
     """Per UTC day of the early answer (the HTML report's figure)."""
     return loss(s, f, "day")["groups"]
+
+
+@dataclass(frozen=True)
+class AuditAnswers:
+    """One audit-sampled page with both passes stored: the early answer (and the policy that
+    decided it), the full-depth label and every exit's (label, confidence) from the full row."""
+
+    page_id: int
+    early_label: str
+    policy_version: str | None
+    full_label: str
+    exit_answers: list[list[Any]]
+
+
+def audit_answers(s: Session, f: AuditFilter = EVERYTHING) -> list[AuditAnswers]:
+    """The audit sample as the threshold tuner replays it (`doctriage thresholds tune`): early
+    rows with `audit_sample` true joined to the full row of the same page and model version
+    that has `exit_answers` (full rows before migration 0003 have none), in page order. The
+    filters apply to the early row."""
+    early, full = P.alias("early"), P.alias("full")
+    on = and_(full.c.page_id == early.c.page_id, full.c.model_version == early.c.model_version,
+              full.c.pass_name == Pass.FULL.value)
+    query = (
+        select(early.c.page_id, early.c.label, early.c.policy_version, full.c.label,
+               full.c.exit_answers)
+        .select_from(early.join(full, on))
+        .where(early.c.pass_name == Pass.EARLY.value, early.c.audit_sample.is_(True),
+               full.c.exit_answers.is_not(None), *_where(early.c, f))
+        .order_by(early.c.page_id)
+    )
+    # A JSON null (not SQL NULL) passes the filter on PostgreSQL: skipped here.
+    return [AuditAnswers(int(pid), el, pv, fl, list(ea))
+            for pid, el, pv, fl, ea in s.execute(query) if ea]

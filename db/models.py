@@ -183,3 +183,23 @@ class Watermark(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Policy(Base):
+    """Exit policies stored for a model version (`doctriage thresholds tune --apply`): the
+    newest row of a model version (highest id) is the policy in force for it; without one, the
+    bundle's own. Rows are never updated: a change is a new row, so the history stays."""
+
+    __tablename__ = "policies"
+    __table_args__ = (Index("ix_policies_model_version", "model_version", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    # classifier.policy.policy_version(model_version, spec): what predictions record
+    policy_version: Mapped[str] = mapped_column(String(160))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the policy's JSON, as in exits.json
+    # What chose it (the tuner's budget, delta, sample and before/after figures)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(128))
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     reroute_below: float = 0.6
     audit_fraction: float = 0.02
     seed: int = 0
+    # Classify workers read the store's newest exit policy of their model version (`doctriage
+    # thresholds tune --apply`) at most this often, at a classify call; `run` reads it once.
+    policy_poll_s: float = 30.0
     # glibc malloc settings for model processes (workers/allocator.py): keep freed tensors'
     # memory for reuse; roughly doubles CPU throughput. Off: DOCTRIAGE_MALLOC_TUNING=false.
     malloc_tuning: bool = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy.orm import Session, sessionmaker
 
+    from classifier.live_policy import PolicyFeed
     from classifier.model import EarlyExitModel
     from classifier.predict import BatcherOptions, ClassifyRuntime
     from pipelines.artifacts import ArtifactStore
@@ -205,8 +207,21 @@ def load_model(settings: Settings, override: Path | None = None, *,
     return model
 
 
+def policy_feed(settings: Settings, sessions: Callable[[], sessionmaker[Session]], *,
+                once: bool = False) -> PolicyFeed:
+    """The store as the runtime's source of exit policies, polled every
+    DOCTRIAGE_POLICY_POLL_S (`once`: read at the first classify only, as `run` does)."""
+    from classifier.live_policy import PolicyFeed
+    from workers.policy_source import stored_policies
+
+    return PolicyFeed(stored_policies(sessions), None if once else settings.policy_poll_s)
+
+
 def classify_runtime(settings: Settings, override: Path | None = None, *,
-                     build_default: bool = True) -> ClassifyRuntime:
+                     build_default: bool = True,
+                     policies: PolicyFeed | None = None) -> ClassifyRuntime:
+    """The model and its batchers; `policies` (policy_feed): where newer exit policies of its
+    model version come from (None: the bundle's policy only)."""
     from classifier.predict import ClassifyRuntime
     from workers.metrics import BatcherMetrics
 
@@ -214,7 +229,8 @@ def classify_runtime(settings: Settings, override: Path | None = None, *,
         tune_malloc()  # before the model's first allocations
     model = load_model(settings, override, build_default=build_default)
     # Batch fill and queue depths go to the worker's metrics.
-    return ClassifyRuntime(model, batcher_options(settings), hooks=BatcherMetrics)
+    return ClassifyRuntime(model, batcher_options(settings), hooks=BatcherMetrics,
+                           policies=policies)
 
 
 def current_model_version(settings: Settings, override: Path | None = None) -> str | None:
@@ -285,8 +301,10 @@ def configure_celery(settings: Settings | None = None, *, preload_model: bool = 
 
     settings = settings or get_settings()
     configure(queue_config(settings, preload_model=preload_model))
+    # The runtime polls the store through this process's step context (built after fork).
     context.install(lambda: step_context(settings),
-                    lambda: classify_runtime(settings, build_default=False))
+                    lambda: classify_runtime(settings, build_default=False, policies=policy_feed(
+                        settings, lambda: context.step_context().sessions)))
     _celery_settings[:] = [settings]
     worker_init.connect(_refuse_modelless, weak=False, dispatch_uid="doctriage.model_check")
     return app

@@ -64,3 +64,18 @@ def scribbled_page(rng: random.Random, vocab: Sequence[str], words: tuple[int, i
     for x0, y0, x1, y1 in boxes:
         draw.rectangle((x0 * 0.17, y0 * 0.22, x1 * 0.17, y1 * 0.22), fill="black")
     return chosen, boxes, img
+
+
+def scribbled_contents(n: int, seed: int = 0) -> list[Any]:
+    """`n` scribbled text-layer pages (pipelines' Page) from one seed: the pages the store
+    tests run through the real classify and full-depth steps."""
+    from pipelines.page_content import Page
+
+    rng = random.Random(seed)
+    vocab = ["invoice", "total", "dear", "sir", "memo", "date", "amount", "report", "form", "to"]
+    pages = []
+    for number in range(1, n + 1):
+        words, boxes, img = scribbled_page(rng, vocab, (3, 30))
+        pages.append(Page(number=number, width=170, height=220, text_source="text_layer",
+                          words=words, boxes=boxes, image=img))
+    return pages

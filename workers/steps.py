@@ -333,7 +333,9 @@ def _record(page_id: int, runtime: ClassifyRuntime, pass_name: Pass, a: PagePred
     return PredictionRecord(
         page_id=page_id, model_version=runtime.version, pass_name=pass_name.value, label=a.label,
         confidence=a.confidence, exit_stage=a.exit_stage, exit_layer=a.exit_layer,
-        trail=list(a.trail), latency_ms=a.latency_ms, policy_version=runtime.policy_version,
+        trail=list(a.trail), latency_ms=a.latency_ms,
+        # the policy that let the page exit (the runtime's may change between batches)
+        policy_version=a.decided_by or runtime.policy_version,
         full_depth_reason=routing.reason if routing else None,
         audit_sample=bool(routing and routing.audit_sample),
         exit_answers=list(zip(a.trail_labels, a.trail, strict=True)) if full else None,

@@ -122,5 +122,7 @@ def _orchestrator(settings: Settings, opts: BacklogOptions) -> tuple[Orchestrato
                                            max_in_queue=opts.max_in_queue, max_rate=opts.rate)
     ctx = wiring.step_context(settings)
     return (InProcessOrchestrator(
-        ctx, runtime_factory=lambda: wiring.classify_runtime(settings, opts.model)),
+        ctx, runtime_factory=lambda: wiring.classify_runtime(
+            settings, opts.model,
+            policies=wiring.policy_feed(settings, lambda: ctx.sessions))),
         Pacer(max_rate=opts.rate))

@@ -91,7 +91,8 @@ def _run_here(settings: Settings, ids: list[int]) -> dict[int, str]:
     from db.session import session_scope
     from workers.orchestration import InProcessOrchestrator
 
-    run = InProcessOrchestrator(ctx, runtime_factory=lambda: wiring.classify_runtime(settings))
+    run = InProcessOrchestrator(ctx, runtime_factory=lambda: wiring.classify_runtime(
+        settings, policies=wiring.policy_feed(settings, lambda: ctx.sessions)))
     run.ingest(ids)
     run.drain()
     with session_scope(ctx.sessions) as s:

@@ -33,7 +33,9 @@ def classify_here(settings: Settings, opts: RunOptions) -> RunSummary:
         if opts.model is not None:
             wiring.bundle_folder(opts.model)  # a mistyped --model fails before torch loads
         ctx = wiring.step_context(settings)  # the store first: a bad one fails in a second
-        runtime = wiring.classify_runtime(settings, opts.model)
+        # The store's policy for the model version is read once, at the first classify.
+        runtime = wiring.classify_runtime(settings, opts.model, policies=wiring.policy_feed(
+            settings, lambda: ctx.sessions, once=True))
     except wiring.WiringError as exc:
         raise JobError(str(exc)) from None
     summary = _run_with_progress(ctx, runtime, refs, source, opts.paths)

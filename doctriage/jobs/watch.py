@@ -105,7 +105,10 @@ class _Submitter:
         from workers.embedded import RunDisplay, run_documents
 
         if self._runtime is None:
-            self._runtime = wiring.classify_runtime(self.settings, self.model)
+            ctx = self._ctx
+            self._runtime = wiring.classify_runtime(
+                self.settings, self.model,
+                policies=wiring.policy_feed(self.settings, lambda: ctx.sessions))
         # disable=None: the bar is drawn only when stderr is a terminal
         with tqdm(total=len(doc_ids), unit="doc", desc="documents", leave=False,
                   disable=None) as bar:

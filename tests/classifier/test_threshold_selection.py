@@ -13,7 +13,17 @@ import torch
 
 from classifier.policy import MaxSoftmax
 from classifier.risk_bounds import binomial_cdf, clopper_pearson_upper
-from classifier.thresholds import NEVER, ThresholdRule, select_thresholds, simulate, ucb_path
+from classifier.thresholds import (
+    NEVER,
+    ExitAnswers,
+    ThresholdRule,
+    min_pages,
+    replay,
+    select_thresholds,
+    simulate,
+    ucb_path,
+    ucb_search,
+)
 
 
 def test_zero_events_bound_is_closed_form():
@@ -138,3 +148,70 @@ def test_bundle_without_selection_record_loads_as_before():
     policy = model_policy(model)
     assert policy == MaxSoftmax(model.num_stages, exits["thresholds"])
     assert model.metadata["calibration"]["budget"] == exits["metadata"]["calibration"]["budget"]
+
+
+def brute_replay(conf, labels, full, thresholds, costs):
+    """Page by page: the first exit whose confidence reaches its threshold (the last always)."""
+    stages, differ = [], 0
+    for c, lab, f in zip(conf.tolist(), labels.tolist(), full.tolist(), strict=True):
+        k = next(k for k in range(len(c)) if k == len(c) - 1 or
+                 np.float32(c[k]) >= np.float32(thresholds[k]))
+        stages.append(k)
+        differ += lab[k] != f
+    return stages, differ, sum(costs[k] for k in stages) / len(stages)
+
+
+def stored_like_answers(seed: int, n: int = 300, s: int = 4):
+    """Answers as the audit sample stores them: confidences (float32) and labels per exit,
+    deeper exits more confident and more often agreeing with the last one."""
+    rng = np.random.default_rng(seed)
+    conf = np.sort(rng.uniform(0.3, 1.0, (n, s)), axis=1).astype(np.float32)
+    full = rng.integers(0, 5, n)
+    labels = np.where(rng.random((n, s)) < conf ** 3, full[:, None], rng.integers(0, 5, (n, s)))
+    labels[:, -1] = full
+    return ExitAnswers(conf, labels, full)
+
+
+def test_replay_and_search_match_a_brute_force_computation():
+    costs = [0.1, 0.4, 0.7, 1.0]
+    for seed in range(4):
+        answers = stored_like_answers(seed)
+        for th in ([0.5, 0.7, 0.9, 0.0], [NEVER, 0.8, 0.6, 0.0], [0.0] * 4, [NEVER] * 3 + [0.0]):
+            run = replay(answers, th, costs)
+            stages, differ, cost = brute_replay(answers.confidence, answers.labels,
+                                                answers.full, th, costs)
+            assert run.exit_stage.tolist() == stages and run.disagreements == differ
+            assert run.mean_cost == pytest.approx(cost)
+        rule = ThresholdRule(0.05, "ucb", 0.1)
+        found = ucb_search(answers, costs, rule)
+        # brute force: walk the path strictest first, stop at the first bound over budget,
+        # keep the cheapest that passed
+        best, best_cost, passed = [NEVER] * 3 + [0.0], 1.0, 0
+        for t in ucb_path():
+            _, differ, cost = brute_replay(answers.confidence, answers.labels, answers.full,
+                                           [t] * 3 + [0.0], costs)
+            if clopper_pearson_upper(differ, len(answers.full), 0.1) > 0.05:
+                break
+            passed += 1
+            if cost < best_cost - 1e-12:
+                best, best_cost = [t] * 3 + [0.0], cost
+        assert (found.thresholds, found.passed) == (best, passed)
+        assert 0 < passed < len(ucb_path())  # the walk stopped somewhere in the middle
+
+
+def test_offline_selection_is_the_shared_search_on_validation_probabilities():
+    probs, labels = sample_pages(np.random.default_rng(5), 400)
+    choice = select_thresholds(probs, labels, [0.1, 1.0], ThresholdRule(0.03, "ucb", 0.1))
+    found = ucb_search(ExitAnswers.from_probs(probs), [0.1, 1.0], ThresholdRule(0.03, "ucb", 0.1))
+    assert choice.thresholds == found.thresholds
+    assert choice.record["path"] == {"passed": found.passed,
+                                     "first_failed_threshold": found.first_failed}
+    assert choice.record["validation_disagreements"] == found.replay.disagreements
+
+
+def test_min_pages_is_where_a_clean_sample_first_passes():
+    for budget, delta in ((0.005, 0.1), (0.02, 0.1), (0.03, 0.05)):
+        n = min_pages(budget, delta)
+        assert clopper_pearson_upper(0, n, delta) <= budget < clopper_pearson_upper(0, n - 1,
+                                                                                    delta)
+    assert min_pages(0.005, 0.1) == 460 and min_pages(0.0, 0.1) is None

@@ -4,11 +4,10 @@ exit policy that is too loose, with the disagreement known from running both pas
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-from modelkit import scribbled_page
+from modelkit import scribbled_contents
 from sqlalchemy import select
 
 from classifier.bundle import load_bundle
@@ -27,14 +26,7 @@ PAGES = 60
 
 
 def _contents(n: int, seed: int = 0) -> list[PageContent]:
-    rng = random.Random(seed)
-    vocab = ["invoice", "total", "dear", "sir", "memo", "date", "amount", "report", "form", "to"]
-    pages = []
-    for number in range(1, n + 1):
-        words, boxes, img = scribbled_page(rng, vocab, (3, 30))
-        pages.append(PageContent(number=number, width=170, height=220, text_source="text_layer",
-                                 words=words, boxes=boxes, image=img))
-    return pages
+    return scribbled_contents(n, seed)
 
 
 @pytest.fixture(scope="module")

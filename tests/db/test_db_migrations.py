@@ -20,7 +20,8 @@ from sqlalchemy import inspect, text
 from db.models import Base
 from db.session import alembic_config, make_engine, migrate
 
-TABLES = {"documents", "pages", "predictions", "human_labels", "watermarks", "alembic_version"}
+TABLES = {"documents", "pages", "predictions", "human_labels", "watermarks", "policies",
+          "alembic_version"}
 
 
 def test_migrations_apply_from_empty_and_match_models(fresh_url: str) -> None:
@@ -164,6 +165,51 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
         migrate(engine)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
+
+
+def test_0004_adds_policies_beside_existing_rows_and_drops_it_on_the_way_down(
+        fresh_url: str) -> None:
+    """Existing predictions keep their policy versions; the new table starts empty and takes
+    a stored policy (JSON spec and record); down to 0003 drops only it, and back up again."""
+    with _store_at(fresh_url, "0003") as engine:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO documents (id, source_uri, version_key, state, attempts,"
+                " failed_attempts, created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x',"
+                " 'DONE', 1, 0, '2026-01-01', '2026-01-01')"))
+            conn.execute(text(
+                "INSERT INTO pages (id, document_id, number, state, attempts, failed_attempts,"
+                " created_at, updated_at) VALUES (1, 1, 1, 'DONE', 1, 0, '2026-01-01',"
+                " '2026-01-01')"))
+            conn.execute(text(
+                "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
+                " exit_stage, exit_layer, trail, created_at, policy_version, audit_sample)"
+                " VALUES (1, 'm', 'early', 'memo', 0.5, 0, 0, '[0.5]', '2026-01-01',"
+                " 'm+p12345678', true)"))
+        migrate(engine)
+        from db.policies import NewPolicy, add_policy, latest_policy
+        from db.session import session_factory, session_scope
+
+        with session_scope(session_factory(engine)) as s:
+            assert latest_policy(s, "m") is None
+            add_policy(s, NewPolicy("m", "m+pabcdef01", {"name": "max_softmax",
+                                                         "thresholds": [0.9, 0.0]},
+                                    "test", record={"budget": 0.01}))
+        with session_scope(session_factory(engine)) as s:
+            stored = latest_policy(s, "m")
+            assert (stored.spec["thresholds"], stored.record) == ([0.9, 0.0], {"budget": 0.01})
+            assert stored.created_at.tzinfo is not None
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT policy_version FROM predictions")).scalar_one() == (
+                "m+p12345678")
+        _downgrade(engine, "0003")
+        with engine.connect() as conn:
+            assert "policies" not in inspect(conn).get_table_names()
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 1
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM policies")).scalar_one() == 0
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 1
 
 
 def test_upgrade_from_0001_keeps_pages_and_marks_old_failures_permanent(tmp_path) -> None:
