@@ -40,17 +40,23 @@ def tesseract_cmd() -> str:
     return shutil.which("tesseract") or "tesseract"
 
 
-def ocr_image(
-    image: Image.Image,
-    *,
-    lang: str = "eng",
-    timeout_s: float = 60.0,
-    min_conf: float = 30.0,
-    dpi: int | None = None,
-    psm: int = 3,
-) -> OcrResult:
-    """OCR one page image (page segmentation mode `psm`); words in tesseract's
-    block/paragraph/line order."""
+@dataclass(frozen=True)
+class OcrSettings:
+    """How tesseract reads a page: language, time limit, the confidence under which a word is
+    dropped, and the page segmentation mode."""
+
+    lang: str = "eng"
+    timeout_s: float = 60.0
+    min_conf: float = 30.0
+    psm: int = 3
+
+
+def ocr_image(image: Image.Image, settings: OcrSettings = OcrSettings(), *,
+              dpi: int | None = None) -> OcrResult:
+    """OCR one page image (`dpi`: the resolution to tell tesseract, None when unknown); words
+    in tesseract's block/paragraph/line order."""
+    lang, timeout_s, min_conf, psm = (settings.lang, settings.timeout_s, settings.min_conf,
+                                      settings.psm)
     buf = io.BytesIO()
     # Uncompressed-ish PNG: encoding cost stays small next to the OCR itself.
     image.save(buf, format="PNG", compress_level=1, dpi=(dpi, dpi) if dpi else None)

@@ -22,7 +22,7 @@ from PIL import Image
 from pipelines import images, parse_check, pdf
 from pipelines.coverage import Decision, decide
 from pipelines.errors import DocumentError
-from pipelines.ocr import OcrFailed, OcrResult, OcrTimeout, ocr_image
+from pipelines.ocr import OcrFailed, OcrResult, OcrSettings, OcrTimeout, ocr_image
 from pipelines.options import IngestOptions
 from pipelines.page_content import Box, Page
 from pipelines.reading_order import sort_reading_order
@@ -288,14 +288,8 @@ def _page(job: _Reading, number: int, image: Image.Image, decision: Decision, te
 def _ocr(job: _Reading, number: int, grey: Image.Image, dpi: int | None) -> OcrResult:
     opts = job.opts
     try:
-        return ocr_image(
-            grey,
-            lang=opts.ocr_lang,
-            timeout_s=opts.ocr_timeout_s,
-            min_conf=opts.min_ocr_conf,
-            dpi=dpi,
-            psm=opts.ocr_psm,
-        )
+        return ocr_image(grey, OcrSettings(opts.ocr_lang, opts.ocr_timeout_s,
+                                           opts.min_ocr_conf, opts.ocr_psm), dpi=dpi)
     except (OcrTimeout, OcrFailed) as exc:
         raise DocumentError(job.src.name, f"page {number}: {exc}", number) from None
 

@@ -82,23 +82,7 @@ def train(args: TrainArguments) -> None:
     from doctriage.settings import get_settings
     from doctriage.wiring import ingest_options
 
-    if args.strategy not in ("joint", "two-stage"):
-        raise fail(f"--strategy must be joint or two-stage, not {args.strategy!r}")
-    if args.selection not in ("ucb", "point"):
-        raise fail(f"--selection must be ucb or point, not {args.selection!r}")
-    if not 0 < args.delta < 1:
-        raise fail("--delta must be in (0, 1)")
-    if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
-        raise fail("--epochs, --batch-size and --workers must be at least 1")
-    if not (0 <= args.test_fraction < 1 and 0 <= args.val_fraction < 1
-            and args.test_fraction + args.val_fraction < 1):
-        raise fail("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
-    if args.precision not in ("fp32", "bf16", "auto"):
-        raise fail(f"--precision must be fp32, bf16 or auto, not {args.precision!r}")
-    for name, share in (("--scan-copies", args.scan_copies),
-                        ("--text-dropout", args.text_dropout)):
-        if not 0.0 <= share <= 1.0:
-            raise fail(f"{name} must be between 0 and 1, got {share}")
+    _check_arguments(args)
     if args.resume and not (args.out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {args.out / 'checkpoint'}")
     set_torch_threads(args.threads)
@@ -133,6 +117,28 @@ def train(args: TrainArguments) -> None:
 
         tune_malloc()
     typer.echo(json.dumps(summary(run_training(options)), indent=2))
+
+
+# One line per bad argument (exit 2), checked before torch loads.
+_CHOICES = {"strategy": ("joint", "two-stage"), "selection": ("ucb", "point"),
+            "precision": ("fp32", "bf16", "auto")}
+
+
+def _check_arguments(args: TrainArguments) -> None:
+    for name, allowed in _CHOICES.items():
+        if getattr(args, name) not in allowed:
+            raise fail(f"--{name} must be {' or '.join(allowed)}, not {getattr(args, name)!r}")
+    if not 0 < args.delta < 1:
+        raise fail("--delta must be in (0, 1)")
+    if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
+        raise fail("--epochs, --batch-size and --workers must be at least 1")
+    if not (0 <= args.test_fraction < 1 and 0 <= args.val_fraction < 1
+            and args.test_fraction + args.val_fraction < 1):
+        raise fail("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
+    for name, share in (("--scan-copies", args.scan_copies),
+                        ("--text-dropout", args.text_dropout)):
+        if not 0.0 <= share <= 1.0:
+            raise fail(f"{name} must be between 0 and 1, got {share}")
 
 
 def run_training(options: BundleTrainOptions) -> dict[str, Any]:

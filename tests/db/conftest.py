@@ -60,21 +60,29 @@ def fresh_url(backend: str, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def audit_cli(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """`doctriage audit ...` run in process against this test's store."""
+def store_cli(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """`store_cli(register, *prefix)`: a command group (its module's `register`) run in
+    process against this test's store, `prefix` words put before each call's arguments."""
     import typer
     from typer.testing import CliRunner
 
-    from doctriage.commands import audit as audit_cmd
     from doctriage.settings import get_settings
 
     monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     get_settings.cache_clear()
-    app = typer.Typer()
-    audit_cmd.register(app)
 
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(app, ["audit", *args])
+    def make(register: Any, *prefix: str) -> Any:
+        app = typer.Typer()
+        register(app)
+        return lambda *args: CliRunner().invoke(app, [*prefix, *args])
 
-    yield invoke
+    yield make
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def audit_cli(store_cli: Any) -> Any:
+    """`doctriage audit ...` run in process against this test's store."""
+    from doctriage.commands import audit as audit_cmd
+
+    return store_cli(audit_cmd.register, "audit")

@@ -132,14 +132,7 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
 
     with _store_at(fresh_url, "0002") as engine:
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO documents (id, source_uri, version_key, state, attempts,"
-                " failed_attempts, created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x',"
-                " 'DONE', 1, 0, '2026-01-01', '2026-01-01')"))
-            conn.execute(text(
-                "INSERT INTO pages (id, document_id, number, state, attempts, failed_attempts,"
-                " created_at, updated_at) VALUES (1, 1, 1, 'DONE', 1, 0, '2026-01-01',"
-                " '2026-01-01')"))
+            _one_done_page(conn)
             conn.execute(text(
                 "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
                 " exit_stage, exit_layer, trail, created_at) VALUES (1, 'm', 'early', 'memo',"
@@ -173,14 +166,7 @@ def test_0004_adds_policies_beside_existing_rows_and_drops_it_on_the_way_down(
     a stored policy (JSON spec and record); down to 0003 drops only it, and back up again."""
     with _store_at(fresh_url, "0003") as engine:
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO documents (id, source_uri, version_key, state, attempts,"
-                " failed_attempts, created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x',"
-                " 'DONE', 1, 0, '2026-01-01', '2026-01-01')"))
-            conn.execute(text(
-                "INSERT INTO pages (id, document_id, number, state, attempts, failed_attempts,"
-                " created_at, updated_at) VALUES (1, 1, 1, 'DONE', 1, 0, '2026-01-01',"
-                " '2026-01-01')"))
+            _one_done_page(conn)
             conn.execute(text(
                 "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
                 " exit_stage, exit_layer, trail, created_at, policy_version, audit_sample)"
@@ -245,6 +231,18 @@ def _store_at(url: str, revision: str) -> Iterator[Any]:
         yield engine
     finally:
         engine.dispose()
+
+
+def _one_done_page(conn: Any) -> None:
+    """Document 1 with its page 1, both DONE, as the 0002+ schema stores them."""
+    conn.execute(text(
+        "INSERT INTO documents (id, source_uri, version_key, state, attempts,"
+        " failed_attempts, created_at, updated_at) VALUES (1, 'file:///a.pdf', 'x',"
+        " 'DONE', 1, 0, '2026-01-01', '2026-01-01')"))
+    conn.execute(text(
+        "INSERT INTO pages (id, document_id, number, state, attempts, failed_attempts,"
+        " created_at, updated_at) VALUES (1, 1, 1, 'DONE', 1, 0, '2026-01-01',"
+        " '2026-01-01')"))
 
 
 def _downgrade(engine, revision: str) -> None:

@@ -8,7 +8,7 @@ version, and the measured disagreement is back inside the budget."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +37,11 @@ EVERY_PAGE = steps.RerouteOptions(reroute_below=0.0, audit_fraction=1.0)
 
 
 @pytest.fixture
-def tune_cli(engine: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def tune_cli(store_cli: Any) -> Any:
     """`doctriage thresholds tune ...` run in process against this test's store."""
-    import typer
-    from typer.testing import CliRunner
-
     from doctriage.commands import thresholds as thresholds_cmd
-    from doctriage.settings import get_settings
 
-    monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    get_settings.cache_clear()
-    app = typer.Typer()
-    thresholds_cmd.register(app)
-
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(app, ["thresholds", "tune", *args])
-
-    yield invoke
-    get_settings.cache_clear()
+    return store_cli(thresholds_cmd.register, "thresholds", "tune")
 
 
 def classify(factory: Any, artifacts: Path, runtime: ClassifyRuntime,

@@ -139,7 +139,7 @@ def test_ocr_page_segmentation_mode_reaches_tesseract(monkeypatch):
 
     monkeypatch.setattr(ocr.subprocess, "run", spy)
     for psm in (3, 6, 11):
-        got = ocr.ocr_image(img, psm=psm)
+        got = ocr.ocr_image(img, ocr.OcrSettings(psm=psm))
         assert "INVOICE" in got.words, (psm, got.words)
         assert calls[-1][calls[-1].index("--psm") + 1] == str(psm)
     with pytest.raises(ValueError, match="ocr_psm"):
