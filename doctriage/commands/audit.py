@@ -230,16 +230,21 @@ def _write_csv(rows: Sequence[dict[str, Any]]) -> None:
         writer.writerow({k: _cell(v) for k, v in row.items()})
 
 
-@audit_app.command("summary")
-@takes_arguments(GroupedArguments)
-def summary_cmd(args: GroupedArguments) -> None:
-    """Pages, classes, exit stages, mean confidence, re-route rate; by model version and day."""
-    from db import audit
-    from doctriage.commands._tables import summary_text
+def _grouped_command(name: str, query: str, text: str, doc: str) -> None:
+    """An audit command that runs the grouped query `db.audit.<query>` with the shared filters
+    and prints it with `_tables.<text>` (or as JSON/CSV)."""
 
-    _show_groups(audit.summary, summary_text, args)
+    @audit_app.command(name, help=doc)
+    @takes_arguments(GroupedArguments)
+    def command(args: GroupedArguments) -> None:
+        from db import audit
+        from doctriage.commands import _tables
+
+        _show_groups(getattr(audit, query), getattr(_tables, text), args)
 
 
+_grouped_command("summary", "summary", "summary_text", "Pages, classes, exit stages, mean "
+                 "confidence, re-route rate; by model version and day.")
 @audit_app.command("low-confidence")
 @takes_arguments(LowConfidenceArguments)
 def low_confidence_cmd(args: LowConfidenceArguments) -> None:
@@ -257,14 +262,8 @@ def low_confidence_cmd(args: LowConfidenceArguments) -> None:
     _emit(payload, rows, args, low_confidence_text(rows))
 
 
-@audit_app.command("reroutes")
-@takes_arguments(GroupedArguments)
-def reroutes_cmd(args: GroupedArguments) -> None:
-    """Agreement of early and full-depth answers on re-routed pages, by exit stage and class."""
-    from db import audit
-    from doctriage.commands._tables import reroutes_text
-
-    _show_groups(audit.reroutes, reroutes_text, args)
+_grouped_command("reroutes", "reroutes", "reroutes_text", "Agreement of early and full-depth "
+                 "answers on re-routed pages, by exit stage and class.")
 
 
 @audit_app.command("calibration")

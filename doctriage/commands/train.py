@@ -5,6 +5,7 @@ The command parses its arguments into one `BundleTrainOptions` and calls
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,29 +95,25 @@ def train(args: TrainArguments) -> None:
     options = BundleTrainOptions(
         data_dir=args.data,
         out_dir=args.out,
-        training=TrainOptions(strategy=args.strategy, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr,
-                              max_minutes=args.max_minutes, seed=args.seed,
-                              text_dropout=args.text_dropout, precision=args.precision),
-        config=args.config,
-        backbone=args.backbone,
-        placements=args.placements,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        resume=args.resume,
+        training=TrainOptions(**same_named(args, TrainOptions)),
         budget_points=args.budget,
         threshold_selection=args.selection,
-        delta=args.delta,
         cache_dir=args.cache_dir or settings.home / "cache" / "pages",
-        workers=args.workers,
-        scan_copies=args.scan_copies,
         ingest=ingest_options(settings),
+        **same_named(args, BundleTrainOptions),
     )
     if settings.malloc_tuning:
         from workers.allocator import tune_malloc
 
         tune_malloc()
     typer.echo(json.dumps(summary(run_training(options)), indent=2))
+
+
+def same_named(args: TrainArguments, options: type) -> dict[str, Any]:
+    """The arguments that an options dataclass takes under the same name (the command's flags
+    are named after the options they set)."""
+    wanted = {f.name for f in dataclasses.fields(options)} - {"cache_dir"}  # has a default here
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name in wanted}
 
 
 # One line per bad argument (exit 2), checked before torch loads.
