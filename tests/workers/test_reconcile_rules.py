@@ -203,6 +203,7 @@ class _Runtime:
             trail: tuple[float, ...] = (0.9,)
             trail_labels: tuple[str, ...] = ("form",)
             latency_ms: float = 5.0
+            decided_by: str | None = None
 
         return [Answer() for _ in inputs]
 
