@@ -229,6 +229,7 @@ def _ocr_settings(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
             (100, 3), (100, 6), (200, 3), (200, 6)]
         for s in r["settings"]:
             assert s["pages"] == 1 and s["ms_per_page"] > 0 and s["words_per_page"] > 0
+            assert s["cpu_ms_per_page"] > 0
             assert 0.0 <= s["full_depth_accuracy"] <= 1.0
         cheapest = r["cheapest_within_budget"]
         assert (cheapest["ocr_dpi"], cheapest["psm"]) in {(s["ocr_dpi"], s["psm"])
