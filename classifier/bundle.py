@@ -82,6 +82,8 @@ def exits_document(model: EarlyExitModel) -> dict[str, Any]:
             "gate": "tanh-mlp (predicts whether the final head is right)",
             "pre_pooling": model.pre_pooling,
             "ramp_pooling": model.ramp_pooling,
+            # absent for a bundle without a raster exit (older bundles read the same)
+            **({"raster": {"width": model.raster_exit.width}} if model.raster_exit else {}),
         },
         "temperatures": [float(t) for t in model.temperatures],
         "thresholds": [float(t) for t in model.thresholds],
@@ -134,6 +136,7 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyEx
         ),
         pooling=Pooling(doc["heads"]["pre_pooling"], doc["heads"]["ramp_pooling"]),
         version=doc["version"],
+        raster_width=int(doc["heads"].get("raster", {}).get("width", 0)),
     )
     try:
         state = load_file(str(weights))
@@ -160,6 +163,7 @@ def from_checkpoint(
     *,
     max_text_len: int | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    raster_width: int = 0,
 ) -> EarlyExitModel:
     """A fresh early-exit model (new heads) on a LayoutLMv3 checkpoint directory's backbone."""
     path = Path(path)
@@ -186,4 +190,5 @@ def from_checkpoint(
         Preprocessing(text_len, size, mean, std),
         pooling=pooling,
         backbone=backbone,
+        raster_width=raster_width,
     )

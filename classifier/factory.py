@@ -15,8 +15,11 @@ def new_model(
     placements: str | Sequence[int],
     label_names: Sequence[str],
     tokenizer: Any,
+    *,
+    raster_width: int = 0,
 ) -> EarlyExitModel:
-    """Weights are drawn from torch's generator: seed it first for a reproducible model."""
+    """Weights are drawn from torch's generator: seed it first for a reproducible model.
+    `raster_width` > 0 adds a raster exit of that width (classifier/raster_exit.py)."""
     size = NAMED_SIZES[size_name]
     return EarlyExitModel(
         backbone_config(size, vocab_size=len(tokenizer)),
@@ -24,4 +27,5 @@ def new_model(
         list(label_names),
         tokenizer,
         Preprocessing(size.max_text_len, size.image_size),
+        raster_width=raster_width,
     )

@@ -22,6 +22,7 @@ from classifier.fused_attention import attention_bias, fused_layer
 from classifier.heads import GateHead, RampHead
 from classifier.inputs import PageLike, clamp_box, image_to_array, pixels_from_arrays
 from classifier.position_bias import position_bias
+from classifier.raster_exit import RasterExit
 from classifier.state import StageState
 
 
@@ -57,6 +58,7 @@ class EarlyExitModel(nn.Module):
         pooling: Pooling = DEFAULT_POOLING,
         backbone: LayoutLMv3Model | None = None,
         version: str = "unversioned",
+        raster_width: int = 0,
     ):
         super().__init__()
         if not (config.text_embed and config.visual_embed):
@@ -91,6 +93,8 @@ class EarlyExitModel(nn.Module):
         self.register_buffer("temperatures", torch.ones(len(layers)), persistent=False)
         self.thresholds: list[float] = [1.0] * (len(layers) - 1) + [0.0]
         self.policy_spec: dict = {"name": "max_softmax", "thresholds": list(self.thresholds)}
+        # The raster exit (classifier/raster_exit.py): what the OCR-free exit asks; None without.
+        self.raster_exit = RasterExit(n, raster_width) if raster_width > 0 else None
         # The OCR-free exit's temperature and threshold (classifier/textless.py); None: none.
         self.ocr_free: dict | None = None
         # "eager": transformers' own layers (the bit-exact reference, the default);

@@ -1,12 +1,13 @@
 """The OCR-free exit: classify a page from its raster alone, before OCR is paid for it.
 
-A page that needs OCR arrives with no words. The OCR-free pass runs the model on the page with
-its text replaced by the encoding of an empty page (a [CLS] [SEP] sequence): the same layers,
-but a sequence of 2 text tokens + the patches instead of max_text_len + the patches, so a pass
-through every layer costs a fraction of a full one, and nothing next to tesseract. Training
-teaches the model such pages by dropping the words of a share of the training pages
-(`TrainOptions.text_dropout`); calibration gives the pass its own temperature and threshold,
-chosen against the full-depth answer *with* OCR (classifier/calibrate.py `calibrate_ocr_free`).
+A page that needs OCR arrives with no words. A model with a raster exit
+(classifier/raster_exit.py, `train --raster-exit`) answers it from its pixels with that small
+convolutional head. A model without one runs the word-less pass: the model on the page with its
+text replaced by the encoding of an empty page (a [CLS] [SEP] sequence), which training teaches by
+dropping the words of a share of the training pages (`TrainOptions.text_dropout`); on realdocs
+that pass learned nothing (chance), the raster exit is the one that earns its keep. Calibration
+gives the exit its own temperature and threshold, chosen against the full-depth answer *with*
+OCR (classifier/calibrate.py `calibrate_ocr_free`).
 
 `model.ocr_free` (exits.json "ocr_free", None for a bundle without the exit) holds
 {"temperature", "threshold", ...}: a page whose calibrated confidence reaches the threshold is
@@ -51,12 +52,16 @@ def without_text(inputs: dict[str, torch.Tensor], empty: dict[str, torch.Tensor]
 @torch.no_grad()
 def ocr_free_logits(model: Any, inputs: dict[str, torch.Tensor],
                     batch_size: int = 32) -> torch.Tensor:
-    """Last-exit logits (N, C) of the pages read without their words."""
+    """Logits (N, C) of the pages read without their words: the raster exit's where the model
+    has one, else the last exit of the word-less pass."""
     empty = empty_text(model)
     out = []
     n = inputs["pixel_values"].shape[0]
     for start in range(0, n, batch_size):
         part = {k: v[start:start + batch_size] for k, v in inputs.items()}
+        if model.raster_exit is not None:
+            out.append(model.raster_exit(part["pixel_values"]).float())
+            continue
         logits, _ = model.all_exit_logits(without_text(part, empty))
         out.append(logits[-1].float())
     return torch.cat(out) if out else torch.zeros(0, model.num_labels)

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from classifier.model import EarlyExitModel
+from classifier.raster_exit import shifted
 from classifier.textless import empty_text, without_text
 
 Inputs = dict[str, torch.Tensor]
@@ -201,6 +202,9 @@ class _EpochRunner:
         self.weights = exit_weights(model.num_stages).to(model.device)
         self.empty = empty_text(model, trimmed=False) if options.text_dropout > 0 else None
         self.bf16 = resolve_precision(options.precision) == "bf16" and model.device.type == "cpu"
+        pre = model.preprocessing  # normalised white, for the raster exit's shifted margins
+        self.white = sum((1 - m) / s
+                         for m, s in zip(pre.image_mean, pre.image_std, strict=True)) / 3
 
     def run(self, epoch: int, progress: _Progress) -> float | None:
         """The epoch's mean loss, or None when the deadline cut it short."""
@@ -250,6 +254,12 @@ class _EpochRunner:
         return float(loss.detach())
 
     def _loss(self, batch: Inputs, labels: torch.Tensor, phase: str) -> torch.Tensor:
+        # The raster exit has weights of its own: its loss joins every phase's unweighted.
+        raster = 0.0 if self.model.raster_exit is None else F.cross_entropy(
+            self.model.raster_exit(shifted(batch["pixel_values"], self.white)), labels)
+        return raster + self._exit_loss(batch, labels, phase)
+
+    def _exit_loss(self, batch: Inputs, labels: torch.Tensor, phase: str) -> torch.Tensor:
         model = self.model
         if phase == "backbone":
             state = model.embed(batch)

@@ -55,6 +55,9 @@ class BundleTrainOptions:
     config: str = "small"  # a named size (classifier.config.NAMED_SIZES), unless `backbone`
     backbone: Path | None = None  # a LayoutLMv3 checkpoint folder instead of `config`
     placements: str = "every"
+    # Channels of the raster exit's first block (classifier/raster_exit.py): the OCR-free exit
+    # a scanned page may leave by before OCR. 0: no raster exit.
+    raster_width: int = 0
     val_fraction: float = 0.2
     # Share of documents (per class) held out of training AND threshold choice: what
     # `evaluate --split test` scores the early-exit budget on. 0: none (train/val only).
@@ -117,7 +120,7 @@ def train_bundle(options: BundleTrainOptions, *,
     # a checkpoint's model is built before the pages (its image size decides their raster)
     model = None
     if options.backbone is not None:
-        model = _from_backbone(options.backbone, options.placements, split.labels)
+        model = _from_backbone(options, split.labels)
     image_size = (model.preprocessing.image_size if model is not None
                   else NAMED_SIZES[options.config].image_size)
     _load_pages(options, split, image_size, log)
@@ -141,7 +144,8 @@ def train_bundle(options: BundleTrainOptions, *,
         val_logits = all_logits(model, val_inputs, 32)
         calibration = calibrate_model(model, val_logits, y_val, rule)
         _log_selection(calibration["threshold_selection"], log)
-        if options.training.text_dropout > 0:  # only a model taught word-less pages gets one
+        # only a model with a raster exit, or taught word-less pages, gets an OCR-free exit
+        if model.raster_exit is not None or options.training.text_dropout > 0:
             calibration["ocr_free"] = _calibrate_ocr_free(
                 model, split, (val_inputs, val_logits, y_val), rule, log)
     else:
@@ -229,9 +233,11 @@ def _load_pages(options: BundleTrainOptions, split: _Split, image_size: int,
         raise DatasetError(f"{options.data_dir}: no readable training pages")
 
 
-def _from_backbone(backbone: Path, placements: str, labels: list[str]) -> EarlyExitModel:
-    layers = LayoutLMv3Config.from_pretrained(str(backbone)).num_hidden_layers
-    return from_checkpoint(backbone, labels, exit_layers_for(placements, layers))
+def _from_backbone(options: BundleTrainOptions, labels: list[str]) -> EarlyExitModel:
+    assert options.backbone is not None
+    layers = LayoutLMv3Config.from_pretrained(str(options.backbone)).num_hidden_layers
+    return from_checkpoint(options.backbone, labels, exit_layers_for(options.placements, layers),
+                           raster_width=options.raster_width)
 
 
 def _new_model(options: BundleTrainOptions, split: _Split) -> EarlyExitModel:
@@ -243,7 +249,8 @@ def _new_model(options: BundleTrainOptions, split: _Split) -> EarlyExitModel:
         tokenizer = train_tokenizer((" ".join(p.words) for p in split.train_pages),
                                     NAMED_SIZES[options.config].vocab_size)
     set_seed(options.training.seed)
-    return new_model(options.config, options.placements, split.labels, tokenizer)
+    return new_model(options.config, options.placements, split.labels, tokenizer,
+                     raster_width=options.raster_width)
 
 
 def _metadata(options: BundleTrainOptions, split: _Split, result: TrainResult,

@@ -44,6 +44,9 @@ TextDropout = Annotated[float, typer.Option("--text-dropout", help=(
     "Share of training pages read without their words in each batch: teaches the OCR-free "
     "exit (a page that needs OCR answered from its raster); 0 (the default): none. On realdocs "
     "the from-scratch backbone has not learned it yet (README, Results)."))]
+RasterWidth = Annotated[int, typer.Option("--raster-exit", help=(
+    "Channels of the raster exit's first block: a small CNN over the page raster that answers "
+    "scanned pages before OCR (the OCR-free exit), trained with the other exits. 0: none."))]
 ScanCopies = Annotated[float, typer.Option("--scan-copies", help=(
     "Share of born-digital training PDFs that also train as simulated scans (rendered, "
     "skewed, blurred, speckled, JPEG'd, then OCR'd; cached like any page). 0 turns it off."))]
@@ -56,6 +59,7 @@ class TrainArguments:
     config: Config = "small"
     backbone: Backbone = None
     placements: Placements = "every"
+    raster_width: RasterWidth = 0
     strategy: Strategy = "joint"
     epochs: Annotated[int, typer.Option("--epochs")] = 10
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16
@@ -130,6 +134,8 @@ def _check_arguments(args: TrainArguments) -> None:
         raise fail("--delta must be in (0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
+    if args.raster_width < 0:
+        raise fail(f"--raster-exit must be 0 (none) or a channel count, got {args.raster_width}")
     if not (0 <= args.test_fraction < 1 and 0 <= args.val_fraction < 1
             and args.test_fraction + args.val_fraction < 1):
         raise fail("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")

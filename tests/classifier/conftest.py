@@ -49,11 +49,11 @@ def make_pages(count: int, seed: int = 0) -> tuple[list[PageInput], torch.Tensor
     return pages, torch.tensor(labels)
 
 
-def tiny_model(placement: str = "every", seed: int = 0) -> EarlyExitModel:
+def tiny_model(placement: str = "every", seed: int = 0, raster_width: int = 0) -> EarlyExitModel:
     torch.manual_seed(seed)
     pages, _ = make_pages(30, seed=99)
     tok = train_tokenizer([" ".join(p.words) for p in pages], NAMED_SIZES["tiny"].vocab_size)
-    return new_model("tiny", placement, LABELS, tok).eval()
+    return new_model("tiny", placement, LABELS, tok, raster_width=raster_width).eval()
 
 
 @pytest.fixture

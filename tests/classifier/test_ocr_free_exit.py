@@ -1,5 +1,6 @@
-"""The OCR-free exit: pages read without their words (classifier/textless.py), taught by word
-dropout in training, calibrated against the full-depth answer with words, saved in the bundle."""
+"""The OCR-free exit: pages read without their words (classifier/textless.py), by the raster
+exit or by a model taught with word dropout, calibrated against the full-depth answer with
+words, saved in the bundle."""
 
 from __future__ import annotations
 
@@ -80,6 +81,32 @@ def test_word_dropout_teaches_the_model_pages_without_words(make_model, tmp_path
     share = sum(a.exits for a in answers) / len(answers)
     assert abs(share - record["ocr_avoided_share"]) < 1e-9
     assert all(a.exits == (a.confidence >= record["threshold"]) for a in answers)
+
+
+def test_the_raster_exit_learns_layout_and_answers_without_words(make_model, tmp_path):
+    """No word dropout: the raster exit alone learns where each class puts its block, trains
+    with the other exits, travels in the bundle and is what the OCR-free pass asks."""
+    pages, labels = _drawn_pages(60, seed=3)
+    val_pages, val_labels = _drawn_pages(30, seed=4)
+    model = make_model(raster_width=8)
+    x, xv = model.encode(pages), model.encode(val_pages)
+    opts = TrainOptions(epochs=6, batch_size=8, lr=2e-3, seed=0, progress=False)
+    train(model, x, labels, xv, val_labels, opts, checkpoint_dir=tmp_path / "ck")
+    model.eval()
+    raster = ocr_free_logits(model, xv)
+    assert torch.equal(raster, model.raster_exit(xv["pixel_values"]))
+    assert float((raster.argmax(-1) == val_labels).double().mean()) >= 0.8
+
+    full = all_logits(model, xv)[:, -1].argmax(-1)
+    record = calibrate_ocr_free(model, raster, full, val_labels,
+                                ThresholdRule(budget=0.2, selection="point"))
+    assert record["threshold"] is not None
+    save_bundle(model, tmp_path / "bundle")
+    loaded = load_bundle(tmp_path / "bundle")
+    assert loaded.raster_exit is not None and loaded.raster_exit.width == 8
+    assert torch.equal(ocr_free_logits(loaded, xv), raster)  # same weights
+    answers = ocr_free_answers(loaded, [p.image for p in val_pages])
+    assert abs(sum(a.exits for a in answers) / 30 - record["ocr_avoided_share"]) < 1e-9
 
 
 def test_no_threshold_that_holds_the_budget_means_no_ocr_free_exit(model):
