@@ -13,6 +13,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 from sqlalchemy import func, select
+from synthkit import scanned_pdf
 
 from db.models import Document, Page, Prediction, utcnow
 from db.repository import register_document
@@ -28,23 +29,11 @@ EVERY_PAGE_EXITS = {"temperature": 1.0, "threshold": 0.0}
 NO_REROUTE = steps.RerouteOptions(reroute_below=0.0, audit_fraction=0.0)
 
 
-def _scanned_pdf(label: str, pages: int, tag: str) -> bytes:
-    """A generated scan (image-only PDF pages: they need OCR) with `pages` pages."""
-    from pipelines.synth import make_document
-    from pipelines.synth.corpus import derive_seed
-
-    for i in range(200):
-        pdf, n = make_document(label, derive_seed(tag, label, i), scanned=True)
-        if n == pages:
-            return pdf
-    raise LookupError(f"no {pages}-page scanned {label!r}")
-
-
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("scans")
-    (folder / "letter-scan-2p.pdf").write_bytes(_scanned_pdf("letter", 2, "deferred-ocr"))
-    (folder / "memo-scan-1p.pdf").write_bytes(_scanned_pdf("memo", 1, "deferred-ocr"))
+    (folder / "letter-scan-2p.pdf").write_bytes(scanned_pdf("letter", 2, "deferred-ocr"))
+    (folder / "memo-scan-1p.pdf").write_bytes(scanned_pdf("memo", 1, "deferred-ocr"))
     return folder
 
 
