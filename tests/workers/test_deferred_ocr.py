@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import func, select
 from synthkit import scanned_pdf
 
+from db import audit
 from db.models import Document, Page, Prediction, utcnow
 from db.repository import register_document
 from db.session import session_scope
 from doctriage import wiring
+from doctriage.commands._tables import summary_text
 from doctriage.settings import get_settings
 from pipelines.artifacts import decode_page
 from pipelines.sources import LocalSource
@@ -250,6 +252,15 @@ def test_embedded_run_answers_every_page_once_and_avoids_ocr_for_exits(
     assert len(preds) == len({p.page_id for p in preds}) == 4  # every page answered once
     assert sorted(p.ocr_free for p in preds) == [False, True, True, True]
     assert summary.pages_classified_this_run == 4
+    # `audit summary`: the share of pages that needed OCR and never paid for it
+    with session_scope(ctx.sessions) as s:
+        audited = audit.summary(s)
+    ocr = audited["total"]["ocr"]
+    assert (ocr["needed"], ocr["avoided"], ocr["avoided_share"]) == (3, 3, 1.0)
+    assert sum(c["needed"] for c in ocr["classes"].values()) == 3
+    (group,) = audited["groups"]
+    assert group["ocr"]["avoided"] == 3
+    assert "OCR avoided (answered by the OCR-free exit) for 3 of 3 pages" in summary_text(audited)
 
 
 def test_embedded_run_ocrs_in_a_pool_what_the_exit_does_not_settle(
@@ -269,6 +280,9 @@ def test_embedded_run_ocrs_in_a_pool_what_the_exit_does_not_settle(
         words = s.execute(select(func.min(Page.word_count))).scalar_one()
     assert words > 10
     assert summary.pages_classified_this_run == 3
+    with session_scope(ctx.sessions) as s:
+        ocr = audit.summary(s)["total"]["ocr"]
+    assert (ocr["needed"], ocr["avoided"], ocr["avoided_share"]) == (3, 0, 0.0)
 
 
 def test_defer_off_ocrs_at_ingest_as_before(ctx_runtime, scans: Path,
