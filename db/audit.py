@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Document, HumanLabel, Page, Prediction, utcnow
 from db.repository import final_prediction_select
-from db.states import Pass
+from db.states import Pass, TextSource
 
 P = Prediction.__table__
 PG = Page.__table__
@@ -110,7 +110,8 @@ def _early_row(columns: Any) -> tuple[Any, Any]:
 
 def summary(s: Session, f: AuditFilter = AuditFilter()) -> dict[str, Any]:
     """Pages, classes, exit-stage histogram, mean confidence and re-route rate, by model version
-    and day (of the early prediction), plus the totals."""
+    and day (of the early prediction), plus the totals; `ocr`: of the pages that needed OCR
+    (no usable text layer), how many the OCR-free exit answered without it, per final class."""
     ewf = _early_with_full(f)
     keys = (ewf.c.model_version, ewf.c.day)
     groups: dict[tuple[str, str], dict[str, Any]] = {}
@@ -135,8 +136,43 @@ def summary(s: Session, f: AuditFilter = AuditFilter()) -> dict[str, Any]:
         query = select(*keys, column, func.count()).group_by(*keys, column).order_by(column)
         for version, day, value, n in s.execute(query):
             groups[(version, _day(day))][field][str(value)] = int(n)
+    for g in groups.values():
+        g["ocr"] = _ocr_counts({})
+    for version, day, label, needed, avoided in s.execute(_ocr_query(ewf, keys)):
+        counts = groups[(version, _day(day))]["ocr"]
+        counts["classes"][str(label)] = _share(int(needed), int(avoided or 0))
+    for g in groups.values():
+        g["ocr"] = _ocr_counts(g["ocr"]["classes"])
     rows = [groups[k] for k in sorted(groups)]
     return {"filters": f.as_dict(), "total": _total(rows), "groups": rows}
+
+
+# Text sources of pages that needed OCR: OCRed, or answered without it by the OCR-free exit.
+_NEEDED_OCR = (TextSource.OCR.value, TextSource.OCR_AVOIDED.value)
+
+
+def _ocr_query(ewf: Any, keys: tuple[Any, ...]) -> Select[Any]:
+    """Per group and final class: pages that needed OCR, and those it was avoided for."""
+    avoided = case((PG.c.text_source == TextSource.OCR_AVOIDED.value, 1), else_=0)
+    return (
+        select(*keys, ewf.c.final_label, func.count().label("needed"),
+               func.sum(avoided).label("avoided"))
+        .select_from(ewf.join(PG, PG.c.id == ewf.c.page_id))
+        .where(PG.c.text_source.in_(_NEEDED_OCR))
+        .group_by(*keys, ewf.c.final_label)
+        .order_by(ewf.c.final_label)
+    )
+
+
+def _share(needed: int, avoided: int) -> dict[str, Any]:
+    return {"needed": needed, "avoided": avoided,
+            "avoided_share": avoided / needed if needed else None}
+
+
+def _ocr_counts(classes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    needed = sum(c["needed"] for c in classes.values())
+    avoided = sum(c["avoided"] for c in classes.values())
+    return {**_share(needed, avoided), "classes": dict(sorted(classes.items()))}
 
 
 def _total(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -144,11 +180,15 @@ def _total(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     rerouted = sum(r["rerouted"] for r in rows)
     stages: dict[str, int] = defaultdict(int)
     classes: dict[str, int] = defaultdict(int)
+    ocr: dict[str, dict[str, Any]] = {}
     for r in rows:
         for k, v in r["exit_stages"].items():
             stages[k] += v
         for k, v in r["classes"].items():
             classes[k] += v
+        for k, c in r["ocr"]["classes"].items():
+            was = ocr.get(k, _share(0, 0))
+            ocr[k] = _share(was["needed"] + c["needed"], was["avoided"] + c["avoided"])
     return {
         "pages": pages,
         "rerouted": rerouted,
@@ -158,6 +198,7 @@ def _total(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ),
         "exit_stages": dict(sorted(stages.items(), key=lambda kv: int(kv[0]))),
         "classes": dict(sorted(classes.items())),
+        "ocr": _ocr_counts(ocr),
     }
 
 

@@ -117,7 +117,8 @@ class Page(WorkItem, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)  # 1-based
-    text_source: Mapped[str | None] = mapped_column(String(16))  # "text_layer" | "ocr" | "none"
+    # db.states.TextSource: "text_layer" | "ocr" | "none" | "awaiting_ocr" | "ocr_avoided"
+    text_source: Mapped[str | None] = mapped_column(String(16))
     word_count: Mapped[int | None] = mapped_column(Integer)
     artifact_ref: Mapped[str | None] = mapped_column(Text)
     width: Mapped[int | None] = mapped_column(Integer)
@@ -162,6 +163,12 @@ class Prediction(Base):
     # Full rows: [[label, confidence], ...] at every exit, stage 0 first (what each exit would
     # have answered); NULL on early rows (their `trail` has the exits they visited).
     exit_answers: Mapped[list[list[Any]] | None] = mapped_column(JSON)
+    # The OCR-free exit answered (early rows only; exit_stage and exit_layer are then -1: the
+    # page was read from its raster before any OCR, ARCHITECTURE.md "Deferred OCR").
+    ocr_free: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Whether tesseract had run for the page when this answer was given (NULL: rows older than
+    # migration 0005, or a page whose text source was not recorded).
+    ocr_ran: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class HumanLabel(Base):

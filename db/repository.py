@@ -24,7 +24,7 @@ _CHUNK = 500
 @dataclass(frozen=True)
 class PageRecord:
     number: int  # 1-based
-    text_source: str | None  # "text_layer" | "ocr" | "none" (an image page not OCRed)
+    text_source: str | None  # db.states.TextSource
     word_count: int | None
     artifact_ref: str | None
     width: int | None
@@ -46,6 +46,8 @@ class PredictionRecord:
     full_depth_reason: str | None = None  # db.states.FullDepthReason (None: answered early)
     audit_sample: bool = False  # the seeded audit coin picked the page
     exit_answers: Sequence[tuple[str, float]] | None = None  # full rows: (label, conf) per exit
+    ocr_free: bool = False  # the OCR-free exit answered (exit_stage/exit_layer -1)
+    ocr_ran: bool | None = None  # tesseract had run for the page when this answer was given
 
 
 @dataclass(frozen=True)
@@ -327,16 +329,17 @@ def _page_move(
     *, counts_attempt: bool, restricted: bool, claims: bool, counts_failure: bool = False
 ) -> Update:
     """UPDATE pages: state (and error, cleared when None) of the ids; moving to CLASSIFYING
-    counts an attempt, to FAILED a failed attempt (with its kind; other states clear the kind);
-    `restricted` adds the only_from condition; a claim returns the rows. Built once per shape
-    (see _document_move)."""
+    or OCRING (a claim) counts an attempt, to FAILED a failed attempt (with its kind; other
+    states clear the kind); `restricted` adds the only_from condition; a claim returns the
+    rows. Built once per shape (see _document_move)."""
     table = Page.__table__
     values = _move_values(table, counts_attempt=counts_attempt, counts_failure=counts_failure)
     stmt = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(**values)
     if restricted:
         stmt = stmt.where(table.c.state.in_(bindparam("from_states", expanding=True)))
     if claims:
-        stmt = stmt.returning(table.c.id, table.c.document_id, table.c.artifact_ref)
+        stmt = stmt.returning(table.c.id, table.c.document_id, table.c.artifact_ref,
+                              table.c.text_source)
     return stmt
 
 
@@ -354,7 +357,7 @@ def mark_pages(
     attempt; moving to FAILED a failed attempt, with `failure_kind` (default permanent).
     Returns the number of rows changed."""
     state = PageState(state)
-    stmt = _page_move(counts_attempt=state is PageState.CLASSIFYING,
+    stmt = _page_move(counts_attempt=state in CLAIMED_STATES,
                       restricted=only_from is not None, claims=False,
                       counts_failure=state is PageState.FAILED)
     params = _page_move_params(page_ids, state, error, only_from, failure_kind)
@@ -366,18 +369,61 @@ class ClaimedPage:
     id: int
     document_id: int
     artifact_ref: str | None
+    text_source: str | None = None
+
+
+# The states a step's claim moves pages to: reaching one counts an attempt.
+CLAIMED_STATES = frozenset({PageState.CLASSIFYING, PageState.OCRING})
 
 
 def claim_pages(
-    s: Session, page_ids: Iterable[int], only_from: Iterable[PageState | str]
+    s: Session, page_ids: Iterable[int], only_from: Iterable[PageState | str],
+    to: PageState | str = PageState.CLASSIFYING,
 ) -> list[ClaimedPage]:
-    """Move the pages that are in `only_from` to CLASSIFYING (counting an attempt) and return
-    them, by id: the classify step's claim in one UPDATE ... RETURNING per chunk."""
+    """Move the pages that are in `only_from` to `to` (CLASSIFYING, or OCRING for the ocr step;
+    counting an attempt) and return them, by id: a step's claim in one UPDATE ... RETURNING per
+    chunk."""
     stmt = _page_move(counts_attempt=True, restricted=True, claims=True)
     claimed: list[ClaimedPage] = []
-    for params in _page_move_params(sorted(set(page_ids)), PageState.CLASSIFYING, None, only_from):
-        claimed.extend(ClaimedPage(int(i), int(d), a) for i, d, a in s.execute(stmt, params))
+    for params in _page_move_params(sorted(set(page_ids)), PageState(to), None, only_from):
+        claimed.extend(ClaimedPage(int(i), int(d), a, t) for i, d, a, t in s.execute(stmt, params))
     return sorted(claimed, key=lambda c: c.id)
+
+
+def set_page_text(s: Session, page_ids: Iterable[int], text_source: str,
+                  word_count: int | None = None) -> None:
+    """Record where the pages' words now come from (and how many), nothing else: the ocr step
+    after tesseract, the classify step for pages the OCR-free exit answered."""
+    ids = list(page_ids)
+    if not ids:
+        return
+    values: dict[str, Any] = {"text_source": text_source}
+    if word_count is not None:
+        values["word_count"] = word_count
+    table = Page.__table__
+    for chunk in _chunks(ids):
+        s.execute(update(table).where(table.c.id.in_(list(chunk))).values(**values))
+
+
+@dataclass(frozen=True)
+class OcrSource:
+    """What the ocr step needs to read one page again: its document's source and version."""
+
+    page_id: int
+    number: int
+    source_uri: str
+    etag: str | None
+
+
+def ocr_sources(s: Session, page_ids: Iterable[int]) -> dict[int, OcrSource]:
+    """page id -> where its document is, for the pages given."""
+    ids = list(page_ids)
+    if not ids:
+        return {}
+    pg, doc = Page.__table__, Document.__table__
+    query = (select(pg.c.id, pg.c.number, doc.c.source_uri, doc.c.etag)
+             .join(doc, doc.c.id == pg.c.document_id).where(pg.c.id.in_(ids)))
+    return {int(i): OcrSource(int(i), int(n), u, e) for i, n, u, e in s.execute(query)}
 
 
 def get_page(s: Session, page_id: int) -> Page | None:
@@ -454,7 +500,7 @@ def hold_pages(s: Session, page_ids: Iterable[int], state: PageState | str) -> l
     state = PageState(state)
     held: list[ClaimedPage] = []
     for params in _page_move_params(sorted(set(page_ids)), state, None, [state]):
-        held.extend(ClaimedPage(int(i), int(d), a) for i, d, a in s.execute(stmt, params))
+        held.extend(ClaimedPage(int(i), int(d), a, t) for i, d, a, t in s.execute(stmt, params))
     return sorted(held, key=lambda c: c.id)
 
 
@@ -502,6 +548,8 @@ def record_predictions(s: Session, rows: Sequence[PredictionRecord]) -> int:
             "audit_sample": bool(r.audit_sample),
             "exit_answers": (None if r.exit_answers is None
                              else [[str(lab), float(c)] for lab, c in r.exit_answers]),
+            "ocr_free": bool(r.ocr_free),
+            "ocr_ran": None if r.ocr_ran is None else bool(r.ocr_ran),
         }
         for r in rows
     ]
@@ -509,10 +557,12 @@ def record_predictions(s: Session, rows: Sequence[PredictionRecord]) -> int:
     return sum(len(s.execute(stmt, chunk).all()) for chunk in _chunks(params))
 
 
-def routing_of(s: Session, page_ids: Iterable[int], model_version: str) -> dict[int, Routing]:
+def routing_of(s: Session, page_ids: Iterable[int], model_version: str, *,
+               ocr_free_only: bool = False) -> dict[int, Routing]:
     """The full-depth routing the classify step recorded on the pages' early rows of
     `model_version`: page id -> Routing. A page missing here was not routed by the classify
-    step (an operator's re-run, or its early answer is another version's)."""
+    step (an operator's re-run, or its early answer is another version's). `ocr_free_only`:
+    only early rows the OCR-free exit gave (a page sent to OCR on its way to full depth)."""
     ids = list(page_ids)
     if not ids:
         return {}
@@ -520,6 +570,8 @@ def routing_of(s: Session, page_ids: Iterable[int], model_version: str) -> dict[
     query = select(p.c.page_id, p.c.full_depth_reason, p.c.audit_sample).where(
         p.c.page_id.in_(ids), p.c.model_version == model_version,
         p.c.pass_name == Pass.EARLY.value, p.c.full_depth_reason.is_not(None))
+    if ocr_free_only:
+        query = query.where(p.c.ocr_free.is_(True))
     return {int(pid): Routing(reason, bool(audit)) for pid, reason, audit in s.execute(query)}
 
 

@@ -19,11 +19,25 @@ class DocumentState(StrEnum):
 
 
 class PageState(StrEnum):
-    PENDING = "PENDING"  # ingested, awaiting classification
+    PENDING = "PENDING"  # ingested (or OCRed), awaiting classification
     CLASSIFYING = "CLASSIFYING"  # a classify worker has it
+    OCR_QUEUED = "OCR_QUEUED"  # the OCR-free pass did not settle it: awaiting the ocr step
+    OCRING = "OCRING"  # an ocr worker has it
     REROUTED = "REROUTED"  # early pass stored, awaiting the full-depth pass
     DONE = "DONE"
     FAILED = "FAILED"
+
+
+class TextSource(StrEnum):
+    """Where a page's words come from (pages.text_source)."""
+
+    TEXT_LAYER = "text_layer"  # the PDF's own text layer
+    OCR = "ocr"  # tesseract (at ingest, or in the ocr step)
+    NONE = "none"  # an image page not OCRed (ocr_mode "text")
+    # OCR deferred (DOCTRIAGE_DEFER_OCR): the page needs OCR and has not had it yet; the classify
+    # step first tries the OCR-free exit on its raster.
+    AWAITING_OCR = "awaiting_ocr"
+    OCR_AVOIDED = "ocr_avoided"  # answered by the OCR-free exit: tesseract never ran for it
 
 
 class FailureKind(StrEnum):

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
 
     # Ingestion.
     ocr_mode: Literal["auto", "ocr", "text"] = _INGEST.ocr_mode
+    # Deferred OCR (on by default; DOCTRIAGE_DEFER_OCR=0 turns it off): ingest does not run
+    # tesseract; a page that needs OCR first meets the model's OCR-free exit and is OCRed (the
+    # ocr step / queue) only when that exit does not settle it.
+    defer_ocr: bool = _INGEST.defer_ocr
     dpi: int = _INGEST.dpi
     ocr_dpi: int = _INGEST.ocr_dpi
     ocr_timeout_s: float = _INGEST.ocr_timeout_s
@@ -100,6 +104,8 @@ class Settings(BaseSettings):
     lost_after_s: float = _QUEUE["lost_after_s"]
     ingest_stuck_after_s: float | None = None
     classify_stuck_after_s: float = _QUEUE["classify_stuck_after_s"]
+    # A page being OCRed by the ocr step is taken back after this (None: ocr_timeout_s + 30 s).
+    ocr_stuck_after_s: float | None = None
     # Documents FAILED for a transient reason (S3, the store or broker unreachable) go back to
     # ingest after retry_backoff_s x 2^(failures-1) (jittered, capped at retry_backoff_max_s),
     # until max_attempts ingests have failed; `doctriage retry` re-runs any of them by hand.
@@ -129,6 +135,11 @@ class Settings(BaseSettings):
         # Heartbeats come between pages: silence must outlast the slowest page (OCR time-out,
         # plus rendering at ocr_dpi and the artifact).
         return self.ingest_stuck_after_s or max(60.0, self.ocr_timeout_s + 30.0)
+
+    @property
+    def resolved_ocr_stuck_after_s(self) -> float:
+        # One page's OCR is bounded by the time-out; rendering it again takes well under 30 s.
+        return self.ocr_stuck_after_s or self.ocr_timeout_s + 30.0
 
     @property
     def default_model_dir(self) -> Path:

@@ -266,6 +266,7 @@ def queue_config(settings: Settings, *, preload_model: bool = False) -> QueueCon
         lost_after_s=settings.lost_after_s,
         ingest_stuck_after_s=settings.resolved_ingest_stuck_after_s,
         classify_stuck_after_s=settings.classify_stuck_after_s,
+        ocr_stuck_after_s=settings.resolved_ocr_stuck_after_s,
         classify_chunk=settings.max_batch,
         preload_model=preload_model,
         task_events=settings.task_events,

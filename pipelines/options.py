@@ -31,6 +31,11 @@ class IngestOptions:
     # On renders of born-digital pages the cross-check F1 is flat (0.955-0.958) from 0 to 70, so
     # this only trims junk on real scans; 30 is a conventional cut, not tuned on labelled scans.
     min_ocr_conf: float = 30.0
+    # Defer OCR (ARCHITECTURE.md, "Deferred OCR"): ingest renders pages and reads text layers but
+    # does not run tesseract; a page that needs OCR is stored awaiting it and first meets the
+    # OCR-free exit, and only the pages it does not settle are OCRed (the ocr step). False:
+    # tesseract runs during ingest for every page that needs it (the behaviour before).
+    defer_ocr: bool = True
     max_pages: int = 2000
     max_page_pixels: int = 60_000_000
     # Text-layer words kept per page, in content-stream order. The model reads a few hundred

@@ -36,6 +36,7 @@ __all__ = [
     "count_pages",
     "detect_kind",
     "iter_pages",
+    "ocr_page",
     "plan_pages",
 ]
 
@@ -55,6 +56,63 @@ def plan_pages(
     """Like `iter_pages` but never runs OCR: `text_source` is the decision that would be taken
     (pages decided `ocr` come without words). Cheap: for measuring how many pages need OCR."""
     return _iter(source, name, options or IngestOptions(), run_ocr=False)
+
+
+def ocr_page(
+    source: SourceLike, number: int, *, name: str | None = None,
+    options: IngestOptions | None = None,
+) -> OcrResult:
+    """OCR page `number` of a document ingested earlier (deferred OCR): the page is rendered
+    again at the OCR dpi (a stored artifact's raster is far too small for tesseract) and read
+    as ingest would have read it. OCR failure or time-out, or a page that cannot be rendered
+    again, raise DocumentError ("<name>: page N: <reason>")."""
+    opts = options or IngestOptions()
+    nm = source_name(source, name)
+    src = open_source(source, nm, opts.max_file_bytes)
+    job = _Reading(src, opts, run_ocr=True)
+    try:
+        grey, dpi = _pdf_ocr_raster(src, number, opts) if src.kind == "pdf" else (
+            _image_ocr_raster(src, number, opts))
+    except DocumentError:
+        raise
+    except Exception as exc:  # library boundary, as in iter_pages
+        raise _unexpected(src, number, exc) from None
+    result = _ocr(job, number, grey, dpi)
+    if len(result.words) > opts.max_page_words:  # the same word budget as at ingest
+        result = OcrResult(result.words[: opts.max_page_words],
+                           result.boxes[: opts.max_page_words], result.mean_conf)
+    return result
+
+
+def _pdf_ocr_raster(src: OpenedDocument, number: int,
+                    opts: IngestOptions) -> tuple[Image.Image, int | None]:
+    with pdf.PDFIUM_LOCK:
+        doc = _open_pdf(src)
+        try:
+            if not 1 <= number <= len(doc):
+                raise DocumentError(src.name, f"page {number}: not in the document", number)
+            page = doc[number - 1]
+            try:
+                dpi = _fit_dpi(pdf.page_size_pt(page), opts.ocr_dpi, opts.max_page_pixels)
+                return pdf.render(page, dpi, grey=True), dpi
+            finally:
+                page.close()
+        finally:
+            doc.close()
+
+
+def _image_ocr_raster(src: OpenedDocument, number: int,
+                      opts: IngestOptions) -> tuple[Image.Image, int | None]:
+    im = images.open_image(src, opts.max_image_pixels)
+    try:
+        for n, frame, src_dpi in images.iter_frames(src, im, None, opts.max_pages,
+                                                    opts.max_image_pixels):
+            if n == number:
+                return images.ocr_raster(frame, opts.ocr_dpi, src_dpi, opts.max_page_pixels)
+            del frame
+    finally:
+        _close_image(src, im)
+    raise DocumentError(src.name, f"page {number}: not in the document", number)
 
 
 def count_pages(

@@ -53,6 +53,19 @@ def synth_pdf(label: str, pages: int) -> bytes:
     raise LookupError(f"no {pages}-page {label!r} document in {_MAX_DRAWS} draws")
 
 
+def scanned_pdf(label: str, pages: int, tag: str = _SEED_TAG) -> bytes:
+    """The first seeded scanned `label` document (image-only pages: they need OCR) that has
+    `pages` pages."""
+    from pipelines.synth import make_document
+    from pipelines.synth.corpus import derive_seed
+
+    for i in range(_MAX_DRAWS):
+        pdf, n = make_document(label, derive_seed(tag, label, i), scanned=True)
+        if n == pages:
+            return pdf
+    raise LookupError(f"no {pages}-page scanned {label!r} document in {_MAX_DRAWS} draws")
+
+
 def page_png(pdf: bytes, dpi: int = _SCAN_DPI) -> bytes:
     """Page 1 of `pdf` as a greyscale PNG: an image file with no text layer (it needs OCR)."""
     import pypdfium2 as pdfium

@@ -18,13 +18,15 @@ from kombu import Exchange, Queue
 from workers.queue_config import QueueConfig
 
 INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE = "ingest", "classify", "full_depth", "maintenance"
-QUEUES: tuple[str, ...] = (INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE)
+OCR = "ocr"  # deferred OCR: CPU workers, prefork, one process per core
+QUEUES: tuple[str, ...] = (INGEST, CLASSIFY, FULL_DEPTH, MAINTENANCE, OCR)
 
 # Task name -> queue. The only routing table: producers never name a queue themselves.
 ROUTES: dict[str, dict[str, str]] = {
     "doctriage.ingest": {"queue": INGEST},
     "doctriage.classify": {"queue": CLASSIFY},
     "doctriage.full_depth": {"queue": FULL_DEPTH},
+    "doctriage.ocr": {"queue": OCR},
     "doctriage.reconcile": {"queue": MAINTENANCE},
     "doctriage.backlog": {"queue": MAINTENANCE},
 }
@@ -71,7 +73,7 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
         broker_connection_retry_on_startup=True,
         # Each queue has its own direct exchange and routing key. A bare Queue(name) inherits the
         # default queue's exchange *and key*, so every queue would be bound to the same key and a
-        # message routed to one would land in all four.
+        # message routed to one would land in all of them.
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue=MAINTENANCE,
         task_routes=ROUTES,
@@ -87,7 +89,8 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
                 "kwargs": {"stuck_after_s": config.stuck_after_s,
                            "lost_after_s": config.lost_after_s,
                            "ingest_after_s": config.ingest_stuck_after_s,
-                           "classify_after_s": config.classify_stuck_after_s},
+                           "classify_after_s": config.classify_stuck_after_s,
+                           "ocr_after_s": config.ocr_stuck_after_s},
                 # A sweep that waited three periods is stale (newer ones follow): dropped, so a
                 # maintenance worker back from an outage does not run hundreds of them.
                 "options": {"expires": 3 * config.reconcile_every_s},

@@ -45,6 +45,9 @@ class RunSummary:
     exit_stage_histogram: dict[str, int] = field(default_factory=dict)
     mean_confidence: float | None = None
     pages_rerouted: int = 0
+    # Pages by where their words came from (text_layer, ocr, ocr_avoided: answered by the
+    # OCR-free exit with no OCR, awaiting_ocr: not answered yet, none).
+    pages_by_text_source: dict[str, int] = field(default_factory=dict)
     pages_classified_this_run: int = 0
     seconds: float = 0.0
     # CPU seconds the run spent (this process's threads + tesseract subprocesses): the cost of
@@ -122,9 +125,11 @@ class _RunObserver:
             if page_id in self.doc_of_page:
                 self.spent[self.doc_of_page[page_id]] += seconds / len(page_ids)
         if not full:
+            # A page sent to OCR is classified again after it: counted then, once.
+            later = len(result.needs_ocr) if result is not None else 0
             if result is not None:
                 self.pages_done += len(result.done) + len(result.rerouted)
-            self.tick("pages", len(page_ids))
+            self.tick("pages", len(page_ids) - later)
 
 
 def run_documents(
@@ -147,6 +152,12 @@ def run_documents(
     leftover = _pages_in(ctx, doc_ids, PageState.REROUTED)
     observer.doc_of_page.update(leftover)
     run.full_depth(list(leftover))
+    # ... and pages it left waiting for OCR or in it (OCR_QUEUED, OCRING): OCRed again here.
+    awaiting = {**_pages_in(ctx, doc_ids, PageState.OCR_QUEUED),
+                **_pages_in(ctx, doc_ids, PageState.OCRING)}
+    observer.doc_of_page.update(awaiting)
+    if awaiting:
+        run.ocr(sorted(awaiting))
     run.ingest(doc_ids)
     run.drain()
     seconds = time.perf_counter() - started
@@ -204,6 +215,8 @@ def summarize(ctx: StepContext, doc_ids: Sequence[int], model_version: str) -> R
         pages = list(s.execute(select(Page).where(Page.document_id.in_(ids))).scalars())
         out.pages = len(pages)
         out.pages_failed = sum(p.state == PageState.FAILED for p in pages)
+        out.pages_by_text_source = dict(sorted(Counter(str(p.text_source)
+                                                       for p in pages).items()))
         early, full = predictions_by_pass(s, ids, model_version)
     final = {**early, **full}  # the full-depth answer wins where there is one
     out.pages_per_class = dict(sorted(Counter(p.label for p in final.values()).items()))

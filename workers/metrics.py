@@ -50,6 +50,7 @@ class _Metrics:
     confidence: Histogram
     pages_rerouted: Counter
     pages_ingested: Counter
+    ocr_pages: Counter
     page_ingest_seconds: Histogram
     batch_fill: Histogram
     batch_seconds: Histogram
@@ -76,6 +77,12 @@ def _build() -> _Metrics:
         pages_ingested=Counter(
             "doctriage_pages_ingested", "Pages ingested, by where the words came from.",
             ["text_source"]),
+        ocr_pages=Counter(
+            "doctriage_ocr_pages",
+            "Pages that needed OCR, by outcome: run (tesseract ran: ingest with OCR not "
+            "deferred, or the ocr step) or avoided (the OCR-free exit answered; never OCRed). "
+            "Share avoided = rate(avoided) / (rate(avoided) + rate(run)).",
+            ["outcome"]),
         page_ingest_seconds=Histogram(
             "doctriage_page_ingest_seconds", "Time to raster and read one page, by text source.",
             ["text_source"], buckets=PAGE_SECONDS_BUCKETS),
@@ -202,8 +209,16 @@ def record_rerouted(count: int) -> None:
         metrics().pages_rerouted.inc(count)
 
 
+def record_ocr(outcome: str, count: int = 1) -> None:
+    """`count` pages whose OCR was "run" or "avoided"."""
+    if count:
+        metrics().ocr_pages.labels(outcome).inc(count)
+
+
 def record_ingested_page(text_source: str, seconds: float) -> None:
     m = metrics()
+    if text_source == "ocr":  # tesseract ran during the ingest (OCR not deferred)
+        m.ocr_pages.labels("run").inc()
     m.pages_ingested.labels(text_source).inc()
     m.page_ingest_seconds.labels(text_source).observe(max(0.0, seconds))
 

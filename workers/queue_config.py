@@ -23,6 +23,8 @@ class QueueConfig:
     lost_after_s: float = 30.0
     ingest_stuck_after_s: float = 90.0
     classify_stuck_after_s: float = 30.0
+    # A page being OCRed (OCRING) whose worker went silent: one page's OCR time-out + 30 s.
+    ocr_stuck_after_s: float = 90.0
     # Page ids per classify message: one batcher batch, so a task writes one transaction.
     classify_chunk: int = 16
     # Load the model when a prefork child starts (classify workers), not on the first task.

@@ -1,5 +1,6 @@
-"""The workflow's steps as plain functions: ingest a document, classify pages, run the full-depth
-pass, reconcile. Celery tasks and the embedded runner call exactly these.
+"""The workflow's steps as plain functions: ingest a document, classify pages (a page awaiting
+OCR meets the OCR-free exit first), OCR the pages it did not settle, run the full-depth pass,
+reconcile. Celery tasks and the embedded runner call exactly these.
 
 Every step is idempotent: it claims work with a conditional state change, writes with the
 store's ON CONFLICT upserts, and decides re-routing deterministically (seeded per page), so a
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -21,9 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.predict import ClassifyRuntime
 from classifier.stage_batcher import PagePrediction
+from classifier.textless import OcrFreeAnswer, ocr_free_answers
 from db.models import Document, Page, utcnow
 from db.repository import (
     ClaimedPage,
+    OcrSource,
     PageRecord,
     PredictionRecord,
     Routing,
@@ -33,22 +37,25 @@ from db.repository import (
     hold_pages,
     mark_document,
     mark_pages,
+    ocr_sources,
     recent_latencies_ms,
     reclaim_documents,
     reclaim_pages,
     record_predictions,
     routing_of,
+    set_page_text,
     touch_document,
     upsert_pages,
 )
 from db.session import session_scope
-from db.states import DocumentState, FailureKind, FullDepthReason, PageState, Pass
+from db.states import DocumentState, FailureKind, FullDepthReason, PageState, Pass, TextSource
 from pipelines.artifacts import ArtifactNotFound, ArtifactStore, decode_page, encode_page, page_key
 from pipelines.errors import DocumentError, one_line
 from pipelines.options import IngestOptions
 from pipelines.page_content import Page as PageContent
 from pipelines.sources import name_of, open_uri
 from workers import metrics
+from workers.ocr_work import OcrJob, OcrOutcome, read_words
 from workers.queue_config import RetryPolicy
 from workers.redaction import stored_error
 
@@ -84,12 +91,18 @@ class StepContext:
     iter_pages: Callable[..., Iterable[Any]] | None = None
     heartbeat_s: float = HEARTBEAT_S
 
+    @property
+    def defers_ocr(self) -> bool:
+        """Ingest leaves OCR to the ocr step (IngestOptions.defer_ocr): pages it decides need OCR
+        are stored awaiting it. A page source passed in (`iter_pages`) is taken as it is."""
+        return self.ingest.defer_ocr and self.iter_pages is None
+
     def pages_of(self, stream: BinaryIO, name: str) -> Iterable[Any]:
         fn = self.iter_pages
         if fn is None:
-            from pipelines.pages import iter_pages
+            from pipelines.pages import iter_pages, plan_pages
 
-            fn = iter_pages
+            fn = plan_pages if self.ingest.defer_ocr else iter_pages
         return fn(stream, name=name, options=self.ingest)
 
 
@@ -107,6 +120,15 @@ class ClassifyResult:
     rerouted: list[int]  # for the full_depth queue
     failed: list[int]
     skipped: list[int]  # not in a claimable state (already done, or someone else's)
+    needs_ocr: list[int] = field(default_factory=list)  # for the ocr queue (OCR_QUEUED)
+    ocr_avoided: list[int] = field(default_factory=list)  # DONE on the OCR-free exit (in done)
+
+
+@dataclass(frozen=True)
+class OcrStepResult:
+    classify: list[int]  # OCRed, PENDING again: for the classify step
+    failed: list[int]  # OCR failed or timed out (FAILED with the reason)
+    skipped: list[int]  # not awaiting OCR (already done, or someone else's)
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -169,6 +191,8 @@ class _PageWriter:
         self.beat = time.monotonic()  # the claim just set updated_at
 
     def add(self, page: PageContent) -> None:
+        if self.ctx.defers_ocr and page.text_source == TextSource.OCR.value:
+            page.text_source = TextSource.AWAITING_OCR.value  # plan_pages: decided, not run
         key = page_key(self.doc_id, page.number)
         self.ctx.artifacts.put(key, encode_page(page, max_bytes=self.ctx.ingest.max_artifact_bytes))
         self.rows.append(PageRecord(
@@ -254,31 +278,101 @@ def classify_pages(
     ctx: StepContext, runtime: ClassifyRuntime, page_ids: Sequence[int]
 ) -> ClassifyResult:
     """Early-exit pass over the pages; one transaction writes the whole batch's predictions and
-    states. Low-confidence pages (and the seeded audit sample) come back as `rerouted`."""
+    states. Low-confidence pages (and the seeded audit sample) come back as `rerouted`.
+
+    A page awaiting OCR meets the OCR-free exit instead (its raster alone): answered there, it
+    is DONE and never OCRed (`ocr_avoided`); otherwise it goes to the ocr step (`needs_ocr`),
+    and so does a page whose OCR-free answer is re-routed or drawn for the audit (its early
+    answer recorded first): such a page comes back here after its OCR and goes on to the
+    full-depth pass, never to a second early answer."""
     ids = sorted(set(page_ids))
     with session_scope(ctx.sessions) as s:
         pages = claim_pages(s, ids, only_from=(PageState.PENDING, PageState.CLASSIFYING))
+        # Back from OCR with a re-routed OCR-free answer: straight on to full depth.
+        ocred = [p.id for p in pages if p.text_source == TextSource.OCR.value]
+        routed_before = set(routing_of(s, ocred, runtime.version, ocr_free_only=True))
     claimed = {p.id for p in pages}
     skipped = [i for i in ids if i not in claimed]
-    ok, bad = _load_inputs(ctx, pages)
-    answers = runtime.classify([inp for _, inp in ok], early_exit=True)
-    rerouted, done = [], []
+    awaiting = {p.id for p in pages if p.text_source == TextSource.AWAITING_OCR.value}
+    ok, bad = _load_inputs(ctx, [p for p in pages if p.id not in routed_before])
+    plain = [(pid, inp) for pid, inp in ok if pid not in awaiting]
+    answers = runtime.classify([inp for _, inp in plain], early_exit=True)
+    rerouted, done = sorted(routed_before), []
     records = []
-    for (page_id, _), a in zip(ok, answers, strict=True):
+    for (page_id, inp), a in zip(plain, answers, strict=True):
         routing = full_depth_routing(page_id, a.confidence, ctx.reroute)
-        records.append(_record(page_id, runtime, Pass.EARLY, a, routing))
+        records.append(_record(page_id, runtime, Pass.EARLY, a, routing, inp.text_source))
         (done if routing is None else rerouted).append(page_id)
+    free = _ocr_free_pass(ctx, runtime, [(pid, inp) for pid, inp in ok if pid in awaiting])
+    records.extend(free.records)
+    done.extend(free.avoided)
     with session_scope(ctx.sessions) as s:
         record_predictions(s, records)
         mark_pages(s, done, PageState.DONE, only_from=(PageState.CLASSIFYING,))
         mark_pages(s, rerouted, PageState.REROUTED, only_from=(PageState.CLASSIFYING,))
+        mark_pages(s, free.needs_ocr, PageState.OCR_QUEUED, only_from=(PageState.CLASSIFYING,))
+        set_page_text(s, free.avoided, TextSource.OCR_AVOIDED.value)
         for page_id, reason in bad:
             mark_pages(s, [page_id], PageState.FAILED, error=reason)
         finish_documents(s, {p.document_id for p in pages})
     metrics.record_answers(answers, Pass.EARLY.value)
-    metrics.record_rerouted(len(rerouted))
+    metrics.record_answers(free.answers, Pass.EARLY.value)
+    metrics.record_rerouted(len(rerouted) - len(routed_before) + free.rerouted)
+    metrics.record_ocr("avoided", len(free.avoided))
     metrics.record_failure("classify", "ArtifactUnreadable", len(bad))
-    return ClassifyResult(done, rerouted, [i for i, _ in bad], skipped)
+    return ClassifyResult(sorted(done), rerouted, [i for i, _ in bad], skipped,
+                          free.needs_ocr, free.avoided)
+
+
+@dataclass
+class _OcrFree:
+    """What the OCR-free pass decided for a batch's pages awaiting OCR."""
+
+    records: list[PredictionRecord] = field(default_factory=list)
+    avoided: list[int] = field(default_factory=list)  # answered: DONE without OCR
+    needs_ocr: list[int] = field(default_factory=list)  # to the ocr step
+    rerouted: int = 0  # answered, but re-routed or drawn for the audit: OCR, then full depth
+    answers: list[Any] = field(default_factory=list)  # for the metrics (exit stage -1)
+
+
+# The exit stage and layer recorded for an OCR-free answer: before the encoder's first exit.
+OCR_FREE_STAGE = -1
+
+
+def _ocr_free_pass(ctx: StepContext, runtime: ClassifyRuntime,
+                   pages: list[tuple[int, PageContent]]) -> _OcrFree:
+    out = _OcrFree()
+    if not pages:
+        return out
+    t0 = time.perf_counter()
+    found: list[OcrFreeAnswer] = ocr_free_answers(runtime.model, [inp.image for _, inp in pages])
+    per_page_ms = (time.perf_counter() - t0) * 1000 / len(pages)
+    for (page_id, _), a in zip(pages, found, strict=True):
+        if not a.exits:
+            out.needs_ocr.append(page_id)
+            continue
+        routing = full_depth_routing(page_id, a.confidence, ctx.reroute)
+        out.records.append(PredictionRecord(
+            page_id=page_id, model_version=runtime.version, pass_name=Pass.EARLY.value,
+            label=a.label, confidence=a.confidence, exit_stage=OCR_FREE_STAGE,
+            exit_layer=OCR_FREE_STAGE, trail=[a.confidence], latency_ms=per_page_ms,
+            policy_version=runtime.policy_version,
+            full_depth_reason=routing.reason if routing else None,
+            audit_sample=bool(routing and routing.audit_sample), ocr_free=True, ocr_ran=False))
+        out.answers.append(_Answered(a.label, OCR_FREE_STAGE, a.confidence))
+        if routing is None:
+            out.avoided.append(page_id)
+        else:  # re-routed pages and the audit sample always get OCR and the full-depth pass
+            out.needs_ocr.append(page_id)
+            out.rerouted += 1
+    return out
+
+
+@dataclass(frozen=True)
+class _Answered:
+    label: str
+    exit_stage: int
+    confidence: float
 
 
 def full_depth_pages(
@@ -294,12 +388,13 @@ def full_depth_pages(
     ok, bad = _load_inputs(ctx, pages)
     answers = runtime.classify([inp for _, inp in ok], early_exit=False)
     done = [pid for pid, _ in ok]
+    source = {pid: inp.text_source for pid, inp in ok}
     with session_scope(ctx.sessions) as s:
         # The classify step's routing, read in the transaction that writes the full rows; a
         # page it did not route was sent by an operator (backlog --reclassify-below).
         routed = routing_of(s, done, runtime.version)
         record_predictions(s, [
-            _record(pid, runtime, Pass.FULL, a, routed.get(pid, MANUAL))
+            _record(pid, runtime, Pass.FULL, a, routed.get(pid, MANUAL), source[pid])
             for (pid, _), a in zip(ok, answers, strict=True)
         ])
         mark_pages(s, done, PageState.DONE, only_from=(PageState.REROUTED,))
@@ -322,13 +417,129 @@ def fail_pages(
         finish_documents(s, set(docs))
 
 
+# -- ocr ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OcrWork:
+    """Pages the ocr step claimed (OCRING), with the jobs that read their words (run here, or
+    in a process pool: workers.ocr_work.read_words), and the outcomes already known (a page
+    whose artifact cannot be read fails without OCR)."""
+
+    pages: dict[int, ClaimedPage]
+    jobs: list[OcrJob]
+    known: list[OcrOutcome]
+    skipped: list[int]
+
+
+def claim_ocr(ctx: StepContext, page_ids: Sequence[int]) -> OcrWork:
+    """Claim the pages awaiting OCR (OCR_QUEUED, or OCRING left by a worker that died: the
+    same rule as the classify claim) and prepare their jobs. The stored raster is used when it
+    is large enough for the OCR dpi; otherwise the document is read again (once per document)
+    and the page rendered at the OCR dpi. A document that cannot be read raises (transient or
+    not: the caller's error rule decides), the pages staying OCRING for the reconciler."""
+    ids = sorted(set(page_ids))
+    with session_scope(ctx.sessions) as s:
+        pages = claim_pages(s, ids, only_from=(PageState.OCR_QUEUED, PageState.OCRING),
+                            to=PageState.OCRING)
+        where = ocr_sources(s, [p.id for p in pages])
+    claimed = {p.id: p for p in pages}
+    jobs: list[OcrJob] = []
+    known: list[OcrOutcome] = []
+    read: dict[tuple[str, str | None], bytes] = {}
+    ok, bad = _load_inputs(ctx, pages)
+    known.extend(OcrOutcome(pid, error=reason) for pid, reason in bad)
+    for pid, art in ok:
+        src = where[pid]
+        raster = _raster_for_ocr(ctx, art)
+        if raster is not None:
+            jobs.append(OcrJob(pid, src.number, name_of(src.source_uri), raster_png=raster[0],
+                               raster_dpi=raster[1]))
+            continue
+        key = (src.source_uri, src.etag)
+        if key not in read:
+            read[key] = _read_source(ctx, src)
+        jobs.append(OcrJob(pid, src.number, name_of(src.source_uri), source=read[key]))
+    return OcrWork(claimed, jobs, known, [i for i in ids if i not in claimed])
+
+
+def _raster_for_ocr(ctx: StepContext, art: PageContent) -> tuple[bytes, int] | None:
+    """The stored raster as PNG and its dpi when it has at least the OCR dpi's pixels (ingest
+    stores a raster of at most 448 px a side, so in practice never: the page is rendered
+    again from its document)."""
+    import io
+
+    opts = ctx.ingest
+    if not art.width or art.image.width < art.width * opts.ocr_dpi / opts.dpi:
+        return None
+    buf = io.BytesIO()
+    art.image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), round(opts.dpi * art.image.width / art.width)
+
+
+def _read_source(ctx: StepContext, src: OcrSource) -> bytes:
+    with ctx.open_uri(src.source_uri, src.etag) as stream:
+        return stream.read(ctx.ingest.max_file_bytes + 1)
+
+
+def store_ocr(ctx: StepContext, work: OcrWork, outcomes: Sequence[OcrOutcome]) -> OcrStepResult:
+    """Write what OCR read: each page's artifact rewritten with its words (same key: a
+    re-run writes the same bytes), text source `ocr`, and the page PENDING again for the
+    classify step; a page whose OCR failed or timed out is FAILED with the reason, and the
+    rest of its document goes on. One transaction for the batch."""
+    good: list[tuple[int, int]] = []  # (page id, words)
+    failed: list[tuple[int, str]] = []
+    for o in outcomes:
+        page = work.pages[o.page_id]
+        if o.error is not None:
+            failed.append((o.page_id, stored_error(f"OCR failed: {o.error}")))
+            continue
+        try:
+            _rewrite_artifact(ctx, page, o)
+        except (ArtifactNotFound, ValueError, KeyError) as exc:
+            failed.append((o.page_id, stored_error(f"page artifact unreadable: {exc}")))
+            continue
+        good.append((o.page_id, len(o.words)))
+    with session_scope(ctx.sessions) as s:
+        for page_id, words in good:
+            set_page_text(s, [page_id], TextSource.OCR.value, words)
+        back = [pid for pid, _ in good]
+        mark_pages(s, back, PageState.PENDING, only_from=(PageState.OCRING,))
+        for page_id, reason in failed:
+            mark_pages(s, [page_id], PageState.FAILED, error=reason,
+                       only_from=(PageState.OCRING,))
+        finish_documents(s, {work.pages[pid].document_id for pid, _ in failed})
+    ran = [o for o in outcomes if o.seconds > 0]
+    metrics.record_ocr("run", len(ran))
+    metrics.record_failure("ocr", "OcrFailed", len(failed))
+    return OcrStepResult(sorted(back), sorted(pid for pid, _ in failed), list(work.skipped))
+
+
+def _rewrite_artifact(ctx: StepContext, page: ClaimedPage, outcome: OcrOutcome) -> None:
+    if not page.artifact_ref:
+        raise ArtifactNotFound("no artifact reference")
+    art = decode_page(ctx.artifacts.get(page.artifact_ref))
+    art = replace_fields(art, words=list(outcome.words), boxes=list(outcome.boxes),
+                         text_source=TextSource.OCR.value)
+    ctx.artifacts.put(page.artifact_ref, encode_page(art, max_bytes=ctx.ingest.max_artifact_bytes))
+
+
+def ocr_pages(ctx: StepContext, page_ids: Sequence[int]) -> OcrStepResult:
+    """The ocr step in this process (the Celery ocr task): claim, tesseract, store. Idempotent:
+    a page no longer awaiting OCR is skipped, and a re-run writes the same artifact."""
+    work = claim_ocr(ctx, page_ids)
+    outcomes = [*work.known, *(read_words(job, ctx.ingest) for job in work.jobs)]
+    return store_ocr(ctx, work, outcomes)
+
+
 MANUAL = Routing(FullDepthReason.MANUAL.value, False)
 
 
 def _record(page_id: int, runtime: ClassifyRuntime, pass_name: Pass, a: PagePrediction,
-            routing: Routing | None) -> PredictionRecord:
+            routing: Routing | None, text_source: str | None = None) -> PredictionRecord:
     """The engine's answer as the store's row: the page, model and policy version, pass and
-    full-depth routing added; a full row keeps every exit's (label, confidence)."""
+    full-depth routing added; a full row keeps every exit's (label, confidence); `ocr_ran`
+    from the page's text source (its artifact's) when the answer was given."""
     full = pass_name is Pass.FULL
     return PredictionRecord(
         page_id=page_id, model_version=runtime.version, pass_name=pass_name.value, label=a.label,
@@ -339,6 +550,7 @@ def _record(page_id: int, runtime: ClassifyRuntime, pass_name: Pass, a: PagePred
         full_depth_reason=routing.reason if routing else None,
         audit_sample=bool(routing and routing.audit_sample),
         exit_answers=list(zip(a.trail_labels, a.trail, strict=True)) if full else None,
+        ocr_ran=None if text_source is None else text_source == TextSource.OCR.value,
     )
 
 
@@ -351,6 +563,7 @@ class ReconcilePlan:
     classify: list[int]  # page ids -> classify
     full_depth: list[int]  # page ids -> full_depth
     finished: list[int]  # documents found complete and marked DONE
+    ocr: list[int] = field(default_factory=list)  # page ids -> ocr
 
 
 @dataclass(frozen=True)
@@ -365,6 +578,9 @@ class StuckRules:
       means its worker died.
     - CLASSIFYING pages, and REROUTED ones a full-depth batch holds: a batch takes seconds, so
       `max(classify_after_s, step_factor x p99 page latency measured over recent predictions)`.
+    - OCR_QUEUED pages wait in the ocr queue (as PENDING ones do); OCRING ones a worker is
+      reading: one page's OCR is bounded by the OCR time-out, so `ocr_after_s` (the settings'
+      default: ocr_timeout_s + 30 s) of silence means its worker died.
     """
 
     stuck_after_s: float = 900.0
@@ -372,15 +588,16 @@ class StuckRules:
     ingest_after_s: float = 90.0
     classify_after_s: float = 30.0
     step_factor: float = 4.0
+    ocr_after_s: float = 90.0
 
     @classmethod
     def uniform(cls, seconds: float) -> StuckRules:
         """One bound for every state, whatever the queues hold."""
-        return cls(seconds, seconds, seconds, seconds, 0.0)
+        return cls(seconds, seconds, seconds, seconds, 0.0, seconds)
 
 
 # The steps whose queues the reconciler asks about (named like the Celery queues).
-WAITING_QUEUES = ("ingest", "classify", "full_depth")
+WAITING_QUEUES = ("ingest", "classify", "full_depth", "ocr")
 
 
 def reconcile(
@@ -393,7 +610,7 @@ def reconcile(
     so the next sweeps leave the rows alone while their new messages wait."""
     rules = rules if isinstance(rules, StuckRules) else StuckRules.uniform(float(rules))
     now = now or utcnow()
-    empty = {q: depth(q) == 0 for q in WAITING_QUEUES}  # read before the transaction opens
+    empty = {q: _depth_of(depth, q) == 0 for q in WAITING_QUEUES}  # read before the transaction
 
     def before(seconds: float) -> datetime:
         return now - timedelta(seconds=seconds)
@@ -420,8 +637,23 @@ def reconcile(
             s, [PageState.REROUTED],
             waiting("full_depth", max(rules.lost_after_s, running[Pass.FULL])),
             PageState.REROUTED, limit=limit, now=now)
+        ocr = sorted({  # OCRING ones back to OCR_QUEUED: their worker died
+            *reclaim_pages(s, [PageState.OCR_QUEUED], waiting("ocr", rules.lost_after_s),
+                           PageState.OCR_QUEUED, limit=limit, now=now),
+            *reclaim_pages(s, [PageState.OCRING], before(rules.ocr_after_s),
+                           PageState.OCR_QUEUED, limit=limit, now=now),
+        })
         finished = finish_documents(s)
-    return ReconcilePlan(docs, classify, full, finished)
+    return ReconcilePlan(docs, classify, full, finished, ocr)
+
+
+def _depth_of(depth: Callable[[str], int | None], queue: str) -> int | None:
+    """A queue's depth; None (unknown: counted as busy) from a reader that does not know the
+    queue (one written before the ocr queue existed)."""
+    try:
+        return depth(queue)
+    except LookupError:
+        return None
 
 
 def _p99_s(s: Session, pass_name: Pass) -> float:

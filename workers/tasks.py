@@ -17,7 +17,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from workers import context, loss_gauge, retrying, steps
 from workers.celery_app import CheckedTask, app
 from workers.failures import PERMANENT_TYPES, TRANSIENT_TYPES, is_transient
-from workers.orchestration import after_classify, after_ingest, chunks
+from workers.orchestration import after_classify, after_ingest, after_ocr, chunks
 from workers.redaction import stored_error
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,12 @@ class CeleryOrchestrator:
         for ids in chunks(page_ids, self.chunk):
             full_depth.delay(ids)
 
+    def ocr(self, page_ids: Sequence[int]) -> None:
+        # One page per message: a page costs seconds of tesseract, and prefork workers then
+        # share the pages of one batch (and a redelivery repeats one page's OCR, not a batch's).
+        for ids in chunks(page_ids, 1):
+            ocr.delay(ids)
+
     def drain(self) -> None:
         """Nothing to wait for: the messages are sent."""
 
@@ -145,6 +151,15 @@ def full_depth(page_ids: list[int]) -> dict[str, int]:
     return {"done": len(result.done), "failed": len(result.failed)}
 
 
+@app.task(name="doctriage.ocr", base=PagesTask, **RETRY)
+def ocr(page_ids: list[int]) -> dict[str, int]:
+    """Deferred OCR (CPU workers, no model): tesseract, then the pages go back to classify."""
+    result = steps.ocr_pages(context.step_context(), page_ids)
+    after_ocr(result, CeleryOrchestrator())
+    return {"classify": len(result.classify), "failed": len(result.failed),
+            "skipped": len(result.skipped)}
+
+
 @app.task(name="doctriage.reconcile", base=RetryingTask, **RETRY)
 def reconcile(stuck_after_s: float = 900.0, **bounds: float) -> dict[str, int]:
     """`bounds`: the other steps.StuckRules fields (beat sends them; older beats did not)."""
@@ -158,7 +173,9 @@ def reconcile(stuck_after_s: float = 900.0, **bounds: float) -> dict[str, int]:
     then.ingest([*plan.documents, *retried])
     then.classify([*plan.classify, *retried_pages])
     then.full_depth(plan.full_depth)
+    then.ocr(plan.ocr)
     loss_gauge.refresh_due(ctx.sessions)  # the early-exit loss gauge, at most once a minute
     return {"documents": len(plan.documents), "classify": len(plan.classify),
-            "full_depth": len(plan.full_depth), "finished": len(plan.finished),
+            "full_depth": len(plan.full_depth), "ocr": len(plan.ocr),
+            "finished": len(plan.finished),
             "retried": len(retried), "retried_pages": len(retried_pages)}

@@ -142,6 +142,14 @@ def summary_text(result: Mapping[str, Any]) -> str:
         f"mean confidence of the early pass {number(t['mean_confidence'])}, "
         f"early exit stages {counts(t['exit_stages'], ': ', width=10**6)}"
     )
+    ocr = t.get("ocr") or {}
+    if ocr.get("needed"):  # pages without a usable text layer: how many never paid for OCR
+        total += (
+            f"\nOCR avoided (answered by the OCR-free exit) for {ocr['avoided']} of "
+            f"{ocr['needed']} pages that needed OCR ({percent(ocr['avoided_share'])}); "
+            "by final class: " + ", ".join(
+                f"{printable(k)} {c['avoided']}/{c['needed']}" for k, c in ocr["classes"].items())
+        )
     if not groups:
         return "no predictions match\n" + total
     rows = [

@@ -128,12 +128,23 @@ def render(s: RunSummary) -> str:
         + (", ".join(f"{k}: {v}" for k, v in s.exit_stage_histogram.items()) or "-"),
         "mean confidence: " + ("-" if s.mean_confidence is None else f"{s.mean_confidence:.3f}"),
         f"pages re-routed to full depth: {s.pages_rerouted}",
+        *_ocr_line(s),
         _speed(s),
         f"model: {s.model_version}",
     ]
     for d in s.failed_documents:
         lines.append(f"failed: {one_line(d['error'] or d['uri'])}")
     return "\n".join(lines)
+
+
+def _ocr_line(s: RunSummary) -> list[str]:
+    """Of the pages that needed OCR, how many the OCR-free exit answered without it (none
+    needed OCR: no line)."""
+    src = s.pages_by_text_source
+    avoided, ocred = src.get("ocr_avoided", 0), src.get("ocr", 0)
+    if not avoided + ocred:
+        return []
+    return [f"OCR avoided: {avoided} of {avoided + ocred} pages that needed OCR"]
 
 
 def _speed(s: RunSummary) -> str:

@@ -1,8 +1,9 @@
 """`doctriage worker --queues ingest,classify [--concurrency N] [--beat]`: a Celery worker.
 
 Classify/full_depth workers use the threads pool by default: one model per process, and the
-concurrent tasks' pages share its stage batcher (that is what keeps batches full). Ingest
-workers use prefork: OCR is CPU-bound, one process per core.
+concurrent tasks' pages share its stage batcher (that is what keeps batches full). Ingest and
+ocr workers use prefork: OCR is CPU-bound, one process per core (`--queues ocr -c N`, with
+OMP_THREAD_LIMIT=1 in the environment).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class WorkerArguments:
     queues: Annotated[
         str,
         typer.Option("--queues", "-Q", help="Comma-separated queue names."),
-    ] = "ingest,classify,full_depth,maintenance"
+    ] = "ingest,ocr,classify,full_depth,maintenance"
     concurrency: Annotated[
         int | None,
         typer.Option("--concurrency", "-c", help="Processes, or threads for the threads pool "

@@ -198,6 +198,39 @@ def test_0004_adds_policies_beside_existing_rows_and_drops_it_on_the_way_down(
             assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 1
 
 
+def test_0005_adds_the_ocr_states_and_columns_keeping_rows(fresh_url: str) -> None:
+    """The pages' state CHECK takes OCR_QUEUED and OCRING (and still refuses other values) on
+    both backends, rows survive (SQLite: the schema text is swapped in place, never a table
+    copy that would cascade); down to 0004 moves pages in the new states back to PENDING."""
+    from sqlalchemy.exc import IntegrityError
+
+    with _store_at(fresh_url, "0004") as engine:
+        with engine.begin() as conn:
+            _one_done_page(conn)
+            conn.execute(text(
+                "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
+                " exit_stage, exit_layer, trail, created_at) VALUES (1, 'm', 'early', 'memo',"
+                " 0.5, 0, 0, '[0.5]', '2026-01-01')"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE pages SET state = 'OCRING'"))
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE pages SET state = 'OCRING'"))
+            row = conn.execute(text("SELECT ocr_free, ocr_ran FROM predictions")).one()
+            assert tuple(row) == (False, None)
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE pages SET state = 'BOGUS'"))
+        _downgrade(engine, "0004")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT state FROM pages")).scalar_one() == "PENDING"
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 1
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE pages SET state = 'OCR_QUEUED'"))
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() == 1
+
+
 def test_upgrade_from_0001_keeps_pages_and_marks_old_failures_permanent(tmp_path) -> None:
     """SQLite: adding the columns must not copy (and so drop, cascading to pages) documents."""
     with _store_at(f"sqlite:///{tmp_path / 'old.db'}", "0001") as engine:

@@ -329,6 +329,8 @@ def test_counts_labels_and_watermarks(factory) -> None:
     assert counts["pages"] == {
         "PENDING": 1,
         "CLASSIFYING": 0,
+        "OCR_QUEUED": 0,
+        "OCRING": 0,
         "REROUTED": 1,
         "DONE": 0,
         "FAILED": 0,

@@ -25,10 +25,11 @@ from doctriage.settings import Settings
 from workers.celery_app import QUEUES
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
-DOCTRIAGE_SERVICES = ("init", "worker-ingest", "worker-classify", "beat", "watcher")
+DOCTRIAGE_SERVICES = ("init", "worker-ingest", "worker-ocr", "worker-classify", "beat",
+                      "watcher")
 ALL_SERVICES = {"redis", "postgres", "minio", "minio-init", "flower", *DOCTRIAGE_SERVICES}
-LONG_RUNNING_WITH_HEALTH = {"redis", "postgres", "minio", "worker-ingest", "worker-classify",
-                            "beat", "flower"}
+LONG_RUNNING_WITH_HEALTH = {"redis", "postgres", "minio", "worker-ingest", "worker-ocr",
+                            "worker-classify", "beat", "flower"}
 _DEFAULT = re.compile(r"\$\{\w+:-([^}]*)\}")  # ${VAR:-default} -> default
 
 
@@ -74,7 +75,7 @@ def test_services_health_checks_and_volumes(compose: dict[str, Any]) -> None:
     named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
     assert {n for n in named if not n.startswith(("$", ".", "/"))} <= set(compose["volumes"])
     # Everything that needs the schema waits for the one-shot init to finish.
-    for name in ("worker-ingest", "worker-classify", "beat", "watcher"):
+    for name in ("worker-ingest", "worker-ocr", "worker-classify", "beat", "watcher"):
         condition = services[name]["depends_on"]["init"]["condition"]
         assert condition == "service_completed_successfully", name
 
@@ -131,7 +132,7 @@ def _queues(svc: dict[str, Any]) -> list[str]:
 
 def test_commands_are_real_doctriage_commands_with_those_options(compose: dict) -> None:
     services = compose["services"]
-    for name in ("worker-ingest", "worker-classify", "beat", "watcher"):
+    for name in ("worker-ingest", "worker-ocr", "worker-classify", "beat", "watcher"):
         cmd = _command(services[name])
         options = [c.split("=")[0] for c in cmd if c.startswith("--")]
         help_text = CliRunner().invoke(app, [cmd[0], "--help"], terminal_width=200).output
@@ -139,7 +140,7 @@ def test_commands_are_real_doctriage_commands_with_those_options(compose: dict) 
             assert opt in help_text, f"{name}: `doctriage {cmd[0]}` has no {opt}"
         if cmd[0] == "worker":
             assert set(_queues(services[name])) <= set(QUEUES), name
-    consumed = {q for n in ("worker-ingest", "worker-classify", "beat")
+    consumed = {q for n in ("worker-ingest", "worker-ocr", "worker-classify", "beat")
                 for q in _queues(services[n])}
     assert consumed == set(QUEUES)  # every queue has a consumer
     assert "--beat" in _command(services["beat"])

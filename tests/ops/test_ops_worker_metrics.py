@@ -82,7 +82,8 @@ def test_worker_metrics_move_with_the_work(
     use_settings(monkeypatch, base)
     logs = {"ingest": tmp_path / "ingest.log", "classify": tmp_path / "classify.log"}
     procs = {
-        "ingest": start_doctriage(["worker", "--queues", "ingest", "-c", "2"],
+        # ingest and deferred OCR (the scan's page) in one prefork worker
+        "ingest": start_doctriage(["worker", "--queues", "ingest,ocr", "-c", "2"],
                                   {**base, "DOCTRIAGE_METRICS_PORT": str(ingest_port)},
                                   logs["ingest"]),
         "classify": start_doctriage(["worker", "--queues", "classify,full_depth", "-c", "2"],
@@ -122,11 +123,16 @@ def test_worker_metrics_move_with_the_work(
 
 
 def check_ingest_figures(after_i: dict, pages: list[Page]) -> None:
-    """The ingest worker's endpoint: pages by text source, task latency, the broken document by
+    """The ingest (and ocr) worker's endpoint: pages by text source at ingest (the scan's page
+    awaiting OCR, deferred), the OCR run by the ocr task, task latency, the broken document by
     reason."""
     sources = Counter(p.text_source for p in pages)
-    assert by_label(after_i, "doctriage_pages_ingested_total", "text_source") == dict(sources)
     assert set(sources) == {"text_layer", "ocr"}
+    at_ingest = Counter("awaiting_ocr" if s == "ocr" else s for s in sources.elements())
+    assert by_label(after_i, "doctriage_pages_ingested_total", "text_source") == dict(at_ingest)
+    assert total(after_i, "doctriage_ocr_pages_total", outcome="run") == sources["ocr"]
+    assert total(after_i, "doctriage_task_seconds_count", task="doctriage.ocr",
+                 outcome="success") == sources["ocr"]
     assert total(after_i, "doctriage_page_ingest_seconds_count") == len(pages)
     assert total(after_i, "doctriage_task_seconds_count", task="doctriage.ingest",
                  outcome="success") == 4
@@ -165,6 +171,7 @@ def check_json_logs(log: Path, document_ids: set[int]) -> None:
     records = [json.loads(line) for line in log.read_text().splitlines()
                if line.startswith("{")]
     done = {r.get("document_id") for r in records
-            if r["logger"] == "celery.app.trace" and "succeeded" in r["message"]}
+            if r["logger"] == "celery.app.trace" and "succeeded" in r["message"]
+            and "doctriage.ingest[" in r["message"]}  # (the same worker runs ocr tasks)
     assert done == document_ids
     assert all(r["level"] and r["logger"] for r in records)

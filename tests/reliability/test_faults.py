@@ -38,6 +38,7 @@ from servicekit import (
     spare_redis_db,
 )
 from sqlalchemy import func, select
+from synthkit import scanned_pdf
 
 from db.models import Document, Page, Prediction
 from db.session import make_engine, session_factory, session_scope
@@ -103,6 +104,9 @@ class Harness:
     def classify_worker(self, wait: bool = True) -> Any:
         return self._worker("classify", "classify,full_depth", 2, wait)
 
+    def ocr_worker(self, wait: bool = True) -> Any:
+        return self._worker("ocr", "ocr", 1, wait)
+
     def maintenance_worker(self, wait: bool = True) -> Any:
         return self._worker("maintenance", "maintenance", 1, wait, "--beat")
 
@@ -150,7 +154,7 @@ class Harness:
         import redis
 
         client = redis.Redis.from_url(self.broker)
-        lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth")}
+        lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth", "ocr")}
         claim = client.get(CLAIM_KEY)
         client.flushdb()
         if claim is not None:  # keep our DB number claimed: another run must not take it now
@@ -380,6 +384,40 @@ def test_sigterm_of_classify_worker_with_pages_in_the_batcher(harness, tmp_path:
     _report("classify worker SIGTERM with pages in the stage batcher", sum(sizes), result,
             t_fault, t_done, t_start, pages_in_batcher_at_sigterm=len(held),
             worker_exit_code=victim.popen.returncode)
+
+
+def test_ocr_worker_sigkill_mid_page(harness, tmp_path: Path) -> None:
+    """Deferred OCR on scans (the tiny bundle has no OCR-free exit: every page is OCRed by the
+    ocr queue): its prefork worker is SIGKILLed while tesseract reads a page, then restarted.
+    The page's message is unacknowledged; the reconciler takes the OCRING page back after the
+    shipped bound (ocr_timeout_s + 30 s), and every page ends answered once."""
+    h = harness({"DOCTRIAGE_OCR_MODE": "auto"})
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    sizes = [2, 1, 2, 1, 2, 1]
+    for i, n in enumerate(sizes):
+        label = ("letter", "memo")[i % 2]
+        (folder / f"scan-{i:02d}-{n}p.pdf").write_bytes(scanned_pdf(label, n, f"faults-ocr{i}"))
+    h.maintenance_worker(wait=False)
+    h.ingest_worker(wait=False)
+    h.classify_worker(wait=False)
+    victim = h.ocr_worker()
+    t_start = time.monotonic()
+    h.submit(folder)
+    h.wait_for("a page being OCRed", lambda s: s.pages.get("OCRING", 0) > 0, 180, poll=0.02)
+    in_flight = h.pages_in("OCRING")
+    Cluster.kill(victim, signal.SIGKILL)
+    t_fault = time.monotonic()
+    h.ocr_worker()
+    result, t_done = h.finish(sizes)
+    with session_scope(h.sessions) as s:
+        sources = list(s.execute(select(Page.text_source, Page.word_count)))
+        ocr_ran = set(s.execute(select(Prediction.ocr_ran)).scalars())
+    assert in_flight and {src for src, _ in sources} == {"ocr"}
+    assert all(words > 0 for _, words in sources) and ocr_ran == {True}
+    _report("ocr worker SIGKILL mid-page (restarted)", sum(sizes), result, t_fault, t_done,
+            t_start, pages_in_ocr_at_kill=len(in_flight))
+    assert t_done - t_fault <= RECOVER_LIMIT_S
 
 
 @pytest.fixture

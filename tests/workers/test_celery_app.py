@@ -22,14 +22,15 @@ def test_configuration_is_json_only_acks_late_prefetch_one() -> None:
     beat = conf.beat_schedule["reconcile"]
     assert beat["schedule"] == 30 and beat["kwargs"] == {
         "stuck_after_s": 99, "lost_after_s": 30.0, "ingest_after_s": 90.0,
-        "classify_after_s": 30.0}
+        "classify_after_s": 30.0, "ocr_after_s": 90.0}
     assert beat["options"] == {"expires": 90}  # a stale sweep is dropped, not queued up
 
 
 def test_shipped_recovery_defaults_reach_the_beat(monkeypatch: pytest.MonkeyPatch) -> None:
     """Recovery in seconds with the defaults: a 10 s sweep, lost messages after 30 s, a
     visibility timeout of 15 minutes (not an hour); the ingest bound follows the OCR timeout
-    (a heartbeat waits for the slowest page: OCR timeout + 30 s)."""
+    (a heartbeat waits for the slowest page: OCR timeout + 30 s), and so does the bound for a
+    page being OCRed by the ocr step."""
     from workers import steps, tasks
 
     monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "redis://127.0.0.1:6379/15")
@@ -41,9 +42,11 @@ def test_shipped_recovery_defaults_reach_the_beat(monkeypatch: pytest.MonkeyPatc
     beat = conf.beat_schedule["reconcile"]
     assert beat["schedule"] == 10.0
     assert beat["kwargs"] == {"stuck_after_s": 900.0, "lost_after_s": 30.0,
-                              "ingest_after_s": 120.0, "classify_after_s": 30.0}
+                              "ingest_after_s": 120.0, "classify_after_s": 30.0,
+                              "ocr_after_s": 120.0}
     # the task's keyword arguments are exactly StuckRules' fields
     assert steps.StuckRules(**beat["kwargs"]).ingest_after_s == 120.0
+    assert steps.StuckRules(**beat["kwargs"]).ocr_after_s == 120.0  # OCR time-out + 30 s
     assert tasks.reconcile.name == "doctriage.reconcile"
 
 
@@ -51,7 +54,8 @@ def test_every_task_is_routed_to_its_queue() -> None:
     from workers import tasks  # registers the tasks on the app
 
     workflow = {"doctriage.ingest": "ingest", "doctriage.classify": "classify",
-                "doctriage.full_depth": "full_depth", "doctriage.reconcile": "maintenance"}
+                "doctriage.full_depth": "full_depth", "doctriage.reconcile": "maintenance",
+                "doctriage.ocr": "ocr"}
     for name, queue in workflow.items():
         assert ROUTES[name]["queue"] == queue
         assert name in tasks.app.tasks

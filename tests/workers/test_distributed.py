@@ -62,7 +62,8 @@ def test_workers_classify_submitted_documents(
     logs = {"ingest": tmp_path / "ingest.log", "classify": tmp_path / "classify.log"}
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["ingest"] = start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
+        # ingest and deferred OCR share one prefork worker (the scan's page is OCRed there)
+        procs["ingest"] = start_doctriage(["worker", "--queues", "ingest,ocr", "-c", "1"], env,
                                           logs["ingest"])
         procs["classify"] = start_doctriage(
             ["worker", "--queues", "classify,full_depth", "-c", "2"], env, logs["classify"])
@@ -89,6 +90,8 @@ def test_workers_classify_submitted_documents(
         for p in early:
             assert 0 <= p.exit_stage <= 4 and 0 < p.confidence <= 1
             assert len(p.trail) == p.exit_stage + 1
+        # the tiny bundle has no OCR-free exit: the scan was OCRed by the ocr queue
+        assert sorted(p.text_source for p in pages).count("ocr") == 1
         for p in full:
             assert p.exit_stage == 4 and p.exit_layer == 4
             # why it ran, and what every exit answered on the way (the audit's replay data)

@@ -149,6 +149,64 @@ def test_a_classify_error_fails_those_pages_and_the_run_goes_on(
             assert p.state == "DONE"
 
 
+@pytest.fixture
+def scans(ctx: StepContext, tmp_path: Path) -> list[int]:
+    """Two generated scans (2 and 1 pages: they need OCR), registered."""
+    from synthkit import scanned_pdf
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    paths = []
+    for label, n in (("letter", 2), ("memo", 1)):
+        paths.append(folder / f"{label}-{n}p.pdf")
+        paths[-1].write_bytes(scanned_pdf(label, n, "orchestration"))
+    with session_scope(ctx.sessions) as s:
+        return [register_document(s, path_to_uri(p), sha256=sha256_file(p))[0] for p in paths]
+
+
+@pytest.mark.parametrize("make", IMPLEMENTATIONS.values(), ids=IMPLEMENTATIONS.keys())
+def test_deferred_ocr_follows_the_same_rules_in_process_and_on_celery(
+    make: Make, ctx: StepContext, runtime: ClassifyRuntime, scans: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ingest (no OCR) -> classify (the bundle has no OCR-free exit) -> ocr -> classify with
+    words -> full depth for the re-routed ones: every page answered once, OCRed once."""
+    run = make(ctx, runtime, monkeypatch)
+    run.ingest(scans)
+    run.drain()
+    docs, pages, preds = _stored(ctx)
+    assert [docs[i][0] for i in scans] == ["DONE", "DONE"]
+    assert len(pages) == 3 and {(p.state, p.text_source) for p in pages} == {("DONE", "ocr")}
+    early = {p.page_id: p for p in preds if p.pass_name == "early"}
+    assert sorted(early) == [p.id for p in pages]
+    assert len([p for p in preds if p.pass_name == "early"]) == 3
+    assert {(p.ocr_free, p.ocr_ran) for p in preds} == {(False, True)}
+    full = {p.page_id for p in preds if p.pass_name == "full"}
+    assert full == {i for i, e in early.items() if needs_full_depth(i, e.confidence, REROUTE)}
+
+
+@pytest.mark.parametrize("make", IMPLEMENTATIONS.values(), ids=IMPLEMENTATIONS.keys())
+def test_a_failed_ocr_fails_its_pages_with_the_reason_and_the_run_goes_on(
+    make: Make, ctx: StepContext, runtime: ClassifyRuntime, scans: list[int],
+    documents: list[int], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tesseract cannot run (no such language): the scanned pages are FAILED with tesseract's
+    reason (permanent), their documents end, the text-layer documents are classified."""
+    ctx.ingest = IngestOptions(ocr_lang="no-such-language")
+    run = make(ctx, runtime, monkeypatch)
+    run.ingest([*scans, *documents[:3]])
+    run.drain()
+    docs, pages, preds = _stored(ctx)
+    assert [docs[i][0] for i in [*scans, *documents[:3]]] == ["DONE"] * 5
+    failed = [p for p in pages if p.state == "FAILED"]
+    assert {p.document_id for p in failed} == set(scans) and len(failed) == 3
+    for p in failed:
+        assert p.error.startswith("OCR failed: ") and "tesseract failed" in p.error
+        assert p.failure_kind == "permanent"
+    assert {p.state for p in pages if p.document_id not in scans} == {"DONE"}
+    assert {p.page_id for p in preds} == {p.id for p in pages if p.state == "DONE"}
+
+
 def test_celery_sends_one_message_per_document_and_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -156,13 +214,15 @@ def test_celery_sends_one_message_per_document_and_chunk(
     monkeypatch.setattr(tasks.ingest, "delay", lambda i: sent.append(("ingest", i)))
     monkeypatch.setattr(tasks.classify, "delay", lambda ids: sent.append(("classify", ids)))
     monkeypatch.setattr(tasks.full_depth, "delay", lambda ids: sent.append(("full", ids)))
+    monkeypatch.setattr(tasks.ocr, "delay", lambda ids: sent.append(("ocr", ids)))
     run = tasks.CeleryOrchestrator(chunk=2)
     run.ingest([7, 8])
     run.classify([1, 2, 3, 4, 5])
     run.full_depth([9])
+    run.ocr([10, 11])  # one page per ocr message
     run.drain()
     assert sent == [("ingest", 7), ("ingest", 8), ("classify", [1, 2]), ("classify", [3, 4]),
-                    ("classify", [5]), ("full", [9])]
+                    ("classify", [5]), ("full", [9]), ("ocr", [10]), ("ocr", [11])]
 
 
 def test_in_process_batches_span_documents_and_full_depth_waits_for_drain(
