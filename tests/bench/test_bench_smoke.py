@@ -65,6 +65,31 @@ def test_pipeline_compares_embedded_and_naive_on_the_same_pages(
     assert result["label_agreement"]["pages"] == 2
 
 
+def test_ocr_free_compares_the_deferred_pipeline_with_both_baselines(
+    bench_docs: Path, bench_bundle: Path, tmp_path: Path
+) -> None:
+    from classifier.bundle import load_bundle, save_bundle
+
+    model = load_bundle(bench_bundle)  # both documents held out
+    model.metadata = {"data_split": {"val_documents": ["contract/one.pdf", "receipt/two.png"]}}
+    # The OCR-free exit always answers, confidently (a tiny temperature): no re-route to OCR.
+    model.ocr_free = {"temperature": 1e-4, "threshold": 0.0}
+    save_bundle(model, tmp_path / "bundle", name="tiny-ocr-free")
+    out = tmp_path / "ocr_free.json"
+    proc = run_bench("ocr_free.py", bench_docs, "--model", tmp_path / "bundle", "--threads", "1",
+                     "--out", out)
+    result = finished(proc, out)
+    assert result["documents"] == 2 and result["pages_needing_ocr"] == 1
+    deferred, baseline = result["deferred"], result["ocr_all_full_depth"]
+    assert deferred["pages"] == baseline["pages"] == result["naive"]["pages"] == 2
+    # The scanned receipt is answered before OCR in the deferred run, OCR'd in the baseline.
+    assert deferred["pages_by_text_source"] == {"ocr_avoided": 1, "text_layer": 1}
+    assert baseline["pages_by_text_source"] == {"ocr": 1, "text_layer": 1}
+    assert baseline["exit_stage_histogram"] == {str(model.num_stages - 1): 2}
+    ratio = result["ratios"]["deferred_over_naive"]["pages_per_cpu_s"]
+    assert ratio == round(deferred["pages_per_cpu_s"] / result["naive"]["pages_per_cpu_s"], 2)
+
+
 def test_pipeline_rejects_a_missing_folder_or_manifest(tmp_path: Path, bench_bundle: Path) -> None:
     for data in (tmp_path / "nope", tmp_path):  # no folder; a folder without manifest.csv
         proc = run_bench("pipeline.py", data, "--model", bench_bundle,
@@ -347,7 +372,7 @@ def test_faults_table_of_the_bad_input_suites(tmp_path: Path) -> None:
 
 
 # Scripts with a smoke test of their own above (or in test_gpu_check.py).
-DEDICATED = {"pipeline", "memory", "step_costs", "queue_overhead", "faults", "gpu_check"}
+DEDICATED = {"pipeline", "ocr_free", "memory", "step_costs", "queue_overhead", "faults", "gpu_check"}
 
 
 def test_every_bench_script_has_a_smoke_test() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from badinputs import MAX_PAGES, OCR_TIMEOUT_S, SLOW_OCR, write_bad
 from relkit import record_result, write_corpus
 from sqlalchemy import func, select
@@ -96,24 +97,41 @@ def test_bad_documents_fail_alone_and_good_ones_are_classified_once(
                               f"run took {seconds:.1f} s"})
 
 
-def test_a_page_that_makes_tesseract_time_out(tmp_path: Path, make_embedded) -> None:
+@pytest.mark.parametrize("defer_ocr", [True, False], ids=["deferred-ocr", "ocr-at-ingest"])
+def test_a_page_that_makes_tesseract_time_out(tmp_path: Path, make_embedded,
+                                              defer_ocr: bool) -> None:
+    """Deferred (the default), the ocr step fails that page with the reason and its document
+    finishes; OCR at ingest, the document fails. Either way the other documents are
+    classified once."""
     good = write_corpus(tmp_path / "good", [2, 3])
     name, build, reason = SLOW_OCR
     slow = tmp_path / name
     slow.write_bytes(build())
     documents = [DocumentRef(path_to_uri(p), sha256=sha256_file(p))
                  for p in (good[0], slow, good[1])]
-    emb = make_embedded(IngestOptions(ocr_timeout_s=OCR_TIMEOUT_S))
+    emb = make_embedded(IngestOptions(ocr_timeout_s=OCR_TIMEOUT_S, defer_ocr=defer_ocr))
     t0 = time.perf_counter()
     summary = run_embedded(emb.ctx, emb.runtime, documents)
     docs, pages, preds = _rows(emb)
-    assert docs[path_to_uri(slow)][:2] == ("FAILED", f"{name}: {reason}")
-    assert summary.documents_by_state == {"DONE": 2, "FAILED": 1}
-    assert len(pages) == 5 and sorted(p for p, n in preds if n == "early") == list(range(1, 6))
-    record_result({"fault": f"bad input: {name} (tesseract timeout)", "kind": "bad_input",
-                   "pages_in": 5, "pages_out": len(pages), "duplicates": 0,
-                   "recover_s": None, "outcome": docs[path_to_uri(slow)][1],
-                   "run_s": round(time.perf_counter() - t0, 2)})
+    slow_id = docs[path_to_uri(slow)][3]
+    if defer_ocr:
+        assert docs[path_to_uri(slow)][0] == "DONE"
+        assert summary.documents_by_state == {"DONE": 3}
+        [(_, _, state, error)] = [p for p in pages if p[0] == slow_id]
+        assert state == "FAILED" and reason.removeprefix("page 1: ") in error
+        outcome = error
+    else:
+        assert docs[path_to_uri(slow)][:2] == ("FAILED", f"{name}: {reason}")
+        assert summary.documents_by_state == {"DONE": 2, "FAILED": 1}
+        outcome = docs[path_to_uri(slow)][1]
+    good_pages = [p for p in pages if p[0] != slow_id]
+    assert len(good_pages) == 5 and all(p[2] == "DONE" for p in good_pages)
+    assert len([p for p, n in preds if n == "early"]) == 5  # the good pages, once each
+    record_result({"fault": f"bad input: {name} (tesseract timeout, "
+                            f"{'deferred OCR' if defer_ocr else 'OCR at ingest'})",
+                   "kind": "bad_input", "pages_in": 6 if defer_ocr else 5,
+                   "pages_out": len(pages), "duplicates": 0, "recover_s": None,
+                   "outcome": outcome, "run_s": round(time.perf_counter() - t0, 2)})
 
 
 def test_a_crashing_document_does_not_stop_the_run(tmp_path: Path, make_embedded) -> None:
