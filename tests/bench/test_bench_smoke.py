@@ -372,7 +372,8 @@ def test_faults_table_of_the_bad_input_suites(tmp_path: Path) -> None:
 
 
 # Scripts with a smoke test of their own above (or in test_gpu_check.py).
-DEDICATED = {"pipeline", "ocr_free", "memory", "step_costs", "queue_overhead", "faults", "gpu_check"}
+DEDICATED = {"pipeline", "ocr_free", "memory", "step_costs", "queue_overhead", "faults",
+             "gpu_check"}
 
 
 def test_every_bench_script_has_a_smoke_test() -> None:
