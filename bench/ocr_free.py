@@ -39,22 +39,21 @@ from bench.pipeline import DEFAULT_DATA, Timers, naive_pass
 VARIANTS = ("deferred", "ocr_all_full_depth", "naive")
 
 
-def held_out_rows(data: Path, model: Any, split: str, per_class: int,
-                  sources: set[str] | None, max_pages: int) -> list[dict[str, str]]:
-    """Manifest rows of the bundle's held-out documents of at most `max_pages` pages,
-    `per_class` per label."""
+def held_out_rows(args: Any, model: Any, sources: set[str] | None) -> list[dict[str, str]]:
+    """Manifest rows of the bundle's held-out documents (`args.split`) of at most
+    `args.max_pages` pages, `args.per_class` per label, from `sources` (None: all)."""
     meta = getattr(model, "metadata", {}).get("data_split", {})
-    keys = set(meta.get(f"{split}_documents") or [])
+    keys = set(meta.get(f"{args.split}_documents") or [])
     if not keys:
-        raise harness.BadInput(f"the bundle records no {split} documents (train it on DATA)")
-    with open(data / "manifest.csv", newline="") as fh:
+        raise harness.BadInput(f"the bundle records no {args.split} documents (train it on DATA)")
+    with open(args.data / "manifest.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["path"] in keys
-                and int(r.get("pages") or 1) <= max_pages
+                and int(r.get("pages") or 1) <= args.max_pages
                 and (sources is None or r.get("source", "") in sources)]
     taken: Counter[str] = Counter()
     picked = []
     for r in sorted(rows, key=lambda r: r["sha256"]):
-        if taken[r["label"]] < per_class:
+        if taken[r["label"]] < args.per_class:
             picked.append(r)
             taken[r["label"]] += 1
     return picked
@@ -169,8 +168,7 @@ def main() -> int:
 
     model = load_bundle(model_dir)
     sources = set(args.sources.split(",")) if args.sources else None
-    rows = held_out_rows(args.data, model, args.split, args.per_class, sources,
-                         args.max_pages)
+    rows = held_out_rows(args, model, sources)
     if not rows:
         raise harness.BadInput("no held-out documents picked")
     paths = [args.data / r["path"] for r in rows]

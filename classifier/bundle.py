@@ -163,7 +163,6 @@ def from_checkpoint(
     *,
     max_text_len: int | None = None,
     pooling: Pooling = DEFAULT_POOLING,
-    raster_width: int = 0,
 ) -> EarlyExitModel:
     """A fresh early-exit model (new heads) on a LayoutLMv3 checkpoint directory's backbone."""
     path = Path(path)
@@ -190,5 +189,4 @@ def from_checkpoint(
         Preprocessing(text_len, size, mean, std),
         pooling=pooling,
         backbone=backbone,
-        raster_width=raster_width,
     )

@@ -21,6 +21,7 @@ from classifier.calibrate import calibrate_model, calibrate_ocr_free
 from classifier.config import NAMED_SIZES, exit_layers_for
 from classifier.factory import new_model
 from classifier.model import EarlyExitModel
+from classifier.raster_exit import RasterExit
 from classifier.textless import ocr_free_logits
 from classifier.thresholds import ThresholdRule
 from classifier.tokenizer import load_tokenizer, train_tokenizer
@@ -236,8 +237,10 @@ def _load_pages(options: BundleTrainOptions, split: _Split, image_size: int,
 def _from_backbone(options: BundleTrainOptions, labels: list[str]) -> EarlyExitModel:
     assert options.backbone is not None
     layers = LayoutLMv3Config.from_pretrained(str(options.backbone)).num_hidden_layers
-    return from_checkpoint(options.backbone, labels, exit_layers_for(options.placements, layers),
-                           raster_width=options.raster_width)
+    model = from_checkpoint(options.backbone, labels, exit_layers_for(options.placements, layers))
+    if options.raster_width:  # new heads on the checkpoint's backbone, the raster exit among them
+        model.raster_exit = RasterExit(len(labels), options.raster_width)
+    return model
 
 
 def _new_model(options: BundleTrainOptions, split: _Split) -> EarlyExitModel:

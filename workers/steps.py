@@ -301,7 +301,7 @@ def classify_pages(
     records = []
     for (page_id, inp), a in zip(plain, answers, strict=True):
         routing = full_depth_routing(page_id, a.confidence, ctx.reroute)
-        records.append(_record(page_id, runtime, Pass.EARLY, a, routing, inp.text_source))
+        records.append(_record((page_id, inp), runtime, Pass.EARLY, a, routing))
         (done if routing is None else rerouted).append(page_id)
     free = _ocr_free_pass(ctx, runtime, [(pid, inp) for pid, inp in ok if pid in awaiting])
     records.extend(free.records)
@@ -388,14 +388,13 @@ def full_depth_pages(
     ok, bad = _load_inputs(ctx, pages)
     answers = runtime.classify([inp for _, inp in ok], early_exit=False)
     done = [pid for pid, _ in ok]
-    source = {pid: inp.text_source for pid, inp in ok}
     with session_scope(ctx.sessions) as s:
         # The classify step's routing, read in the transaction that writes the full rows; a
         # page it did not route was sent by an operator (backlog --reclassify-below).
         routed = routing_of(s, done, runtime.version)
         record_predictions(s, [
-            _record(pid, runtime, Pass.FULL, a, routed.get(pid, MANUAL), source[pid])
-            for (pid, _), a in zip(ok, answers, strict=True)
+            _record((pid, inp), runtime, Pass.FULL, a, routed.get(pid, MANUAL))
+            for (pid, inp), a in zip(ok, answers, strict=True)
         ])
         mark_pages(s, done, PageState.DONE, only_from=(PageState.REROUTED,))
         for page_id, reason in bad:
@@ -535,11 +534,12 @@ def ocr_pages(ctx: StepContext, page_ids: Sequence[int]) -> OcrStepResult:
 MANUAL = Routing(FullDepthReason.MANUAL.value, False)
 
 
-def _record(page_id: int, runtime: ClassifyRuntime, pass_name: Pass, a: PagePrediction,
-            routing: Routing | None, text_source: str | None = None) -> PredictionRecord:
-    """The engine's answer as the store's row: the page, model and policy version, pass and
-    full-depth routing added; a full row keeps every exit's (label, confidence); `ocr_ran`
-    from the page's text source (its artifact's) when the answer was given."""
+def _record(page: tuple[int, PageContent], runtime: ClassifyRuntime, pass_name: Pass,
+            a: PagePrediction, routing: Routing | None) -> PredictionRecord:
+    """The engine's answer for `page` (its id and the content it was answered from) as the
+    store's row: model and policy version, pass and full-depth routing added; a full row keeps
+    every exit's (label, confidence); `ocr_ran` from the page's text source then."""
+    page_id, text_source = page[0], page[1].text_source
     full = pass_name is Pass.FULL
     return PredictionRecord(
         page_id=page_id, model_version=runtime.version, pass_name=pass_name.value, label=a.label,
@@ -550,7 +550,7 @@ def _record(page_id: int, runtime: ClassifyRuntime, pass_name: Pass, a: PagePred
         full_depth_reason=routing.reason if routing else None,
         audit_sample=bool(routing and routing.audit_sample),
         exit_answers=list(zip(a.trail_labels, a.trail, strict=True)) if full else None,
-        ocr_ran=None if text_source is None else text_source == TextSource.OCR.value,
+        ocr_ran=text_source == TextSource.OCR.value,
     )
 
 
