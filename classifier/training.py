@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from classifier.model import EarlyExitModel
 from classifier.raster_exit import shifted
+from classifier.raster_training import normalised_white
 from classifier.textless import empty_text, without_text
 
 Inputs = dict[str, torch.Tensor]
@@ -43,6 +44,10 @@ class TrainOptions:
     # Share of training pages read without their words in each batch (classifier/textless.py):
     # what teaches the OCR-free exit. 0 leaves every page as it is.
     text_dropout: float = 0.0
+    # The raster exit's own epochs after the joint ones (classifier/raster_training.py), and
+    # their peak learning rate; nothing runs for a model without a raster exit.
+    raster_epochs: int = 20
+    raster_lr: float = 3e-3
     # "bf16": forward passes under CPU autocast to bfloat16 (losses and weights stay float32);
     # ~1.35x faster steps on a CPU with AMX/AVX512-BF16 (measured here). "auto": bf16 where the
     # CPU has those instructions (emulated bfloat16 is slower than float32), else fp32.
@@ -202,9 +207,7 @@ class _EpochRunner:
         self.weights = exit_weights(model.num_stages).to(model.device)
         self.empty = empty_text(model, trimmed=False) if options.text_dropout > 0 else None
         self.bf16 = resolve_precision(options.precision) == "bf16" and model.device.type == "cpu"
-        pre = model.preprocessing  # normalised white, for the raster exit's shifted margins
-        self.white = sum((1 - m) / s
-                         for m, s in zip(pre.image_mean, pre.image_std, strict=True)) / 3
+        self.white = normalised_white(model)  # the raster exit's shifted margins
 
     def run(self, epoch: int, progress: _Progress) -> float | None:
         """The epoch's mean loss, or None when the deadline cut it short."""

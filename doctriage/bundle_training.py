@@ -22,6 +22,7 @@ from classifier.config import NAMED_SIZES, exit_layers_for
 from classifier.factory import new_model
 from classifier.model import EarlyExitModel
 from classifier.raster_exit import RasterExit
+from classifier.raster_training import train_raster_exit
 from classifier.textless import ocr_free_logits
 from classifier.thresholds import ThresholdRule
 from classifier.tokenizer import load_tokenizer, train_tokenizer
@@ -139,6 +140,13 @@ def train_bundle(options: BundleTrainOptions, *,
     result = train(model, train_inputs, split.targets(split.train_pages), val_inputs, y_val,
                    options.training, checkpoint_dir=options.checkpoint, resume=options.resume,
                    log=log)
+    if model.raster_exit is not None:
+        t0 = time.monotonic()
+        train_raster_exit(model, train_inputs["pixel_values"], split.targets(split.train_pages),
+                          epochs=options.training.raster_epochs, lr=options.training.raster_lr,
+                          seed=options.training.seed, log=log)
+        log(f"raster exit: {options.training.raster_epochs} epochs of its own in "
+            f"{time.monotonic() - t0:.0f} s")
     if val_inputs is not None and y_val is not None:
         rule = ThresholdRule(options.budget_points / 100, options.threshold_selection,
                              options.delta)

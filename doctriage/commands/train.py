@@ -60,6 +60,8 @@ class TrainArguments:
     backbone: Backbone = None
     placements: Placements = "every"
     raster_width: RasterWidth = 0
+    raster_epochs: Annotated[int, typer.Option("--raster-epochs", help=(
+        "Epochs of the raster exit alone after the joint ones (minutes on realdocs)."))] = 20
     strategy: Strategy = "joint"
     epochs: Annotated[int, typer.Option("--epochs")] = 10
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16
@@ -134,6 +136,8 @@ def _check_arguments(args: TrainArguments) -> None:
         raise fail("--delta must be in (0, 1)")
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise fail("--epochs, --batch-size and --workers must be at least 1")
+    if args.raster_epochs < 0:
+        raise fail(f"--raster-epochs must be 0 or more, got {args.raster_epochs}")
     if args.raster_width < 0:
         raise fail(f"--raster-exit must be 0 (none) or a channel count, got {args.raster_width}")
     if not (0 <= args.test_fraction < 1 and 0 <= args.val_fraction < 1

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from classifier.bundle import load_bundle, save_bundle
 from classifier.calibrate import calibrate_ocr_free
 from classifier.inputs import PageInput
+from classifier.raster_training import train_raster_exit
 from classifier.textless import empty_text, ocr_free_answers, ocr_free_logits, without_text
 from classifier.thresholds import ThresholdRule
 from classifier.training import TrainOptions, all_logits, train
@@ -107,6 +108,21 @@ def test_the_raster_exit_learns_layout_and_answers_without_words(make_model, tmp
     assert torch.equal(ocr_free_logits(loaded, xv), raster)  # same weights
     answers = ocr_free_answers(loaded, [p.image for p in val_pages])
     assert abs(sum(a.exits for a in answers) / 30 - record["ocr_avoided_share"]) < 1e-9
+
+
+def test_the_raster_exits_own_epochs_train_it_alone(make_model):
+    """After the joint epochs: only the raster exit's weights move, and it learns the layout."""
+    pages, labels = _drawn_pages(60, seed=3)
+    val_pages, val_labels = _drawn_pages(30, seed=4)
+    model = make_model(raster_width=8)
+    x, xv = model.encode(pages), model.encode(val_pages)
+    others = {k: v.clone() for k, v in model.state_dict().items() if "raster_exit" not in k}
+    losses = train_raster_exit(model, x["pixel_values"], labels, epochs=15, lr=3e-3)
+    assert len(losses) == 15 and losses[-1] < losses[0]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in others.items())
+    assert not model.raster_exit.training
+    assert float((ocr_free_logits(model, xv).argmax(-1) == val_labels).double().mean()) >= 0.8
+    assert train_raster_exit(make_model(), x["pixel_values"], labels, epochs=3, lr=1e-3) == []
 
 
 def test_no_threshold_that_holds_the_budget_means_no_ocr_free_exit(model):
