@@ -41,6 +41,9 @@ CACHE_VERSION = 1
 # Ingest options added after entries were first written, with their defaults: they join the
 # cache key only when set away from the default.
 _LATER_OPTIONS = {"ocr_psm": 3}
+# Options that change when OCR runs in the service, not what a cached page holds (the cache
+# always reads a page's words at ingest).
+_NOT_IN_KEY = ("defer_ocr",)
 
 
 class DatasetError(ValueError):
@@ -175,6 +178,8 @@ def _cache_key(path: Path, options: IngestOptions, image_size: int,
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     made = {"v": CACHE_VERSION, "size": image_size, **asdict(options)}
+    for name in _NOT_IN_KEY:
+        made.pop(name, None)
     for name, default in _LATER_OPTIONS.items():
         if made[name] == default:  # entries written before the option existed stay valid
             del made[name]

@@ -163,8 +163,9 @@ def test_scan_copies_of_born_digital_pdfs_are_ocrd_scans_under_their_own_key(tmp
 
 
 def test_options_added_later_keep_existing_cache_keys(tmp_path):
-    """A cache filled before ocr_psm existed is still read with the default mode; another mode
-    is another entry."""
+    """A cache filled before ocr_psm and defer_ocr existed is still read with the default mode;
+    another mode is another entry; deferring OCR in the service never changes an entry (the
+    cache reads every page's words)."""
     from dataclasses import asdict
 
     from pipelines.dataset import CACHE_VERSION, _cache_key
@@ -172,7 +173,7 @@ def test_options_added_later_keep_existing_cache_keys(tmp_path):
 
     doc = tmp_path / "a.pdf"
     doc.write_bytes(b"%PDF-1.4 stub")
-    old = {k: v for k, v in asdict(IngestOptions()).items() if k != "ocr_psm"}
+    old = {k: v for k, v in asdict(IngestOptions()).items() if k not in ("ocr_psm", "defer_ocr")}
     made = json.dumps({"v": CACHE_VERSION, "size": 64, **old}, sort_keys=True)
     import hashlib
 
@@ -180,3 +181,4 @@ def test_options_added_later_keep_existing_cache_keys(tmp_path):
     before = f"{digest}-{hashlib.sha256(made.encode()).hexdigest()[:12]}"
     assert _cache_key(doc, IngestOptions(), 64) == before
     assert _cache_key(doc, IngestOptions(ocr_psm=6), 64) != before
+    assert _cache_key(doc, IngestOptions(defer_ocr=False), 64) == before
