@@ -14,6 +14,8 @@ with the other exits (its loss added to theirs, on randomly shifted rasters).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -58,6 +60,12 @@ class RasterExit(nn.Module):
             total += side * side * 9 * (c_in * c_out + c_out * c_out)
             c_in = c_out
         return 2 * (total + c_in * self.classifier[-1].out_features)
+
+
+def normalised_white(model: Any) -> float:
+    """White in the model's normalised pixels (the mean over channels): a page's margin."""
+    pre = model.preprocessing
+    return sum((1 - m) / s for m, s in zip(pre.image_mean, pre.image_std, strict=True)) / 3
 
 
 def shifted(pixel_values: torch.Tensor, white: float,

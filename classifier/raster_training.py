@@ -16,23 +16,19 @@ import torch
 from torch.nn import functional as F
 
 from classifier.model import EarlyExitModel
-from classifier.raster_exit import shifted
+from classifier.raster_exit import normalised_white, shifted
+from classifier.training import TrainOptions
 
 BATCH = 64
 
 
-def normalised_white(model: EarlyExitModel) -> float:
-    """White in the model's normalised pixels (the mean over channels): a page's margin."""
-    pre = model.preprocessing
-    return sum((1 - m) / s for m, s in zip(pre.image_mean, pre.image_std, strict=True)) / 3
-
-
-def train_raster_exit(model: EarlyExitModel, pixels: torch.Tensor, labels: torch.Tensor, *,
-                      epochs: int, lr: float, seed: int = 0,
+def train_raster_exit(model: EarlyExitModel, pixels: torch.Tensor, labels: torch.Tensor,
+                      options: TrainOptions,
                       log: Callable[[str], None] = lambda _: None) -> list[float]:
-    """`epochs` passes of the raster exit alone over `pixels` (N, 3, S, S) with `labels`,
-    shifted rasters, cosine-decayed `lr`; returns each epoch's mean loss. No raster exit or
-    no epochs: nothing runs."""
+    """`options.raster_epochs` passes of the raster exit alone over `pixels` (N, 3, S, S) with
+    `labels`, shifted rasters, cosine-decayed `options.raster_lr`; returns each epoch's mean
+    loss. No raster exit or no epochs: nothing runs."""
+    epochs, lr, seed = options.raster_epochs, options.raster_lr, options.seed
     head = model.raster_exit
     if head is None or epochs < 1 or not len(labels):
         return []

@@ -25,8 +25,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from classifier.model import EarlyExitModel
-from classifier.raster_exit import shifted
-from classifier.raster_training import normalised_white
+from classifier.raster_exit import normalised_white, shifted
 from classifier.textless import empty_text, without_text
 
 Inputs = dict[str, torch.Tensor]

@@ -143,8 +143,7 @@ def train_bundle(options: BundleTrainOptions, *,
     if model.raster_exit is not None:
         t0 = time.monotonic()
         train_raster_exit(model, train_inputs["pixel_values"], split.targets(split.train_pages),
-                          epochs=options.training.raster_epochs, lr=options.training.raster_lr,
-                          seed=options.training.seed, log=log)
+                          options.training, log=log)
         log(f"raster exit: {options.training.raster_epochs} epochs of its own in "
             f"{time.monotonic() - t0:.0f} s")
     if val_inputs is not None and y_val is not None:

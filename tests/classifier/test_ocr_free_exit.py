@@ -117,12 +117,13 @@ def test_the_raster_exits_own_epochs_train_it_alone(make_model):
     model = make_model(raster_width=8)
     x, xv = model.encode(pages), model.encode(val_pages)
     others = {k: v.clone() for k, v in model.state_dict().items() if "raster_exit" not in k}
-    losses = train_raster_exit(model, x["pixel_values"], labels, epochs=15, lr=3e-3)
+    losses = train_raster_exit(model, x["pixel_values"], labels,
+                               TrainOptions(raster_epochs=15, raster_lr=3e-3))
     assert len(losses) == 15 and losses[-1] < losses[0]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in others.items())
     assert not model.raster_exit.training
     assert float((ocr_free_logits(model, xv).argmax(-1) == val_labels).double().mean()) >= 0.8
-    assert train_raster_exit(make_model(), x["pixel_values"], labels, epochs=3, lr=1e-3) == []
+    assert train_raster_exit(make_model(), x["pixel_values"], labels, TrainOptions()) == []
 
 
 def test_no_threshold_that_holds_the_budget_means_no_ocr_free_exit(model):
