@@ -34,7 +34,7 @@ from typing import Any
 
 from bench import harness
 from bench.cpu_time import tree_cpu
-from bench.pipeline import DEFAULT_DATA, Timers, naive_pass
+from bench.pipeline import DEFAULT_DATA, final_answers, naive_with_ocr_threads
 
 VARIANTS = ("deferred", "ocr_all_full_depth", "naive")
 
@@ -84,48 +84,15 @@ def run_embedded_variant(paths: list[Path], model: Any, home: Path, *, deferred:
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "pages": summary.pages,
             "exit_stage_histogram": summary.exit_stage_histogram,
             "pages_rerouted_full_depth": summary.pages_rerouted,
-            "_answers": page_answers(ctx, model.version)}
-
-
-def page_answers(ctx: Any, version: str) -> dict[tuple[str, int], tuple[str, str]]:
-    """(file name, page number) -> (final label, text source): the full pass where one ran."""
-    from sqlalchemy import select
-
-    from db.models import Document, Page, Prediction
-    from db.session import session_scope
-    from pipelines.sources import uri_to_path
-
-    out: dict[tuple[str, int], tuple[str, str, str]] = {}
-    with session_scope(ctx.sessions) as s:
-        rows = s.execute(
-            select(Document.source_uri, Page.number, Page.text_source, Prediction.pass_name,
-                   Prediction.label)
-            .join(Page, Page.document_id == Document.id)
-            .join(Prediction, Prediction.page_id == Page.id)
-            .where(Prediction.model_version == version)).all()
-    for uri, number, source, pass_name, label in rows:
-        key = (uri_to_path(uri).name, int(number))
-        if key not in out or pass_name == "full":
-            out[key] = (pass_name, label, source)
-    return {k: (v[1], v[2]) for k, v in out.items()}
+            "_answers": final_answers(ctx, model.version)}
 
 
 def run_naive_variant(paths: list[Path], model: Any) -> dict:
-    labels: dict[tuple[str, int], str] = {}
-    failed: list[str] = []
-    saved = os.environ.get("OMP_THREAD_LIMIT")
-    os.environ["OMP_THREAD_LIMIT"] = "1"  # as the embedded OCR runs
-    try:
-        cpu0, t0 = tree_cpu([os.getpid()]), time.perf_counter()
-        pages = naive_pass(paths, model, Timers(), labels, failed)
-        wall, cpu = time.perf_counter() - t0, tree_cpu([os.getpid()]) - cpu0
-    finally:
-        os.environ.pop("OMP_THREAD_LIMIT", None)
-        if saved is not None:
-            os.environ["OMP_THREAD_LIMIT"] = saved
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "pages": pages,
-            "failed_documents": failed,
-            "_answers": {k: (v, "") for k, v in labels.items()}}
+    """bench/pipeline.py's naive run, tesseract on one thread as the embedded OCR runs."""
+    naive = naive_with_ocr_threads(paths, model, "1")
+    return {"wall_s": naive["wall_s"], "cpu_s": round(sum(naive["cpu_s"].values()), 2),
+            "pages": naive["pages"], "failed_documents": naive["failed_documents"],
+            "_answers": {k: (v, "") for k, v in naive["_labels"].items()}}
 
 
 def scored(result: dict, truth: dict[str, str], needed_ocr: set[tuple[str, int]]) -> dict:

@@ -182,25 +182,32 @@ def warm_up_runtime(runtime: Any) -> None:
 
 
 def final_labels(ctx: Any, version: str) -> dict[tuple[str, int], str]:
+    return {k: label for k, (label, _) in final_answers(ctx, version).items()}
+
+
+def final_answers(ctx: Any, version: str) -> dict[tuple[str, int], tuple[str, str]]:
+    """(file name, page number) -> (final label, the page's text source): the full pass's
+    label where one ran."""
     from sqlalchemy import select
 
     from db.models import Document, Page, Prediction
     from db.session import session_scope
     from pipelines.sources import uri_to_path
 
-    out: dict[tuple[str, int], tuple[str, str]] = {}
+    out: dict[tuple[str, int], tuple[str, str, str]] = {}
     with session_scope(ctx.sessions) as s:
         rows = s.execute(
-            select(Document.source_uri, Page.number, Prediction.pass_name, Prediction.label)
+            select(Document.source_uri, Page.number, Page.text_source, Prediction.pass_name,
+                   Prediction.label)
             .join(Page, Page.document_id == Document.id)
             .join(Prediction, Prediction.page_id == Page.id)
             .where(Prediction.model_version == version)
         ).all()
-    for uri, number, pass_name, label in rows:
+    for uri, number, source, pass_name, label in rows:
         key = (uri_to_path(uri).name, int(number))
         if key not in out or pass_name == "full":
-            out[key] = (pass_name, label)
-    return {k: v[1] for k, v in out.items()}
+            out[key] = (pass_name, label, source)
+    return {k: (v[1], v[2]) for k, v in out.items()}
 
 
 # -- naive baseline --------------------------------------------------------------------------

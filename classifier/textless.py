@@ -54,16 +54,17 @@ def ocr_free_logits(model: Any, inputs: dict[str, torch.Tensor],
                     batch_size: int = 32) -> torch.Tensor:
     """Logits (N, C) of the pages read without their words: the raster exit's where the model
     has one, else the last exit of the word-less pass."""
-    empty = empty_text(model)
+    raster = model.raster_exit
+    empty = empty_text(model) if raster is None else None  # the word-less pass's only
     out = []
     n = inputs["pixel_values"].shape[0]
     for start in range(0, n, batch_size):
         part = {k: v[start:start + batch_size] for k, v in inputs.items()}
-        if model.raster_exit is not None:
-            out.append(model.raster_exit(part["pixel_values"]).float())
-            continue
-        logits, _ = model.all_exit_logits(without_text(part, empty))
-        out.append(logits[-1].float())
+        if raster is not None:
+            out.append(raster(part["pixel_values"]).float())
+        else:
+            logits, _ = model.all_exit_logits(without_text(part, empty))
+            out.append(logits[-1].float())
     return torch.cat(out) if out else torch.zeros(0, model.num_labels)
 
 

@@ -133,11 +133,7 @@ def test_0003_adds_the_full_depth_columns_to_existing_predictions(fresh_url: str
     with _store_at(fresh_url, "0002") as engine:
         with engine.begin() as conn:
             _one_done_page(conn)
-            conn.execute(text(
-                "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
-                " exit_stage, exit_layer, trail, created_at) VALUES (1, 'm', 'early', 'memo',"
-                " 0.5, 0, 0, '[0.5]', '2026-01-01'), (1, 'm', 'full', 'memo', 0.9, 3, 3,"
-                " '[0.9]', '2026-01-01')"))
+            _page_predictions(conn, ("early", 0.5, 0), ("full", 0.9, 3))
         migrate(engine)
         select_new = text(
             "SELECT pass_name, policy_version, full_depth_reason, audit_sample, exit_answers"
@@ -207,10 +203,7 @@ def test_0005_adds_the_ocr_states_and_columns_keeping_rows(fresh_url: str) -> No
     with _store_at(fresh_url, "0004") as engine:
         with engine.begin() as conn:
             _one_done_page(conn)
-            conn.execute(text(
-                "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
-                " exit_stage, exit_layer, trail, created_at) VALUES (1, 'm', 'early', 'memo',"
-                " 0.5, 0, 0, '[0.5]', '2026-01-01')"))
+            _page_predictions(conn, ("early", 0.5, 0))
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text("UPDATE pages SET state = 'OCRING'"))
         migrate(engine)
@@ -276,6 +269,17 @@ def _one_done_page(conn: Any) -> None:
         "INSERT INTO pages (id, document_id, number, state, attempts, failed_attempts,"
         " created_at, updated_at) VALUES (1, 1, 1, 'DONE', 1, 0, '2026-01-01',"
         " '2026-01-01')"))
+
+
+def _page_predictions(conn: Any, *rows: tuple[str, float, int]) -> None:
+    """Page 1's predictions (model 'm', label 'memo') in the columns every schema since 0001
+    has: one (pass, confidence, exit stage) each."""
+    for pass_name, confidence, stage in rows:
+        conn.execute(text(
+            "INSERT INTO predictions (page_id, model_version, pass_name, label, confidence,"
+            " exit_stage, exit_layer, trail, created_at) VALUES (1, 'm', :p, 'memo', :c, :s,"
+            " :s, :t, '2026-01-01')"), {"p": pass_name, "c": confidence, "s": stage,
+                                        "t": f"[{confidence}]"})
 
 
 def _downgrade(engine, revision: str) -> None:
