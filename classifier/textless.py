@@ -75,6 +75,12 @@ class OcrFreeAnswer:
     exits: bool  # confident enough to skip OCR
 
 
+def has_ocr_free_exit(model: Any) -> bool:
+    """The bundle carries a calibrated OCR-free exit (exits.json "ocr_free"): without one no
+    page can skip OCR, so deferring it only adds a round trip."""
+    return getattr(model, "ocr_free", None) is not None
+
+
 def ocr_free_answers(model: Any, images: Sequence[Image.Image],
                      batch_size: int = 16) -> list[OcrFreeAnswer]:
     """The OCR-free pass over page rasters: each page's answer and whether it may skip OCR.

@@ -557,12 +557,10 @@ def record_predictions(s: Session, rows: Sequence[PredictionRecord]) -> int:
     return sum(len(s.execute(stmt, chunk).all()) for chunk in _chunks(params))
 
 
-def routing_of(s: Session, page_ids: Iterable[int], model_version: str, *,
-               ocr_free_only: bool = False) -> dict[int, Routing]:
+def routing_of(s: Session, page_ids: Iterable[int], model_version: str) -> dict[int, Routing]:
     """The full-depth routing the classify step recorded on the pages' early rows of
     `model_version`: page id -> Routing. A page missing here was not routed by the classify
-    step (an operator's re-run, or its early answer is another version's). `ocr_free_only`:
-    only early rows the OCR-free exit gave (a page sent to OCR on its way to full depth)."""
+    step (an operator's re-run, or its early answer is another version's)."""
     ids = list(page_ids)
     if not ids:
         return {}
@@ -570,9 +568,21 @@ def routing_of(s: Session, page_ids: Iterable[int], model_version: str, *,
     query = select(p.c.page_id, p.c.full_depth_reason, p.c.audit_sample).where(
         p.c.page_id.in_(ids), p.c.model_version == model_version,
         p.c.pass_name == Pass.EARLY.value, p.c.full_depth_reason.is_not(None))
-    if ocr_free_only:
-        query = query.where(p.c.ocr_free.is_(True))
     return {int(pid): Routing(reason, bool(audit)) for pid, reason, audit in s.execute(query)}
+
+
+def answered_ocr_free(s: Session, page_ids: Iterable[int], model_version: str) -> set[int]:
+    """The pages whose early answer of `model_version` the OCR-free exit gave. Back from OCR,
+    such a page is on its way to full depth (re-routed, audited, or an operator's re-run):
+    its early answer is already stored."""
+    ids = list(page_ids)
+    if not ids:
+        return set()
+    p = Prediction.__table__
+    query = select(p.c.page_id).where(
+        p.c.page_id.in_(ids), p.c.model_version == model_version,
+        p.c.pass_name == Pass.EARLY.value, p.c.ocr_free.is_(True))
+    return {int(pid) for pid in s.execute(query).scalars()}
 
 
 def predictions_for_page(s: Session, page_id: int) -> list[Prediction]:

@@ -77,7 +77,8 @@ def nightly_backlog(source: str, model_version: str | None = None,
         reclassify_below=reclassify_below, limit=limit, grace_s=grace_s), enqueue, pacer)
     out = {"registered": len(scan.new_ids), "skipped": scan.skipped,
            "ingest": len(report.claimed.ingest), "classify": len(report.claimed.classify),
-           "full_depth": len(report.claimed.full_depth), "complete": report.complete,
+           "full_depth": len(report.claimed.full_depth), "ocr": len(report.claimed.ocr),
+           "complete": report.complete,
            "paced_s": round(report.pacer_wait_s, 1)}
     log.info("nightly backlog of %s: %s", source, out)
     return out

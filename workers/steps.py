@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from classifier.predict import ClassifyRuntime
 from classifier.stage_batcher import PagePrediction
-from classifier.textless import OcrFreeAnswer, ocr_free_answers
+from classifier.textless import OcrFreeAnswer, has_ocr_free_exit, ocr_free_answers
 from db.models import Document, Page, utcnow
 from db.repository import (
     ClaimedPage,
@@ -31,6 +31,7 @@ from db.repository import (
     PageRecord,
     PredictionRecord,
     Routing,
+    answered_ocr_free,
     claim_document,
     claim_pages,
     finish_documents,
@@ -288,9 +289,10 @@ def classify_pages(
     ids = sorted(set(page_ids))
     with session_scope(ctx.sessions) as s:
         pages = claim_pages(s, ids, only_from=(PageState.PENDING, PageState.CLASSIFYING))
-        # Back from OCR with a re-routed OCR-free answer: straight on to full depth.
+        # Back from OCR with an OCR-free answer (re-routed, audited, or re-run by an
+        # operator): straight on to full depth.
         ocred = [p.id for p in pages if p.text_source == TextSource.OCR.value]
-        routed_before = set(routing_of(s, ocred, runtime.version, ocr_free_only=True))
+        routed_before = answered_ocr_free(s, ocred, runtime.version)
     claimed = {p.id for p in pages}
     skipped = [i for i in ids if i not in claimed]
     awaiting = {p.id for p in pages if p.text_source == TextSource.AWAITING_OCR.value}
@@ -343,6 +345,9 @@ def _ocr_free_pass(ctx: StepContext, runtime: ClassifyRuntime,
                    pages: list[tuple[int, PageContent]]) -> _OcrFree:
     out = _OcrFree()
     if not pages:
+        return out
+    if not has_ocr_free_exit(runtime.model):  # nothing could exit: straight to OCR
+        out.needs_ocr = [page_id for page_id, _ in pages]
         return out
     t0 = time.perf_counter()
     found: list[OcrFreeAnswer] = ocr_free_answers(runtime.model, [inp.image for _, inp in pages])

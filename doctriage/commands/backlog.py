@@ -68,9 +68,15 @@ def _line(out: dict[str, Any]) -> str:
         f"backlog {out['source']}: {out['registered']} new objects registered "
         f"({out['skipped']} skipped); "
         f"{out['documents']} documents with work: {out['ingest']} to ingest, "
-        f"{out['classify_pages']} pages to classify, {out['full_depth_pages']} to full depth "
+        f"{out['classify_pages']} pages to classify, {out['full_depth_pages']} to full depth"
+        f"{_ocr_first(out)} "
         f"({'complete' if out['complete'] else 'stopped at --limit; the next run resumes'})"
     )
+
+
+def _ocr_first(out: dict[str, Any]) -> str:
+    n = out.get("ocr_then_full_depth_pages", 0)
+    return f" (and {n} answered without OCR: OCR, then full depth)" if n else ""
 
 
 def register(app: typer.Typer) -> None:

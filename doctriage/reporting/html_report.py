@@ -235,8 +235,9 @@ def build_report(s: Session, f: AuditFilter | None = None, bins: int = DEFAULT_B
         "<title>doctriage audit report</title><style>",
         _STYLE,
         "</style></head><body><h1>doctriage audit report</h1>",
-        *_summary_section(audit.summary(s, f), f),
     ]
+    summ = audit.summary(s, f)
+    parts += [*_summary_section(summ, f), *_ocr_section(summ)]
     for key in FIGURES:
         parts.append(_figure_html(key, *figures[key]))
     parts += [
@@ -320,6 +321,22 @@ def _summary_section(summ: dict[str, Any], f: AuditFilter) -> list[str]:
                 for g in summ["groups"]
             ],
         ),
+    ]
+
+
+def _ocr_section(summ: dict[str, Any]) -> list[str]:
+    """Pages that needed OCR (scans) and the share the OCR-free exit answered without it, per
+    final class and day: what deferred OCR saved."""
+    t = summ["total"]["ocr"]
+    rows = [[g["model_version"], g["day"], label, c["needed"], _share(c["avoided"],
+                                                                       c["avoided_share"])]
+            for g in summ["groups"] for label, c in g["ocr"]["classes"].items()]
+    return [
+        "<h2>OCR avoided</h2>",
+        f"<p id='ocr-avoided'>{t['needed']} pages needed OCR; the OCR-free exit answered "
+        f"{_share(t['avoided'], t['avoided_share'])} of them without it.</p>",
+        _table(["model version", "day (UTC)", "final class", "pages that needed OCR",
+                "OCR avoided"], rows),
     ]
 
 

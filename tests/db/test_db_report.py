@@ -50,6 +50,25 @@ def test_report_is_self_contained_and_escaped(factory, report_store) -> None:
     assert "8 pages; re-routed 4 (50.0%)" in page
 
 
+def test_report_shows_the_share_of_ocr_avoided_per_class(factory) -> None:
+    sources = ["ocr_avoided", "ocr_avoided", "ocr", "ocr", "text_layer"]
+    labels = ["letter", XSS, "letter", "letter", "memo"]
+    with session_scope(factory) as s:
+        doc_id, _ = repo.register_document(s, "file:///scans.pdf")
+        ids = repo.upsert_pages(s, doc_id, [repo.PageRecord(n, src, 0, None, 1, 1)
+                                            for n, src in enumerate(sources, 1)])
+        repo.record_predictions(s, [
+            repo.PredictionRecord(pid, "v1", "early", label, 0.9, 0, 0, [0.9], 1.0)
+            for pid, label in zip(ids, labels, strict=True)])
+        page = build_report(s)
+    assert "4 pages needed OCR; the OCR-free exit answered 2 (50.0%) of them" in page
+    section = page.split("<h2>OCR avoided</h2>")[1].split("<h2>")[0]
+    rows = re.findall(r"<tr><td>v1</td><td>[\d-]+</td><td>(.*?)</td><td>(\d+)</td>"
+                      r"<td>(.*?)</td></tr>", section)
+    assert sorted(rows) == sorted([("letter", "3", "1 (33.3%)"),
+                                   (html.escape(XSS), "1", "1 (100.0%)")])
+
+
 def test_report_on_an_empty_store(factory) -> None:
     with session_scope(factory) as s:
         page = build_report(s)

@@ -110,6 +110,8 @@ def test_a_page_that_makes_tesseract_time_out(tmp_path: Path, make_embedded,
     documents = [DocumentRef(path_to_uri(p), sha256=sha256_file(p))
                  for p in (good[0], slow, good[1])]
     emb = make_embedded(IngestOptions(ocr_timeout_s=OCR_TIMEOUT_S, defer_ocr=defer_ocr))
+    if defer_ocr:  # an OCR-free exit that settles nothing: `run` defers only with an exit
+        emb.runtime.model.ocr_free = {"temperature": 1.0, "threshold": 2.0}
     t0 = time.perf_counter()
     summary = run_embedded(emb.ctx, emb.runtime, documents)
     docs, pages, preds = _rows(emb)

@@ -11,7 +11,9 @@ bench/faults.py are what a deployment gets. Run with `pytest -m faults tests/rel
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import signal
 import subprocess
 import time
@@ -417,6 +419,115 @@ def test_ocr_worker_sigkill_mid_page(harness, tmp_path: Path) -> None:
     assert all(words > 0 for _, words in sources) and ocr_ran == {True}
     _report("ocr worker SIGKILL mid-page (restarted)", sum(sizes), result, t_fault, t_done,
             t_start, pages_in_ocr_at_kill=len(in_flight))
+    assert t_done - t_fault <= RECOVER_LIMIT_S
+
+
+def _scans(folder: Path, sizes: list[int], tag: str) -> Path:
+    folder.mkdir()
+    for i, n in enumerate(sizes):
+        label = ("letter", "memo")[i % 2]
+        (folder / f"scan-{i:02d}-{n}p.pdf").write_bytes(scanned_pdf(label, n, f"{tag}{i}"))
+    return folder
+
+
+def _ocr_tasks(h: Harness) -> list[dict[str, int]]:
+    """The results the ocr workers logged, one per message they ran."""
+    logs = "".join(p.log.read_text(errors="replace") for p in h.cluster.procs
+                   if p.name == "ocr" and p.log.exists())
+    return [ast.literal_eval(m) for m in
+            re.findall(r"doctriage\.ocr\[[^\]]+\] succeeded in [\d.]+s: (\{[^}]*\})", logs)]
+
+
+def _answered_once_with_ocr(h: Harness) -> None:
+    with session_scope(h.sessions) as s:
+        sources = list(s.execute(select(Page.text_source, Page.word_count)))
+        ocr_ran = set(s.execute(select(Prediction.ocr_ran)).scalars())
+    assert {src for src, _ in sources} == {"ocr"} and ocr_ran == {True}
+    assert all(words > 0 for _, words in sources)
+
+
+def test_redelivered_ocr_messages_do_nothing_twice(harness, tmp_path: Path) -> None:
+    """Every page's OCR message delivered again, twice while the page waits for OCR or is being
+    read (what a lost ack or a visibility time-out does) and once more after the run ended.
+    The duplicates find the page no longer awaiting OCR and skip it: tesseract reads each page
+    once, and every page is answered once."""
+    from celery import Celery
+
+    h = harness({"DOCTRIAGE_OCR_MODE": "auto"})
+    sizes = [2, 1, 2, 1, 2, 1]
+    folder = _scans(tmp_path / "docs", sizes, "faults-redeliver")
+    h.maintenance_worker(wait=False)
+    h.ingest_worker(wait=False)
+    h.classify_worker(wait=False)
+    h.ocr_worker()
+    sender = Celery(broker=h.broker)
+
+    def redeliver(page_id: int) -> None:
+        sender.send_task("doctriage.ocr", args=[[page_id]], queue="ocr")
+
+    t_start = time.monotonic()
+    h.submit(folder)
+    seen: set[int] = set()
+
+    def settled() -> bool:
+        snap = h.snapshot()
+        return snap.n_pages == sum(sizes) and all(k in FINAL_PAGE for k in snap.pages)
+
+    while not settled() and time.monotonic() - t_start < RUN_LIMIT_S:
+        for page_id in set(h.pages_in("OCR_QUEUED")) | set(h.pages_in("OCRING")):
+            if page_id not in seen:
+                seen.add(page_id)
+                redeliver(page_id)
+                redeliver(page_id)
+        time.sleep(0.05)
+    t_fault = time.monotonic()
+    result, t_done = h.finish(sizes)
+    with session_scope(h.sessions) as s:
+        every_page = list(s.execute(select(Page.id)).scalars())
+    for page_id in every_page:  # after the end: once more each
+        redeliver(page_id)
+    expected = sum(sizes) + 2 * len(seen) + len(every_page)
+    deadline = time.monotonic() + 120
+    while len(_ocr_tasks(h)) < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    tasks = _ocr_tasks(h)
+    logs = "".join(p.log.read_text(errors="replace") for p in h.cluster.procs
+                   if p.name == "ocr")
+    odd = [ln for ln in logs.splitlines() if "doctriage.ocr[" in ln and "succeeded" not in ln]
+    assert len(seen) >= sum(sizes) // 2 and len(tasks) == expected, (
+        len(seen), sum(t["classify"] for t in tasks), sum(t["skipped"] for t in tasks), odd)
+    assert sum(t["classify"] for t in tasks) == sum(sizes)  # tesseract once per page
+    assert sum(t["skipped"] for t in tasks) == expected - sum(sizes)
+    assert h.verify(len(sizes), sum(sizes)) == result  # the late duplicates changed nothing
+    _answered_once_with_ocr(h)
+    _report("ocr messages redelivered (2 extra while waiting/reading, 1 after the end)",
+            sum(sizes), result, t_fault, t_done, t_start, duplicate_messages=expected - sum(sizes))
+
+
+def test_redis_flushdb_with_pages_waiting_for_ocr(harness, tmp_path: Path) -> None:
+    """FLUSHDB while scanned pages wait in the ocr queue (and some classify and ingest
+    messages with them): the reconciler finds OCR_QUEUED pages whose queue is empty and sends
+    them again; every page ends OCRed once and answered once."""
+    h = harness({"DOCTRIAGE_OCR_MODE": "auto"})
+    sizes = [2, 1, 2, 1, 2, 1, 2, 1]
+    folder = _scans(tmp_path / "docs", sizes, "faults-flush-ocr")
+    h.maintenance_worker()
+    h.ingest_worker(wait=False)
+    h.classify_worker(wait=False)
+    h.ocr_worker()
+    t_start = time.monotonic()
+    h.submit(folder)
+    h.wait_for("pages waiting for OCR", lambda s: s.pages.get("OCR_QUEUED", 0) >= 2, 180,
+               poll=0.02)
+    lost = h.flush_broker()
+    t_fault = time.monotonic()
+    result, t_done = h.finish(sizes)
+    assert lost["ocr"] > 0, lost
+    _answered_once_with_ocr(h)
+    ran = _ocr_tasks(h)  # the reconciler's re-sent messages included
+    assert sum(t["classify"] for t in ran) == sum(sizes)  # tesseract once per page
+    _report("Redis FLUSHDB (own DB) with pages waiting in the ocr queue", sum(sizes), result,
+            t_fault, t_done, t_start, messages_lost=lost)
     assert t_done - t_fault <= RECOVER_LIMIT_S
 
 

@@ -28,6 +28,7 @@ from workers import steps
 from workers.embedded import run_documents
 
 EVERY_PAGE_EXITS = {"temperature": 1.0, "threshold": 0.0}
+NO_PAGE_EXITS = {"temperature": 1.0, "threshold": 2.0}  # an exit that settles nothing
 NO_REROUTE = steps.RerouteOptions(reroute_below=0.0, audit_fraction=0.0)
 
 
@@ -264,8 +265,9 @@ def test_embedded_run_answers_every_page_once_and_avoids_ocr_for_exits(
 
 
 def test_embedded_run_ocrs_in_a_pool_what_the_exit_does_not_settle(
-        ctx_runtime, scans: Path) -> None:
-    ctx, runtime = ctx_runtime  # the tiny bundle has no OCR-free exit: every scan is OCRed
+        ctx_runtime, scans: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, runtime = ctx_runtime
+    monkeypatch.setattr(runtime.model, "ocr_free", NO_PAGE_EXITS, raising=False)
     ctx.reroute = steps.RerouteOptions(reroute_below=0.75, audit_fraction=0.3)
     docs = [_register(ctx, scans / "letter-scan-2p.pdf"),
             _register(ctx, scans / "memo-scan-1p.pdf")]
@@ -285,6 +287,34 @@ def test_embedded_run_ocrs_in_a_pool_what_the_exit_does_not_settle(
     assert (ocr["needed"], ocr["avoided"], ocr["avoided_share"]) == (3, 0, 0.0)
 
 
+def test_without_an_ocr_free_exit_the_embedded_run_ocrs_at_ingest(
+        ctx_runtime, scans: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, runtime = ctx_runtime  # the tiny bundle has no OCR-free exit: nothing could skip OCR
+    assert ctx.defers_ocr and getattr(runtime.model, "ocr_free", None) is None
+    deferred: list[int] = []
+    monkeypatch.setattr(steps, "claim_ocr",
+                        lambda _ctx, ids: deferred.extend(ids) or pytest.fail("deferred"))
+    doc_id = _register(ctx, scans / "memo-scan-1p.pdf")
+    summary = run_documents(ctx, runtime, [doc_id])
+    assert deferred == [] and summary.pages_failed == 0
+    assert summary.pages_by_text_source == {"ocr": 1}
+    (pred,) = _predictions(ctx)
+    assert (pred.ocr_free, pred.ocr_ran) == (False, True) and pred.exit_stage >= 0
+
+
+def test_a_classify_worker_without_the_exit_sends_awaiting_pages_straight_to_ocr(
+        ctx_runtime, scans: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, runtime = ctx_runtime  # distributed: ingest deferred, the classify bundle has no exit
+    asked: list[int] = []
+    monkeypatch.setattr(steps, "ocr_free_answers",
+                        lambda _m, images: asked.append(len(images)) or [])
+    doc_id = _register(ctx, scans / "memo-scan-1p.pdf")
+    ids = steps.ingest_document(ctx, doc_id).page_ids
+    result = steps.classify_pages(ctx, runtime, ids)
+    assert (result.needs_ocr, result.done, asked) == (ids, [], [])
+    assert _predictions(ctx) == []
+
+
 def test_defer_off_ocrs_at_ingest_as_before(ctx_runtime, scans: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCTRIAGE_DEFER_OCR", "0")
@@ -301,3 +331,34 @@ def test_defer_off_ocrs_at_ingest_as_before(ctx_runtime, scans: Path,
     assert result.done == ids and result.needs_ocr == [] and result.ocr_avoided == []
     (pred,) = _predictions(ctx)
     assert (pred.ocr_free, pred.ocr_ran) == (False, True) and pred.exit_stage >= 0
+
+
+def test_backlog_reclassify_of_an_ocr_free_answer_ocrs_it_before_full_depth(
+        ctx_runtime, scans: Path) -> None:
+    """`backlog --reclassify-below` on pages the OCR-free exit answered: they have no words, so
+    they are OCRed first, then get the full-depth pass (reason manual); their early answer
+    stays the OCR-free one."""
+    from workers.intake.backlog import BacklogQuery, run_backlog
+    from workers.orchestration import InProcessOrchestrator
+
+    ctx, runtime = ctx_runtime
+    runtime.model.ocr_free = EVERY_PAGE_EXITS
+    doc_id = _register(ctx, scans / "letter-scan-2p.pdf")
+    ids = steps.ingest_document(ctx, doc_id).page_ids
+    assert steps.classify_pages(ctx, runtime, ids).ocr_avoided == ids
+    query = BacklogQuery(model_version=runtime.version, reclassify_below=1.01, grace_s=0.0)
+    report = run_backlog(ctx.sessions, query, InProcessOrchestrator(ctx, runtime, ocr_workers=1))
+    assert (report.claimed.ocr, report.claimed.full_depth) == (ids, [])
+    pages = _pages(ctx, doc_id)
+    assert {(p.state, p.text_source) for p in pages} == {("DONE", "ocr")}
+    assert all(p.word_count > 10 for p in pages)
+    preds = _predictions(ctx)
+    early = sorted((p.page_id, p.ocr_free) for p in preds if p.pass_name == "early")
+    full = sorted((p.page_id, p.full_depth_reason, p.ocr_ran) for p in preds
+                  if p.pass_name == "full")
+    assert early == [(i, True) for i in ids]
+    assert full == [(i, "manual", True) for i in ids]
+    assert _doc_state(ctx, doc_id) == "DONE"
+    # run again: the final answers are full-depth ones now, nothing to do
+    again = run_backlog(ctx.sessions, query, InProcessOrchestrator(ctx, runtime, ocr_workers=1))
+    assert again.claimed.documents == 0 and len(_predictions(ctx)) == 2 * len(ids)

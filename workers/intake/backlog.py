@@ -7,7 +7,9 @@ What counts as work, for documents under a source prefix received within [since,
 - classified by another model version: DONE pages with no prediction by ``model_version``
   -> back to PENDING -> classify;
 - not confident enough: DONE pages whose final answer is an early-exit one below
-  ``reclassify_below`` -> REROUTED -> full_depth (kept beside the early answer).
+  ``reclassify_below`` -> REROUTED -> full_depth (kept beside the early answer); a page the
+  OCR-free exit answered has no words yet, so it goes OCR_QUEUED -> ocr first, and the classify
+  step then sends it on to full depth (never to a second early answer).
 
 The state change *is* the bookkeeping: a claimed page is no longer DONE, so a second run right
 after the first finds nothing, and a page is only DONE again once a worker has classified it.
@@ -46,7 +48,7 @@ from db.repository import (
     set_watermark,
 )
 from db.session import session_scope
-from db.states import DocumentState, PageState, Pass
+from db.states import DocumentState, PageState, Pass, TextSource
 from workers.orchestration import Orchestrator
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,14 @@ class Claimed:
     ingest: list[int] = field(default_factory=list)  # document ids
     classify: list[int] = field(default_factory=list)  # page ids
     full_depth: list[int] = field(default_factory=list)  # page ids
+    ocr: list[int] = field(default_factory=list)  # page ids: OCR, then full depth
     documents: int = 0  # documents with any work
 
     def extend(self, other: Claimed) -> None:
         self.ingest += other.ingest
         self.classify += other.classify
         self.full_depth += other.full_depth
+        self.ocr += other.ocr
         self.documents += other.documents
 
 
@@ -168,14 +172,17 @@ def _claim_chunk(s: Session, q: BacklogQuery, doc_ids: list[int], budget: int | 
         Page.document_id.in_(doc_ids), or_(*page_cond))).all()
 
     full: list[tuple[int, int]] = []
+    unread: set[int] = set()  # answered without OCR: OCR first
     if q.reclassify_below is not None:
         final = final_prediction_select(q.model_version).subquery("final")
-        full = [(int(p), int(d)) for p, d in s.execute(
-            select(Page.id, Page.document_id)
+        rows = s.execute(
+            select(Page.id, Page.document_id, Page.text_source)
             .join(final, final.c.page_id == Page.id)
             .where(Page.document_id.in_(doc_ids), Page.state == PageState.DONE.value,
                    final.c.pass_name == Pass.EARLY.value,
-                   final.c.confidence < q.reclassify_below))]
+                   final.c.confidence < q.reclassify_below)).all()
+        full = [(int(p), int(d)) for p, d, _ in rows]
+        unread = {int(p) for p, _, src in rows if src == TextSource.OCR_AVOIDED.value}
 
     with_work = sorted(ingest | {d for _, d, _ in classify} | {d for _, d in full})
     if budget is not None:
@@ -185,7 +192,9 @@ def _claim_chunk(s: Session, q: BacklogQuery, doc_ids: list[int], budget: int | 
     out.ingest = sorted(i for i in ingest if i in keep)
     classify_ids = sorted({int(p) for p, d, _ in classify if d in keep})
     full_ids = sorted({p for p, d in full if d in keep} - set(classify_ids))
-    out.classify, out.full_depth = classify_ids, full_ids
+    out.classify = classify_ids
+    out.full_depth = [p for p in full_ids if p not in unread]
+    out.ocr = [p for p in full_ids if p in unread]
 
     # Claim: fresh updated_at on what stays put, DONE -> PENDING / REROUTED for what is redone,
     # and the document back to INGESTED so it is finished again when its pages are.
@@ -193,6 +202,7 @@ def _claim_chunk(s: Session, q: BacklogQuery, doc_ids: list[int], budget: int | 
         mark_document(s, doc_id, DocumentState.RECEIVED, only_from=(DocumentState.RECEIVED,))
     mark_pages(s, out.classify, PageState.PENDING, only_from=(PageState.PENDING, PageState.DONE))
     mark_pages(s, out.full_depth, PageState.REROUTED, only_from=(PageState.DONE,))
+    mark_pages(s, out.ocr, PageState.OCR_QUEUED, only_from=(PageState.DONE,))
     redone = {d for _, d, st in classify if d in keep and st == PageState.DONE.value}
     redone |= {d for p, d in full if d in keep and p in set(full_ids)}
     for doc_id in sorted(redone):
@@ -275,7 +285,7 @@ def send_new(doc_ids: Sequence[int], enqueue: Orchestrator, pacer: Pacer,
 
 
 def _last_claimed(got: Claimed, s: Session) -> int:
-    page_ids = got.classify + got.full_depth
+    page_ids = got.classify + got.full_depth + got.ocr
     docs = set(got.ingest)
     if page_ids:
         docs |= set(s.execute(select(Page.document_id).where(Page.id.in_(page_ids))).scalars())
@@ -287,7 +297,8 @@ def _send(enqueue: Orchestrator, pacer: Pacer, got: Claimed, message_pages: int)
         pacer.admit("ingest")
         enqueue.ingest([doc_id])
     for queue, ids, send in (("classify", got.classify, enqueue.classify),
-                             ("full_depth", got.full_depth, enqueue.full_depth)):
+                             ("full_depth", got.full_depth, enqueue.full_depth),
+                             ("ocr", got.ocr, enqueue.ocr)):
         for start in range(0, len(ids), message_pages):
             pacer.admit(queue)
             send(ids[start:start + message_pages])

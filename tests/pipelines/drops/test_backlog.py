@@ -33,6 +33,7 @@ class Recorder:
         self.ingested: list[int] = []
         self.classified: list[int] = []
         self.deep: list[int] = []
+        self.ocred: list[int] = []
         self.messages = 0
 
     def ingest(self, doc_ids: Sequence[int]) -> None:
@@ -45,6 +46,10 @@ class Recorder:
 
     def full_depth(self, page_ids: Sequence[int]) -> None:
         self.deep += page_ids
+        self.messages += 1
+
+    def ocr(self, page_ids: Sequence[int]) -> None:
+        self.ocred += page_ids
         self.messages += 1
 
     def drain(self) -> None:
