@@ -32,7 +32,8 @@ LOW_CONFIDENCE = "low_confidence"
 @dataclass(frozen=True)
 class ReviewItem:
     """One page as the reviewer sees it. `early_*`/`full_*` are None when that pass has no row
-    for the page's newest model version; `kind` is None for a page outside the queue."""
+    for the page's newest model version; `kind` says why the queue lists the page (or would,
+    were it not labelled): None for a page it never lists (confident, no disagreement)."""
 
     page_id: int
     document_id: int
