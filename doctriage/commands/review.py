@@ -42,6 +42,9 @@ def review(args: ReviewArguments) -> None:
         raise fail(f"--below must be in (0, 1], got {below}")
     if not 0 <= args.port <= 65535:
         raise fail(f"--port must be in 0..65535, got {args.port}")
+    who = args.who or getpass.getuser()
+    if not who.strip() or len(who) > 128:
+        raise fail("--who must be 1 to 128 characters")
     token = settings.review_token.get_secret_value() if settings.review_token else None
     from doctriage.review.guard import is_loopback
 
@@ -54,7 +57,7 @@ def review(args: ReviewArguments) -> None:
 
     config = ReviewConfig(
         sessions=wiring.store(settings), artifacts=wiring.artifact_store(settings),
-        who=args.who or getpass.getuser(), below=below,
+        who=who, below=below,
         bundle_labels=_bundle_labels(args.model), token=token, host=args.host,
     )
     try:
