@@ -47,6 +47,7 @@ COMMAND_MODULES = [
     "retry",
     "watch",
     "backlog",
+    "review",
 ]
 
 

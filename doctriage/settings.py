@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.options import IngestOptions
@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # Off by default: Flower switches workers' events on itself (its enable_events option).
     task_events: bool = _QUEUE["task_events"]
     log_level: str = "INFO"
+    # `doctriage review`: required to serve on a host other than loopback, then asked of every
+    # request (ARCHITECTURE.md, "Review page"); a SecretStr so no repr or log shows it.
+    review_token: SecretStr | None = None
 
     @property
     def resolved_database_url(self) -> str:

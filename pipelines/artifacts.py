@@ -154,6 +154,21 @@ def decode_page(data: bytes) -> Page:
     )
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def raster_png(data: bytes) -> bytes:
+    """The stored raster's PNG bytes as they are (no decoding: what a viewer shows); ValueError
+    when the artifact is of another version or holds no PNG."""
+    doc = json.loads(data)
+    if doc.get("version") != ARTIFACT_VERSION:
+        raise ValueError(f"unsupported page artifact version {doc.get('version')!r}")
+    png = base64.b64decode(doc["raster_png"], validate=True)
+    if not png.startswith(PNG_SIGNATURE):
+        raise ValueError("page artifact raster is not a PNG")
+    return png
+
+
 def open_artifact_store(url: str) -> ArtifactStore:
     """A store from a settings URL: a local folder (path or file://). S3 is added by its owner."""
     if url.startswith("file://"):

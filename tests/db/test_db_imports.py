@@ -9,7 +9,7 @@ from tests.importkit import top_level_modules_after
 def test_db_imports_nothing_above_it() -> None:
     loaded = top_level_modules_after(
         "db", "db.models", "db.states", "db.session", "db.repository", "db.audit",
-        "db.audit_loss",
+        "db.audit_loss", "db.review",
     )
     assert "db" in loaded
     assert loaded.isdisjoint({"doctriage", "workers", "pipelines", "classifier", "celery", "torch"})

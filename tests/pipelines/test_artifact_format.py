@@ -3,11 +3,14 @@ encoding a page writes the same JSON layout: stored artifacts outlive the code t
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
+import pytest
 from PIL import Image
 
-from pipelines.artifacts import decode_page, encode_page
+from pipelines.artifacts import decode_page, encode_page, raster_png
 from pipelines.page_content import Page
 
 # Written by the encoder of commit d1fa133 (before `Page`): a 4x3 red raster, two words.
@@ -43,3 +46,15 @@ def test_encoding_writes_the_stored_layout_and_nothing_extraction_adds() -> None
     # The PNG's bytes depend on the zlib build; its pixels do not.
     assert decode_page(data).image.tobytes() == decode_page(STORED).image.tobytes()
     assert data.startswith(STORED[: STORED.index(b'"raster_png"')])
+
+
+def test_the_stored_raster_is_read_without_decoding_it() -> None:
+    png = raster_png(STORED)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert Image.open(io.BytesIO(png)).size == (4, 3)
+    assert png == base64.b64decode(json.loads(STORED)["raster_png"])  # the bytes as stored
+    stored = json.loads(STORED)
+    for bad in ({**stored, "version": 2}, {**stored, "raster_png": "R0lGODlh"},
+                {**stored, "raster_png": "not base64!"}):
+        with pytest.raises(ValueError):
+            raster_png(json.dumps(bad).encode())
