@@ -68,33 +68,52 @@ def create_app(config: ReviewConfig) -> Starlette:
         autoescape=True,  # every template, whatever its name: stored values are never markup
         undefined=jinja2.StrictUndefined,
     )
-    templates = Jinja2Templates(env=env)
+    pages = _ReviewRoutes(config, guard, Jinja2Templates(env=env))
+    routes = [
+        Route("/", pages.home),
+        Route("/next", pages.next_page),
+        Route("/page/{page_id:int}", pages.page),
+        Route("/page/{page_id:int}/image.png", pages.image),
+        Route("/page/{page_id:int}/label", pages.label, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, guard=guard)])
 
-    def read(work: Any) -> Any:
-        with session_scope(config.sessions) as s:
+
+class _ReviewRoutes:
+    """The route handlers, sharing the config, the guard and the templates."""
+
+    def __init__(self, config: ReviewConfig, guard: Guard, templates: Jinja2Templates) -> None:
+        self.config, self.guard, self.templates = config, guard, templates
+
+    def _read(self, work: Any) -> Any:
+        with session_scope(self.config.sessions) as s:
             return work(s)
 
-    async def home(request: Request) -> Response:
-        return await _go_next(request, None)
+    async def home(self, request: Request) -> Response:
+        return await self._go_next(request, None)
 
-    async def next_page(request: Request) -> Response:
+    async def next_page(self, request: Request) -> Response:
         after = request.query_params.get("after")
-        return await _go_next(request, int(after) if after and after.isdigit() else None)
+        return await self._go_next(request, int(after) if after and after.isdigit() else None)
 
-    async def _go_next(request: Request, after: int | None) -> Response:
+    async def _go_next(self, request: Request, after: int | None) -> Response:
+        below = self.config.below
+
         def work(s: Session) -> tuple[review.ReviewItem | None, dict[str, int]]:
-            return review.next_item(s, config.below, after), review.queue_counts(s, config.below)
+            return review.next_item(s, below, after), review.queue_counts(s, below)
 
-        found, counts = await run_in_threadpool(read, work)
+        found, counts = await run_in_threadpool(self._read, work)
         if found is not None:
             return RedirectResponse(f"/page/{found.page_id}", status_code=303)
-        return templates.TemplateResponse(
-            request, "done.html", {"counts": counts, "below": config.below, "who": config.who},
+        return self.templates.TemplateResponse(
+            request, "done.html", {"counts": counts, "below": below, "who": self.config.who},
             headers={"Cache-Control": "no-store"},
         )
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         page_id = request.path_params["page_id"]
+        config = self.config
 
         def work(s: Session) -> dict[str, Any] | None:
             found = review.item(s, page_id, config.below)
@@ -107,32 +126,32 @@ def create_app(config: ReviewConfig) -> Starlette:
                 "choices": label_choices(config.bundle_labels, review.labels_seen(s)),
             }
 
-        context = await run_in_threadpool(read, work)
+        context = await run_in_threadpool(self._read, work)
         if context is None:
             return PlainTextResponse(f"no predicted page with id {page_id}", status_code=404)
-        session, new = guard.session(request)
+        session, new = self.guard.session(request)
         context.update(
-            name=name_of(context["item"].source_uri), csrf=guard.csrf_token(session),
+            name=name_of(context["item"].source_uri), csrf=self.guard.csrf_token(session),
             csrf_field=CSRF_FIELD, below=config.below, who=config.who,
         )
-        response = templates.TemplateResponse(request, "page.html", context,
-                                              headers={"Cache-Control": "no-store"})
+        response = self.templates.TemplateResponse(request, "page.html", context,
+                                                   headers={"Cache-Control": "no-store"})
         if new:
-            guard.set_session(response, session)
+            self.guard.set_session(response, session)
         return response
 
-    async def image(request: Request) -> Response:
+    async def image(self, request: Request) -> Response:
         page_id = request.path_params["page_id"]
 
         def ref(s: Session) -> str | None:
             found = repository.get_page(s, page_id)
             return found.artifact_ref if found is not None else None
 
-        key = await run_in_threadpool(read, ref)
+        key = await run_in_threadpool(self._read, ref)
         if key is None:
             return PlainTextResponse("no stored raster for this page", status_code=404)
         try:
-            png = raster_png(await run_in_threadpool(config.artifacts.get, key))
+            png = raster_png(await run_in_threadpool(self.config.artifacts.get, key))
         except ArtifactNotFound:
             return PlainTextResponse("the page's artifact is missing", status_code=404)
         except (ValueError, KeyError, TypeError):
@@ -141,36 +160,27 @@ def create_app(config: ReviewConfig) -> Starlette:
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
-    async def label(request: Request) -> Response:
+    async def label(self, request: Request) -> Response:
         page_id = request.path_params["page_id"]
         form = await request.form()
-        if not guard.csrf_ok(request, form.get(CSRF_FIELD)):
+        if not self.guard.csrf_ok(request, form.get(CSRF_FIELD)):
             return PlainTextResponse("forbidden: missing or wrong CSRF token", status_code=403)
         chosen = form.get("label")
         if not isinstance(chosen, str) or not chosen.strip() or len(chosen) > MAX_LABEL_CHARS:
             return PlainTextResponse("bad request: no label", status_code=400)
-
-        def write(s: Session) -> str | None:
-            if repository.get_page(s, page_id) is None:
-                return f"no page with id {page_id}"
-            allowed = {lab for _, lab in label_choices(config.bundle_labels,
-                                                        review.labels_seen(s))}
-            if chosen not in allowed:
-                return "not a label of the model or its predictions"
-            repository.add_human_label(s, page_id, chosen, config.who)
-            return None
-
-        problem = await run_in_threadpool(read, write)
+        problem = await run_in_threadpool(self._read,
+                                          lambda s: self._write_label(s, page_id, chosen))
         if problem is not None:
             return PlainTextResponse(f"bad request: {problem}", status_code=400)
         return RedirectResponse(f"/next?after={page_id}", status_code=303)
 
-    routes = [
-        Route("/", home),
-        Route("/next", next_page),
-        Route("/page/{page_id:int}", page),
-        Route("/page/{page_id:int}/image.png", image),
-        Route("/page/{page_id:int}/label", label, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ]
-    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, guard=guard)])
+    def _write_label(self, s: Session, page_id: int, chosen: str) -> str | None:
+        """Writes the label; returns what is wrong with the request instead, if anything."""
+        if repository.get_page(s, page_id) is None:
+            return f"no page with id {page_id}"
+        allowed = {lab for _, lab in label_choices(self.config.bundle_labels,
+                                                    review.labels_seen(s))}
+        if chosen not in allowed:
+            return "not a label of the model or its predictions"
+        repository.add_human_label(s, page_id, chosen, self.config.who)
+        return None

@@ -42,6 +42,8 @@ class Stored:
     full: str | None
     full_conf: float | None
     listed: bool
+    reason: str | None = None  # why full depth ran (or was asked for)
+    audit: bool = False  # drawn for the audit sample
 
     @property
     def suggested(self) -> str:
@@ -54,9 +56,10 @@ def _raster(text: str) -> Image.Image:
     return image
 
 
-def add_page(s: Session, artifacts: LocalArtifactStore, uri: str, number: int, spec: Stored,
-             *, reason: str | None = None, audit: bool = False) -> int:
+def add_page(s: Session, artifacts: LocalArtifactStore, uri: str, number: int,
+             spec: Stored) -> int:
     """One page of document `uri` with its artifact and predictions."""
+    reason, audit = spec.reason, spec.audit
     doc_id, _ = repo.register_document(s, uri, sha256=hashlib.sha256(uri.encode()).hexdigest())
     page = Page(number=number, width=850, height=1100, image=_raster(f"{uri} p{number}"),
                 words=["hello"], boxes=[(10, 10, 100, 40)], text_source="text_layer")
@@ -80,26 +83,26 @@ def add_page(s: Session, artifacts: LocalArtifactStore, uri: str, number: int, s
 def fill(sessions: sessionmaker[Session], artifacts: LocalArtifactStore) -> dict[int, Stored]:
     """24 pages in 6 documents: 20 to review (12 early/full disagreements, 8 below 0.6) and 4
     not (confident, agreeing, or already labelled). Returns each page's answers by id."""
-    specs: list[tuple[Stored, str | None, bool]] = []
+    specs: list[Stored] = []
     for i in range(12):  # disagreements: 8 drawn for the audit, 4 re-routed for low confidence
         audit = i < 8
-        specs.append((Stored(LABELS[i % 12], 0.9 if audit else 0.4, LABELS[(i + 3) % 12],
-                             0.7 + i / 100, True), "audit_sample" if audit else "low_confidence",
-                      audit))
+        specs.append(Stored(LABELS[i % 12], 0.9 if audit else 0.4, LABELS[(i + 3) % 12],
+                            0.7 + i / 100, True, "audit_sample" if audit else "low_confidence",
+                            audit))
     for i in range(4):  # low confidence, full pass still to run
-        specs.append((Stored(LABELS[i], 0.3 + i / 20, None, None, True), "low_confidence", False))
+        specs.append(Stored(LABELS[i], 0.3 + i / 20, None, None, True, "low_confidence"))
     for i in range(4):  # full depth agrees, but below the bar
-        specs.append((Stored(LABELS[i + 4], 0.45, LABELS[i + 4], 0.5 + i / 100, True),
-                      "low_confidence", False))
-    specs.append((Stored("memo", 0.95, None, None, False), None, False))  # confident
-    specs.append((Stored("memo", 0.97, None, None, False), None, False))
-    specs.append((Stored("invoice", 0.9, "invoice", 0.93, False), "audit_sample", True))
-    specs.append((Stored("letter", 0.9, "form", 0.8, False), "audit_sample", True))  # labelled
+        specs.append(Stored(LABELS[i + 4], 0.45, LABELS[i + 4], 0.5 + i / 100, True,
+                            "low_confidence"))
+    specs.append(Stored("memo", 0.95, None, None, False))  # confident
+    specs.append(Stored("memo", 0.97, None, None, False))
+    specs.append(Stored("invoice", 0.9, "invoice", 0.93, False, "audit_sample", True))
+    specs.append(Stored("letter", 0.9, "form", 0.8, False, "audit_sample", True))  # labelled
     out: dict[int, Stored] = {}
     with session_scope(sessions) as s:
-        for n, (spec, reason, audit) in enumerate(specs):
+        for n, spec in enumerate(specs):
             uri = f"file:///srv/drops/batch-{n // 4}.pdf"
-            out[add_page(s, artifacts, uri, n % 4 + 1, spec, reason=reason, audit=audit)] = spec
+            out[add_page(s, artifacts, uri, n % 4 + 1, spec)] = spec
         labelled = max(out)
         repo.add_human_label(s, labelled, "form", "earlier-reviewer")
     return out

@@ -5,9 +5,10 @@ with its raster and answers, every label written to human_labels, then nothing l
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import pytest
-from reviewkit import LABELS, RASTER, serving
+from reviewkit import LABELS, RASTER, Stored, serving
 from sqlalchemy import select
 
 from db import review
@@ -33,10 +34,57 @@ def _chromium():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_label_twenty_pages_with_keys_and_clicks(review_store) -> None:
+def _shows_the_store(browser: Any, spec: Stored) -> None:
+    """What the page shows is what the store holds, its raster loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    body = browser.find_element(By.TAG_NAME, "body")
+    assert body.get_attribute("data-suggested") == spec.suggested
+    early = browser.find_element(By.CSS_SELECTOR, "#early-answer .label").text
+    full = browser.find_element(By.CSS_SELECTOR, "#full-answer .label").text
+    assert early == spec.early
+    assert full == (spec.full if spec.full is not None else "not run")
+    assert f"{spec.early_conf:.3f}" in browser.find_element(By.ID, "answers").text
+    assert "batch-" in browser.find_element(By.ID, "document").text
+    loaded = "return document.getElementById('page-image').complete"
+    WebDriverWait(browser, 10).until(lambda b: b.execute_script(loaded))
+    size = browser.execute_script("const i = document.getElementById('page-image');"
+                                  "return [i.naturalWidth, i.naturalHeight];")
+    assert tuple(size) == RASTER
+
+
+def _answer(browser: Any, i: int, spec: Stored) -> str:
+    """Four ways to answer, in turn: Enter, a label's key, a click on a label, a click on
+    "confirm early" (or on the suggestion when early is the same). Returns the label chosen."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+
+    way = i % 4
+    if way == 0:
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        return spec.suggested
+    if way == 1:
+        k = (5, 9, 10, 11, 0)[i // 4]  # keys 6, 0, a, b, 1
+        ActionChains(browser).send_keys(LABEL_KEYS[k]).perform()
+        return LABELS[k]
+    if way == 2:
+        choice = LABELS[(i + 7) % len(LABELS)]
+        browser.find_element(By.CSS_SELECTOR, f'#labels button[value="{choice}"]').click()
+        return choice
+    early_button = browser.find_elements(By.ID, "confirm-early")
+    if spec.full is not None and spec.full != spec.early:
+        assert early_button
+        early_button[0].click()
+        return str(spec.early)
+    assert not early_button
+    browser.find_element(By.ID, "confirm").click()
+    return spec.suggested
+
+
+def test_label_twenty_pages_with_keys_and_clicks(review_store) -> None:
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     sessions, artifacts, stored = review_store
@@ -61,49 +109,8 @@ def test_label_twenty_pages_with_keys_and_clicks(review_store) -> None:
                 assert "token" not in browser.current_url
                 spec = stored[page_id]
                 seen.append(page_id)
-                # What the page shows is what the store holds.
-                assert body.get_attribute("data-suggested") == spec.suggested
-                early = browser.find_element(By.CSS_SELECTOR, "#early-answer .label").text
-                full = browser.find_element(By.CSS_SELECTOR, "#full-answer .label").text
-                assert early == spec.early
-                assert full == (spec.full if spec.full is not None else "not run")
-                assert f"{spec.early_conf:.3f}" in browser.find_element(By.ID, "answers").text
-                assert "batch-" in browser.find_element(By.ID, "document").text
-                size = browser.execute_script(
-                    "const i = document.getElementById('page-image');"
-                    "return i.complete ? [i.naturalWidth, i.naturalHeight] : null;")
-                if size is None:  # still loading: wait for it
-                    WebDriverWait(browser, 10).until(lambda b: b.execute_script(
-                        "return document.getElementById('page-image').complete"))
-                    size = browser.execute_script(
-                        "const i = document.getElementById('page-image');"
-                        "return [i.naturalWidth, i.naturalHeight];")
-                assert tuple(size) == RASTER
-                # Four ways to answer, in turn: Enter, a label's key, a click on a label, a
-                # click on "confirm early" (or on the suggestion when early is the same).
-                way = i % 4
-                if way == 0:
-                    ActionChains(browser).send_keys(Keys.ENTER).perform()
-                    expected[page_id] = spec.suggested
-                elif way == 1:
-                    k = (5, 9, 10, 11, 0)[i // 4]  # keys 6, 0, a, b, 1
-                    ActionChains(browser).send_keys(LABEL_KEYS[k]).perform()
-                    expected[page_id] = LABELS[k]
-                elif way == 2:
-                    choice = LABELS[(i + 7) % len(LABELS)]
-                    browser.find_element(
-                        By.CSS_SELECTOR, f'#labels button[value="{choice}"]').click()
-                    expected[page_id] = choice
-                else:
-                    early_button = browser.find_elements(By.ID, "confirm-early")
-                    if spec.full is not None and spec.full != spec.early:
-                        assert early_button
-                        early_button[0].click()
-                        expected[page_id] = str(spec.early)
-                    else:
-                        assert not early_button
-                        browser.find_element(By.ID, "confirm").click()
-                        expected[page_id] = spec.suggested
+                _shows_the_store(browser, spec)
+                expected[page_id] = _answer(browser, i, spec)
                 WebDriverWait(browser, 10).until(
                     lambda b, old=str(page_id): b.execute_script(
                         "return document.body && document.body.dataset.pageId") != old)

@@ -114,8 +114,8 @@ def test_stored_strings_are_escaped(review_store) -> None:
     sessions, artifacts, _ = review_store
     with session_scope(sessions) as s:
         pid = add_page(s, artifacts, HOSTILE_URI, 1,
-                       Stored(HOSTILE_LABEL, 0.9, HOSTILE_FULL, 0.8, True),
-                       reason="audit_sample", audit=True)
+                       Stored(HOSTILE_LABEL, 0.9, HOSTILE_FULL, 0.8, True, "audit_sample",
+                              True))
     with serving(_config(review_store, token=TOKEN)) as base:
         auth = {AUTH_COOKIE: request(f"{base}/?token={TOKEN}").cookies()[AUTH_COOKIE]}
         page = request(f"{base}/page/{pid}", cookies=auth)
