@@ -246,6 +246,7 @@ def _split_labelled(labelled: list[tuple[LabelledPage, Page]], known: Sequence[s
             pages = by_doc[int(entry.key.removeprefix("store:"))]
             target.add([p for _, p in pages], [r.label for r, _ in pages])
     parts.held_out_documents = sorted(int(d.key.removeprefix("store:")) for d in held)
+    # fine_tune and calibration grow by DATA's pages when a folder is named (_add_folder)
     parts.counts = {"labelled": len(labelled), "fine_tune": len(parts.fine_tune.pages),
                     "calibration": len(parts.calibration.pages),
                     "held_out": len(parts.held_out.pages)}
@@ -277,7 +278,8 @@ def _add_folder(options: StoreTrainOptions, model: EarlyExitModel, parts: _Parts
     for target, chosen in ((parts.fine_tune, train_docs), (parts.calibration, val_docs)):
         pages = load_split_pages(chosen, loading)
         target.add(pages, [label_of[p.doc_key] for p in pages])
-    parts.counts["folder_documents"] = len(docs)
+    parts.counts.update(folder_documents=len(docs), fine_tune=len(parts.fine_tune.pages),
+                        calibration=len(parts.calibration.pages))
     log(f"{options.data_dir}: {len(train_docs)} documents fine-tune, {len(val_docs)} calibrate")
 
 

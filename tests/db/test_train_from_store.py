@@ -105,9 +105,13 @@ def test_only_a_fine_tune_that_wins_replaces_the_served_bundle(labelled_store, t
     assert {p.name: p.read_bytes() for p in served.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "served"]
 
-    # The fine-tune's defaults: the held-out memos (labelled letters) are now letters.
-    res = train_cli("--from-store", "--model", str(served), "--out", str(served),
-                    "--threads", "1")
+    # The fine-tune's defaults, a DATA folder beside the labels: the held-out memos (labelled
+    # letters) are now letters.
+    data = tmp_path / "data"
+    for label in ("invoice", "email"):
+        write_documents(data / label, {label: 2})
+    res = train_cli(str(data), "--from-store", "--model", str(served), "--out", str(served),
+                    "--threads", "1", "--cache-dir", str(tmp_path / "cache"))
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     old, new = report["old"], report["new"]
@@ -123,7 +127,10 @@ def test_only_a_fine_tune_that_wins_replaces_the_served_bundle(labelled_store, t
     assert exits["metadata"]["fine_tune"]["from_version"] == old["version"]
     assert exits["label_names"] == json.loads(
         (SHIPPED_BUNDLE / "exits.json").read_text())["label_names"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "served"]  # no staging left
+    assert report["pages"]["folder_documents"] == len(list(data.rglob("*.pdf")))
+    assert report["pages"]["fine_tune"] + report["pages"]["calibration"] > 20 - 6
+    # no staging folder left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "docs", "served"]
 
 
 def store_scribbled_pages(labels: list[str]) -> None:
