@@ -105,7 +105,8 @@ class TrainArguments:
 
 @takes_arguments(TrainArguments)
 def train(args: TrainArguments) -> None:
-    """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
+    """Train the early-exit classifier, fit temperatures and thresholds, write the bundle
+    (--from-store: fine-tune the current bundle on the store's human-labelled pages)."""
     from doctriage.settings import get_settings
     from doctriage.wiring import ingest_options
 
