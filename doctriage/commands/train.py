@@ -1,7 +1,10 @@
 """`doctriage train DATA --out MODEL_DIR`: train, calibrate and save an early-exit bundle.
+`doctriage train [DATA] --from-store --out MODEL_DIR`: fine-tune the current bundle on the
+store's human-labelled pages (and DATA, if given); written only if it is at least as accurate.
 
 The command parses its arguments into one `BundleTrainOptions` and calls
-`doctriage.bundle_training.train_bundle` with it."""
+`doctriage.bundle_training.train_bundle` with it (with --from-store: one `StoreTrainOptions`,
+`doctriage.store_training.fine_tune_from_store`)."""
 
 from __future__ import annotations
 
@@ -19,9 +22,20 @@ from doctriage.commands._options import Budget, CacheDir, Delta, Threads, Worker
 if TYPE_CHECKING:  # loads torch: imported in train() once the arguments are known to be usable
     from doctriage.bundle_training import BundleTrainOptions
 
-Data = Annotated[Path, typer.Argument(
-    help="Folder with manifest.csv (path,label) or one sub-folder per class.")]
-Out = Annotated[Path, typer.Option("--out", help="Bundle directory to write.")]
+Data = Annotated[Path | None, typer.Argument(
+    help="Folder with manifest.csv (path,label) or one sub-folder per class (with --from-store: "
+    "optional, trained on beside the labelled pages).")]
+Out = Annotated[Path, typer.Option("--out", help=(
+    "Bundle directory to write (with --from-store: only if the new bundle wins; a bundle "
+    "already there, e.g. the served one, is replaced)."))]
+FromStore = Annotated[bool, typer.Option("--from-store", help=(
+    "Fine-tune the current bundle (--model, else DOCTRIAGE_MODEL_DIR, else the default) on "
+    "the store's human-labelled pages; exit 1, writing nothing, unless the new bundle is at "
+    "least as accurate (full depth and early exit) on the held-out labelled pages."))]
+Model = Annotated[Path | None, typer.Option("--model", help=(
+    "--from-store: the bundle to fine-tune (default: the one the settings point at)."))]
+HeldOut = Annotated[float, typer.Option("--held-out-fraction", help=(
+    "--from-store: share of labelled documents held out to compare old and new bundles."))]
 Config = Annotated[str, typer.Option("--config", help="Named backbone size: tiny, small, base.")]
 Backbone = Annotated[Path | None, typer.Option("--backbone", help=(
     "A LayoutLMv3 checkpoint directory (save_pretrained layout) instead of --config."))]
@@ -54,8 +68,11 @@ ScanCopies = Annotated[float, typer.Option("--scan-copies", help=(
 
 @dataclass(frozen=True)
 class TrainArguments:
-    data: Data
     out: Out
+    data: Data = None
+    from_store: FromStore = False
+    model: Model = None
+    held_out_fraction: HeldOut = 0.3
     config: Config = "small"
     backbone: Backbone = None
     placements: Placements = "every"
@@ -63,9 +80,11 @@ class TrainArguments:
     raster_epochs: Annotated[int, typer.Option("--raster-epochs", help=(
         "Epochs of the raster exit alone after the joint ones (minutes on realdocs)."))] = 20
     strategy: Strategy = "joint"
-    epochs: Annotated[int, typer.Option("--epochs")] = 10
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16
-    lr: Annotated[float, typer.Option("--lr")] = 5e-4
+    # None: the mode's default (train: 10 epochs, batch 16, lr 5e-4; --from-store: a
+    # fine-tune's, doctriage.store_training.FINE_TUNE: 5 epochs, batch 8, lr 1e-4)
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None
+    lr: Annotated[float | None, typer.Option("--lr")] = None
     max_minutes: MaxMinutes = None
     seed: Annotated[int, typer.Option("--seed")] = 0
     val_fraction: ValFraction = 0.2
@@ -86,11 +105,18 @@ class TrainArguments:
 
 @takes_arguments(TrainArguments)
 def train(args: TrainArguments) -> None:
-    """Train the early-exit classifier, fit temperatures and thresholds, write the bundle."""
+    """Train the early-exit classifier, fit temperatures and thresholds, write the bundle
+    (--from-store: fine-tune the current bundle on the store's human-labelled pages)."""
     from doctriage.settings import get_settings
     from doctriage.wiring import ingest_options
 
+    args = _with_mode_defaults(args)
     _check_arguments(args)
+    if args.from_store:
+        _from_store(args)
+        return
+    if args.data is None:
+        raise fail("DATA is required (or --from-store)")
     if args.resume and not (args.out / "checkpoint" / "train_state.json").exists():
         raise fail(f"--resume: no checkpoint in {args.out / 'checkpoint'}")
     set_torch_threads(args.threads)
@@ -114,6 +140,54 @@ def train(args: TrainArguments) -> None:
 
         tune_malloc()
     typer.echo(json.dumps(summary(run_training(options)), indent=2))
+
+
+def _with_mode_defaults(args: TrainArguments) -> TrainArguments:
+    """epochs, batch size and lr left out take the mode's default: a training's or a
+    fine-tune's (the numbers as in doctriage.store_training.FINE_TUNE; torch not loaded)."""
+    fine = args.from_store
+    defaults = {"epochs": 5 if fine else 10, "batch_size": 8 if fine else 16,
+                "lr": 1e-4 if fine else 5e-4}
+    return dataclasses.replace(args, **{k: v for k, v in defaults.items()
+                                        if getattr(args, k) is None})
+
+
+def _from_store(args: TrainArguments) -> None:
+    """--from-store: build the options and the store, call fine_tune_from_store once; print
+    the comparison; exit 1 with the reason when the new bundle is not written."""
+    from doctriage.settings import get_settings
+    from doctriage.wiring import WiringError, artifact_store, ingest_options, model_dir, store
+
+    if not 0 < args.held_out_fraction < 1:
+        raise fail("--held-out-fraction must be in (0, 1)")
+    set_torch_threads(args.threads)
+    settings = get_settings()
+    try:
+        bundle = model_dir(settings, args.model, build_default=False)
+        sessions = store(settings)
+        artifacts = artifact_store(settings)
+    except WiringError as exc:
+        raise fail(str(exc)) from None
+    from classifier.bundle import BundleError
+    from classifier.training import TrainOptions
+    from doctriage.store_training import StoreTrainOptions, fine_tune_from_store
+    from pipelines.dataset import DatasetError
+
+    options = StoreTrainOptions(
+        bundle=bundle, out_dir=args.out, data_dir=args.data,
+        training=TrainOptions(**same_named(args, TrainOptions)),
+        held_out_fraction=args.held_out_fraction, val_fraction=args.val_fraction,
+        budget_points=args.budget, threshold_selection=args.selection, delta=args.delta,
+        cache_dir=args.cache_dir or settings.home / "cache" / "pages", workers=args.workers,
+        ingest=ingest_options(settings))
+    try:
+        result = fine_tune_from_store(options, sessions, artifacts)
+    except (DatasetError, BundleError, ValueError, OSError) as exc:
+        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    typer.echo(json.dumps(result.report, indent=2))
+    typer.echo(result.reason, err=True)
+    if not result.promoted:
+        raise typer.Exit(1)
 
 
 def same_named(args: TrainArguments, options: type) -> dict[str, Any]:
