@@ -317,16 +317,20 @@ def _fine_tune(model: EarlyExitModel, parts: _Parts, options: StoreTrainOptions,
     if selection["fallback"]:
         log(f"warning: {selection['note']}")
     if model.ocr_free:
-        record["ocr_free"] = _recalibrate_ocr_free(model, cal, cal_inputs, logits, y_cal, rule,
-                                                   log)
+        record["ocr_free"] = _recalibrate_ocr_free(model, cal, (cal_inputs, logits, y_cal),
+                                                   rule, log)
     return result.history, record
 
 
-def _recalibrate_ocr_free(model: EarlyExitModel, cal: _Part, inputs: dict[str, torch.Tensor],
-                          logits: torch.Tensor, labels: torch.Tensor, rule: ThresholdRule,
-                          log: Callable[[str], None]) -> dict[str, Any]:
-    """The OCR-free exit's temperature and threshold on the calibration pages that needed OCR;
-    with none, the exit is dropped (its old calibration no longer describes the weights)."""
+def _recalibrate_ocr_free(
+    model: EarlyExitModel, cal: _Part,
+    scored: tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor],
+    rule: ThresholdRule, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The OCR-free exit's temperature and threshold on the calibration pages that needed OCR
+    (`scored`: their inputs, every exit's logits, labels); with none, the exit is dropped (its
+    old calibration no longer describes the weights)."""
+    inputs, logits, labels = scored
     rows = torch.tensor([i for i, p in enumerate(cal.pages) if p.text_source == "ocr"],
                         dtype=torch.long)
     if not len(rows):
