@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+from browserkit import chromium
 
 from db import repository as repo
 from db.session import session_scope
@@ -168,21 +168,6 @@ def test_tables_say_which_pass(factory, report_store) -> None:
     assert len(captions) == len(FIGURES) and not set(captions) & set(alts)
 
 
-def _chromium():
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts)
-
-
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_report_renders_in_headless_chromium(
     factory, report_store, engine, tmp_path: Path, monkeypatch
@@ -200,7 +185,7 @@ def test_report_renders_in_headless_chromium(
     out = tmp_path / "report.html"
     res = CliRunner().invoke(app, ["audit", "report", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    browser = _chromium()
+    browser = chromium()
     try:
         browser.get(out.as_uri())
         assert browser.title == "doctriage audit report"

@@ -4,10 +4,9 @@ with its raster and answers, every label written to human_labels, then nothing l
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
-import pytest
+from browserkit import chromium
 from reviewkit import LABELS, RASTER, Stored, serving
 from sqlalchemy import select
 
@@ -17,21 +16,6 @@ from db.session import session_scope
 from doctriage.review.app import LABEL_KEYS, ReviewConfig
 
 TOKEN = "browser-test-token"
-
-
-def _chromium():
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 def _shows_the_store(browser: Any, spec: Stored) -> None:
@@ -94,7 +78,7 @@ def test_label_twenty_pages_with_keys_and_clicks(review_store) -> None:
     assert len(order) == 20
     config = ReviewConfig(sessions=sessions, artifacts=artifacts, who="browser-tester",
                           below=0.6, bundle_labels=LABELS, token=TOKEN)
-    browser = _chromium()
+    browser = chromium()
     try:
         with serving(config) as base:
             browser.get(f"{base}/?token=wrong")
