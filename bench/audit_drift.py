@@ -12,11 +12,19 @@ above `--budget`) and whether the interval covers the true disagreement (over al
 pages, known here because the simulation knows every full-depth answer); beside it, the biased
 figure a reader of the re-routes alone would get.
 
+Then, with `--tune-pages N` (0: skip), the re-tuning: N more pages of the same drift are
+stored the same way, `doctriage thresholds tune --apply`'s code (doctriage.policy_tuning.tune,
+on a two-exit model: the early answer and full depth) proposes and stores a threshold from
+their audit sample, and the threshold is applied to `--pages` fresh pages of the same drift,
+whose true disagreement (known to the simulation) is compared with the budget. The tuner needs
+460 sampled pages at a 0.5-point budget (delta 0.1), so N is about 460 / audit fraction.
+
     python -m bench.audit_drift [--runs 20] [--pages 5000] [--audit-fraction 0.02]
-        [--drift 0.05] [--budget 0.005] [--seed 0] [--out FILE]
+        [--drift 0.05] [--budget 0.005] [--tune-pages 25000] [--seed 0] [--out FILE]
 
 Prints JSON and writes bench/results/audit_drift.json (or --out). Goals (issue 17): flagged in
-at least 18 of 20 runs, covered in at least 19 of 20.
+at least 18 of 20 runs, covered in at least 19 of 20, and the tuned policy's disagreement back
+inside the budget.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 from sqlalchemy import and_, case, func, select
 
 from bench import harness
@@ -102,6 +111,54 @@ def reroutes_only(sessions: Any) -> float | None:
     return int(k or 0) / int(n) if n else None
 
 
+class TwoExitModel:
+    """What the tuner reads of a model, for the simulated one: two exits (the early answer
+    after the embeddings, full depth after layer 6), FLOPs growing with depth, and the loose
+    policy in force (everything exits early)."""
+
+    version = VERSION
+    label_names = CLASSES
+    num_stages = 2
+    exit_layers: ClassVar[list[int]] = [0, 6]
+    policy_spec: ClassVar[dict[str, Any]] = {"name": "max_softmax", "thresholds": [0.0, 0.0]}
+    metadata: ClassVar[dict[str, Any]] = {}
+
+    def stage_flops(self) -> list[float]:
+        return [0.05, 1.0]
+
+    def full_flops(self) -> float:
+        return 1.0
+
+
+def tune_and_check(index: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The re-tuning of one run (see the module docstring): the stored proposal, and the true
+    disagreement of fresh pages under it."""
+    from doctriage.policy_tuning import TuneOptions, TuneRefused, tune
+
+    seed = args.seed + index
+    engine = make_engine(f"sqlite:///{folder / f'tune-{index:02d}.db'}")
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        store_run(sessions, simulate(random.Random(seed + 10_000), args.tune_pages, args.drift),
+                  RerouteOptions(args.reroute_below, args.audit_fraction, seed + 10_000))
+        try:
+            report = tune(sessions, TwoExitModel(), TuneOptions(budget=args.budget, apply=True))
+        except TuneRefused as exc:
+            return {"tuned": False, "refused": str(exc)}
+    finally:
+        engine.dispose()
+    threshold = float(report["proposed"]["thresholds"][0])
+    fresh = simulate(random.Random(seed + 20_000), args.pages, args.drift)
+    # float32, as the serving runtime compares calibrated confidences
+    stays = [(e, f) for c, e, f in fresh if float(np.float32(c)) >= threshold]
+    after = sum(e != f for e, f in stays) / len(fresh)
+    return {"tuned": True, "sampled_pages": report["pages"], "threshold": threshold,
+            "stored": report["applied"]["stored"], "early_share_after": len(stays) / len(fresh),
+            "estimated_loss_after": report["proposed"]["loss"]["estimate"],
+            "true_disagreement_after": after, "inside_budget": after <= args.budget}
+
+
 def one_run(index: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     seed = args.seed + index
     answers = simulate(random.Random(seed), args.pages, args.drift)
@@ -120,8 +177,10 @@ def one_run(index: int, args: argparse.Namespace, folder: Path) -> dict[str, Any
         engine.dispose()
     truth = sum(e != f for _, e, f in answers) / len(answers)
     covered = total["lower"] is not None and total["lower"] <= truth <= total["upper"]
+    tuned = tune_and_check(index, args, folder) if args.tune_pages else None
     return {
-        "seed": seed, **counts, "sampled_pages": total["pages"], "differ": total["differ"],
+        "seed": seed, **counts, "tune": tuned, "sampled_pages": total["pages"],
+        "differ": total["differ"],
         "estimate": total["estimate"], "lower": total["lower"], "upper": total["upper"],
         "true_disagreement": truth, "flagged": audit_loss.over_budget(total, args.budget),
         "covered": covered, "reroutes_only_estimate": biased, "query_ms": round(query_ms, 2),
@@ -137,9 +196,11 @@ def main() -> int:
                    help="mean share of early answers that differ from full depth")
     p.add_argument("--budget", type=float, default=0.005)
     p.add_argument("--reroute-below", type=float, default=0.5)
+    p.add_argument("--tune-pages", type=int, default=25_000,
+                   help="pages whose audit sample the re-tuning reads (0: no re-tuning)")
     args = p.parse_args()
-    if args.runs < 1 or args.pages < 1:
-        raise harness.BadInput("--runs and --pages must be positive")
+    if args.runs < 1 or args.pages < 1 or args.tune_pages < 0:
+        raise harness.BadInput("--runs and --pages must be positive, --tune-pages >= 0")
     if not (0 < args.audit_fraction <= 1 and 0 <= args.drift <= 1 and 0 <= args.budget <= 1):
         raise harness.BadInput("--audit-fraction, --drift and --budget are shares (0-1)")
     run = harness.start(args, malloc=False)
@@ -147,6 +208,8 @@ def main() -> int:
         runs = [one_run(i, args, Path(tmp)) for i in range(args.runs)]
     flagged = sum(r["flagged"] for r in runs)
     covered = sum(r["covered"] for r in runs)
+    tuned = [r["tune"] for r in runs if r["tune"] is not None]
+    back_inside = sum(bool(t.get("inside_budget")) for t in tuned)
     out = {
         "bench": "audit_drift",
         "params": {k: v for k, v in vars(args).items() if k != "out"},
@@ -154,7 +217,11 @@ def main() -> int:
         "covered": covered,
         "goals": {"flagged_at_least": 18 * args.runs / 20, "covered_at_least": 19 * args.runs / 20,
                   "flagged_met": flagged >= 18 * args.runs / 20,
-                  "covered_met": covered >= 19 * args.runs / 20},
+                  "covered_met": covered >= 19 * args.runs / 20,
+                  "tuned_back_inside_budget": f"{back_inside} of {len(tuned)}" if tuned else None},
+        "tuned_back_inside_budget": back_inside if tuned else None,
+        "mean_true_disagreement_after_tune": _mean([t.get("true_disagreement_after")
+                                                    for t in tuned]) if tuned else None,
         "mean_sampled_pages": sum(r["sampled_pages"] for r in runs) / len(runs),
         "mean_true_disagreement": sum(r["true_disagreement"] for r in runs) / len(runs),
         "mean_reroutes_only_estimate": _mean([r["reroutes_only_estimate"] for r in runs]),

@@ -240,10 +240,19 @@ def _audit_drift(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
             assert run["lower"] <= run["estimate"] <= run["upper"]
             assert run["covered"] == (run["lower"] <= run["true_disagreement"] <= run["upper"])
             assert run["flagged"] == (run["lower"] > r["params"]["budget"])
+            # re-tuned on 2,000 pages' 25% sample at a 3-point budget: a stored threshold
+            # whose fresh pages' disagreement is what the simulation says
+            tune = run["tune"]
+            assert tune["tuned"] and tune["stored"] and tune["sampled_pages"] > 400
+            assert 0 < tune["threshold"] <= 1 and 0 < tune["early_share_after"] < 1
+            assert tune["inside_budget"] == (tune["true_disagreement_after"] <= 0.03)
         assert r["flagged"] == sum(run["flagged"] for run in r["runs"])
         assert r["covered"] == sum(run["covered"] for run in r["runs"])
+        assert r["tuned_back_inside_budget"] == sum(run["tune"]["inside_budget"]
+                                                    for run in r["runs"])
 
-    return ["--runs", "2", "--pages", "400", "--audit-fraction", "0.25", "--drift", "0.2"], check
+    return ["--runs", "2", "--pages", "400", "--audit-fraction", "0.25", "--drift", "0.2",
+            "--budget", "0.03", "--tune-pages", "2000"], check
 
 
 def _ocr_settings(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
