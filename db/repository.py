@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import Document, HumanLabel, Page, Prediction, Watermark, utcnow
-from db.states import PAGE_FINAL, DocumentState, FailureKind, PageState, Pass
+from db.states import PAGE_FINAL, DocumentState, FailureKind, PageState, Pass, TextSource
 
 # Rows per INSERT statement: far below SQLite's 32766 bound-parameter limit.
 _CHUNK = 500
@@ -569,6 +569,15 @@ def routing_of(s: Session, page_ids: Iterable[int], model_version: str) -> dict[
         p.c.page_id.in_(ids), p.c.model_version == model_version,
         p.c.pass_name == Pass.EARLY.value, p.c.full_depth_reason.is_not(None))
     return {int(pid): Routing(reason, bool(audit)) for pid, reason, audit in s.execute(query)}
+
+
+def settled_text_sources(s: Session, doc_id: int) -> dict[int, str]:
+    """Page number -> text source of the document's pages whose OCR question is settled: OCRed
+    (`ocr`) or answered without it (`ocr_avoided`)."""
+    query = select(Page.number, Page.text_source).where(
+        Page.document_id == doc_id,
+        Page.text_source.in_([TextSource.OCR.value, TextSource.OCR_AVOIDED.value]))
+    return {int(n): str(src) for n, src in s.execute(query)}
 
 
 def answered_ocr_free(s: Session, page_ids: Iterable[int], model_version: str) -> set[int]:

@@ -45,6 +45,7 @@ from db.repository import (
     record_predictions,
     routing_of,
     set_page_text,
+    settled_text_sources,
     touch_document,
     upsert_pages,
 )
@@ -190,14 +191,24 @@ class _PageWriter:
         self.rows: list[PageRecord] = []
         self.count = 0
         self.beat = time.monotonic()  # the claim just set updated_at
+        # A re-ingest (`doctriage retry`) of a document whose pages the deferred path already
+        # settled: page number -> text source (ocr, ocr_avoided), kept rather than re-deferred.
+        self.settled: dict[int, str] = {}
+        if ctx.defers_ocr:
+            with session_scope(ctx.sessions) as s:
+                self.settled = settled_text_sources(s, doc_id)
 
     def add(self, page: PageContent) -> None:
+        key = page_key(self.doc_id, page.number)
         if self.ctx.defers_ocr and page.text_source == TextSource.OCR.value:
             page.text_source = TextSource.AWAITING_OCR.value  # plan_pages: decided, not run
-        key = page_key(self.doc_id, page.number)
+            self._keep_settled(page, key)
         self.ctx.artifacts.put(key, encode_page(page, max_bytes=self.ctx.ingest.max_artifact_bytes))
+        source = page.text_source
+        if self.settled.get(page.number) == TextSource.OCR_AVOIDED.value:
+            source = TextSource.OCR_AVOIDED.value  # answered without OCR: it stays so
         self.rows.append(PageRecord(
-            number=page.number, text_source=page.text_source, word_count=len(page.words),
+            number=page.number, text_source=source, word_count=len(page.words),
             artifact_ref=key, width=page.width, height=page.height,
         ))
         self.count += 1
@@ -207,6 +218,18 @@ class _PageWriter:
                 self.flush(s)
                 touch_document(s, self.doc_id, DocumentState.INGESTING)  # the heartbeat
             self.beat = time.monotonic()
+
+    def _keep_settled(self, page: PageContent, key: str) -> None:
+        """A page OCRed before keeps its words (its row stays DONE: re-deferring would leave a
+        DONE page with none)."""
+        was = self.settled.get(page.number)
+        if was == TextSource.OCR.value:
+            try:
+                old = decode_page(self.ctx.artifacts.get(key))
+            except (ArtifactNotFound, ValueError, KeyError):
+                return  # nothing to keep: the page waits for OCR again
+            if old.text_source == TextSource.OCR.value:
+                page.words, page.boxes, page.text_source = old.words, old.boxes, was
 
     def flush(self, s: Session) -> None:
         if self.rows:

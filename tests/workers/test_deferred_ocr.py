@@ -362,3 +362,34 @@ def test_backlog_reclassify_of_an_ocr_free_answer_ocrs_it_before_full_depth(
     # run again: the final answers are full-depth ones now, nothing to do
     again = run_backlog(ctx.sessions, query, InProcessOrchestrator(ctx, runtime, ocr_workers=1))
     assert again.claimed.documents == 0 and len(_predictions(ctx)) == 2 * len(ids)
+
+
+def test_a_reingested_document_keeps_the_words_ocr_read_and_the_pages_it_avoided(
+        ctx_runtime, scans: Path) -> None:
+    """`doctriage retry` ingests a document again (FAILED -> RECEIVED): its pages stay DONE,
+    so the OCR-settled ones keep their words (or their `ocr_avoided`) instead of waiting for an
+    OCR that would never come."""
+    from db.repository import mark_document
+    from db.states import DocumentState
+
+    ctx, runtime = ctx_runtime
+    runtime.model.ocr_free = NO_PAGE_EXITS
+    ocred_doc = _register(ctx, scans / "letter-scan-2p.pdf")
+    ids = steps.ingest_document(ctx, ocred_doc).page_ids
+    steps.classify_pages(ctx, runtime, ids)
+    steps.ocr_pages(ctx, ids)
+    steps.classify_pages(ctx, runtime, ids)
+    runtime.model.ocr_free = EVERY_PAGE_EXITS
+    avoided_doc = _register(ctx, scans / "memo-scan-1p.pdf")
+    steps.classify_pages(ctx, runtime, steps.ingest_document(ctx, avoided_doc).page_ids)
+    before = {p.id: (p.state, p.text_source, p.word_count, ctx.artifacts.get(p.artifact_ref))
+              for d in (ocred_doc, avoided_doc) for p in _pages(ctx, d)}
+    assert {v[:2] for v in before.values()} == {("DONE", "ocr"), ("DONE", "ocr_avoided")}
+    for doc_id in (ocred_doc, avoided_doc):
+        with session_scope(ctx.sessions) as s:
+            mark_document(s, doc_id, DocumentState.RECEIVED)  # what retry's reset does
+        again = steps.ingest_document(ctx, doc_id)
+        assert again.page_ids == [] and _doc_state(ctx, doc_id) == "DONE"
+    after = {p.id: (p.state, p.text_source, p.word_count, ctx.artifacts.get(p.artifact_ref))
+             for d in (ocred_doc, avoided_doc) for p in _pages(ctx, d)}
+    assert after == before
