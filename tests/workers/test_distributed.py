@@ -116,3 +116,87 @@ def test_workers_classify_submitted_documents(
     assert result.exit_code == 0, result.output
     embedded = _labels(f"sqlite:///{home / 'doctriage.db'}")
     assert embedded == distributed
+
+
+def _text_sources(url: str) -> dict[tuple[str, int], str]:
+    engine = make_engine(url)
+    with session_scope(session_factory(engine)) as s:
+        rows = s.execute(select(Document.source_uri, Page.number, Page.text_source)
+                         .join(Page, Page.document_id == Document.id)).all()
+    engine.dispose()
+    return {(uri.rsplit("/", 1)[-1], number): src for uri, number, src in rows}
+
+
+def _ocr_free_confidences(url: str) -> list[float]:
+    engine = make_engine(url)
+    with session_scope(session_factory(engine)) as s:
+        conf = list(s.execute(select(Prediction.confidence)
+                              .where(Prediction.ocr_free.is_(True))).scalars())
+    engine.dispose()
+    return sorted(conf)
+
+
+def _run_embedded(folder: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DOCTRIAGE_HOME", str(home))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["run", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    return f"sqlite:///{home / 'doctriage.db'}"
+
+
+@pytest.mark.slow
+def test_distributed_run_avoids_ocr_for_the_same_pages_as_the_embedded_one(
+    tiny_bundle: Path, pg_url: str, redis_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deferred OCR with an OCR-free exit (the tiny bundle's, given a threshold between its
+    confidences on these scans): ingest + ocr + classify workers answer the same pages without
+    OCR as `doctriage run` does, and OCR the others."""
+    import shutil
+
+    from synthkit import scanned_pdf
+
+    docs = tmp_path / "scans"
+    docs.mkdir()
+    for i, (label, n) in enumerate([("letter", 2), ("memo", 1), ("invoice", 2), ("form", 1),
+                                    ("resume", 1), ("email", 1)]):
+        (docs / f"scan-{i}-{label}.pdf").write_bytes(scanned_pdf(label, n, "same-share"))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    exits = json.loads((bundle / "exits.json").read_text())
+
+    def with_threshold(t: float) -> None:
+        exits["ocr_free"] = {"temperature": 1.0, "threshold": t}
+        (bundle / "exits.json").write_text(json.dumps(exits))
+
+    for key in ("DOCTRIAGE_DATABASE_URL", "DOCTRIAGE_BROKER_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DOCTRIAGE_MODEL_DIR", str(bundle))
+    monkeypatch.setenv("DOCTRIAGE_REROUTE_BELOW", "0")
+    monkeypatch.setenv("DOCTRIAGE_AUDIT_FRACTION", "0")
+    with_threshold(0.0)  # every page answers: its OCR-free confidence is stored
+    conf = _ocr_free_confidences(_run_embedded(docs, tmp_path / "probe", monkeypatch))
+    assert len(conf) == 8
+    with_threshold((conf[3] + conf[4]) / 2)  # half of the pages exit
+    assert conf[4] - conf[3] > 1e-4  # far from float noise between batchings
+    embedded = _text_sources(_run_embedded(docs, tmp_path / "embedded", monkeypatch))
+    assert sorted(embedded.values()) == ["ocr"] * 4 + ["ocr_avoided"] * 4
+
+    env = worker_env(tmp_path / "home", pg_url, redis_url, bundle, reroute_below="0",
+                     audit_fraction="0", max_batch="4")
+    use_settings(monkeypatch, env)
+    logs = {q: tmp_path / f"{q}.log" for q in ("ingest", "ocr", "classify")}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["ingest"] = start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
+                                          logs["ingest"])
+        procs["ocr"] = start_doctriage(["worker", "--queues", "ocr", "-c", "1"], env, logs["ocr"])
+        procs["classify"] = start_doctriage(
+            ["worker", "--queues", "classify,full_depth", "-c", "1"], env, logs["classify"])
+        result = CliRunner().invoke(app, ["submit", str(docs)])
+        assert result.exit_code == 0, result.output
+        assert wait_until_final(pg_url, procs, logs, timeout_s=TIMEOUT_S) == ["DONE"] * 6
+    finally:
+        for p in procs.values():
+            stop_process(p)
+    assert _text_sources(pg_url) == embedded
