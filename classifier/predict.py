@@ -152,13 +152,18 @@ def predict_rows(
 
 @dataclass(frozen=True)
 class PressureMode:
-    """The cheaper exit policy a runtime decides with while `active()` says the workers are
-    under backlog pressure (workers/pressure.py's gauge: cheap, cached), and its version
-    (`policy_version(..., pressure=True)`, ending `+pressure`)."""
+    """When a runtime is under backlog pressure (`active()`: workers/pressure.py's gauge,
+    cheap, cached) and the cheaper exit policy it then decides with: `load()` gives it and its
+    version (`policy_version(..., pressure=True)`, ending `+pressure`), or None when there is
+    none. Called once, at the first classify under pressure, never while the runtime is built
+    (a worker builds it under workers.context's lock, and a derived policy reads the store)."""
 
-    policy: ExitPolicy
-    version: str
     active: Callable[[], bool]
+    load: Callable[[], tuple[ExitPolicy, str] | None]
+
+    @classmethod
+    def of(cls, policy: ExitPolicy, version: str, active: Callable[[], bool]) -> PressureMode:
+        return cls(active, lambda: (policy, version))
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,8 @@ class ClassifyRuntime:
         self._normal: tuple[ExitPolicy, str] = (model_policy(model), self.policy_version)
         self.pressure = pressure
         self.under_pressure = False
+        self._pressure_policy: tuple[ExitPolicy, str] | None = None
+        self._pressure_loaded = False
         self._swap = threading.Lock()
         self.early.set_decider(self.early.decide, early_exit=self.early.early_exit,
                                name=self.policy_version)
@@ -237,10 +244,23 @@ class ClassifyRuntime:
             if now == self.under_pressure:
                 return False
             self.under_pressure = now
-            policy, version = ((self.pressure.policy, self.pressure.version) if now
-                               else self._normal)
-            self._decide_with(policy, version)
-        log.info("backlog pressure %s: exit policy %s", "on" if now else "off", version)
+            if now and not self._pressure_loaded:
+                try:
+                    self._pressure_policy = self.pressure.load()
+                except Exception as exc:  # the store down: serve on, try at the next classify
+                    log.warning("cannot load the pressure exit policy (%s: %s); keeping %s",
+                                type(exc).__name__, " ".join(str(exc).split())[:300],
+                                self._normal[1])
+                    self.under_pressure = False
+                    return False
+                self._pressure_loaded = True
+            chosen = self._pressure_policy if now else self._normal
+            if chosen is None:  # no pressure policy to be had: the normal one decides on
+                log.info("backlog pressure on: no pressure policy, exit policy %s",
+                         self._normal[1])
+                return False
+            self._decide_with(*chosen)
+        log.info("backlog pressure %s: exit policy %s", "on" if now else "off", chosen[1])
         return True
 
     @property

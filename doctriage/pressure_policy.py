@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from classifier.policy import checked_policy, policy_version
+from classifier.policy import ExitPolicy, checked_policy, policy_version
 from classifier.predict import PressureMode
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,28 @@ def _from_audit_sample(model: Any, budget: float, sessions: Callable[[], Any],
 
 def pressure_mode(model: Any, budget: float, active: Callable[[], bool],
                   sessions: Callable[[], Any] | None = None) -> PressureMode | None:
-    """The runtime's PressureMode (None: load-adaptive exits off: budget 0, or no pressure
-    policy to be had), deciding while `active()` (the gauge) says so."""
+    """The runtime's PressureMode (None: load-adaptive exits off, budget 0), deciding while
+    `active()` (the gauge) says so. The bundle's policy is checked now; one derived from the
+    audit sample is read at the first classify under pressure (not while a worker builds its
+    runtime under workers.context's lock, which the store's session factory takes too)."""
     if budget <= 0:
         return None
-    choice = choose_pressure_spec(model, budget, sessions)
+    fitted = choose_pressure_spec(model, budget, None)
+    if fitted.spec is not None:
+        policy = _loaded(model, fitted)
+        assert policy is not None
+        return PressureMode.of(*policy, active)
+    return PressureMode(active, lambda: _loaded(model, choose_pressure_spec(model, budget,
+                                                                           sessions), budget))
+
+
+def _loaded(model: Any, choice: PressureChoice,
+            budget: float | None = None) -> tuple[ExitPolicy, str] | None:
     if choice.spec is None:
         log.warning("no pressure exit policy at budget %.2f%%: %s; under backlog pressure the "
-                    "normal policy decides", 100 * budget, choice.source)
+                    "normal policy decides", 100 * (budget or 0.0), choice.source)
         return None
     policy = checked_policy(choice.spec, model.num_stages)
     version = policy_version(str(model.version), choice.spec, pressure=True)
     log.info("pressure exit policy %s from the %s", version, choice.source)
-    return PressureMode(policy, version, active)
+    return policy, version

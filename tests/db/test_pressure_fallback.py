@@ -51,14 +51,16 @@ def test_pressure_policy_from_the_audit_sample_when_the_bundle_has_none(
     classify(factory, tmp_path / "a", runtime, scribbled_contents(10, 0), "few")
     few = choose_pressure_spec(model, 0.1, lambda: factory)
     assert few.spec is None and "too few audit-sampled pages" in few.source
-    assert pressure_mode(model, 0.1, lambda: True, lambda: factory) is None
+    lazy = pressure_mode(model, 0.1, lambda: True, lambda: factory)
+    assert lazy is not None and lazy.load() is None
 
     classify(factory, tmp_path / "a", runtime, scribbled_contents(70, 1), "many")
     derived = choose_pressure_spec(model, 0.1, lambda: factory)
     assert derived.spec is not None and derived.source.startswith("audit sample (80 pages)")
     mode = pressure_mode(model, 0.1, lambda: True, lambda: factory)
-    assert mode is not None and is_pressure_version(mode.version)
-    assert mode.version == policy_version(str(model.version), derived.spec, pressure=True)
+    loaded = mode.load() if mode is not None else None
+    assert loaded is not None and is_pressure_version(loaded[1])
+    assert loaded[1] == policy_version(str(model.version), derived.spec, pressure=True)
     assert derived.spec["thresholds"][0] < 0.9999  # cheaper than the normal policy
     with session_scope(factory) as s:  # derived for this runtime only: nothing stored
         assert latest_policy(s, str(model.version)) is None

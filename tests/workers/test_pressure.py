@@ -117,7 +117,7 @@ def test_runtime_switches_to_the_pressure_policy_and_back(model: Any) -> None:
     exit_first = MaxSoftmax.global_threshold(model.num_stages, 0.0)  # every page at stage 0
     version = policy_version(model.version, exit_first.to_json(), pressure=True)
     runtime = ClassifyRuntime(model, BatcherOptions(max_batch=8),
-                              pressure=PressureMode(exit_first, version, declared))
+                              pressure=PressureMode.of(exit_first, version, declared))
     normal = policy_version(model.version, model.policy_spec)
     pages = scribbled_contents(12, 3)
     before = runtime.classify(pages)
@@ -136,7 +136,7 @@ def test_runtime_switches_to_the_pressure_policy_and_back(model: Any) -> None:
 def test_a_stored_policy_taken_under_pressure_decides_once_it_ends(model: Any) -> None:
     declared = Declared()
     exit_first = MaxSoftmax.global_threshold(model.num_stages, 0.0)
-    pressure = PressureMode(exit_first, "p+pressure", declared)
+    pressure = PressureMode.of(exit_first, "p+pressure", declared)
     runtime = ClassifyRuntime(model, BatcherOptions(max_batch=8), pressure=pressure)
     pages = scribbled_contents(4, 5)
     declared.on()
@@ -160,10 +160,36 @@ def test_the_bundles_pressure_policy_is_used_when_fitted_within_the_budget(model
         stricter = choose_pressure_spec(model, 0.01, None)
         assert stricter.spec is None and "looser than 1.00%" in stricter.source
         mode = pressure_mode(model, 0.02, lambda: True)
-        assert mode is not None and mode.version == policy_version(
+        assert mode is not None and mode.load()[1] == policy_version(  # type: ignore[index]
             model.version, spec, pressure=True)
         assert pressure_mode(model, 0.0, lambda: True) is None  # budget 0: adaptation off
     finally:
         model.pressure = None
     older = choose_pressure_spec(model, 0.02, None)  # a bundle from before: nothing to use
     assert older.spec is None and "no pressure policy" in older.source
+
+
+def test_a_pressure_policy_that_cannot_be_had_leaves_the_normal_one_deciding(model: Any) -> None:
+    """A bundle without one and no store: the mode loads nothing, at the first classify under
+    pressure (never while the runtime is built), and the normal policy decides on; a load that
+    fails (the store down) is tried again at the next classify."""
+    declared, loads = Declared(), []
+
+    def load() -> None:
+        loads.append(1)
+        if len(loads) == 1:
+            raise ConnectionError("store down")
+
+    runtime = ClassifyRuntime(model, BatcherOptions(max_batch=8),
+                              pressure=PressureMode(declared, load))
+    normal = policy_version(model.version, model.policy_spec)
+    pages = scribbled_contents(4, 2)
+    runtime.classify(pages)
+    assert loads == []
+    declared.on()
+    assert {a.decided_by for a in runtime.classify(pages)} == {normal} and len(loads) == 1
+    assert {a.decided_by for a in runtime.classify(pages)} == {normal} and len(loads) == 2
+    runtime.classify(pages)
+    assert len(loads) == 2 and runtime.under_pressure  # loaded once: None, not read again
+    lazy = pressure_mode(model, 0.02, declared)  # no bundle policy, no store: loads None
+    assert lazy is not None and lazy.load() is None
