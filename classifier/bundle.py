@@ -4,7 +4,8 @@
     model.safetensors  backbone + exit heads (safetensors only: a bundle never holds pickle)
     tokenizer files    as saved by the tokenizer's save_pretrained
     exits.json         exit layers, head types, per-exit temperature/threshold, policy, labels,
-                       version, preprocessing, and the training data split
+                       version, preprocessing, the training data split, and the cheaper policy
+                       used under backlog pressure ("pressure", when fitted)
 
 `from_checkpoint` starts a model from any LayoutLMv3 checkpoint directory in save_pretrained
 layout (safetensors weights) with its tokenizer and, if present, its image processor settings."""
@@ -97,6 +98,8 @@ def exits_document(model: EarlyExitModel) -> dict[str, Any]:
         "metadata": getattr(model, "metadata", {}),
         # absent for a bundle without an OCR-free exit (older bundles read the same)
         **({"ocr_free": model.ocr_free} if getattr(model, "ocr_free", None) else {}),
+        # absent for a bundle built before the pressure policy existed
+        **({"pressure": model.pressure} if getattr(model, "pressure", None) else {}),
     }
 
 
@@ -153,6 +156,7 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> EarlyEx
     model.policy_spec = doc["policy"]
     model.metadata = doc.get("metadata", {})
     model.ocr_free = doc.get("ocr_free")
+    model.pressure = doc.get("pressure")
     return model.to(device).eval()
 
 

@@ -8,9 +8,15 @@ import torch
 
 from classifier.calibration import ece, fit_temperature
 from classifier.model import EarlyExitModel
-from classifier.policy import NeverExit
+from classifier.policy import NeverExit, policy_from_json
 from classifier.risk_bounds import clopper_pearson_upper
-from classifier.thresholds import DEFAULT_RULE, ThresholdRule, select_thresholds, ucb_path
+from classifier.thresholds import (
+    DEFAULT_RULE,
+    ThresholdRule,
+    select_thresholds,
+    simulate,
+    ucb_path,
+)
 
 
 def stage_cost_layers(model: EarlyExitModel) -> list[float]:
@@ -24,10 +30,12 @@ def calibrate_model(
     logits: torch.Tensor,
     labels: torch.Tensor,
     rule: ThresholdRule = DEFAULT_RULE,
+    pressure: ThresholdRule | None = None,
 ) -> dict:
     """`logits` (N, S, C) of every exit on validation pages. Sets the model's temperatures,
-    thresholds (chosen by `rule`, see classifier.thresholds) and policy; returns what was found
-    (for the training report and exits.json)."""
+    thresholds (chosen by `rule`, see classifier.thresholds) and policy, and with `pressure`
+    (the same selection at the looser backlog-pressure budget) the pressure policy; returns
+    what was found (for the training report and exits.json)."""
     temps, rows = [], []
     for k in range(model.num_stages):
         t = fit_temperature(logits[:, k], labels)
@@ -55,6 +63,8 @@ def calibrate_model(
     model.policy_spec = {"name": "max_softmax", "thresholds": thresholds}
     if choice.fallback:  # served as a plain full-depth pass: no intermediate head is computed
         model.policy_spec = NeverExit(model.num_stages).to_json()
+    model.pressure = (fit_pressure_policy(model, probs, labels, pressure)
+                      if pressure is not None else None)
     return {
         "validation_pages": len(labels),
         "exits": rows,
@@ -64,7 +74,27 @@ def calibrate_model(
         "full_depth_val_accuracy": rows[-1]["accuracy"],
         "val_flops_ratio": 1.0 if choice.fallback else sim.mean_cost,
         "threshold_selection": choice.record,
+        **({"pressure": model.pressure} if model.pressure else {}),
     }
+
+
+def fit_pressure_policy(model: EarlyExitModel, probs: torch.Tensor, labels: torch.Tensor,
+                        rule: ThresholdRule) -> dict:
+    """The policy for backlog pressure: thresholds chosen as the normal ones are (`rule`'s
+    selection), at the pressure budget, on the same calibrated validation probabilities (N, S,
+    C); what exits.json stores under "pressure". Never dearer than the normal policy: where the
+    looser budget's search found nothing cheaper, the normal policy stands."""
+    costs = stage_cost_layers(model)
+    choice = select_thresholds(probs, labels, costs, rule)
+    spec: dict = {"name": "max_softmax", "thresholds": choice.thresholds}
+    cost = 1.0 if choice.fallback else choice.simulation.mean_cost
+    normal = policy_from_json(model.policy_spec, model.num_stages)
+    normal_cost = (1.0 if isinstance(normal, NeverExit)
+                   else simulate(normal, probs, labels, costs).mean_cost)
+    if cost >= normal_cost:
+        spec, cost = dict(model.policy_spec), normal_cost
+    return {"policy": spec, "budget": rule.budget, "selection": choice.record,
+            "val_flops_ratio": cost}
 
 
 def calibrate_ocr_free(

@@ -93,6 +93,10 @@ class EarlyExitModel(nn.Module):
         self.register_buffer("temperatures", torch.ones(len(layers)), persistent=False)
         self.thresholds: list[float] = [1.0] * (len(layers) - 1) + [0.0]
         self.policy_spec: dict = {"name": "max_softmax", "thresholds": list(self.thresholds)}
+        # The cheaper policy used under backlog pressure, fitted at a looser budget on the same
+        # validation pages (classifier/calibrate.py): {"policy", "budget", "selection"}; None in
+        # bundles built before it existed (doctriage/pressure_policy.py derives one then).
+        self.pressure: dict | None = None
         # The raster exit (classifier/raster_exit.py): what the OCR-free exit asks; None without.
         self.raster_exit = RasterExit(n, raster_width) if raster_width > 0 else None
         # The OCR-free exit's temperature and threshold (classifier/textless.py); None: none.

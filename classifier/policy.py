@@ -145,10 +145,19 @@ def checked_policy(spec: dict, num_stages: int) -> ExitPolicy:
     return policy
 
 
-def policy_version(model_version: str, spec: dict | None) -> str:
+PRESSURE_SUFFIX = "+pressure"
+
+
+def policy_version(model_version: str, spec: dict | None, *, pressure: bool = False) -> str:
     """The name of the exit policy in force: the model version and a short hash of the policy's
-    JSON (name and thresholds), e.g. `small-858c599e9839+p1a2b3c4d`. Stored with every
-    prediction so an audit can tell answers decided by different thresholds of one model apart.
-    The one place this name is made."""
+    JSON (name and thresholds), e.g. `small-858c599e9839+p1a2b3c4d`; the policy a runtime uses
+    under backlog pressure (its looser budget) ends in `+pressure`, so `audit loss --by version`
+    splits the loss by it. Stored with every prediction so an audit can tell answers decided by
+    different thresholds of one model apart. The one place this name is made."""
     text = json.dumps(spec or {}, sort_keys=True, separators=(",", ":"))
-    return f"{model_version}+p{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    name = f"{model_version}+p{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return name + PRESSURE_SUFFIX if pressure else name
+
+
+def is_pressure_version(version: str | None) -> bool:
+    return bool(version) and str(version).endswith(PRESSURE_SUFFIX)

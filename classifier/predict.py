@@ -14,6 +14,8 @@ classifier never imports the worker's metrics."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from classifier.stage_batcher import (
 
 # What times `evaluate`'s speed-up (reported as early_exit.engine).
 ENGINE = "stage_batcher"
+log = logging.getLogger(__name__)
 
 
 def model_policy(model: EarlyExitModel) -> ExitPolicy:
@@ -148,6 +151,22 @@ def predict_rows(
 
 
 @dataclass(frozen=True)
+class PressureMode:
+    """When a runtime is under backlog pressure (`active()`: workers/pressure.py's gauge,
+    cheap, cached) and the cheaper exit policy it then decides with: `load()` gives it and its
+    version (`policy_version(..., pressure=True)`, ending `+pressure`), or None when there is
+    none. Called once, at the first classify under pressure, never while the runtime is built
+    (a worker builds it under workers.context's lock, and a derived policy reads the store)."""
+
+    active: Callable[[], bool]
+    load: Callable[[], tuple[ExitPolicy, str] | None]
+
+    @classmethod
+    def of(cls, policy: ExitPolicy, version: str, active: Callable[[], bool]) -> PressureMode:
+        return cls(active, lambda: (policy, version))
+
+
+@dataclass(frozen=True)
 class BatcherOptions:
     max_batch: int = 16
     max_delay_ms: float = 20.0
@@ -160,11 +179,14 @@ class ClassifyRuntime:
     `hooks(name)` gives each batcher ("early", "full") its batch/queue-depth hooks. `policies`:
     where a newer exit policy for the model version may come from (the store, polled before an
     early classify; classifier/live_policy.py); each early answer names the policy version that
-    let it exit (`decided_by`)."""
+    let it exit (`decided_by`). `pressure`: the cheaper policy taken while its gauge says the
+    workers are under backlog pressure (checked before each early classify), and the normal
+    one (the bundle's or the store's) again once it says not."""
 
     def __init__(self, model: Any, options: BatcherOptions = BatcherOptions(), *,
                  hooks: Callable[[str], BatcherHooks] | None = None,
-                 policies: PolicyFeed | None = None) -> None:
+                 policies: PolicyFeed | None = None,
+                 pressure: PressureMode | None = None) -> None:
         self.model = model
         self.options = options
         common = dict(max_batch=options.max_batch, max_delay_ms=options.max_delay_ms,
@@ -175,7 +197,15 @@ class ClassifyRuntime:
         # confidence (stored for the audit sample: what each exit would have answered).
         self.full = page_batcher(model, every_exit=True,
                                  hooks=hooks("full") if hooks else None, **common)
+        # The normal policy's version (the OCR-free exit's answers record it: pressure does
+        # not change that exit); `decider_version` is the one deciding early exits now.
         self.policy_version = policy_version(self.version, model.policy_spec)
+        self._normal: tuple[ExitPolicy, str] = (model_policy(model), self.policy_version)
+        self.pressure = pressure
+        self.under_pressure = False
+        self._pressure_policy: tuple[ExitPolicy, str] | None = None
+        self._pressure_loaded = False
+        self._swap = threading.Lock()
         self.early.set_decider(self.early.decide, early_exit=self.early.early_exit,
                                name=self.policy_version)
         self._watch = (PolicyWatch(policies, model, self.policy_version, self.use_policy)
@@ -183,14 +213,55 @@ class ClassifyRuntime:
 
     def use_policy(self, policy: ExitPolicy, version: str) -> None:
         """Decide early exits with `policy` from the next batch on (pages in flight included:
-        their remaining exits decide under it, and they record `version`)."""
+        their remaining exits decide under it, and they record `version`); under pressure it
+        takes over once the pressure ends."""
+        with self._swap:
+            self._normal = (policy, version)
+            self.policy_version = version
+            if not self.under_pressure:
+                self._decide_with(policy, version)
+
+    def _decide_with(self, policy: ExitPolicy, version: str) -> None:
         self.early.set_decider(make_decider(self.model, policy),
                                early_exit=not isinstance(policy, NeverExit), name=version)
-        self.policy_version = version
+
+    @property
+    def decider_version(self) -> str:
+        """The version of the policy deciding early exits now (pressure or normal)."""
+        return str(self.early.decider_name or self.policy_version)
 
     def refresh_policy(self) -> bool:
         """Poll the policy feed now if due (classify does it); True when the policy changed."""
         return self._watch.poll() if self._watch is not None else False
+
+    def refresh_pressure(self) -> bool:
+        """Ask the pressure gauge; swap to the pressure policy or back when its answer changed
+        (True then)."""
+        if self.pressure is None:
+            return False
+        now = bool(self.pressure.active())
+        with self._swap:
+            if now == self.under_pressure:
+                return False
+            self.under_pressure = now
+            if now and not self._pressure_loaded:
+                try:
+                    self._pressure_policy = self.pressure.load()
+                except Exception as exc:  # the store down: serve on, try at the next classify
+                    log.warning("cannot load the pressure exit policy (%s: %s); keeping %s",
+                                type(exc).__name__, " ".join(str(exc).split())[:300],
+                                self._normal[1])
+                    self.under_pressure = False
+                    return False
+                self._pressure_loaded = True
+            chosen = self._pressure_policy if now else self._normal
+            if chosen is None:  # no pressure policy to be had: the normal one decides on
+                log.info("backlog pressure on: no pressure policy, exit policy %s",
+                         self._normal[1])
+                return False
+            self._decide_with(*chosen)
+        log.info("backlog pressure %s: exit policy %s", "on" if now else "off", chosen[1])
+        return True
 
     @property
     def version(self) -> str:
@@ -215,6 +286,7 @@ class ClassifyRuntime:
         # Encode in chunks of max_batch: tokenising is the caller's CPU work, not the batcher's.
         if early_exit:
             self.refresh_policy()
+            self.refresh_pressure()
         rows = encode_rows(self.model, pages, self.options.max_batch)
         return run_rows(self.early if early_exit else self.full, rows)
 

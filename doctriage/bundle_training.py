@@ -35,6 +35,7 @@ from classifier.training import (
     train,
 )
 from doctriage.bundle_data import PageLoading, encode_pages, load_split_pages, stderr_line
+from doctriage.settings import PRESSURE_BUDGET
 from pipelines.dataset import (
     DatasetError,
     DocumentEntry,
@@ -67,6 +68,8 @@ class BundleTrainOptions:
     resume: bool = False  # continue from out_dir/checkpoint (the last finished epoch)
     # allowed early-vs-full disagreement, in points of pages (point selection: accuracy lost)
     budget_points: float = 0.5
+    # the pressure policy's looser budget (DOCTRIAGE_PRESSURE_BUDGET's default), same selection
+    pressure_budget_points: float = 100 * PRESSURE_BUDGET
     # how thresholds are chosen (classifier.thresholds): "ucb" (an upper confidence bound at
     # confidence 1 - delta holds the budget) or "point" (the validation estimate does)
     threshold_selection: str = "ucb"
@@ -150,7 +153,9 @@ def train_bundle(options: BundleTrainOptions, *,
         rule = ThresholdRule(options.budget_points / 100, options.threshold_selection,
                              options.delta)
         val_logits = all_logits(model, val_inputs, 32)
-        calibration = calibrate_model(model, val_logits, y_val, rule)
+        pressure = ThresholdRule(options.pressure_budget_points / 100,
+                                 options.threshold_selection, options.delta)
+        calibration = calibrate_model(model, val_logits, y_val, rule, pressure)
         _log_selection(calibration["threshold_selection"], log)
         # only a model with a raster exit, or taught word-less pages, gets an OCR-free exit
         if model.raster_exit is not None or options.training.text_dropout > 0:

@@ -22,6 +22,10 @@ from workers.queue_config import RetryPolicy, queue_defaults
 _INGEST = IngestOptions()
 _QUEUE = queue_defaults()
 _RETRY = RetryPolicy()
+# The looser budget of the policy used under backlog pressure (DOCTRIAGE_PRESSURE_BUDGET, and
+# what `train` fits it at): 2 points of pages may differ from full depth while a backlog is
+# worked off.
+PRESSURE_BUDGET = 0.02
 
 
 class Settings(BaseSettings):
@@ -84,6 +88,16 @@ class Settings(BaseSettings):
     # Classify workers read the store's newest exit policy of their model version (`doctriage
     # thresholds tune --apply`) at most this often, at a classify call; `run` reads it once.
     policy_poll_s: float = 30.0
+    # Load-adaptive exits (workers/pressure.py): while the classify queue holds more than
+    # pressure_queue_depth messages (None: never by depth), or a backlog run declares it,
+    # classify workers decide with the bundle's pressure policy, fitted at pressure_budget (a
+    # share of pages whose early answer may differ from full depth; 0 turns load adaptation
+    # off). The gauge is read at most every pressure_poll_s.
+    pressure_budget: float = PRESSURE_BUDGET
+    pressure_queue_depth: int | None = 8
+    pressure_poll_s: float = 1.0
+    # Workers take full-depth work only when their other queues (classify) are empty.
+    full_depth_yields: bool = _QUEUE["full_depth_yields"]
     # glibc malloc settings for model processes (workers/allocator.py): keep freed tensors'
     # memory for reuse; roughly doubles CPU throughput. Off: DOCTRIAGE_MALLOC_TUNING=false.
     malloc_tuning: bool = True

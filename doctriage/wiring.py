@@ -219,18 +219,39 @@ def policy_feed(settings: Settings, sessions: Callable[[], sessionmaker[Session]
 
 def classify_runtime(settings: Settings, override: Path | None = None, *,
                      build_default: bool = True,
-                     policies: PolicyFeed | None = None) -> ClassifyRuntime:
+                     policies: PolicyFeed | None = None,
+                     pressure: Callable[[], bool] | None = None,
+                     sessions: Callable[[], sessionmaker[Session]] | None = None
+                     ) -> ClassifyRuntime:
     """The model and its batchers; `policies` (policy_feed): where newer exit policies of its
-    model version come from (None: the bundle's policy only)."""
+    model version come from (None: the bundle's policy only); `pressure`: the backlog-pressure
+    gauge (None: load-adaptive exits off), under which the pressure policy decides
+    (doctriage/pressure_policy.py: the bundle's, else derived from the audit sample in
+    `sessions`' store)."""
     from classifier.predict import ClassifyRuntime
+    from doctriage.pressure_policy import pressure_mode
     from workers.metrics import BatcherMetrics
 
     if settings.malloc_tuning:
         tune_malloc()  # before the model's first allocations
     model = load_model(settings, override, build_default=build_default)
+    mode = (pressure_mode(model, settings.pressure_budget, pressure, sessions)
+            if pressure is not None else None)
     # Batch fill and queue depths go to the worker's metrics.
     return ClassifyRuntime(model, batcher_options(settings), hooks=BatcherMetrics,
-                           policies=policies)
+                           policies=policies, pressure=mode)
+
+
+def pressure_gauge(settings: Settings) -> Callable[[], bool] | None:
+    """A classify worker's backlog-pressure gauge on the broker (workers/pressure.py): the
+    classify queue deeper than DOCTRIAGE_PRESSURE_QUEUE_DEPTH messages, or a nightly backlog
+    declaring it; None when load adaptation is off (DOCTRIAGE_PRESSURE_BUDGET=0)."""
+    if settings.pressure_budget <= 0:
+        return None
+    from workers.backlog_runner import pressure_gauge as broker_gauge
+
+    bound = settings.pressure_queue_depth
+    return broker_gauge(bound if bound is not None else 2**62, settings.pressure_poll_s)
 
 
 def current_model_version(settings: Settings, override: Path | None = None) -> str | None:
@@ -270,6 +291,7 @@ def queue_config(settings: Settings, *, preload_model: bool = False) -> QueueCon
         classify_chunk=settings.max_batch,
         preload_model=preload_model,
         task_events=settings.task_events,
+        full_depth_yields=settings.full_depth_yields,
         extra_beat={"backlog": beat} if beat else {},
     )
 
@@ -302,10 +324,16 @@ def configure_celery(settings: Settings | None = None, *, preload_model: bool = 
 
     settings = settings or get_settings()
     configure(queue_config(settings, preload_model=preload_model))
-    # The runtime polls the store through this process's step context (built after fork).
+    # The runtime polls the store through this process's step context (built after fork), and
+    # reads backlog pressure from the broker (a connection of this process's own).
+    def sessions() -> sessionmaker[Session]:
+        return context.step_context().sessions
+
     context.install(lambda: step_context(settings),
-                    lambda: classify_runtime(settings, build_default=False, policies=policy_feed(
-                        settings, lambda: context.step_context().sessions)))
+                    lambda: classify_runtime(settings, build_default=False,
+                                             policies=policy_feed(settings, sessions),
+                                             pressure=pressure_gauge(settings),
+                                             sessions=sessions))
     _celery_settings[:] = [settings]
     worker_init.connect(_refuse_modelless, weak=False, dispatch_uid="doctriage.model_check")
     return app

@@ -14,6 +14,7 @@ from celery import Celery, Task
 from celery.exceptions import InvalidTaskError
 from celery.worker.request import Request
 from kombu import Exchange, Queue
+from kombu.utils.scheduling import round_robin_cycle
 
 from workers.queue_config import QueueConfig
 
@@ -30,6 +31,22 @@ ROUTES: dict[str, dict[str, str]] = {
     "doctriage.reconcile": {"queue": MAINTENANCE},
     "doctriage.backlog": {"queue": MAINTENANCE},
 }
+
+
+class FullDepthLast(round_robin_cycle):
+    """The order a worker's Redis consumer asks its queues in (kombu's queue_order_strategy;
+    BRPOP takes from the first non-empty key): round robin, as kombu's default, except that
+    full_depth always comes last. A worker consuming classify and full_depth therefore runs a
+    full-depth batch only when its other queues are empty: the full-depth pass (audit and
+    re-routed pages, all layers) yields to live classify work and drains when classify is
+    idle. Nothing is lost: the messages wait in Redis, the pages stay REROUTED in the store."""
+
+    def consume(self, n: int) -> list[str]:
+        items = list(self.items[:n])
+        return [q for q in items if q != FULL_DEPTH] + [q for q in items if q == FULL_DEPTH]
+
+
+QUEUE_ORDER = f"{__name__}:FullDepthLast"
 
 
 class CheckedRequest(Request):
@@ -68,7 +85,9 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
         # and a long OCR task never sits on a prefetched backlog another worker could take.
         task_acks_late=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": config.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": config.visibility_timeout_s,
+            "queue_order_strategy": QUEUE_ORDER if config.full_depth_yields else "round_robin"},
         result_backend_transport_options={"visibility_timeout": config.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         # Each queue has its own direct exchange and routing key. A bare Queue(name) inherits the

@@ -32,6 +32,9 @@ class QueueConfig:
     # Task events (sent/received/started/succeeded) for Flower and `celery events`; Flower
     # also turns workers' events on at run time (remote control `enable_events`).
     task_events: bool = False
+    # A worker asks its queues for work with full_depth last (celery_app.FullDepthLast): the
+    # full-depth pass yields to live classify work and drains when classify is idle.
+    full_depth_yields: bool = True
     # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
     extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
 

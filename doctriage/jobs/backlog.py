@@ -111,7 +111,7 @@ def _scan(settings: Settings, sessions: sessionmaker[Session], source: str,
 def _orchestrator(settings: Settings, opts: BacklogOptions) -> tuple[Orchestrator, Pacer]:
     """Where the backlog's work goes: the queues, paced by their depth, with a broker; the steps
     in this process without one (nothing to starve: only the rate cap)."""
-    from workers.backlog_runner import queue_depth
+    from workers.backlog_runner import broker_flag, declaring, queue_depth
     from workers.intake.backlog import Pacer
     from workers.orchestration import InProcessOrchestrator
 
@@ -119,11 +119,16 @@ def _orchestrator(settings: Settings, opts: BacklogOptions) -> tuple[Orchestrato
         celery = wiring.configure_celery(settings)
         from workers.tasks import CeleryOrchestrator
 
-        return CeleryOrchestrator(), Pacer(depth=queue_depth(celery),
+        # Sending, it declares backlog pressure to the classify workers (a broker flag).
+        return CeleryOrchestrator(), Pacer(depth=declaring(queue_depth(celery),
+                                                           broker_flag(celery)),
                                            max_in_queue=opts.max_in_queue, max_rate=opts.rate)
     ctx = wiring.step_context(settings)
+    # In process, the backlog run is the work: it declares backlog pressure throughout (the
+    # pressure policy decides its early exits; DOCTRIAGE_PRESSURE_BUDGET=0 turns that off).
     return (InProcessOrchestrator(
         ctx, runtime_factory=lambda: wiring.classify_runtime(
             settings, opts.model,
-            policies=wiring.policy_feed(settings, lambda: ctx.sessions))),
+            policies=wiring.policy_feed(settings, lambda: ctx.sessions),
+            pressure=lambda: True, sessions=lambda: ctx.sessions)),
         Pacer(max_rate=opts.rate))

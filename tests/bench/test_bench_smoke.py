@@ -380,9 +380,29 @@ def test_faults_table_of_the_bad_input_suites(tmp_path: Path) -> None:
     assert {"fault", "pages_in", "pages_out", "duplicates"} <= set(result["table"][0])
 
 
+@pytest.mark.slow  # about a minute: two modes, each with two Celery workers started and warmed
+def test_pressure_runs_at_its_smallest_size(tmp_path: Path) -> None:
+    from servicekit import PG_ADMIN
+
+    out = tmp_path / "pressure.json"
+    proc = run_bench("pressure", "--pages", "20", "--fit-pages", "40", "--live-every-s", "0.3",
+                     "--pg", PG_ADMIN, "--out", out)
+    result = finished(proc, out)
+    assert result["backlog_pages_seeded"] >= 20
+    assert result["pressure_policy"]["budget"] == 0.02
+    for mode in ("off", "on"):
+        run = result["modes"][mode]
+        assert run["backlog_pages"] == result["backlog_pages_seeded"] and run["live_drops"] >= 1
+        assert run["live_latency_done"]["drops"] == run["live_drops"]
+        assert run["pages_per_s"] > 0 and run["early_answers"] > run["backlog_pages"]
+    assert result["modes"]["off"]["pressure_share"] == 0.0  # adaptation off: never pressure
+    assert {"live_p95_ratio_off_over_on", "estimated_loss_on_within_pressure_budget"} <= set(
+        result["verdict"])
+
+
 # Scripts with a smoke test of their own above (or in test_gpu_check.py).
 DEDICATED = {"pipeline", "ocr_free", "memory", "step_costs", "queue_overhead", "faults",
-             "gpu_check"}
+             "gpu_check", "pressure"}
 
 
 def test_every_bench_script_has_a_smoke_test() -> None:

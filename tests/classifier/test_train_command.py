@@ -60,6 +60,9 @@ def assert_ucb_fallback(exits: dict, summary: dict, output: str) -> None:
     assert chosen["validation_disagreement_ucb"] > 0.005 and chosen["fallback"]
     assert exits["thresholds"][:-1] == [1.01, 1.01] and "no early exit" in output
     assert exits["policy"] == {"name": "full_depth"}  # served as one plain full-depth pass
+    # The pressure policy, fitted on the same pages at its looser budget: too few pages for
+    # that too, so the normal policy stands (never dearer than it).
+    assert exits["pressure"]["budget"] == 0.02 and exits["pressure"]["policy"] == exits["policy"]
 
 
 def test_train_evaluate_resume(tiny_corpus, tmp_path):
