@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,8 +362,20 @@ def mode_env(base: dict[str, str], mode: str, args: argparse.Namespace, db_url: 
             "DOCTRIAGE_PRESSURE_QUEUE_DEPTH": str(args.pressure_depth)}
 
 
-def run_mode(mode: str, args: argparse.Namespace, base: dict[str, str], stores: Stores,
-             template: str, backlog_dir: Path, live: list[Path], work: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModeSetup:
+    """What every mode's run shares: the arguments, the workers' base environment, the stores,
+    the seeded template database, the backlog folder and the run's scratch folder."""
+
+    args: argparse.Namespace
+    base: dict[str, str]
+    stores: Stores
+    template: str
+    backlog_dir: Path
+    work: Path
+
+
+def run_mode(mode: str, setup: ModeSetup, live: list[Path]) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from db.models import Document, Page
@@ -370,16 +383,15 @@ def run_mode(mode: str, args: argparse.Namespace, base: dict[str, str], stores: 
     from db.session import make_engine, session_factory, session_scope
     from pipelines.sources import LocalSource
 
-    stores.reset_redis()
-    db = stores.create(template)
-    home = work / f"home-{mode}"
-    env = mode_env(base, mode, args, stores.url(db), home)
+    args, work = setup.args, setup.work
+    setup.stores.reset_redis()
+    db = setup.stores.create(setup.template)
+    env = mode_env(setup.base, mode, args, setup.stores.url(db), work / f"home-{mode}")
     use_env(env)
     from workers.tasks import ingest
 
-    engine = make_engine(stores.url(db))
+    engine = make_engine(setup.stores.url(db))
     sessions = session_factory(engine)
-    watch = Watch(sessions)
 
     def submit(path: Path) -> int:
         ref = next(iter(LocalSource([path])))
@@ -400,28 +412,12 @@ def run_mode(mode: str, args: argparse.Namespace, base: dict[str, str], stores: 
                 Page.state == "PENDING")).scalar_one())
         started = time.perf_counter()
         backlog = subprocess.Popen(
-            ["nice", "-n", "10", DOCTRIAGE, "backlog", str(backlog_dir), "--no-scan",
+            ["nice", "-n", "10", DOCTRIAGE, "backlog", str(setup.backlog_dir), "--no-scan",
              "--max-in-queue", str(args.max_in_queue), "--json"], env=env,
             stdout=(logs / "backlog.json").open("wb"), stderr=subprocess.STDOUT)
-        remaining = list(live[1:])
-        next_drop = started
-        deadline = started + args.timeout_s
-        while True:
-            now = time.perf_counter()
-            if now >= next_drop and remaining and _backlog_open(sessions, backlog):
-                doc_id = submit(remaining.pop(0))
-                watch.sent[doc_id] = time.perf_counter()
-                next_drop += args.live_every_s
-            watch.poll()
-            if backlog.poll() is not None and not _backlog_open(sessions, backlog) \
-                    and _all_final(sessions):
-                break
-            if now > deadline:
-                raise RuntimeError(f"mode {mode}: not finished in {args.timeout_s} s")
-            for w in workers:
-                if w.poll() is not None:
-                    raise RuntimeError(f"mode {mode}: a worker exited; see {logs}")
-            time.sleep(POLL_S)
+        watch = Watch(sessions)
+        running = _Drive(sessions, backlog, workers, watch, submit, logs)
+        _drive(mode, args, running, live[1:], started)
         seconds = time.perf_counter() - started
         watch.poll()
         with session_scope(sessions) as s:
@@ -441,6 +437,43 @@ def run_mode(mode: str, args: argparse.Namespace, base: dict[str, str], stores: 
         for w in workers:
             harness.stop_process_group(w)
         engine.dispose()
+
+
+@dataclass(frozen=True)
+class _Drive:
+    """One mode's running parts: its store, the backlog process, the workers, the live-drop
+    watch and how a live drop is submitted."""
+
+    sessions: Any
+    backlog: subprocess.Popen
+    workers: list[subprocess.Popen]
+    watch: Watch
+    submit: Callable[[Path], int]
+    logs: Path
+
+
+def _drive(mode: str, args: argparse.Namespace, run: _Drive, live: list[Path],
+           started: float) -> None:
+    """Drop a live document every `live_every_s` while the backlog is open, until the backlog
+    has ended and every page is final."""
+    remaining = list(live)
+    next_drop = started
+    deadline = started + args.timeout_s
+    while True:
+        now = time.perf_counter()
+        if now >= next_drop and remaining and _backlog_open(run.sessions, run.backlog):
+            doc_id = run.submit(remaining.pop(0))
+            run.watch.sent[doc_id] = time.perf_counter()
+            next_drop += args.live_every_s
+        run.watch.poll()
+        if run.backlog.poll() is not None and not _backlog_open(run.sessions, run.backlog) \
+                and _all_final(run.sessions):
+            return
+        if now > deadline:
+            raise RuntimeError(f"mode {mode}: not finished in {args.timeout_s} s")
+        if any(w.poll() is not None for w in run.workers):
+            raise RuntimeError(f"mode {mode}: a worker exited; see {run.logs}")
+        time.sleep(POLL_S)
 
 
 def quality(sessions: Any) -> dict[str, Any]:
@@ -576,10 +609,9 @@ def main() -> int:
         seeded = seed_backlog(files, {**base, "DOCTRIAGE_DATABASE_URL": stores.url(template),
                                       "DOCTRIAGE_HOME": str(work / "home-seed")})
         results = {}
+        setup = ModeSetup(args, base, stores, template, work / "backlog", work)
         for mode in modes:
-            live = stage(live_docs, work / f"live-{mode}", "live")
-            results[mode] = run_mode(mode, args, base, stores, template, work / "backlog",
-                                     live, work)
+            results[mode] = run_mode(mode, setup, stage(live_docs, work / f"live-{mode}", "live"))
         result = {"backlog_pages_seeded": seeded, "pressure_policy": pressure,
                   "settings": {k: v for k, v in vars(args).items()
                                if k not in ("out",)} | {"model": str(args.model)},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,17 +217,23 @@ def policy_feed(settings: Settings, sessions: Callable[[], sessionmaker[Session]
     return PolicyFeed(stored_policies(sessions), None if once else settings.policy_poll_s)
 
 
+@dataclass(frozen=True)
+class PressureInputs:
+    """What load-adaptive exits read: `gauge()`, whether backlog pressure is on now, and
+    `sessions()`, the store whose audit sample a pressure policy is derived from when the
+    bundle has none (doctriage/pressure_policy.py)."""
+
+    gauge: Callable[[], bool]
+    sessions: Callable[[], sessionmaker[Session]] | None = None
+
+
 def classify_runtime(settings: Settings, override: Path | None = None, *,
                      build_default: bool = True,
                      policies: PolicyFeed | None = None,
-                     pressure: Callable[[], bool] | None = None,
-                     sessions: Callable[[], sessionmaker[Session]] | None = None
-                     ) -> ClassifyRuntime:
+                     pressure: PressureInputs | None = None) -> ClassifyRuntime:
     """The model and its batchers; `policies` (policy_feed): where newer exit policies of its
-    model version come from (None: the bundle's policy only); `pressure`: the backlog-pressure
-    gauge (None: load-adaptive exits off), under which the pressure policy decides
-    (doctriage/pressure_policy.py: the bundle's, else derived from the audit sample in
-    `sessions`' store)."""
+    model version come from (None: the bundle's policy only); `pressure` (None: load-adaptive
+    exits off): under backlog pressure the pressure policy decides."""
     from classifier.predict import ClassifyRuntime
     from doctriage.pressure_policy import pressure_mode
     from workers.metrics import BatcherMetrics
@@ -235,11 +241,17 @@ def classify_runtime(settings: Settings, override: Path | None = None, *,
     if settings.malloc_tuning:
         tune_malloc()  # before the model's first allocations
     model = load_model(settings, override, build_default=build_default)
-    mode = (pressure_mode(model, settings.pressure_budget, pressure, sessions)
+    mode = (pressure_mode(model, settings.pressure_budget, pressure.gauge, pressure.sessions)
             if pressure is not None else None)
     # Batch fill and queue depths go to the worker's metrics.
     return ClassifyRuntime(model, batcher_options(settings), hooks=BatcherMetrics,
                            policies=policies, pressure=mode)
+
+
+def _pressure_inputs(settings: Settings, sessions: Callable[[], sessionmaker[Session]]
+                     ) -> PressureInputs | None:
+    gauge = pressure_gauge(settings)
+    return None if gauge is None else PressureInputs(gauge, sessions)
 
 
 def pressure_gauge(settings: Settings) -> Callable[[], bool] | None:
@@ -332,8 +344,7 @@ def configure_celery(settings: Settings | None = None, *, preload_model: bool = 
     context.install(lambda: step_context(settings),
                     lambda: classify_runtime(settings, build_default=False,
                                              policies=policy_feed(settings, sessions),
-                                             pressure=pressure_gauge(settings),
-                                             sessions=sessions))
+                                             pressure=_pressure_inputs(settings, sessions)))
     _celery_settings[:] = [settings]
     worker_init.connect(_refuse_modelless, weak=False, dispatch_uid="doctriage.model_check")
     return app

@@ -130,5 +130,5 @@ def _orchestrator(settings: Settings, opts: BacklogOptions) -> tuple[Orchestrato
         ctx, runtime_factory=lambda: wiring.classify_runtime(
             settings, opts.model,
             policies=wiring.policy_feed(settings, lambda: ctx.sessions),
-            pressure=lambda: True, sessions=lambda: ctx.sessions)),
+            pressure=wiring.PressureInputs(lambda: True, lambda: ctx.sessions))),
         Pacer(max_rate=opts.rate))
