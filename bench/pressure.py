@@ -407,14 +407,9 @@ def run_mode(mode: str, setup: ModeSetup, live: list[Path]) -> dict[str, Any]:
     try:
         warm = submit(live[0])  # model loaded, connections made: not timed
         _until(lambda: _state(sessions, warm) == "DONE", 300, workers, logs)
-        with session_scope(sessions) as s:
-            backlog_pages = int(s.execute(select(func.count()).select_from(Page).where(
-                Page.state == "PENDING")).scalar_one())
+        backlog_pages = _pending_pages(sessions)
         started = time.perf_counter()
-        backlog = subprocess.Popen(
-            ["nice", "-n", "10", DOCTRIAGE, "backlog", str(setup.backlog_dir), "--no-scan",
-             "--max-in-queue", str(args.max_in_queue), "--json"], env=env,
-            stdout=(logs / "backlog.json").open("wb"), stderr=subprocess.STDOUT)
+        backlog = _start_backlog(setup, env, logs)
         watch = Watch(sessions)
         running = _Drive(sessions, backlog, workers, watch, submit, logs)
         _drive(mode, args, running, live[1:], started)
@@ -437,6 +432,25 @@ def run_mode(mode: str, setup: ModeSetup, live: list[Path]) -> dict[str, Any]:
         for w in workers:
             harness.stop_process_group(w)
         engine.dispose()
+
+
+def _pending_pages(sessions: Any) -> int:
+    from sqlalchemy import func, select
+
+    from db.models import Page
+    from db.session import session_scope
+
+    with session_scope(sessions) as s:
+        return int(s.execute(select(func.count()).select_from(Page).where(
+            Page.state == "PENDING")).scalar_one())
+
+
+def _start_backlog(setup: ModeSetup, env: dict[str, str], logs: Path) -> subprocess.Popen:
+    """`doctriage backlog --no-scan` of the seeded pages, in the background, niced."""
+    return subprocess.Popen(
+        ["nice", "-n", "10", DOCTRIAGE, "backlog", str(setup.backlog_dir), "--no-scan",
+         "--max-in-queue", str(setup.args.max_in_queue), "--json"], env=env,
+        stdout=(logs / "backlog.json").open("wb"), stderr=subprocess.STDOUT)
 
 
 @dataclass(frozen=True)
