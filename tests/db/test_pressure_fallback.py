@@ -9,34 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auditkit import classify_audited
 from modelkit import scribbled_contents
 
 from classifier.bundle import load_bundle
 from classifier.policy import MaxSoftmax, is_pressure_version, policy_version
 from classifier.predict import BatcherOptions, ClassifyRuntime
-from db import repository as repo
 from db.policies import latest_policy
 from db.session import session_scope
 from doctriage.pressure_policy import choose_pressure_spec, pressure_mode
-from pipelines.artifacts import LocalArtifactStore, encode_page, page_key
-from workers import steps
-
-EVERY_PAGE = steps.RerouteOptions(reroute_below=0.0, audit_fraction=1.0)
 
 
 def classify(factory: Any, artifacts: Path, runtime: ClassifyRuntime,
              pages: Sequence[Any], name: str) -> None:
-    """One document through the real classify and full-depth steps, every page audited."""
-    store = LocalArtifactStore(artifacts)
-    ctx = steps.StepContext(sessions=factory, artifacts=store, reroute=EVERY_PAGE)
-    with session_scope(factory) as s:
-        doc_id, _ = repo.register_document(s, f"s3://bucket/p/{name}.pdf", etag=name)
-        rows = [repo.PageRecord(p.number, "text_layer", len(p.words),
-                                store.put(page_key(doc_id, p.number), encode_page(p)), 170, 220)
-                for p in pages]
-        ids = repo.upsert_pages(s, doc_id, rows)
-    result = steps.classify_pages(ctx, runtime, ids)
-    steps.full_depth_pages(ctx, runtime, result.rerouted)
+    classify_audited(factory, artifacts, runtime, pages, f"s3://bucket/p/{name}.pdf")
 
 
 @pytest.mark.slow  # about 20 s per backend: every page through both passes

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from auditkit import classify_audited
 from modelkit import scribbled_contents
 from sqlalchemy import select
 
@@ -26,14 +27,11 @@ from db import repository as repo
 from db.models import Prediction
 from db.policies import NewPolicy, add_policy, latest_policy, policy_history
 from db.session import session_scope
-from pipelines.artifacts import LocalArtifactStore, encode_page, page_key
-from workers import steps
 from workers.policy_source import stored_policies
 
 PAGES = 200
 LOOSE = 0.95  # the tiny bundle's exits disagree with its last one on ~5% of pages above it
 BUDGET_POINTS = 3.0
-EVERY_PAGE = steps.RerouteOptions(reroute_below=0.0, audit_fraction=1.0)
 
 
 @pytest.fixture
@@ -46,19 +44,7 @@ def tune_cli(store_cli: Any) -> Any:
 
 def classify(factory: Any, artifacts: Path, runtime: ClassifyRuntime,
              pages: Sequence[Any], name: str) -> list[int]:
-    """One document of `pages` through the real classify and full-depth steps, every page in
-    the audit sample; its page ids."""
-    store = LocalArtifactStore(artifacts)
-    ctx = steps.StepContext(sessions=factory, artifacts=store, reroute=EVERY_PAGE)
-    with session_scope(factory) as s:
-        doc_id, _ = repo.register_document(s, f"s3://bucket/tune/{name}.pdf", etag=name)
-        rows = [repo.PageRecord(p.number, "text_layer", len(p.words),
-                                store.put(page_key(doc_id, p.number), encode_page(p)), 170, 220)
-                for p in pages]
-        ids = repo.upsert_pages(s, doc_id, rows)
-    result = steps.classify_pages(ctx, runtime, ids)
-    steps.full_depth_pages(ctx, runtime, result.rerouted)
-    return ids
+    return classify_audited(factory, artifacts, runtime, pages, f"s3://bucket/tune/{name}.pdf")
 
 
 def early_rows(factory: Any, ids: Sequence[int]) -> list[Prediction]:
