@@ -24,14 +24,18 @@ def _page(s, uri: str, number: int = 1) -> int:
     return pid
 
 
-def _rows(pid, *, early, early_conf, full=None, full_conf=0.9, version="m1", audit=False,
-          reason=None):
-    rows = [repo.PredictionRecord(pid, version, "early", early, early_conf, 1, 2, [early_conf],
+def _rows(pid, early, full=None, **how):
+    """The page's early row (label, confidence) and, when given, its full-depth row (a label,
+    at 0.9, or label and confidence); `how`: version (m1), audit (False), reason (None)."""
+    version, audit, reason = how.get("version", "m1"), how.get("audit", False), how.get("reason")
+    (label, conf) = early
+    rows = [repo.PredictionRecord(pid, version, "early", label, conf, 1, 2, [conf],
                                   1.0, None, reason, audit)]
     if full is not None:
-        rows.append(repo.PredictionRecord(pid, version, "full", full, full_conf, 3, 6,
+        full_label, full_conf = full if isinstance(full, tuple) else (full, 0.9)
+        rows.append(repo.PredictionRecord(pid, version, "full", full_label, full_conf, 3, 6,
                                           [full_conf], 2.0, None, reason or "manual", audit,
-                                          [(full, full_conf)]))
+                                          [(full_label, full_conf)]))
     return rows
 
 
@@ -42,23 +46,20 @@ def test_the_queue_lists_disagreements_then_the_least_confident(factory) -> None
             "labelled", "old_version")}
         pages["hostile"] = _page(s, HOSTILE_URI)
         rows = [
-            *_rows(pages["agree_sure"], early="memo", early_conf=0.9, full="memo", audit=True,
+            *_rows(pages["agree_sure"], ("memo", 0.9), "memo", audit=True,
                    reason="audit_sample"),
-            *_rows(pages["sure_early"], early="memo", early_conf=0.99),
-            *_rows(pages["differ_audit"], early="memo", early_conf=0.95, full="letter",
-                   full_conf=0.97, audit=True, reason="audit_sample"),
-            *_rows(pages["differ_low"], early="form", early_conf=0.3, full="email",
-                   full_conf=0.8, reason="low_confidence"),
-            *_rows(pages["low_early"], early="form", early_conf=0.41, reason="low_confidence"),
-            *_rows(pages["low_full"], early="email", early_conf=0.4, full="email",
-                   full_conf=0.55, reason="low_confidence"),
-            *_rows(pages["labelled"], early="memo", early_conf=0.2),
+            *_rows(pages["sure_early"], ("memo", 0.99)),
+            *_rows(pages["differ_audit"], ("memo", 0.95), ("letter", 0.97), audit=True,
+                   reason="audit_sample"),
+            *_rows(pages["differ_low"], ("form", 0.3), ("email", 0.8), reason="low_confidence"),
+            *_rows(pages["low_early"], ("form", 0.41), reason="low_confidence"),
+            *_rows(pages["low_full"], ("email", 0.4), ("email", 0.55), reason="low_confidence"),
+            *_rows(pages["labelled"], ("memo", 0.2)),
             # An old version disagreed; the newest answers surely: not listed.
-            *_rows(pages["old_version"], early="memo", early_conf=0.9, full="letter",
-                   version="m0"),
-            *_rows(pages["old_version"], early="letter", early_conf=0.98, version="m1"),
-            *_rows(pages["hostile"], early=HOSTILE, early_conf=0.5, full="memo",
-                   full_conf=0.58, audit=True, reason="low_confidence"),
+            *_rows(pages["old_version"], ("memo", 0.9), "letter", version="m0"),
+            *_rows(pages["old_version"], ("letter", 0.98), version="m1"),
+            *_rows(pages["hostile"], (HOSTILE, 0.5), ("memo", 0.58), audit=True,
+                   reason="low_confidence"),
         ]
         repo.record_predictions(s, rows)
         # Versions are ordered by when they answered: m0 answered a day earlier.

@@ -245,8 +245,10 @@ def harness(tmp_path: Path, tiny_bundle: Path) -> Iterator[Callable[..., Harness
                 h.close()
 
 
-def _report(fault: str, pages_in: int, result: dict[str, Any], t_fault: float, t_done: float,
-            t_start: float, **extra: Any) -> None:
+def _report(fault: str, pages_in: int, result: dict[str, Any],
+            times: tuple[float, float, float], **extra: Any) -> None:
+    """One row for bench/faults.py; `times`: (fault, all final, run start), monotonic."""
+    t_fault, t_done, t_start = times
     record_result({"fault": fault, "kind": "fault", "pages_in": pages_in,
                    "pages_out": result["pages_out"], "duplicates": result["duplicates"],
                    "recover_s": round(t_done - t_fault, 1), "run_s": round(t_done - t_start, 1),
@@ -273,8 +275,8 @@ def test_classify_worker_sigkill_mid_batch(harness, tmp_path: Path) -> None:
     h.classify_worker()  # the restart that finishes the work
     result, t_done = h.finish(sizes)
     assert in_flight > 0
-    _report("classify worker SIGKILL mid-batch (restarted)", sum(sizes), result, t_fault,
-            t_done, t_start, pages_in_flight_at_kill=in_flight)
+    _report("classify worker SIGKILL mid-batch (restarted)", sum(sizes), result, (t_fault,
+            t_done, t_start), pages_in_flight_at_kill=in_flight)
     assert t_done - t_fault <= RECOVER_LIMIT_S
 
 
@@ -308,7 +310,7 @@ def test_ingest_worker_sigkill_mid_100_page_document(harness, tmp_path: Path) ->
     h.ingest_worker()
     result, t_done = h.finish(sizes)
     _report("ingest worker SIGKILL mid 100-page document (restarted)", sum(sizes), result,
-            t_fault, t_done, t_start, page_rows_at_kill=pages_at_kill)
+            (t_fault, t_done, t_start), page_rows_at_kill=pages_at_kill)
 
 
 def test_redis_flushdb_and_connection_reset_then_reconcile(harness, tmp_path: Path) -> None:
@@ -325,7 +327,7 @@ def test_redis_flushdb_and_connection_reset_then_reconcile(harness, tmp_path: Pa
     t_fault = time.monotonic()
     result, t_done = h.finish(sizes)
     _report("Redis FLUSHDB (own DB) + client connections killed, reconcile re-enqueues",
-            sum(sizes), result, t_fault, t_done, t_start, messages_lost=lost,
+            sum(sizes), result, (t_fault, t_done, t_start), messages_lost=lost,
             connections_killed=killed)
     assert t_done - t_fault <= RECOVER_LIMIT_S
 
@@ -343,7 +345,7 @@ def test_redis_flushdb_alone_then_reconcile(harness, tmp_path: Path) -> None:
     result, t_done = h.finish(sizes)
     logs = "".join(p.tail(10**7) for p in h.cluster.procs)
     _report("Redis FLUSHDB (own DB) alone, connections kept; reconcile re-enqueues",
-            sum(sizes), result, t_fault, t_done, t_start, messages_lost=lost,
+            sum(sizes), result, (t_fault, t_done, t_start), messages_lost=lost,
             route_errors=logs.count("InconsistencyError") + logs.count("Cannot route message"))
     assert t_done - t_fault <= RECOVER_LIMIT_S
 
@@ -365,7 +367,7 @@ def test_postgresql_connections_terminated_mid_run(harness, tmp_path: Path) -> N
     retries = logs.count(" retry: Retry in ")
     assert terminated > 0
     _report("PostgreSQL pg_terminate_backend of all connections every 0.2 s for 8 s",
-            sum(sizes), result, t_fault, t_done, t_start, backends_terminated=terminated,
+            sum(sizes), result, (t_fault, t_done, t_start), backends_terminated=terminated,
             task_retries=retries)
 
 
@@ -384,7 +386,7 @@ def test_sigterm_of_classify_worker_with_pages_in_the_batcher(harness, tmp_path:
     h.classify_worker()
     result, t_done = h.finish(sizes)
     _report("classify worker SIGTERM with pages in the stage batcher", sum(sizes), result,
-            t_fault, t_done, t_start, pages_in_batcher_at_sigterm=len(held),
+            (t_fault, t_done, t_start), pages_in_batcher_at_sigterm=len(held),
             worker_exit_code=victim.popen.returncode)
 
 
@@ -417,8 +419,8 @@ def test_ocr_worker_sigkill_mid_page(harness, tmp_path: Path) -> None:
         ocr_ran = set(s.execute(select(Prediction.ocr_ran)).scalars())
     assert in_flight and {src for src, _ in sources} == {"ocr"}
     assert all(words > 0 for _, words in sources) and ocr_ran == {True}
-    _report("ocr worker SIGKILL mid-page (restarted)", sum(sizes), result, t_fault, t_done,
-            t_start, pages_in_ocr_at_kill=len(in_flight))
+    _report("ocr worker SIGKILL mid-page (restarted)", sum(sizes), result, (t_fault, t_done,
+            t_start), pages_in_ocr_at_kill=len(in_flight))
     assert t_done - t_fault <= RECOVER_LIMIT_S
 
 
@@ -506,7 +508,8 @@ def test_redelivered_ocr_messages_do_nothing_twice(harness, tmp_path: Path) -> N
     assert sum(t["skipped"] for t in tasks) == expected - len(ocred)
     assert h.verify(len(sizes), sum(sizes)) == result  # the late duplicates changed nothing
     _report("ocr messages redelivered (2 extra while waiting/reading, 1 after the end)",
-            sum(sizes), result, t_fault, t_done, t_start, duplicate_messages=expected - sum(sizes))
+            sum(sizes), result, (t_fault, t_done, t_start),
+            duplicate_messages=expected - sum(sizes))
 
 
 def test_redis_flushdb_with_pages_waiting_for_ocr(harness, tmp_path: Path) -> None:
@@ -532,7 +535,7 @@ def test_redis_flushdb_with_pages_waiting_for_ocr(harness, tmp_path: Path) -> No
     ran = _ocr_tasks(h)  # the reconciler's re-sent messages included
     assert sum(t["classify"] for t in ran) == len(ocred)  # tesseract once per page
     _report("Redis FLUSHDB (own DB) with pages waiting in the ocr queue", sum(sizes), result,
-            t_fault, t_done, t_start, messages_lost=lost)
+            (t_fault, t_done, t_start), messages_lost=lost)
     assert t_done - t_fault <= RECOVER_LIMIT_S
 
 
@@ -572,5 +575,5 @@ def test_s3_object_deleted_between_event_and_ingestion(harness, tmp_path: Path,
                                   .where(Document.state == "FAILED")).all()
     assert uri == "s3://faults/in/doc-007.pdf"
     assert error.startswith("ObjectChanged: ") and "deleted" in error and "\n" not in error
-    _report("S3 object deleted between event and ingestion", sum(sizes) - 8, result, t_fault,
-            t_done, t_start, failed_document=f"{uri}: {error}")
+    _report("S3 object deleted between event and ingestion", sum(sizes) - 8, result, (t_fault,
+            t_done, t_start), failed_document=f"{uri}: {error}")

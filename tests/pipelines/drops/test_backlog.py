@@ -57,8 +57,12 @@ class Recorder:
 
 
 def _doc(s: Any, uri: str, state: DocumentState, pages: int = 0,
-         page_state: PageState = PageState.DONE, preds: Sequence[Any] = (),
-         created: datetime = OLD, touched: datetime = OLD) -> tuple[int, list[int]]:
+         page_state: PageState = PageState.DONE, **how: Any) -> tuple[int, list[int]]:
+    """A document and its pages in these states; `how`: preds (per page, (version, pass,
+    confidence) rows), created and touched (timestamps, default OLD)."""
+    preds: Sequence[Any] = how.get("preds", ())
+    created: datetime = how.get("created", OLD)
+    touched: datetime = how.get("touched", OLD)
     doc_id, _ = register_document(s, uri, etag=uri)
     page_ids = upsert_pages(s, doc_id, [PageRecord(n, "text_layer", 3, None, 10, 10)
                                         for n in range(1, pages + 1)])
