@@ -304,6 +304,7 @@ def queue_config(settings: Settings, *, preload_model: bool = False) -> QueueCon
         preload_model=preload_model,
         task_events=settings.task_events,
         full_depth_yields=settings.full_depth_yields,
+        backlog_priority=settings.backlog_priority,
         extra_beat={"backlog": beat} if beat else {},
     )
 

@@ -99,7 +99,7 @@ def nightly_backlog(source: str, model_version: str | None = None,
 
     ctx = context.step_context()
     scan = scan_source(ctx.sessions, source, S3Options(s3_endpoint_url, s3_region))
-    enqueue = CeleryOrchestrator()
+    enqueue = CeleryOrchestrator.for_backlog()
     pacer = Pacer(depth=declaring(queue_depth(), broker_flag()), max_in_queue=max_in_queue)
     send_new(scan.new_ids, enqueue, pacer)
     report = run_backlog(ctx.sessions, BacklogQuery(

@@ -117,6 +117,7 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
             **config.extra_beat,
         },
         doctriage_classify_chunk=config.classify_chunk,
+        doctriage_backlog_priority=config.backlog_priority,
         doctriage_preload_model=config.preload_model,
     )
     return target

@@ -35,6 +35,11 @@ class QueueConfig:
     # A worker asks its queues for work with full_depth last (celery_app.FullDepthLast): the
     # full-depth pass yields to live classify work and drains when classify is idle.
     full_depth_yields: bool = True
+    # The Celery priority of the backlog's messages and of every message its work leads to
+    # (ingest -> classify -> ocr -> full depth): Redis serves each priority level of every queue
+    # before the next level, and live work is sent at 0 (the highest), so a live drop's pages,
+    # its full-depth pass included, go ahead of a backlog already queued. 0: no difference.
+    backlog_priority: int = 6
     # More beat entries by name (the nightly backlog: workers.backlog_runner.backlog_beat_entry).
     extra_beat: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -98,10 +98,17 @@ def _queue_depth() -> Callable[[str], int | None]:
 class CeleryOrchestrator:
     """The orchestration seam over the broker: one ingest message per document, page ids in
     messages of ``chunk`` (default ``doctriage_classify_chunk`` = ``max_batch``: one batcher
-    batch). Workers run the steps; the tasks below apply the follow-on rules."""
+    batch), sent at ``priority`` (0, the highest, for live work; the backlog's is lower: see
+    `for_backlog`). Workers run the steps; the tasks below apply the follow-on rules."""
 
-    def __init__(self, chunk: int | None = None) -> None:
+    def __init__(self, chunk: int | None = None, priority: int = 0) -> None:
         self._chunk = chunk
+        self.priority = priority
+
+    @classmethod
+    def for_backlog(cls) -> CeleryOrchestrator:
+        """Sends at the configured backlog priority (QueueConfig.backlog_priority)."""
+        return cls(priority=int(app.conf.get("doctriage_backlog_priority") or 0))
 
     @property
     def chunk(self) -> int:
@@ -109,37 +116,44 @@ class CeleryOrchestrator:
 
     def ingest(self, doc_ids: Sequence[int]) -> None:
         for doc_id in doc_ids:
-            ingest.delay(int(doc_id))
+            ingest.apply_async((int(doc_id),), priority=self.priority)
 
     def classify(self, page_ids: Sequence[int]) -> None:
         for ids in chunks(page_ids, self.chunk):
-            classify.delay(ids)
+            classify.apply_async((ids,), priority=self.priority)
 
     def full_depth(self, page_ids: Sequence[int]) -> None:
         for ids in chunks(page_ids, self.chunk):
-            full_depth.delay(ids)
+            full_depth.apply_async((ids,), priority=self.priority)
 
     def ocr(self, page_ids: Sequence[int]) -> None:
         # One page per message: a page costs seconds of tesseract, and prefork workers then
         # share the pages of one batch (and a redelivery repeats one page's OCR, not a batch's).
         for ids in chunks(page_ids, 1):
-            ocr.delay(ids)
+            ocr.apply_async((ids,), priority=self.priority)
 
     def drain(self) -> None:
         """Nothing to wait for: the messages are sent."""
 
 
+def _following(task: Any) -> CeleryOrchestrator:
+    """Where a task sends what follows its step: at the priority its own message came with,
+    so a backlog document's pages stay behind live work all the way to full depth."""
+    delivered = (task.request.delivery_info or {}).get("priority")
+    return CeleryOrchestrator(priority=int(delivered or 0))
+
+
 @app.task(name="doctriage.ingest", base=DocumentTask, **RETRY)
 def ingest(doc_id: int) -> dict[str, Any]:
     result = steps.ingest_document(context.step_context(), int(doc_id))
-    after_ingest(result, CeleryOrchestrator())
+    after_ingest(result, _following(ingest))
     return {"document": result.document_id, "pages": len(result.page_ids), "state": result.state}
 
 
 @app.task(name="doctriage.classify", base=PagesTask, **RETRY)
 def classify(page_ids: list[int]) -> dict[str, int]:
     result = steps.classify_pages(context.step_context(), context.classify_runtime(), page_ids)
-    after_classify(result, CeleryOrchestrator())
+    after_classify(result, _following(classify))
     return {
         "done": len(result.done), "rerouted": len(result.rerouted), "failed": len(result.failed)
     }
@@ -155,7 +169,7 @@ def full_depth(page_ids: list[int]) -> dict[str, int]:
 def ocr(page_ids: list[int]) -> dict[str, int]:
     """Deferred OCR (CPU workers, no model): tesseract, then the pages go back to classify."""
     result = steps.ocr_pages(context.step_context(), page_ids)
-    after_ocr(result, CeleryOrchestrator())
+    after_ocr(result, _following(ocr))
     return {"classify": len(result.classify), "failed": len(result.failed),
             "skipped": len(result.skipped)}
 

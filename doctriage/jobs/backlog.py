@@ -120,7 +120,7 @@ def _orchestrator(settings: Settings, opts: BacklogOptions) -> tuple[Orchestrato
         from workers.tasks import CeleryOrchestrator
 
         # Sending, it declares backlog pressure to the classify workers (a broker flag).
-        return CeleryOrchestrator(), Pacer(depth=declaring(queue_depth(celery),
+        return CeleryOrchestrator.for_backlog(), Pacer(depth=declaring(queue_depth(celery),
                                                            broker_flag(celery)),
                                            max_in_queue=opts.max_in_queue, max_rate=opts.rate)
     ctx = wiring.step_context(settings)

@@ -395,6 +395,13 @@ def test_pressure_runs_at_its_smallest_size(tmp_path: Path) -> None:
         assert run["backlog_pages"] == result["backlog_pages_seeded"] and run["live_drops"] >= 1
         assert run["live_latency_done"]["drops"] == run["live_drops"]
         assert run["pages_per_s"] > 0 and run["early_answers"] > run["backlog_pages"]
+        # Every early answer recomputed at full depth; where the workers stored a full-depth
+        # pass, the recomputation gives its label (the same staged forward).
+        truth = run["true_loss"]
+        assert truth["total"]["pages"] == run["early_answers"]
+        assert sum(v["pages"] for v in truth["by_version"]) == run["early_answers"]
+        agree = truth["stored_full_agree"]
+        assert agree["pages"] == run["full_depth_passes"] and agree["same_label"] == agree["pages"]
     assert result["modes"]["off"]["pressure_share"] == 0.0  # adaptation off: never pressure
     assert {"live_p95_ratio_off_over_on", "estimated_loss_on_within_pressure_budget"} <= set(
         result["verdict"])

@@ -95,7 +95,8 @@ def submit_in_process(
     monkeypatch: pytest.MonkeyPatch, folder: Path, home: Path, database_url: str
 ) -> tuple[Any, list[int]]:
     """`doctriage submit FOLDER` run in this process against `database_url`, with the ingest
-    task's `delay` replaced by a list (no broker is reached): the CLI result and the ids queued."""
+    task's `apply_async` replaced by a list (no broker is reached): the CLI result and the ids
+    queued."""
     from typer.testing import CliRunner
 
     from doctriage.cli import app
@@ -103,10 +104,10 @@ def submit_in_process(
     from workers.tasks import ingest
 
     queued: list[int] = []
-    monkeypatch.setattr(ingest, "delay", lambda doc_id: queued.append(doc_id))
+    monkeypatch.setattr(ingest, "apply_async", lambda args, **_: queued.append(args[0]))
     monkeypatch.setenv("DOCTRIAGE_HOME", str(home))
     monkeypatch.setenv("DOCTRIAGE_DATABASE_URL", database_url)
-    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "memory://")  # never used: delay is replaced
+    monkeypatch.setenv("DOCTRIAGE_BROKER_URL", "memory://")  # never used: apply_async is replaced
     get_settings.cache_clear()
     try:
         return CliRunner().invoke(app, ["submit", str(folder)]), queued

@@ -61,8 +61,10 @@ def task_env(monkeypatch: pytest.MonkeyPatch, make_embedded):
     emb = make_embedded()
     sent: dict[str, list[Any]] = {"ingest": [], "classify": []}
     monkeypatch.setattr(tasks.context, "step_context", lambda: emb.ctx)
-    monkeypatch.setattr(tasks.ingest, "delay", lambda i: sent["ingest"].append(i))
-    monkeypatch.setattr(tasks.classify, "delay", lambda ids: sent["classify"].append(list(ids)))
+    monkeypatch.setattr(tasks.ingest, "apply_async",
+                        lambda args, **_: sent["ingest"].append(args[0]))
+    monkeypatch.setattr(tasks.classify, "apply_async",
+                        lambda args, **_: sent["classify"].append(list(args[0])))
     return emb, sent
 
 
@@ -121,7 +123,8 @@ def test_pages_whose_classify_retries_ran_out_are_classified_later(
     emb, sent = task_env
     monkeypatch.setattr(tasks.context, "classify_runtime", lambda: emb.runtime)
     full: list[list[int]] = []
-    monkeypatch.setattr(tasks.full_depth, "delay", lambda ids: full.append(list(ids)))
+    monkeypatch.setattr(tasks.full_depth, "apply_async",
+                        lambda args, **_: full.append(list(args[0])))
     (path,) = write_corpus(tmp_path / "docs", [3])
     doc_id = _register(emb.ctx.sessions, path)
     assert tasks.ingest.apply(args=(doc_id,)).successful()

@@ -126,7 +126,8 @@ def task_env(monkeypatch: pytest.MonkeyPatch, make_embedded):
     emb = make_embedded()
     sent: list[list[int]] = []
     monkeypatch.setattr(tasks.context, "step_context", lambda: emb.ctx)
-    monkeypatch.setattr(tasks.classify, "delay", lambda ids: sent.append(list(ids)))
+    monkeypatch.setattr(tasks.classify, "apply_async",
+                        lambda args, **_: sent.append(list(args[0])))
     return emb, sent
 
 

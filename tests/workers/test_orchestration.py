@@ -207,22 +207,30 @@ def test_a_failed_ocr_fails_its_pages_with_the_reason_and_the_run_goes_on(
     assert {p.page_id for p in preds} == {p.id for p in pages if p.state == "DONE"}
 
 
-def test_celery_sends_one_message_per_document_and_chunk(
+def test_celery_sends_one_message_per_document_and_chunk_at_its_priority(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sent: list[tuple[str, Any]] = []
-    monkeypatch.setattr(tasks.ingest, "delay", lambda i: sent.append(("ingest", i)))
-    monkeypatch.setattr(tasks.classify, "delay", lambda ids: sent.append(("classify", ids)))
-    monkeypatch.setattr(tasks.full_depth, "delay", lambda ids: sent.append(("full", ids)))
-    monkeypatch.setattr(tasks.ocr, "delay", lambda ids: sent.append(("ocr", ids)))
+    sent: list[tuple[str, Any, int]] = []
+    for name, task in (("ingest", tasks.ingest), ("classify", tasks.classify),
+                       ("full", tasks.full_depth), ("ocr", tasks.ocr)):
+        monkeypatch.setattr(task, "apply_async", lambda args, priority, name=name: sent.append(
+            (name, args[0], priority)))
     run = tasks.CeleryOrchestrator(chunk=2)
     run.ingest([7, 8])
     run.classify([1, 2, 3, 4, 5])
     run.full_depth([9])
     run.ocr([10, 11])  # one page per ocr message
     run.drain()
-    assert sent == [("ingest", 7), ("ingest", 8), ("classify", [1, 2]), ("classify", [3, 4]),
-                    ("classify", [5]), ("full", [9]), ("ocr", [10]), ("ocr", [11])]
+    assert sent == [("ingest", 7, 0), ("ingest", 8, 0), ("classify", [1, 2], 0),
+                    ("classify", [3, 4], 0), ("classify", [5], 0), ("full", [9], 0),
+                    ("ocr", [10], 0), ("ocr", [11], 0)]
+    # The backlog's sender: every message at the configured backlog priority.
+    sent.clear()
+    monkeypatch.setitem(tasks.app.conf, "doctriage_backlog_priority", 6)
+    backlog = tasks.CeleryOrchestrator.for_backlog()
+    backlog.ingest([7])
+    backlog.full_depth([9])
+    assert sent == [("ingest", 7, 6), ("full", [9], 6)]
 
 
 def test_in_process_batches_span_documents_and_full_depth_waits_for_drain(
