@@ -72,7 +72,19 @@ app = Celery(
 )
 
 
+def _forget_connections_if_moved(target: Celery, broker_url: str) -> None:
+    """A process configured again for another broker must not go on publishing through the
+    connections its app pooled for the old one (the app caches its pool, and its producer pool,
+    on first use and never looks at broker_url again)."""
+    if target._pool is None or target.conf.broker_url == broker_url:
+        return
+    target._pool.force_close_all()
+    target._pool = None
+    target.amqp._producer_pool = None
+
+
 def configure(config: QueueConfig, target: Celery = app) -> Celery:
+    _forget_connections_if_moved(target, config.broker_url)
     target.conf.update(
         broker_url=config.broker_url,
         result_backend=config.result_backend_url,

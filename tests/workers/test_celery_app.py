@@ -84,3 +84,18 @@ def test_task_events_are_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -
     conf = wiring.configure_celery(get_settings()).conf
     assert conf.worker_send_task_events is True and conf.task_send_sent_event is True
     get_settings.cache_clear()
+
+
+def test_configured_again_for_another_broker_it_publishes_there() -> None:
+    """A process that configures the app for a second broker (a test after another, a command
+    reading new settings) used to keep publishing through the connections pooled for the first."""
+    app = configure(QueueConfig("redis://127.0.0.1:6379/14"), Celery("t"))
+    with app.producer_or_acquire() as producer:  # pools a connection (none is opened yet)
+        assert producer.connection.as_uri().endswith("/14")
+    configure(QueueConfig("redis://127.0.0.1:6379/13"), app)
+    with app.producer_or_acquire() as producer:
+        assert producer.connection.as_uri().endswith("/13")
+    configure(QueueConfig("redis://127.0.0.1:6379/13", classify_chunk=8), app)  # same broker
+    with app.producer_or_acquire() as producer:
+        assert producer.connection.as_uri().endswith("/13")
+    assert app.conf.doctriage_backlog_priority == 6  # the backlog's messages go behind live work
