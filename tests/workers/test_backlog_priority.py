@@ -13,15 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from servicekit import (
-    pg_url_fixture,
-    redis_url_fixture,
-    start_doctriage,
-    stop_process,
-    use_settings,
-    wait_until_final,
-    worker_env,
-)
+import servicekit as services
 from sqlalchemy import select
 from synthkit import PDFS
 from typer.testing import CliRunner
@@ -32,8 +24,8 @@ from doctriage.cli import app
 
 pytestmark = [pytest.mark.services]
 
-pg_url = pg_url_fixture("doctriage_priority")
-redis_url = redis_url_fixture()
+pg_url = services.pg_url_fixture("doctriage_priority")
+redis_url = services.redis_url_fixture()
 PRIORITY = 6
 SEP = "\x06\x16"  # kombu's Redis transport: a priority level's list is "<queue>\x06\x16<level>"
 
@@ -76,10 +68,10 @@ def test_a_live_drop_is_served_before_a_queued_backlog_to_full_depth(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every page goes to full depth (reroute below 1.0): the full-depth pass is part of the order.
-    env = worker_env(tmp_path / "home", pg_url, redis_url, tiny_bundle, max_batch="4",
+    env = services.worker_env(tmp_path / "home", pg_url, redis_url, tiny_bundle, max_batch="4",
                      reroute_below="1.01", backlog_priority=str(PRIORITY),
                      pressure_budget="0", reconcile_every_s="3600")
-    use_settings(monkeypatch, env)
+    services.use_settings(monkeypatch, env)
     broker = redis.Redis.from_url(redis_url)
     backlog = _copy(short_docs, tmp_path / "backlog", PDFS[:3])
     live = _copy(short_docs, tmp_path / "live", PDFS[3:])
@@ -92,7 +84,7 @@ def test_a_live_drop_is_served_before_a_queued_backlog_to_full_depth(
         assert CliRunner().invoke(app, ["submit", str(live)]).exit_code == 0
         assert _depths(broker, "ingest") == (len(PDFS) - 3, 3)
 
-        procs["ingest"] = start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
+        procs["ingest"] = services.start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
                                           logs["ingest"])
         # Each ingest sends its document's classify message (<= 4 pages: one) at the priority
         # of its own message.
@@ -100,12 +92,12 @@ def test_a_live_drop_is_served_before_a_queued_backlog_to_full_depth(
               "every document ingested", logs["ingest"])
         assert _depths(broker, "classify") == (len(PDFS) - 3, 3)
 
-        procs["classify"] = start_doctriage(
+        procs["classify"] = services.start_doctriage(
             ["worker", "--queues", "classify,full_depth", "-c", "1"], env, logs["classify"])
-        wait_until_final(pg_url, procs, logs, timeout_s=120, count=len(PDFS))
+        services.wait_until_final(pg_url, procs, logs, timeout_s=120, count=len(PDFS))
     finally:
         for proc in procs.values():
-            stop_process(proc)
+            services.stop_process(proc)
 
     live_pages = sum(d.pages for d in PDFS[3:])
     backlog_pages = sum(d.pages for d in PDFS[:3])

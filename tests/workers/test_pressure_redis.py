@@ -12,15 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from servicekit import (
-    pg_url_fixture,
-    redis_url_fixture,
-    start_doctriage,
-    stop_process,
-    use_settings,
-    wait_until_final,
-    worker_env,
-)
+import servicekit as services
 from sqlalchemy import select
 from synthkit import PDFS
 from typer.testing import CliRunner
@@ -33,8 +25,8 @@ from doctriage.cli import app
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-pg_url = pg_url_fixture("doctriage_pressure")
-redis_url = redis_url_fixture()
+pg_url = services.pg_url_fixture("doctriage_pressure")
+redis_url = services.redis_url_fixture()
 BOUND = 10
 FILLERS = 20  # classify messages for pages that do not exist: they only make the queue deep
 
@@ -82,16 +74,16 @@ def test_a_deep_classify_queue_switches_the_worker_to_the_pressure_policy(
     normal = policy_version(model.version, model.policy_spec)
     pressure = policy_version(model.version, spec, pressure=True)
 
-    env = worker_env(tmp_path / "home", pg_url, redis_url, bundle, max_batch="4",
+    env = services.worker_env(tmp_path / "home", pg_url, redis_url, bundle, max_batch="4",
                      pressure_queue_depth=str(BOUND), pressure_poll_s="0",
                      reconcile_every_s="3600")
-    use_settings(monkeypatch, env)
+    services.use_settings(monkeypatch, env)
     broker = redis.Redis.from_url(redis_url)
     logs = {"ingest": tmp_path / "ingest.log", "classify": tmp_path / "classify.log"}
     procs: dict[str, subprocess.Popen] = {}
     first, second = _pdfs(short_docs, tmp_path / "first"), _pdfs(short_docs, tmp_path / "second")
     try:
-        procs["ingest"] = start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
+        procs["ingest"] = services.start_doctriage(["worker", "--queues", "ingest", "-c", "1"], env,
                                           logs["ingest"])
         assert CliRunner().invoke(app, ["submit", str(first)]).exit_code == 0
         # Every document ingested, its pages' classify messages waiting (no classify worker yet).
@@ -101,18 +93,18 @@ def test_a_deep_classify_queue_switches_the_worker_to_the_pressure_policy(
 
         for i in range(FILLERS):  # behind the real pages: the queue is deep when they are read
             classify.delay([10**9 + i])
-        procs["classify"] = start_doctriage(
+        procs["classify"] = services.start_doctriage(
             ["worker", "--queues", "classify,full_depth", "-c", "1"], env, logs["classify"])
-        wait_until_final(pg_url, procs, logs, timeout_s=120, count=len(PDFS))
+        services.wait_until_final(pg_url, procs, logs, timeout_s=120, count=len(PDFS))
         under = _early_versions(pg_url, first)
         assert under and set(under) == {pressure}, under
 
         _wait_for(lambda: broker.llen("classify") == 0, 60, "the fillers to drain", logs)
         assert CliRunner().invoke(app, ["submit", str(second)]).exit_code == 0
-        wait_until_final(pg_url, procs, logs, timeout_s=120, count=2 * len(PDFS))
+        services.wait_until_final(pg_url, procs, logs, timeout_s=120, count=2 * len(PDFS))
         after = _early_versions(pg_url, second)
         assert after and set(after) == {normal}, after
         assert "backlog pressure on" in logs["classify"].read_text()
     finally:
         for proc in procs.values():
-            stop_process(proc)
+            services.stop_process(proc)

@@ -1,7 +1,7 @@
 """The nightly backlog task on the real Redis broker: it registers what a folder holds,
-sends `doctriage.ingest` messages through Celery, never lets its own messages pile up past
-`max_in_queue` ahead of live work, and a second run sends nothing. The beat entry is built
-from settings."""
+sends `doctriage.ingest` messages through Celery at the backlog's priority (behind live work),
+never lets its own messages pile up past `max_in_queue`, and a second run sends nothing. The
+beat entry is built from settings."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ from workers import context
 from workers.steps import StepContext
 
 pytestmark = pytest.mark.services
+# Kombu's Redis list for the ingest queue's priority level 6 (QueueConfig.backlog_priority).
+BACKLOG_INGEST = "ingest\x06\x166"
+KEYS = ("ingest", BACKLOG_INGEST, "classify", "full_depth")
 
 
 @pytest.fixture
@@ -46,9 +49,9 @@ def celery_store(store: Any, tmp_path: Path, broker: str) -> Iterator[Any]:
     context.install(lambda: ctx, lambda: None)  # type: ignore[arg-type,return-value]
     context.reset()
     r = redis.Redis.from_url(broker)
-    r.delete("ingest", "classify", "full_depth")
+    r.delete(*KEYS)
     yield store
-    r.delete("ingest", "classify", "full_depth")
+    r.delete(*KEYS)
     context.install(*saved)  # type: ignore[arg-type]
     context.reset()
 
@@ -74,9 +77,10 @@ def test_nightly_backlog_task_paces_and_is_idempotent(
 
     def worker() -> None:  # a slow ingest worker: takes messages in broker order
         while not stop.is_set():
-            item = r.brpop("ingest", timeout=0.2)
+            item = r.brpop(["ingest", BACKLOG_INGEST], timeout=0.2)
             if item is not None:
-                depth_seen.append(int(r.llen("ingest")) + 1)
+                assert item[0].decode() == BACKLOG_INGEST  # none at live priority
+                depth_seen.append(int(r.llen(BACKLOG_INGEST)) + 1)
                 msg = json.loads(item[1])
                 assert msg["headers"]["task"] == "doctriage.ingest"
                 received.append(int(msg["headers"]["argsrepr"].strip("(),")))
@@ -99,7 +103,7 @@ def test_nightly_backlog_task_paces_and_is_idempotent(
 
     again = nightly_backlog(str(folder), max_in_queue=2)
     assert again["registered"] == 0 and again["ingest"] == 0 and again["classify"] == 0
-    assert r.llen("ingest") == 0
+    assert r.llen("ingest") == 0 and r.llen(BACKLOG_INGEST) == 0
 
 
 def test_backlog_beat_entry_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
