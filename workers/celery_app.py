@@ -78,7 +78,8 @@ def _forget_connections_if_moved(target: Celery, broker_url: str) -> None:
     on first use and never looks at broker_url again)."""
     if target._pool is None or target.conf.broker_url == broker_url:
         return
-    target._pool.force_close_all()
+    # Forgotten, not closed: kombu's global registry (kombu.pools) hands the same pool out again
+    # to whoever asks for that broker later.
     target._pool = None
     target.amqp._producer_pool = None
 
