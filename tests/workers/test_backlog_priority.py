@@ -63,10 +63,17 @@ def _prediction_order(url: str, live: Path) -> list[tuple[bool, str]]:
     return [(f"/{live.name}/" in uri, pass_name) for uri, pass_name in rows]
 
 
+@pytest.fixture
+def stores(pg_url: str, redis_url: str) -> tuple[str, str]:
+    """The test's PostgreSQL database and Redis DB."""
+    return pg_url, redis_url
+
+
 def test_a_live_drop_is_served_before_a_queued_backlog_to_full_depth(
-    short_docs: Path, tiny_bundle: Path, pg_url: str, redis_url: str, tmp_path: Path,
+    short_docs: Path, tiny_bundle: Path, stores: tuple[str, str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    pg_url, redis_url = stores
     # Every page goes to full depth (reroute below 1.0): the full-depth pass is part of the order.
     env = services.worker_env(tmp_path / "home", pg_url, redis_url, tiny_bundle, max_batch="4",
                      reroute_below="1.01", backlog_priority=str(PRIORITY),
