@@ -230,8 +230,9 @@ class Stores:
         raise harness.BadInput(f"no empty Redis database on {self.redis_url}")
 
     def reset_redis(self) -> None:
-        self.redis.flushdb()
-        self.redis.set(CLAIM_KEY, self.token)
+        # One MULTI/EXEC: the DB number is never empty and unclaimed for another run to take.
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.flushdb().set(CLAIM_KEY, self.token).execute()
 
     def _admin(self) -> Any:
         import psycopg2

@@ -158,9 +158,13 @@ class Harness:
         client = redis.Redis.from_url(self.broker)
         lost = {q: client.llen(q) for q in ("ingest", "classify", "full_depth", "ocr")}
         claim = client.get(CLAIM_KEY)
-        client.flushdb()
-        if claim is not None:  # keep our DB number claimed: another run must not take it now
-            client.set(CLAIM_KEY, claim)
+        # In one MULTI/EXEC: another run looking for an empty DB number must never see ours
+        # empty and unclaimed between the two (it would share our broker and eat our messages).
+        with client.pipeline(transaction=True) as pipe:
+            pipe.flushdb()
+            if claim is not None:
+                pipe.set(CLAIM_KEY, claim)
+            pipe.execute()
         return lost
 
     def close(self) -> None:
