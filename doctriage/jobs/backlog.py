@@ -120,9 +120,10 @@ def _orchestrator(settings: Settings, opts: BacklogOptions) -> tuple[Orchestrato
         from workers.tasks import CeleryOrchestrator
 
         # Sending, it declares backlog pressure to the classify workers (a broker flag).
-        return CeleryOrchestrator.for_backlog(), Pacer(depth=declaring(queue_depth(celery),
-                                                           broker_flag(celery)),
-                                           max_in_queue=opts.max_in_queue, max_rate=opts.rate)
+        pacer = Pacer(depth=declaring(queue_depth(celery), broker_flag(celery)),
+                      max_in_queue=opts.max_in_queue, max_rate=opts.rate)
+        # Its messages go behind live work (DOCTRIAGE_BACKLOG_PRIORITY).
+        return CeleryOrchestrator.for_backlog(), pacer
     ctx = wiring.step_context(settings)
     # In process, the backlog run is the work: it declares backlog pressure throughout (the
     # pressure policy decides its early exits; DOCTRIAGE_PRESSURE_BUDGET=0 turns that off).
