@@ -96,9 +96,13 @@ def main() -> None:
         # command starts: one line and status 2 for every command, whether or not it catches
         # WiringError itself. (Looked up in sys.modules: `doctriage pages` never imports wiring.)
         wiring = sys.modules.get("doctriage.wiring")
-        if wiring is None or not isinstance(exc, wiring.WiringError):
+        if wiring is not None and isinstance(exc, wiring.WiringError):
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        bad = cli_text.bad_settings_line(exc)  # DOCTRIAGE_MAX_BATCH=abc and the like
+        if bad is None:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {bad}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

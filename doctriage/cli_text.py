@@ -124,3 +124,20 @@ def install() -> None:
     TyperArgument.display_name_raw = property(_argument_name)  # type: ignore[assignment,method-assign]
     TyperArgument.get_usage_pieces = _argument_usage  # type: ignore[method-assign]
     TyperGroup.format_commands = _format_commands  # type: ignore[method-assign]
+
+
+def bad_settings_line(exc: BaseException) -> str | None:
+    """One line for environment settings pydantic refused (`Settings` only), naming each
+    variable, the value given and why: `DOCTRIAGE_MAX_BATCH='abc': input should be a valid
+    integer, ...`. None for any other error."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    parts = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in err.get("loc", ())) or "?"
+        message = str(err.get("msg", "invalid")).splitlines()[0]
+        given = f"={err['input']!r}" if isinstance(err.get("input"), str | int | float) else ""
+        parts.append(f"DOCTRIAGE_{field.upper()}{given}: {message[:1].lower()}{message[1:]}")
+    return "bad setting: " + "; ".join(parts)

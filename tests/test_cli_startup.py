@@ -128,6 +128,25 @@ def test_a_bad_value_is_one_line_of_our_own(
         assert leak not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"DOCTRIAGE_MAX_BATCH": "abc"}, ["status"],
+         "error: bad setting: DOCTRIAGE_MAX_BATCH='abc': input should be a valid integer, "
+         "unable to parse string as an integer"),
+        ({"DOCTRIAGE_BACKLOG_PRIORITY": "12", "DOCTRIAGE_ATTENTION": "xx"}, ["run", "."],
+         "error: bad setting: DOCTRIAGE_ATTENTION='xx': input should be 'eager' or 'fused'; "
+         "DOCTRIAGE_BACKLOG_PRIORITY='12': input should be less than or equal to 9"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    isolated_home: Path, env: dict[str, str], args: list[str], message: str
+) -> None:
+    proc = doctriage(isolated_home, *args, env=env)
+    assert one_error_line(proc) == message
+    assert "Traceback" not in proc.stderr and "pydantic" not in proc.stderr
+
+
 def test_a_document_error_has_the_error_prefix_too(isolated_home: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.pdf"
     empty.write_bytes(b"")
