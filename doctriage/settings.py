@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     # Workers take full-depth work only when their other queues (classify) are empty.
     full_depth_yields: bool = _QUEUE["full_depth_yields"]
     # Backlog messages are sent at this Celery priority (0 highest, 9 lowest), so live work
-    # goes first; what a backlog page's step sends next inherits it (workers/tasks.py).
+    # goes first; what a backlog page's step sends next inherits it (workers/tasks.py). Redis
+    # has the levels 0, 3, 6, 9 (kombu rounds down: 2 is 0).
     backlog_priority: int = Field(default=_QUEUE["backlog_priority"], ge=0, le=9)
     # glibc malloc settings for model processes (workers/allocator.py): keep freed tensors'
     # memory for reuse; roughly doubles CPU throughput. Off: DOCTRIAGE_MALLOC_TUNING=false.
