@@ -84,6 +84,10 @@ def arguments() -> argparse.ArgumentParser:
                     help="the selection the pressure policy is fitted with (default: the "
                          "bundle's recorded one, else point: the shipped bundle's thresholds "
                          "came from the point search, before selections were recorded)")
+    ap.add_argument("--fit-delta", type=float, default=None,
+                    help="the ucb selection's delta for both fits (default: the bundle's "
+                         "recorded one, else 0.1): the chance allowed that the true loss is "
+                         "over the budget")
     ap.add_argument("--refit-normal", action="store_true",
                     help="choose the bundle's normal thresholds again on the fit pages too, at "
                          "--normal-budget with the same selection")
@@ -180,7 +184,7 @@ def bundle_with_pressure(model_dir: Path, work: Path, args: argparse.Namespace
                   .get("threshold_selection") or {})
     rule = ThresholdRule(args.pressure_budget,
                          args.fit_selection or str(chosen.get("selection", "point")),
-                         float(chosen.get("delta", 0.1)))
+                         args.fit_delta or float(chosen.get("delta", 0.1)))
     normal: dict[str, Any] = {}
     if args.refit_normal:
         choice = select_thresholds(probs, data.labels, stage_cost_layers(model),
