@@ -85,9 +85,9 @@ def arguments() -> argparse.ArgumentParser:
                          "bundle's recorded one, else point: the shipped bundle's thresholds "
                          "came from the point search, before selections were recorded)")
     ap.add_argument("--fit-delta", type=float, default=None,
-                    help="the ucb selection's delta for both fits (default: the bundle's "
-                         "recorded one, else 0.1): the chance allowed that the true loss is "
-                         "over the budget")
+                    help="the pressure policy's ucb delta, the chance allowed that its true "
+                         "loss is over the budget (default: train's, 0.05; the normal policy "
+                         "keeps the bundle's recorded one, else 0.1)")
     ap.add_argument("--refit-normal", action="store_true",
                     help="choose the bundle's normal thresholds again on the fit pages too, at "
                          "--normal-budget with the same selection")
@@ -182,13 +182,18 @@ def bundle_with_pressure(model_dir: Path, work: Path, args: argparse.Namespace
         [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1)
     chosen = dict((exits.get("metadata", {}).get("calibration") or {})
                   .get("threshold_selection") or {})
-    rule = ThresholdRule(args.pressure_budget,
-                         args.fit_selection or str(chosen.get("selection", "point")),
-                         args.fit_delta or float(chosen.get("delta", 0.1)))
+    from doctriage.bundle_training import BundleTrainOptions
+
+    # As `train` fits them: the normal policy at the bundle's delta, the pressure one at
+    # train's pressure delta (--fit-delta overrides the latter).
+    selection = args.fit_selection or str(chosen.get("selection", "point"))
+    normal_delta = float(chosen.get("delta", 0.1))
+    rule = ThresholdRule(args.pressure_budget, selection,
+                         args.fit_delta or BundleTrainOptions.pressure_delta)
     normal: dict[str, Any] = {}
     if args.refit_normal:
         choice = select_thresholds(probs, data.labels, stage_cost_layers(model),
-                                   ThresholdRule(args.normal_budget, rule.selection, rule.delta))
+                                   ThresholdRule(args.normal_budget, selection, normal_delta))
         model.thresholds = choice.thresholds
         model.policy_spec = (NeverExit(model.num_stages).to_json() if choice.fallback else
                              {"name": "max_softmax", "thresholds": choice.thresholds})
