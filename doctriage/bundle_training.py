@@ -76,7 +76,8 @@ class BundleTrainOptions:
     delta: float = 0.1
     # The pressure policy's ucb bound holds at 95%: it decides whole backlogs, where its loss is
     # measured on thousands of pages. At 90% the one fitted for the shipped bundle lost 2.08%
-    # of 2,019 backlog pages (budget 2%), at 95% 1.42%, at the same pages/s (bench.pressure).
+    # of 2,019 backlog pages (budget 2%), at 95% 1.45% of 2,002, at the same pages/s
+    # (bench/results/pressure.json, pressure_delta10.json).
     pressure_delta: float = 0.05
     cache_dir: Path | None = None  # the page cache (default: out_dir/page-cache)
     workers: int = 1  # processes ingesting uncached documents
