@@ -164,7 +164,7 @@ def bundle_with_pressure(model_dir: Path, work: Path, args: argparse.Namespace
     from classifier.bundle import load_bundle
     from classifier.calibrate import fit_pressure_policy, stage_cost_layers
     from classifier.policy import NeverExit
-    from classifier.thresholds import ThresholdRule, select_thresholds
+    from classifier.thresholds import PRESSURE_DELTA, ThresholdRule, select_thresholds
     from classifier.training import all_logits
     from doctriage.bundle_evaluation import EvaluationOptions, labelled_pages
     from pipelines.options import IngestOptions
@@ -182,14 +182,12 @@ def bundle_with_pressure(model_dir: Path, work: Path, args: argparse.Namespace
         [model.calibrated_probs(k, logits[:, k]) for k in range(model.num_stages)], 1)
     chosen = dict((exits.get("metadata", {}).get("calibration") or {})
                   .get("threshold_selection") or {})
-    from doctriage.bundle_training import BundleTrainOptions
-
     # As `train` fits them: the normal policy at the bundle's delta, the pressure one at
     # train's pressure delta (--fit-delta overrides the latter).
     selection = args.fit_selection or str(chosen.get("selection", "point"))
     normal_delta = float(chosen.get("delta", 0.1))
     rule = ThresholdRule(args.pressure_budget, selection,
-                         args.fit_delta or BundleTrainOptions.pressure_delta)
+                         args.fit_delta or PRESSURE_DELTA)
     normal: dict[str, Any] = {}
     if args.refit_normal:
         choice = select_thresholds(probs, data.labels, stage_cost_layers(model),

@@ -24,7 +24,7 @@ from classifier.model import EarlyExitModel
 from classifier.raster_exit import RasterExit
 from classifier.raster_training import train_raster_exit
 from classifier.textless import ocr_free_logits
-from classifier.thresholds import ThresholdRule
+from classifier.thresholds import PRESSURE_DELTA, ThresholdRule
 from classifier.tokenizer import load_tokenizer, train_tokenizer
 from classifier.training import (
     TrainOptions,
@@ -74,11 +74,8 @@ class BundleTrainOptions:
     # confidence 1 - delta holds the budget) or "point" (the validation estimate does)
     threshold_selection: str = "ucb"
     delta: float = 0.1
-    # The pressure policy's ucb bound holds at 95%: it decides whole backlogs, where its loss is
-    # measured on thousands of pages. At 90% the one fitted for the shipped bundle lost 2.08%
-    # of 2,019 backlog pages (budget 2%), at 95% 1.45% of 2,002, at the same pages/s
-    # (bench/results/pressure.json, pressure_delta10.json).
-    pressure_delta: float = 0.05
+    # the pressure policy's ucb bound: 95% (classifier.thresholds.PRESSURE_DELTA says why)
+    pressure_delta: float = PRESSURE_DELTA
     cache_dir: Path | None = None  # the page cache (default: out_dir/page-cache)
     workers: int = 1  # processes ingesting uncached documents
     # Share of born-digital training PDFs that also train as a simulated scan (OCR'd), so each

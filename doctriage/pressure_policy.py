@@ -5,7 +5,8 @@
    pages as the normal thresholds), when it was fitted at a budget no looser than the setting;
 2. otherwise (a bundle built before the pressure policy existed, or a setting stricter than
    the bundle's): derived from the store's audit sample of this model version by the same ucb
-   search at the setting's budget (`doctriage thresholds tune`'s search, nothing stored);
+   search at the setting's budget and the pressure policy's 95% bound
+   (`doctriage thresholds tune`'s search, nothing stored);
 3. when the sample cannot decide (too few pages, nothing passes): none. Pressure then changes
    no exit (the normal policy decides), and the full-depth queue still yields to classify.
 
@@ -47,6 +48,7 @@ def choose_pressure_spec(model: Any, budget: float,
 
 def _from_audit_sample(model: Any, budget: float, sessions: Callable[[], Any],
                        why: str) -> PressureChoice:
+    from classifier.thresholds import PRESSURE_DELTA
     from db.audit import AuditFilter
     from db.audit_loss import audit_answers
     from db.session import session_scope
@@ -63,7 +65,8 @@ def _from_audit_sample(model: Any, budget: float, sessions: Callable[[], Any],
             active = active_policy(s, model)
             rows = [r for r in audit_answers(s, AuditFilter(model_version=str(model.version)))
                     if len(r.exit_answers) == model.num_stages]
-        report = decide(rows, model, active, rule_for(TuneOptions(budget=budget), active))
+        rule = rule_for(TuneOptions(budget=budget, delta=PRESSURE_DELTA), active)
+        report = decide(rows, model, active, rule)
     except TuneRefused as exc:
         return PressureChoice(None, f"{why}; the audit sample cannot derive one ({exc})")
     proposed = report["proposed"]

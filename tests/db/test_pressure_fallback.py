@@ -1,6 +1,7 @@
 """A bundle without a pressure policy (built before it existed) gets one derived from the
-store's audit sample at the pressure budget (the tuner's search; nothing stored), and none when
-the sample is too small to decide; SQLite and PostgreSQL."""
+store's audit sample at the pressure budget (the tuner's search at the pressure policy's 95%
+bound; nothing stored), and none when the sample is too small to decide; SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -34,15 +35,17 @@ def test_pressure_policy_from_the_audit_sample_when_the_bundle_has_none(
     # global threshold the search walks): the pressure budget has room to be cheaper.
     model.policy_spec = MaxSoftmax.global_threshold(model.num_stages, 0.9999).to_json()
     runtime = ClassifyRuntime(model, BatcherOptions(max_batch=8))
-    classify(factory, tmp_path / "a", runtime, scribbled_contents(10, 0), "few")
+    # 25 pages: enough for a 90% bound at 10 points (22), not for the pressure policy's 95% (29)
+    classify(factory, tmp_path / "a", runtime, scribbled_contents(25, 0), "few")
     few = choose_pressure_spec(model, 0.1, lambda: factory)
     assert few.spec is None and "too few audit-sampled pages" in few.source
+    assert "delta 0.05" in few.source
     lazy = pressure_mode(model, 0.1, lambda: True, lambda: factory)
     assert lazy is not None and lazy.load() is None
 
     classify(factory, tmp_path / "a", runtime, scribbled_contents(70, 1), "many")
     derived = choose_pressure_spec(model, 0.1, lambda: factory)
-    assert derived.spec is not None and derived.source.startswith("audit sample (80 pages)")
+    assert derived.spec is not None and derived.source.startswith("audit sample (95 pages)")
     mode = pressure_mode(model, 0.1, lambda: True, lambda: factory)
     loaded = mode.load() if mode is not None else None
     assert loaded is not None and is_pressure_version(loaded[1])
