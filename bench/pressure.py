@@ -57,6 +57,7 @@ from typing import Any
 
 from bench import harness
 from bench.true_loss import true_loss
+from workers.queue_config import QueueConfig  # plain data: no Celery import
 
 DOCTRIAGE = str(Path(sys.executable).parent / "doctriage")
 SHIPPED = harness.REPO / "doctriage" / "default_bundle"
@@ -376,7 +377,8 @@ def mode_env(base: dict[str, str], mode: str, args: argparse.Namespace, db_url: 
     return {**base, "DOCTRIAGE_DATABASE_URL": db_url, "DOCTRIAGE_HOME": str(home),
             "DOCTRIAGE_PRESSURE_BUDGET": str(args.pressure_budget if mode == "on" else 0),
             "DOCTRIAGE_FULL_DEPTH_YIELDS": "true" if scheduled else "false",
-            "DOCTRIAGE_BACKLOG_PRIORITY": "6" if scheduled else "0",
+            # the default priority (QueueConfig's) or none
+            "DOCTRIAGE_BACKLOG_PRIORITY": str(QueueConfig.backlog_priority if scheduled else 0),
             "DOCTRIAGE_PRESSURE_QUEUE_DEPTH": str(args.pressure_depth)}
 
 

@@ -21,13 +21,14 @@ def early_answers(sessions: Any) -> list[tuple[str, str, str, str | None]]:
 
     from db.models import Page, Prediction
     from db.session import session_scope
+    from db.states import Pass
 
     full = aliased(Prediction)
     on = and_(full.page_id == Prediction.page_id, full.model_version == Prediction.model_version,
-              full.pass_name == "full")
+              full.pass_name == Pass.FULL.value)
     query = (select(Page.artifact_ref, Prediction.label, Prediction.policy_version, full.label)
              .join(Page, Page.id == Prediction.page_id).outerjoin(full, on)
-             .where(Prediction.pass_name == "early", Page.artifact_ref.is_not(None))
+             .where(Prediction.pass_name == Pass.EARLY.value, Page.artifact_ref.is_not(None))
              .order_by(Prediction.page_id))
     with session_scope(sessions) as s:
         return [(str(ref), str(label), str(version or ""), stored)

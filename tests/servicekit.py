@@ -87,6 +87,24 @@ def spare_redis_db(low: int = 1, high: int = 15) -> Iterator[str]:
         client.flushdb()
 
 
+def priority_list(queue: str, level: int) -> str:
+    """The Redis list kombu keeps for one priority level of a queue (level 0: the queue's own)."""
+    return f"{queue}\x06\x16{level}" if level else queue
+
+
+def wait_for(check: Any, timeout_s: float, what: str, logs: Mapping[str, Path]) -> None:
+    """Poll `check()` until it holds; past `timeout_s`, fail the test with the logs' tails."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            tails = "".join(f"\n--- {name}\n" + log.read_text(errors="replace")[-3000:]
+                            for name, log in logs.items() if log.exists())
+            pytest.fail(f"timed out waiting for {what}" + tails)
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
     with socket.socket() as sock:

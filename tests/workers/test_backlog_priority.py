@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ pytestmark = [pytest.mark.services]
 pg_url = services.pg_url_fixture("doctriage_priority")
 redis_url = services.redis_url_fixture()
 PRIORITY = 6
-SEP = "\x06\x16"  # kombu's Redis transport: a priority level's list is "<queue>\x06\x16<level>"
 
 
 def _copy(short_docs: Path, folder: Path, docs: tuple) -> Path:  # type: ignore[type-arg]
@@ -39,15 +37,7 @@ def _copy(short_docs: Path, folder: Path, docs: tuple) -> Path:  # type: ignore[
 
 def _depths(broker: redis.Redis, queue: str) -> tuple[int, int]:
     """Messages waiting in `queue` at live priority (0) and at the backlog's."""
-    return int(broker.llen(queue)), int(broker.llen(f"{queue}{SEP}{PRIORITY}"))
-
-
-def _wait(check, timeout_s: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    return int(broker.llen(queue)), int(broker.llen(services.priority_list(queue, PRIORITY)))
 
 
 def _prediction_order(url: str, live: Path) -> list[tuple[bool, str]]:
@@ -95,8 +85,8 @@ def test_a_live_drop_is_served_before_a_queued_backlog_to_full_depth(
                                           logs["ingest"])
         # Each ingest sends its document's classify message (<= 4 pages: one) at the priority
         # of its own message.
-        _wait(lambda: sum(_depths(broker, "classify")) == len(PDFS), 90,
-              "every document ingested", logs["ingest"])
+        services.wait_for(lambda: sum(_depths(broker, "classify")) == len(PDFS), 90,
+                          "every document ingested", logs)
         assert _depths(broker, "classify") == (len(PDFS) - 3, 3)
 
         procs["classify"] = services.start_doctriage(

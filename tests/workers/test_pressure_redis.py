@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -52,17 +51,6 @@ def _early_versions(url: str, folder: Path) -> list[str]:
     return list(rows)
 
 
-def _wait_for(check, timeout_s: float, what: str,  # type: ignore[no-untyped-def]
-              logs: dict[str, Path]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            tails = "".join(f"\n--- {name}\n" + log.read_text(errors="replace")[-3000:]
-                            for name, log in logs.items() if log.exists())
-            pytest.fail(f"timed out waiting for {what}" + tails)
-        time.sleep(0.2)
-
-
 def test_a_deep_classify_queue_switches_the_worker_to_the_pressure_policy(
     short_docs: Path, tiny_bundle: Path, pg_url: str, redis_url: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -87,8 +75,8 @@ def test_a_deep_classify_queue_switches_the_worker_to_the_pressure_policy(
                                           logs["ingest"])
         assert CliRunner().invoke(app, ["submit", str(first)]).exit_code == 0
         # Every document ingested, its pages' classify messages waiting (no classify worker yet).
-        _wait_for(lambda: broker.llen("classify") == len(PDFS), 90, "the first classify messages",
-                  logs)
+        services.wait_for(lambda: broker.llen("classify") == len(PDFS), 90,
+                          "the first classify messages", logs)
         from workers.tasks import classify
 
         for i in range(FILLERS):  # behind the real pages: the queue is deep when they are read
@@ -99,7 +87,7 @@ def test_a_deep_classify_queue_switches_the_worker_to_the_pressure_policy(
         under = _early_versions(pg_url, first)
         assert under and set(under) == {pressure}, under
 
-        _wait_for(lambda: broker.llen("classify") == 0, 60, "the fillers to drain", logs)
+        services.wait_for(lambda: broker.llen("classify") == 0, 60, "the fillers to drain", logs)
         assert CliRunner().invoke(app, ["submit", str(second)]).exit_code == 0
         services.wait_until_final(pg_url, procs, logs, timeout_s=120, count=2 * len(PDFS))
         after = _early_versions(pg_url, second)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from drops_helpers import make_pdf
-from servicekit import spare_redis_db
+from servicekit import priority_list, spare_redis_db
 from sqlalchemy import update
 
 from db.models import Document
@@ -29,7 +29,7 @@ from workers.steps import StepContext
 
 pytestmark = pytest.mark.services
 # Kombu's Redis list for the ingest queue's priority level 6 (QueueConfig.backlog_priority).
-BACKLOG_INGEST = "ingest\x06\x166"
+BACKLOG_INGEST = priority_list("ingest", 6)
 KEYS = ("ingest", BACKLOG_INGEST, "classify", "full_depth")
 
 
