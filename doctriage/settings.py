@@ -15,13 +15,14 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.options import IngestOptions
-from workers.queue_config import RetryPolicy, queue_defaults
+from workers.queue_config import RetryPolicy, StuckRules, queue_defaults
 
 # One source of defaults: the ingest budgets are pipelines.options.IngestOptions' (which says
 # how each was chosen), the broker's and reconciler's workers.queue_config.QueueConfig's.
 _INGEST = IngestOptions()
 _QUEUE = queue_defaults()
 _RETRY = RetryPolicy()
+_STUCK = StuckRules()
 # The looser budget of the policy used under backlog pressure (DOCTRIAGE_PRESSURE_BUDGET, and
 # what `train` fits it at): 2 points of pages may differ from full depth while a backlog is
 # worked off.
@@ -118,10 +119,10 @@ class Settings(BaseSettings):
     # (300 s).
     visibility_timeout_s: int = _QUEUE["visibility_timeout_s"]
     reconcile_every_s: float = _QUEUE["reconcile_every_s"]
-    stuck_after_s: float = _QUEUE["stuck_after_s"]
-    lost_after_s: float = _QUEUE["lost_after_s"]
+    stuck_after_s: float = _STUCK.stuck_after_s
+    lost_after_s: float = _STUCK.lost_after_s
     ingest_stuck_after_s: float | None = None
-    classify_stuck_after_s: float = _QUEUE["classify_stuck_after_s"]
+    classify_stuck_after_s: float = _STUCK.classify_after_s
     # A page being OCRed by the ocr step is taken back after this (None: ocr_timeout_s + 30 s).
     ocr_stuck_after_s: float | None = None
     # Documents FAILED for a transient reason (S3, the store or broker unreachable) go back to
@@ -151,16 +152,18 @@ class Settings(BaseSettings):
     def resolved_artifact_url(self) -> str:
         return self.artifact_url or str(self.home / "artifacts")
 
-    @property
-    def resolved_ingest_stuck_after_s(self) -> float:
-        # Heartbeats come between pages: silence must outlast the slowest page (OCR time-out,
-        # plus rendering at ocr_dpi and the artifact).
-        return self.ingest_stuck_after_s or max(60.0, self.ocr_timeout_s + 30.0)
-
-    @property
-    def resolved_ocr_stuck_after_s(self) -> float:
-        # One page's OCR is bounded by the time-out; rendering it again takes well under 30 s.
-        return self.ocr_stuck_after_s or self.ocr_timeout_s + 30.0
+    def stuck_rules(self) -> StuckRules:
+        """The reconciler's bounds. Unset, the ingest and OCR ones follow the OCR time-out:
+        ingest heartbeats come between pages, so silence must outlast the slowest page (OCR,
+        plus rendering at ocr_dpi and the artifact); one page's OCR is bounded by the time-out,
+        and rendering it again takes well under 30 s."""
+        return StuckRules(
+            stuck_after_s=self.stuck_after_s,
+            lost_after_s=self.lost_after_s,
+            ingest_after_s=self.ingest_stuck_after_s or max(60.0, self.ocr_timeout_s + 30.0),
+            classify_after_s=self.classify_stuck_after_s,
+            ocr_after_s=self.ocr_stuck_after_s or self.ocr_timeout_s + 30.0,
+        )
 
     @property
     def default_model_dir(self) -> Path:

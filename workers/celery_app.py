@@ -8,6 +8,7 @@ settings (workers never read doctriage settings themselves). Start workers with
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from celery import Celery, Task
@@ -118,11 +119,7 @@ def configure(config: QueueConfig, target: Celery = app) -> Celery:
             "reconcile": {
                 "task": "doctriage.reconcile",
                 "schedule": config.reconcile_every_s,
-                "kwargs": {"stuck_after_s": config.stuck_after_s,
-                           "lost_after_s": config.lost_after_s,
-                           "ingest_after_s": config.ingest_stuck_after_s,
-                           "classify_after_s": config.classify_stuck_after_s,
-                           "ocr_after_s": config.ocr_stuck_after_s},
+                "kwargs": asdict(config.stuck),
                 # A sweep that waited three periods is stale (newer ones follow): dropped, so a
                 # maintenance worker back from an outage does not run hundreds of them.
                 "options": {"expires": 3 * config.reconcile_every_s},

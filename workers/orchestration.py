@@ -276,23 +276,24 @@ class InProcessOrchestrator:
         after_ocr(result, self)
 
     def _classify_now(self, ids: list[int]) -> None:
-        t0 = time.perf_counter()
-        result: ClassifyResult | None = None
-        try:
-            result = steps.classify_pages(self.ctx, self.runtime, ids)
-        except Exception as exc:  # as a task would: the pages fail with the reason, the run goes on
-            log.warning("classifying %d pages failed: %s", len(ids), one_line(exc))
-            steps.fail_pages(self.ctx, ids, _reason(exc), transient=_is_transient(exc))
-        self.observer.classified(ids, result, time.perf_counter() - t0, full=False)
+        result = self._run_pass(ids, full=False)
         if result is not None:
             after_classify(result, self)
 
     def _full_depth_now(self, ids: list[int]) -> None:
+        self._run_pass(ids, full=True)
+
+    def _run_pass(self, ids: list[int], *, full: bool) -> ClassifyResult | None:
+        """One classify or full-depth pass over `ids`. As a task would, a failure fails the
+        pages with the reason, and the run goes on."""
+        step = steps.full_depth_pages if full else steps.classify_pages
         t0 = time.perf_counter()
         result: ClassifyResult | None = None
         try:
-            result = steps.full_depth_pages(self.ctx, self.runtime, ids)
+            result = step(self.ctx, self.runtime, ids)
         except Exception as exc:
-            log.warning("full-depth pass over %d pages failed: %s", len(ids), one_line(exc))
+            what = "full-depth pass over" if full else "classifying"
+            log.warning("%s %d pages failed: %s", what, len(ids), one_line(exc))
             steps.fail_pages(self.ctx, ids, _reason(exc), transient=_is_transient(exc))
-        self.observer.classified(ids, result, time.perf_counter() - t0, full=True)
+        self.observer.classified(ids, result, time.perf_counter() - t0, full=full)
+        return result

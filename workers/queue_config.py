@@ -9,6 +9,36 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class StuckRules:
+    """When the reconciler takes a row back (ARCHITECTURE.md, "Recovery"): only when nobody can
+    be working on it, so healthy work is never run twice.
+
+    - Waiting rows (RECEIVED documents, PENDING and REROUTED pages) have a message in their
+      step's queue. An empty queue means it is lost: `lost_after_s`. A queue holding messages
+      (or one whose depth cannot be read) may still hold theirs: `stuck_after_s`.
+    - INGESTING: the ingest beats (HEARTBEAT_S) between pages; `ingest_after_s` of silence
+      means its worker died.
+    - CLASSIFYING pages, and REROUTED ones a full-depth batch holds: a batch takes seconds, so
+      `max(classify_after_s, step_factor x p99 page latency measured over recent predictions)`.
+    - OCR_QUEUED pages wait in the ocr queue (as PENDING ones do); OCRING ones a worker is
+      reading: one page's OCR is bounded by the OCR time-out, so `ocr_after_s` (the settings'
+      default: ocr_timeout_s + 30 s) of silence means its worker died.
+    """
+
+    stuck_after_s: float = 900.0
+    lost_after_s: float = 30.0
+    ingest_after_s: float = 90.0
+    classify_after_s: float = 30.0
+    step_factor: float = 4.0
+    ocr_after_s: float = 90.0
+
+    @classmethod
+    def uniform(cls, seconds: float) -> StuckRules:
+        """One bound for every state, whatever the queues hold."""
+        return cls(seconds, seconds, seconds, seconds, 0.0, seconds)
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     broker_url: str
     result_backend_url: str | None = None
@@ -18,13 +48,8 @@ class QueueConfig:
     # but wasted. A dead worker's work comes back sooner through the reconciler.
     visibility_timeout_s: int = 900
     reconcile_every_s: float = 10.0
-    # The reconciler's bounds (workers.steps.StuckRules).
-    stuck_after_s: float = 900.0
-    lost_after_s: float = 30.0
-    ingest_stuck_after_s: float = 90.0
-    classify_stuck_after_s: float = 30.0
-    # A page being OCRed (OCRING) whose worker went silent: one page's OCR time-out + 30 s.
-    ocr_stuck_after_s: float = 90.0
+    # The reconciler's bounds (sent with every sweep the beat schedules).
+    stuck: StuckRules = field(default_factory=StuckRules)
     # Page ids per classify message: one batcher batch, so a task writes one transaction.
     classify_chunk: int = 16
     # Load the model when a prefork child starts (classify workers), not on the first task.

@@ -58,7 +58,7 @@ from pipelines.page_content import Page as PageContent
 from pipelines.sources import name_of, open_uri
 from workers import metrics
 from workers.ocr_work import OcrJob, OcrOutcome, read_words
-from workers.queue_config import RetryPolicy
+from workers.queue_config import RetryPolicy, StuckRules
 from workers.redaction import stored_error
 
 log = logging.getLogger(__name__)
@@ -592,36 +592,6 @@ class ReconcilePlan:
     full_depth: list[int]  # page ids -> full_depth
     finished: list[int]  # documents found complete and marked DONE
     ocr: list[int] = field(default_factory=list)  # page ids -> ocr
-
-
-@dataclass(frozen=True)
-class StuckRules:
-    """When the reconciler takes a row back (ARCHITECTURE.md, "Recovery"): only when nobody can
-    be working on it, so healthy work is never run twice.
-
-    - Waiting rows (RECEIVED documents, PENDING and REROUTED pages) have a message in their
-      step's queue. An empty queue means it is lost: `lost_after_s`. A queue holding messages
-      (or one whose depth cannot be read) may still hold theirs: `stuck_after_s`.
-    - INGESTING: the ingest beats (HEARTBEAT_S) between pages; `ingest_after_s` of silence
-      means its worker died.
-    - CLASSIFYING pages, and REROUTED ones a full-depth batch holds: a batch takes seconds, so
-      `max(classify_after_s, step_factor x p99 page latency measured over recent predictions)`.
-    - OCR_QUEUED pages wait in the ocr queue (as PENDING ones do); OCRING ones a worker is
-      reading: one page's OCR is bounded by the OCR time-out, so `ocr_after_s` (the settings'
-      default: ocr_timeout_s + 30 s) of silence means its worker died.
-    """
-
-    stuck_after_s: float = 900.0
-    lost_after_s: float = 30.0
-    ingest_after_s: float = 90.0
-    classify_after_s: float = 30.0
-    step_factor: float = 4.0
-    ocr_after_s: float = 90.0
-
-    @classmethod
-    def uniform(cls, seconds: float) -> StuckRules:
-        """One bound for every state, whatever the queues hold."""
-        return cls(seconds, seconds, seconds, seconds, 0.0, seconds)
 
 
 # The steps whose queues the reconciler asks about (named like the Celery queues).

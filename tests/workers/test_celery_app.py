@@ -8,11 +8,13 @@ from celery import Celery
 from doctriage import wiring
 from doctriage.settings import get_settings
 from workers.celery_app import QUEUES, ROUTES, QueueConfig, configure
+from workers.queue_config import StuckRules
 
 
 def test_configuration_is_json_only_acks_late_prefetch_one() -> None:
     app = configure(QueueConfig("redis://127.0.0.1:6379/15", visibility_timeout_s=1234,
-                                reconcile_every_s=30, stuck_after_s=99), Celery("t"))
+                                reconcile_every_s=30, stuck=StuckRules(stuck_after_s=99)),
+                        Celery("t"))
     conf = app.conf
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
@@ -22,7 +24,7 @@ def test_configuration_is_json_only_acks_late_prefetch_one() -> None:
     beat = conf.beat_schedule["reconcile"]
     assert beat["schedule"] == 30 and beat["kwargs"] == {
         "stuck_after_s": 99, "lost_after_s": 30.0, "ingest_after_s": 90.0,
-        "classify_after_s": 30.0, "ocr_after_s": 90.0}
+        "classify_after_s": 30.0, "step_factor": 4.0, "ocr_after_s": 90.0}
     assert beat["options"] == {"expires": 90}  # a stale sweep is dropped, not queued up
 
 
@@ -43,7 +45,7 @@ def test_shipped_recovery_defaults_reach_the_beat(monkeypatch: pytest.MonkeyPatc
     assert beat["schedule"] == 10.0
     assert beat["kwargs"] == {"stuck_after_s": 900.0, "lost_after_s": 30.0,
                               "ingest_after_s": 120.0, "classify_after_s": 30.0,
-                              "ocr_after_s": 120.0}
+                              "step_factor": 4.0, "ocr_after_s": 120.0}
     # the task's keyword arguments are exactly StuckRules' fields
     assert steps.StuckRules(**beat["kwargs"]).ingest_after_s == 120.0
     assert steps.StuckRules(**beat["kwargs"]).ocr_after_s == 120.0  # OCR time-out + 30 s

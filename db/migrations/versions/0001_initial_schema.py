@@ -1,19 +1,9 @@
-"""initial schema: documents, pages, predictions, human_labels, watermarks
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-29
-"""
-
-from __future__ import annotations
+"""0001 (2026-11-29): initial schema: documents, pages, predictions, human_labels, watermarks"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
+revision, down_revision = "0001", None
 
 # Timestamps are naive UTC on both backends (db.models.UTCDateTime adds the zone on read).
 TS = sa.DateTime(timezone=False)

@@ -1,19 +1,10 @@
-"""documents and pages: failure_kind (transient | permanent, NULL unless FAILED), failed_attempts
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-04
-"""
-
-from __future__ import annotations
+"""0002 (2026-12-04): documents and pages: failure_kind (transient | permanent, NULL unless
+FAILED), failed_attempts"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0002", "0001"
 
 CHECK = "failure_kind IN ('transient', 'permanent')"
 

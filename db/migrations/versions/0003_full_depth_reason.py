@@ -1,19 +1,10 @@
-"""predictions: policy_version, full_depth_reason (CHECK), audit_sample, exit_answers
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-05
-"""
-
-from __future__ import annotations
+"""0003 (2026-12-05): predictions: policy_version, full_depth_reason (CHECK), audit_sample,
+exit_answers"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
 
 CHECK = "full_depth_reason IN ('low_confidence', 'audit_sample', 'manual')"
 

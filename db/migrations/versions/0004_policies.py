@@ -1,19 +1,10 @@
-"""policies: exit policies stored per model version (the newest row of a version is in force)
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-05
-"""
-
-from __future__ import annotations
+"""0004 (2026-12-05): policies: exit policies stored per model version (the newest row of a version
+is in force)"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0004", "0003"
 
 TS = sa.DateTime(timezone=False)
 

@@ -1,19 +1,10 @@
-"""pages: states OCR_QUEUED and OCRING (deferred OCR); predictions: ocr_free, ocr_ran
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-05
-"""
-
-from __future__ import annotations
+"""0005 (2026-12-05): pages: states OCR_QUEUED and OCRING (deferred OCR); predictions: ocr_free,
+ocr_ran"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0005", "0004"
 
 OLD = "state IN ('PENDING', 'CLASSIFYING', 'REROUTED', 'DONE', 'FAILED')"
 NEW = "state IN ('PENDING', 'CLASSIFYING', 'OCR_QUEUED', 'OCRING', 'REROUTED', 'DONE', 'FAILED')"
