@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import torch
@@ -244,6 +245,7 @@ class Strategies:
     wall: dict[str, float] = field(default_factory=dict)  # least wall time, per strategy
     cpu: dict[str, float] = field(default_factory=dict)  # least CPU time, per strategy
     faults: dict[str, int] = field(default_factory=dict)  # minor faults of the least-CPU run
+    cpu_runs: dict[str, list[float]] = field(default_factory=dict)  # every repeat's CPU time
     exits: dict[str, list[int]] = field(default_factory=dict)  # exit stage per page
     batcher: Any = None  # the stage batcher of the last run (its per-stage statistics)
 
@@ -262,6 +264,7 @@ def measure_batch(model: Any, rows: list, b: int, policy: Any, repeat: int) -> S
         ):
             t, cpu, flt, out = cpu_timed(fn)
             got.wall[name] = min(t, got.wall.get(name, float("inf")))
+            got.cpu_runs.setdefault(name, []).append(cpu)
             if cpu < got.cpu.get(name, float("inf")):
                 got.cpu[name], got.faults[name] = cpu, flt
             if name == "stage":
@@ -283,6 +286,12 @@ def batch_row(model: Any, b: int, n: int, got: Strategies) -> dict:
         "speedup_vs_full_cpu": {k: round(c["full"] / v, 3) for k, v in c.items()},
         "ideal_speedup": round(ideal, 3),
         "ratio_to_ideal_cpu": {k: round(c["full"] / v / ideal, 3) for k, v in c.items()},
+        # The spread behind the minimum: on a shared machine one strategy's repeats differ by
+        # 10-25%, so the medians' ratio says how far the minimum's can be trusted.
+        "ratio_to_ideal_cpu_median": {
+            k: round(median(got.cpu_runs["full"]) / median(v) / ideal, 3)
+            for k, v in got.cpu_runs.items()},
+        "cpu_s_runs": {k: [round(x, 3) for x in v] for k, v in got.cpu_runs.items()},
         "stage_vs_sync_cpu": round(c["sync"] / c["stage"], 3),
         "minor_page_faults": got.faults,
         "pages_per_s": {

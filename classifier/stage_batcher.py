@@ -6,7 +6,8 @@ to exit k. A batch is taken from ONE stage's queue (never mixing depths), up to
 ``max_batch`` pages, waiting at most ``max_delay_ms`` after the oldest waiting page arrived
 (Triton dynamic-batcher semantics). After the layers up to that stage's exit, each page either
 exits (the decider says its confidence is enough; the final stage always exits) or joins the
-next stage's queue carrying its hidden state (``StageState.select`` / ``StageState.cat``).
+next stage's queue carrying its hidden state (its rows of the batch's state, copied once into the
+batch that takes them: ``StageState.gather``).
 
 Two ways to drive it:
 - threaded: ``start()`` runs a loop thread; callers from any thread ``submit()`` and wait on the
@@ -149,6 +150,14 @@ class _Group:
     items: list[_Item]
     state: Any | None
     enqueued: float
+    # The rows of `state` that are this group's items, in order (None: all of them). A split
+    # or a batch whose other pages exited keeps the rows, not a copy: the rows are copied once,
+    # into the batch that takes them (`_gather`).
+    rows: list[int] | None = None
+
+
+# A parked group's contribution to a batch: its state and the rows of it (None: all).
+_Part = tuple[Any, list[int] | None]
 
 
 def default_collate(rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -264,8 +273,8 @@ class StageBatcher:
                 stage = self._pick_drain_stage()
                 if stage is None:
                     return
-                items, states = self._take(stage)
-            self._run_batch(stage, items, states)
+                items, parts = self._take(stage)
+            self._run_batch(stage, items, parts)
             if on_batch is not None:
                 on_batch(stage, len(items))
 
@@ -331,12 +340,12 @@ class StageBatcher:
                 while True:
                     stage, wait = self._ready_stage(time.perf_counter())
                     if stage is not None:
-                        items, states = self._take(stage)
+                        items, parts = self._take(stage)
                         break
                     if self._stopping and not any(self._sizes):
                         return
                     self._cond.wait(wait)
-            self._run_batch(stage, items, states)
+            self._run_batch(stage, items, parts)
 
     def _ready_stage(self, now: float) -> tuple[int | None, float | None]:
         """The deepest stage whose batch is ready: full, or its oldest page waited max_delay
@@ -356,13 +365,13 @@ class StageBatcher:
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _take(self, stage: int) -> tuple[list[_Item], list[Any]]:
+    def _take(self, stage: int) -> tuple[list[_Item], list[_Part]]:
         """Up to max_batch pages from the stage's queue, oldest first (caller holds the lock):
-        their items and the states of the groups (or group parts) they came in."""
+        their items and the (state, rows) of the groups (or group parts) they came in."""
         q = self._queues[stage]
         need = self.max_batch
         items: list[_Item] = []
-        states: list[Any] = []
+        parts: list[_Part] = []
         while need and q:
             group = q[0]
             n = len(group.items)
@@ -370,28 +379,39 @@ class StageBatcher:
                 q.popleft()
                 items.extend(group.items)
                 if group.state is not None:
-                    states.append(group.state)
+                    parts.append((group.state, group.rows))
             else:  # split: the head goes into this batch, the rest waits (its age kept)
                 items.extend(group.items[:need])
                 group.items = group.items[need:]
                 if group.state is not None:
-                    states.append(group.state.select(list(range(need))))
-                    group.state = group.state.select(list(range(need, n)))
+                    rows = group.rows if group.rows is not None else list(range(n))
+                    parts.append((group.state, rows[:need]))
+                    group.rows = rows[need:]
             need = self.max_batch - len(items)
         self._sizes[stage] -= len(items)
-        return items, states
+        return items, parts
 
-    def _cat_states(self, states: Sequence[Any]) -> Any:
+    def _gather(self, parts: Sequence[_Part]) -> Any:
+        """One batch state from the parts' rows. A StageState copies each row once
+        (`StageState.gather`); other states (and a `state_cat` hook) select, then concatenate."""
+        if len(parts) == 1 and parts[0][1] is None:
+            return parts[0][0]
+        gather = getattr(type(parts[0][0]), "gather", None)
+        if gather is not None and self._state_cat is None:
+            return gather(parts)
+        states = [s if rows is None else s.select(rows) for s, rows in parts]
+        if len(states) == 1:
+            return states[0]
         if self._state_cat is not None:
             return self._state_cat(states)
-        return type(states[0]).cat(list(states))
+        return type(states[0]).cat(states)
 
-    def _run_batch(self, stage: int, batch: list[_Item], states: list[Any]) -> None:
+    def _run_batch(self, stage: int, batch: list[_Item], parts: list[_Part]) -> None:
         t0 = time.perf_counter()
         rule = self._rule  # read once: the whole batch decides under one rule
         try:
             with torch.inference_mode():
-                logits, next_state, final = self._forward(stage, batch, states, rule.early_exit)
+                logits, next_state, final = self._forward(stage, batch, parts, rule.early_exit)
                 past = None
                 if stage > 0 and batch[0].past:
                     past = torch.stack([torch.stack(it.past) for it in batch])
@@ -424,12 +444,17 @@ class StageBatcher:
             else:
                 stay.append(i)
         if stay:
-            survivors = next_state if len(stay) == len(batch) else next_state.select(stay)
-            self._park(stage + 1, [batch[i] for i in stay], survivors, now)
+            if len(stay) == len(batch):
+                self._park(stage + 1, batch, next_state, None, now)
+            elif 2 * len(stay) >= len(batch):  # most stay: their rows, copied when taken
+                self._park(stage + 1, [batch[i] for i in stay], next_state, stay, now)
+            else:  # most left: copy the few now, so the batch's state is freed
+                self._park(stage + 1, [batch[i] for i in stay], next_state.select(stay), None,
+                           now)
         self._record(stage, len(batch), len(batch) - len(stay), now - t0)
 
     def _forward(
-        self, stage: int, batch: list[_Item], states: list[Any], early_exit: bool
+        self, stage: int, batch: list[_Item], parts: list[_Part], early_exit: bool
     ) -> tuple[torch.Tensor, Any, bool]:
         """The model's work for one batch: (logits at the exit reached, state there, final?)."""
         if stage == 0 and not early_exit:  # full depth: no exit heads on the way
@@ -440,8 +465,7 @@ class StageBatcher:
             next_state = self.model.embed(self._collate([it.payload for it in batch]))
             return self.model.exit_logits(next_state), next_state, self.num_stages == 1
         # the layers from the previous exit up to this one
-        state = states[0] if len(states) == 1 else self._cat_states(states)
-        logits, next_state = self.model.advance(state)
+        logits, next_state = self.model.advance(self._gather(parts))
         return logits, next_state, stage == self.num_stages - 1
 
     def _answer(self, label: int, exit_stage: int, item: _Item, probs: tuple[float, ...],
@@ -463,12 +487,13 @@ class StageBatcher:
             latency_ms=(now - item.submitted) * 1000.0,
         )
 
-    def _park(self, stage: int, items: list[_Item], state: Any, now: float) -> None:
+    def _park(self, stage: int, items: list[_Item], state: Any, rows: list[int] | None,
+              now: float) -> None:
         """Pages that did not exit wait at `stage` with their hidden state."""
         for it in items:
             it.payload = None  # inputs are not needed past the embeddings
         with self._cond:
-            self._queues[stage].append(_Group(items, state, now))
+            self._queues[stage].append(_Group(items, state, now, rows))
             self._sizes[stage] += len(items)
             self.peak_parked = max(self.peak_parked, sum(self._sizes[1:]))
             self._cond.notify_all()

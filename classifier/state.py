@@ -57,6 +57,35 @@ class StageState:
             joined[n] = None if parts[0] is None else torch.cat(parts, dim=0)
         return replace(first, **joined)
 
+    @staticmethod
+    def gather(parts: Sequence[tuple[StageState, Sequence[int] | None]]) -> StageState:
+        """One batch from rows of several states at the same stage (order kept; rows None: all
+        of that state): `select` then `cat`, with each row copied once instead of twice."""
+        if not parts:
+            raise ValueError("StageState.gather needs at least one part")
+        stages = {s.stage for s, _ in parts}
+        if len(stages) != 1:
+            raise ValueError(f"cannot gather states at different stages: {sorted(stages)}")
+        first = parts[0][0]
+        sizes = [len(s) if rows is None else len(rows) for s, rows in parts]
+        joined: dict[str, torch.Tensor | None] = {}
+        for n in StageState._TENSORS:
+            tensors = [getattr(s, n) for s, _ in parts]
+            if tensors[0] is None:
+                joined[n] = None
+                continue
+            out = tensors[0].new_empty((sum(sizes), *tensors[0].shape[1:]))
+            at = 0
+            for t, size, (_, rows) in zip(tensors, sizes, parts, strict=True):
+                if rows is None:
+                    out[at : at + size].copy_(t)
+                else:
+                    idx = torch.as_tensor(rows, dtype=torch.long, device=t.device)
+                    torch.index_select(t, 0, idx, out=out[at : at + size])
+                at += size
+            joined[n] = out
+        return replace(first, **joined)
+
     def to(self, device: torch.device | str) -> StageState:
         return replace(
             self,

@@ -169,6 +169,10 @@ def _batching(fx: Fixtures) -> tuple[list[Any], Callable[[dict], None]]:
         # Batching never changes a page's decision.
         assert row["exit_agreement"] == {"sync_vs_stage": 1.0, "compaction_vs_stage": 1.0}
         assert row["stage_batcher_stages"] and row["schedule_fill_replay"]
+        # every repeat's CPU time is kept beside the minimum (one repeat here)
+        assert {k: len(v) for k, v in row["cpu_s_runs"].items()} == dict.fromkeys(
+            ("full", "sync", "compaction", "stage"), 1)
+        assert row["ratio_to_ideal_cpu_median"] == row["ratio_to_ideal_cpu"]
 
     return [fx.bundle(), fx.docs(), "--batches", "2", "--max-pages", "4", "--repeat", "1",
             "--threads", "1"], check

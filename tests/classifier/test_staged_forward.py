@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from classifier.policy import MaxSoftmax
@@ -86,6 +87,24 @@ def test_select_and_cat_round_trip(model, pages):
         logits, _ = model.advance(regrouped)
         alone, _ = model.advance(model.embed(model.encode([pages[2]])))
     torch.testing.assert_close(logits[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_gather_copies_the_same_rows_as_select_then_cat(model, pages):
+    """The stage batcher forms deep batches with `gather` (parked rows copied once): the batch
+    must be exactly the select+cat one, at stage 0 (boxes) and past it (attention bias)."""
+    with torch.no_grad():
+        s0 = model.embed(model.encode(pages[:5]))
+        t0 = model.embed(model.encode(pages[5:]))
+        for a, b in ((s0, t0), (model.advance(s0)[1], model.advance(t0)[1])):
+            got = StageState.gather([(a, [3, 0]), (b, None), (a, [4])])
+            want = StageState.cat([a.select([3, 0]), b, a.select([4])])
+            assert got.stage == want.stage
+            for name in StageState._TENSORS:
+                g, w = getattr(got, name), getattr(want, name)
+                assert (g is None) == (w is None), name
+                assert g is None or torch.equal(g, w), name
+        with pytest.raises(ValueError, match="different stages"):
+            StageState.gather([(s0, None), (model.advance(t0)[1], [0])])
 
 
 def test_cat_refuses_mixed_stages(model, pages):
