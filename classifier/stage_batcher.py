@@ -444,13 +444,7 @@ class StageBatcher:
             else:
                 stay.append(i)
         if stay:
-            if len(stay) == len(batch):
-                self._park(stage + 1, batch, next_state, None, now)
-            elif 2 * len(stay) >= len(batch):  # most stay: their rows, copied when taken
-                self._park(stage + 1, [batch[i] for i in stay], next_state, stay, now)
-            else:  # most left: copy the few now, so the batch's state is freed
-                self._park(stage + 1, [batch[i] for i in stay], next_state.select(stay), None,
-                           now)
+            self._park_survivors(stage + 1, batch, stay, next_state, now)
         self._record(stage, len(batch), len(batch) - len(stay), now - t0)
 
     def _forward(
@@ -486,6 +480,18 @@ class StageBatcher:
             trail_labels=tuple(name(i) for i in item.labels),
             latency_ms=(now - item.submitted) * 1000.0,
         )
+
+    def _park_survivors(self, stage: int, batch: list[_Item], stay: list[int], state: Any,
+                        now: float) -> None:
+        """The batch's pages at `stay` wait at `stage`: all of them with the batch's state; most
+        of them with their rows of it (copied once, when a batch takes them); a few with a
+        copy made now, so the exited pages' states are freed."""
+        if len(stay) == len(batch):
+            self._park(stage, batch, state, None, now)
+        elif 2 * len(stay) >= len(batch):
+            self._park(stage, [batch[i] for i in stay], state, stay, now)
+        else:
+            self._park(stage, [batch[i] for i in stay], state.select(stay), None, now)
 
     def _park(self, stage: int, items: list[_Item], state: Any, rows: list[int] | None,
               now: float) -> None:
