@@ -10,6 +10,15 @@ TS = sa.DateTime(timezone=False)
 
 
 def upgrade() -> None:
+    # One table each, parents before children (foreign keys).
+    _documents()
+    _watermarks()
+    _pages()
+    _human_labels()
+    _predictions()
+
+
+def _documents() -> None:
     op.create_table(
         "documents",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -32,6 +41,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_documents_state_updated", "documents", ["state", "updated_at"])
 
+
+def _watermarks() -> None:
     op.create_table(
         "watermarks",
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -40,6 +51,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_watermarks")),
     )
 
+
+def _pages() -> None:
     op.create_table(
         "pages",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -71,6 +84,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_pages_state_updated", "pages", ["state", "updated_at"])
 
+
+def _human_labels() -> None:
     op.create_table(
         "human_labels",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -88,6 +103,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_human_labels_page", "human_labels", ["page_id"])
 
+
+def _predictions() -> None:
     op.create_table(
         "predictions",
         sa.Column("id", sa.Integer(), nullable=False),
