@@ -67,7 +67,11 @@ class StageState:
         if len(stages) != 1:
             raise ValueError(f"cannot gather states at different stages: {sorted(stages)}")
         first = parts[0][0]
-        sizes = [len(s) if rows is None else len(rows) for s, rows in parts]
+        device = first.hidden.device
+        index = [None if rows is None else torch.as_tensor(rows, dtype=torch.long, device=device)
+                 for _, rows in parts]
+        sizes = [len(s) if idx is None else len(idx)
+                 for (s, _), idx in zip(parts, index, strict=True)]
         joined: dict[str, torch.Tensor | None] = {}
         for n in StageState._TENSORS:
             tensors = [getattr(s, n) for s, _ in parts]
@@ -76,11 +80,10 @@ class StageState:
                 continue
             out = tensors[0].new_empty((sum(sizes), *tensors[0].shape[1:]))
             at = 0
-            for t, size, (_, rows) in zip(tensors, sizes, parts, strict=True):
-                if rows is None:
+            for t, size, idx in zip(tensors, sizes, index, strict=True):
+                if idx is None:
                     out[at : at + size].copy_(t)
                 else:
-                    idx = torch.as_tensor(rows, dtype=torch.long, device=t.device)
                     torch.index_select(t, 0, idx, out=out[at : at + size])
                 at += size
             joined[n] = out
