@@ -243,9 +243,8 @@ class Strategies:
     """The four ways through the same pages at one batch size, the best of the repeats."""
 
     wall: dict[str, float] = field(default_factory=dict)  # least wall time, per strategy
-    cpu: dict[str, float] = field(default_factory=dict)  # least CPU time, per strategy
-    faults: dict[str, int] = field(default_factory=dict)  # minor faults of the least-CPU run
     cpu_runs: dict[str, list[float]] = field(default_factory=dict)  # every repeat's CPU time
+    faults: dict[str, int] = field(default_factory=dict)  # minor faults of the least-CPU run
     exits: dict[str, list[int]] = field(default_factory=dict)  # exit stage per page
     batcher: Any = None  # the stage batcher of the last run (its per-stage statistics)
 
@@ -264,9 +263,10 @@ def measure_batch(model: Any, rows: list, b: int, policy: Any, repeat: int) -> S
         ):
             t, cpu, flt, out = cpu_timed(fn)
             got.wall[name] = min(t, got.wall.get(name, float("inf")))
-            got.cpu_runs.setdefault(name, []).append(cpu)
-            if cpu < got.cpu.get(name, float("inf")):
-                got.cpu[name], got.faults[name] = cpu, flt
+            runs = got.cpu_runs.setdefault(name, [])
+            if cpu < min(runs, default=float("inf")):
+                got.faults[name] = flt
+            runs.append(cpu)
             if name == "stage":
                 got.exits[name], got.batcher = out
             elif name != "full":
@@ -277,7 +277,7 @@ def measure_batch(model: Any, rows: list, b: int, policy: Any, repeat: int) -> S
 def batch_row(model: Any, b: int, n: int, got: Strategies) -> dict:
     t_full, t_sync, t_comp, t_stage = (got.wall[k] for k in ("full", "sync", "compaction",
                                                              "stage"))
-    c = got.cpu
+    c = {k: min(v) for k, v in got.cpu_runs.items()}  # least CPU time, per strategy
     ex_stage = got.exits["stage"]
     ideal = ideal_speedup(model, ex_stage)
     return {

@@ -176,7 +176,6 @@ class StageBatcher:
         early_exit: bool = True,
         schedule: Schedule = "deepest_full",
         collate: InputCollator = default_collate,
-        state_cat: Callable[[Sequence[Any]], Any] | None = None,
         hooks: BatcherHooks | None = None,
         label_names: Sequence[str] | None = None,
         exit_layers: Sequence[int] | None = None,
@@ -194,7 +193,6 @@ class StageBatcher:
         self.schedule = schedule
         self.num_stages = int(model.num_stages)
         self._collate = collate
-        self._state_cat = state_cat
         self._queues: list[deque[_Group]] = [deque() for _ in range(self.num_stages)]
         self._sizes = [0] * self.num_stages  # pages waiting per stage
         self._cond = threading.Condition()
@@ -393,18 +391,14 @@ class StageBatcher:
 
     def _gather(self, parts: Sequence[_Part]) -> Any:
         """One batch state from the parts' rows. A StageState copies each row once
-        (`StageState.gather`); other states (and a `state_cat` hook) select, then concatenate."""
+        (`StageState.gather`); other states (the tests' fakes) select, then concatenate."""
         if len(parts) == 1 and parts[0][1] is None:
             return parts[0][0]
         gather = getattr(type(parts[0][0]), "gather", None)
-        if gather is not None and self._state_cat is None:
+        if gather is not None:
             return gather(parts)
         states = [s if rows is None else s.select(rows) for s, rows in parts]
-        if len(states) == 1:
-            return states[0]
-        if self._state_cat is not None:
-            return self._state_cat(states)
-        return type(states[0]).cat(states)
+        return states[0] if len(states) == 1 else type(states[0]).cat(states)
 
     def _run_batch(self, stage: int, batch: list[_Item], parts: list[_Part]) -> None:
         t0 = time.perf_counter()

@@ -45,27 +45,18 @@ class StageState:
     @staticmethod
     def cat(states: Sequence[StageState]) -> StageState:
         """One batch from several states at the same stage (order kept)."""
-        if not states:
-            raise ValueError("StageState.cat needs at least one state")
-        stages = {s.stage for s in states}
-        if len(stages) != 1:
-            raise ValueError(f"cannot concatenate states at different stages: {sorted(stages)}")
-        first = states[0]
-        joined = {}
-        for n in StageState._TENSORS:
-            parts = [getattr(s, n) for s in states]
-            joined[n] = None if parts[0] is None else torch.cat(parts, dim=0)
-        return replace(first, **joined)
+        return StageState.gather([(s, None) for s in states])
 
     @staticmethod
     def gather(parts: Sequence[tuple[StageState, Sequence[int] | None]]) -> StageState:
         """One batch from rows of several states at the same stage (order kept; rows None: all
-        of that state): `select` then `cat`, with each row copied once instead of twice."""
+        of that state), each row copied once: what `select` then `cat` give, without the copy
+        in between."""
         if not parts:
-            raise ValueError("StageState.gather needs at least one part")
+            raise ValueError("StageState.gather needs at least one state")
         stages = {s.stage for s, _ in parts}
         if len(stages) != 1:
-            raise ValueError(f"cannot gather states at different stages: {sorted(stages)}")
+            raise ValueError(f"cannot join states at different stages: {sorted(stages)}")
         first = parts[0][0]
         device = first.hidden.device
         index = [None if rows is None else torch.as_tensor(rows, dtype=torch.long, device=device)
