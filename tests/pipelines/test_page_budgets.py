@@ -251,12 +251,14 @@ def test_artifact_raster_shrinks_only_when_it_alone_is_over_the_budget():
 def test_ingest_deadline_stops_between_pages_and_keeps_what_was_read(tmp_path):
     path = write_text_pdf(tmp_path / "t.pdf", pages=3)
     got = []
+    # The budget outlasts reading page 1 even cold on a busy machine (0.2 s did not, once, in
+    # a fresh clone); the pause after it does not.
     with pytest.raises(DocumentError) as info:
-        for page in iter_pages(path, options=IngestOptions(ocr_mode="text", max_ingest_s=0.2)):
+        for page in iter_pages(path, options=IngestOptions(ocr_mode="text", max_ingest_s=1)):
             got.append(page.number)
-            time.sleep(0.3)
+            time.sleep(1.2)
     assert got == [1]
-    assert info.value.reason.startswith("ingest over 0.2 s after page 1")
+    assert info.value.reason.startswith("ingest over 1 s after page 1")
 
 
 def test_ingest_deadline_covers_image_frames(tmp_path):
